@@ -1,0 +1,126 @@
+//! Aggregator: applies batches to the store (one atomic step per batch, with dedup
+//! by id), records the business metrics of what changed, and periodically expires
+//! old dedup entries. A store failure stops the actor, its supervisor restarts it
+//! with backoff, and the consumer redelivers the batch.
+
+use crate::event::{now_ms, Events};
+use crate::messages::Apply;
+use crate::metrics::{
+    END_TO_END_DURATION, EVENTS_APPLIED, EVENTS_DUPLICATE, MAILBOX_DEPTH, REVENUE, SALES,
+    SALES_QUANTITY, STORE_APPLY_DURATION, TWEETS,
+};
+use crate::store::{self, Applied, Store, StoreError};
+use crate::supervision::Restarts;
+use actix::prelude::*;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const ACTOR: &str = "aggregator";
+
+/// Writes KPIs to the store.
+pub struct Aggregator {
+    store: Arc<dyn Store>,
+    expire_every: Duration,
+    mailbox_capacity: usize,
+    restarts: Restarts,
+}
+
+impl Aggregator {
+    /// An aggregator writing to `store`, expiring dedup entries every `expire_every`.
+    pub fn new(store: Arc<dyn Store>, expire_every: Duration, mailbox_capacity: usize) -> Self {
+        Aggregator {
+            store,
+            expire_every,
+            mailbox_capacity,
+            restarts: Restarts::new(ACTOR),
+        }
+    }
+}
+
+impl Actor for Aggregator {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(self.mailbox_capacity);
+        if let Some(delay) = self.restarts.take_delay() {
+            ctx.wait(tokio::time::sleep(delay).into_actor(self));
+        }
+        ctx.run_interval(self.expire_every, |act, ctx| {
+            let store = act.store.clone();
+            ctx.spawn(
+                async move {
+                    if let Err(e) = store.expire().await {
+                        tracing::warn!(error = %e, "expiring dedup entries failed");
+                    }
+                }
+                .into_actor(act),
+            );
+        });
+    }
+}
+
+impl Supervised for Aggregator {
+    fn restarting(&mut self, _: &mut Self::Context) {
+        self.restarts.restarting();
+    }
+}
+
+/// Business metrics of the events that changed the aggregates.
+fn record(events: &Events, applied: &Applied) {
+    let kind = events.kind().as_str();
+    metrics::counter!(EVENTS_APPLIED, "kind" => kind).increment(applied.fresh_count() as u64);
+    metrics::counter!(EVENTS_DUPLICATE, "kind" => kind).increment(applied.duplicate_count() as u64);
+    match events {
+        Events::Sales(sales) => {
+            for (s, _) in sales.iter().zip(&applied.fresh).filter(|(_, &f)| f) {
+                let category = s.category.as_str();
+                metrics::counter!(SALES, "category" => category).increment(1);
+                metrics::counter!(SALES_QUANTITY, "category" => category).increment(s.quantity);
+                let cents = (s.price * s.quantity as f64 * 100.0).round() as u64;
+                metrics::counter!(REVENUE, "category" => category).increment(cents);
+            }
+        }
+        Events::Tweets(tweets) => {
+            for (t, _) in tweets.iter().zip(&applied.fresh).filter(|(_, &f)| f) {
+                metrics::counter!(TWEETS, "weather" => t.weather.as_str()).increment(1);
+            }
+        }
+    }
+}
+
+impl Handler<Apply> for Aggregator {
+    type Result = AtomicResponse<Self, Result<Applied, StoreError>>;
+
+    fn handle(&mut self, Apply(batch): Apply, _: &mut Self::Context) -> Self::Result {
+        metrics::gauge!(MAILBOX_DEPTH, "actor" => ACTOR).decrement(1.0);
+        let store = self.store.clone();
+        let started = Instant::now();
+        AtomicResponse::new(Box::pin(
+            async move {
+                let result = store::apply(store.as_ref(), &batch.events).await;
+                (result, batch)
+            }
+            .into_actor(self)
+            .map(move |(result, batch), act, ctx| {
+                let kind = batch.kind().as_str();
+                metrics::histogram!(STORE_APPLY_DURATION, "kind" => kind)
+                    .record(started.elapsed().as_secs_f64());
+                match result {
+                    Ok(applied) => {
+                        record(&batch.events, &applied);
+                        let age_ms = (now_ms() - batch.received_at_ms).max(0);
+                        metrics::histogram!(END_TO_END_DURATION, "kind" => kind)
+                            .record(age_ms as f64 / 1000.0);
+                        act.restarts.reset();
+                        Ok(applied)
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "applying batch failed; restarting aggregator");
+                        ctx.stop();
+                        Err(e)
+                    }
+                }
+            }),
+        ))
+    }
+}

@@ -1,0 +1,118 @@
+//! Consumer: one per source. Reads batches, has the aggregator store them, and only
+//! then commits (acks) them on the source, retrying with backoff until the store
+//! took them, so a batch is never dropped between bus and store.
+
+use crate::aggregator::Aggregator;
+use crate::messages::{Apply, Batch};
+use crate::metrics::{EVENTS_CONSUMED, MAILBOX_DEPTH};
+use crate::supervision::Restarts;
+use actix::prelude::*;
+use async_trait::async_trait;
+use backon::{BackoffBuilder, ExponentialBuilder};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Mutex;
+
+const ACTOR: &str = "consumer";
+
+/// A failure of a source.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct SourceError(pub String);
+
+/// A batch read from a source, with what the source needs to commit it.
+#[derive(Debug)]
+pub struct Delivery {
+    /// The events.
+    pub batch: Batch,
+    /// Source-specific position or delivery tag.
+    pub token: u64,
+}
+
+/// Where a consumer reads batches.
+#[async_trait]
+pub trait Source: Send + 'static {
+    /// Short name used as the `source` label.
+    fn name(&self) -> &'static str;
+    /// The next batch; `None` once the source is closed for good.
+    async fn next(&mut self) -> Option<Delivery>;
+    /// Marks a delivery as stored, so it is not redelivered.
+    async fn commit(&mut self, token: u64) -> Result<(), SourceError>;
+}
+
+/// Moves batches from a source to the aggregator.
+pub struct Consumer {
+    source: Arc<Mutex<Box<dyn Source>>>,
+    aggregator: Addr<Aggregator>,
+    restarts: Restarts,
+}
+
+impl Consumer {
+    /// A consumer reading `source` into `aggregator`.
+    pub fn new(source: Box<dyn Source>, aggregator: Addr<Aggregator>) -> Self {
+        Consumer {
+            source: Arc::new(Mutex::new(source)),
+            aggregator,
+            restarts: Restarts::new(ACTOR),
+        }
+    }
+}
+
+/// Applies one batch, retrying with backoff until the aggregator stored it.
+async fn store_batch(aggregator: &Addr<Aggregator>, batch: &Batch) {
+    let mut backoff = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(20))
+        .with_max_delay(Duration::from_secs(2))
+        .without_max_times()
+        .build();
+    loop {
+        metrics::gauge!(MAILBOX_DEPTH, "actor" => "aggregator").increment(1.0);
+        match aggregator.send(Apply(batch.clone())).await {
+            Ok(Ok(_)) => return,
+            Ok(Err(e)) => tracing::warn!(error = %e, "store failed; retrying batch"),
+            Err(e) => tracing::warn!(error = %e, "aggregator unavailable; retrying batch"),
+        }
+        tokio::time::sleep(backoff.next().unwrap_or(Duration::from_secs(2))).await;
+    }
+}
+
+async fn run(
+    source: Arc<Mutex<Box<dyn Source>>>,
+    aggregator: Addr<Aggregator>,
+) -> Result<(), SourceError> {
+    let mut source = source.lock().await;
+    let name = source.name();
+    while let Some(delivery) = source.next().await {
+        let batch = &delivery.batch;
+        metrics::counter!(EVENTS_CONSUMED, "kind" => batch.kind().as_str(), "source" => name)
+            .increment(batch.events.len() as u64);
+        store_batch(&aggregator, batch).await;
+        source.commit(delivery.token).await?;
+    }
+    tracing::info!(source = name, "source closed; consumer idle");
+    Ok(())
+}
+
+impl Actor for Consumer {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        if let Some(delay) = self.restarts.take_delay() {
+            ctx.wait(tokio::time::sleep(delay).into_actor(self));
+        }
+        let fut = run(self.source.clone(), self.aggregator.clone());
+        ctx.spawn(fut.into_actor(self).map(|result, act, ctx| match result {
+            Ok(()) => act.restarts.reset(),
+            Err(e) => {
+                tracing::error!(error = %e, "consumer failed");
+                ctx.stop();
+            }
+        }));
+    }
+}
+
+impl Supervised for Consumer {
+    fn restarting(&mut self, _: &mut Self::Context) {
+        self.restarts.restarting();
+    }
+}

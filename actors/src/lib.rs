@@ -1,0 +1,34 @@
+//! # flujo-actors
+//!
+//! The supervised actors of flujo's pipeline and the seams the adapters plug into.
+//!
+//! ```text
+//! transport ─▶ receiver ─▶ router ─▶ publisher ─▶ (sink ~ source) ─▶ consumer ─▶ aggregator ─▶ store
+//! ```
+//!
+//! # Layout
+//! - [`event`]: Sale and Tweet: parsing with aliases, validation, canonical JSON.
+//! - [`messages`]: the messages between actors and the `Batch` they carry.
+//! - [`admission`]: the bound on events in flight (a full pipeline refuses at once).
+//! - [`receiver`]: validates, stamps, admits and routes; `ReceiverPool` spreads load.
+//! - [`router`]: fans each batch out to the publishers of its kind.
+//! - [`publisher`]: one per sink; the `Sink` trait.
+//! - [`bus`]: the in-process memory bus (a `Sink` and a `Source`).
+//! - [`consumer`]: one per source; the `Source` trait; commits only after store.
+//! - [`aggregator`]: applies batches to the store, exactly once per event id.
+//! - [`store`]: the `Store` trait, the query answer types and `MemoryStore`.
+//! - [`supervision`]: restart counting and backoff shared by the actors.
+//! - [`metrics`]: every metric name and its description.
+
+pub mod admission;
+pub mod aggregator;
+pub mod bus;
+pub mod consumer;
+pub mod event;
+pub mod messages;
+pub mod metrics;
+pub mod publisher;
+pub mod receiver;
+pub mod router;
+pub mod store;
+pub mod supervision;

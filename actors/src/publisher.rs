@@ -1,0 +1,94 @@
+//! Publisher: one per sink. Puts batches on its sink (the in-process memory bus
+//! here; Kafka and RabbitMQ are further `Sink` implementations) and answers once the
+//! sink confirmed.
+
+use crate::messages::{Batch, PipelineError, Publish};
+use crate::metrics::{EVENTS_PUBLISHED, EVENTS_PUBLISH_FAILED, MAILBOX_DEPTH, PUBLISH_DURATION};
+use actix::prelude::*;
+use async_trait::async_trait;
+use std::sync::Arc;
+use std::time::Instant;
+
+const ACTOR: &str = "publisher";
+
+/// A failure of a sink.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct SinkError(pub String);
+
+/// Where a publisher puts batches.
+#[async_trait]
+pub trait Sink: Send + Sync + 'static {
+    /// Short name used as the `sink` label (`memory`, `kafka`, `rabbitmq`).
+    fn name(&self) -> &'static str;
+    /// Puts the batch on the sink; returns once the sink confirmed it.
+    async fn publish(&self, batch: Batch) -> Result<(), SinkError>;
+    /// Checks that the sink can take batches (readiness).
+    async fn ready(&self) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
+/// Publishes batches to one sink.
+pub struct Publisher {
+    sink: Arc<dyn Sink>,
+    mailbox_capacity: usize,
+}
+
+impl Publisher {
+    /// A publisher for `sink`.
+    pub fn new(sink: Arc<dyn Sink>, mailbox_capacity: usize) -> Self {
+        Publisher {
+            sink,
+            mailbox_capacity,
+        }
+    }
+}
+
+impl Actor for Publisher {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(self.mailbox_capacity);
+    }
+}
+
+// The sink (and its connection) outlives the actor, so a restart keeps it.
+impl Supervised for Publisher {
+    fn restarting(&mut self, _: &mut Self::Context) {
+        metrics::counter!(crate::metrics::ACTOR_RESTARTS, "actor" => ACTOR).increment(1);
+    }
+}
+
+impl Handler<Publish> for Publisher {
+    type Result = ResponseFuture<Result<(), PipelineError>>;
+
+    fn handle(&mut self, Publish(batch): Publish, _: &mut Self::Context) -> Self::Result {
+        metrics::gauge!(MAILBOX_DEPTH, "actor" => ACTOR).decrement(1.0);
+        let sink = self.sink.clone();
+        Box::pin(async move {
+            let (kind, n) = (batch.kind().as_str(), batch.events.len() as u64);
+            let started = Instant::now();
+            let result = sink.publish(batch).await;
+            let name = sink.name();
+            metrics::histogram!(PUBLISH_DURATION, "sink" => name)
+                .record(started.elapsed().as_secs_f64());
+            match result {
+                Ok(()) => {
+                    metrics::counter!(EVENTS_PUBLISHED, "kind" => kind, "sink" => name)
+                        .increment(n);
+                    Ok(())
+                }
+                Err(e) => {
+                    metrics::counter!(EVENTS_PUBLISH_FAILED, "kind" => kind, "sink" => name)
+                        .increment(n);
+                    tracing::warn!(sink = name, error = %e, "publish failed");
+                    Err(PipelineError::SinkUnavailable {
+                        sink: name,
+                        reason: e.0,
+                    })
+                }
+            }
+        })
+    }
+}

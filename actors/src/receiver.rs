@@ -1,0 +1,204 @@
+//! Receiver: validates what a transport decoded, stamps `id`/`ts`, admits the batch
+//! into the pipeline and hands it to the router, answering per the ack mode.
+//!
+//! Receivers are stateless, so a process runs a pool of them, one per arbiter
+//! (thread); `ReceiverPool` spreads batches over them and refuses at once when every
+//! mailbox is full.
+
+use crate::admission::{Admission, AdmitError};
+use crate::event::{now_ms, parse_batch, Kind, ReceiveStamp};
+use crate::messages::{Accepted, AckMode, Batch, Ingest, IngestError, Route, Transport};
+use crate::metrics::{EVENTS_RECEIVED, EVENTS_REJECTED, MAILBOX_DEPTH};
+use crate::router::Router;
+use actix::prelude::*;
+use serde_json::Value;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use tokio::sync::oneshot;
+
+const ACTOR: &str = "receiver";
+
+/// Validates and admits batches, then routes them.
+pub struct Receiver {
+    router: Addr<Router>,
+    admission: Admission,
+    ack: AckMode,
+    mailbox_capacity: usize,
+}
+
+impl Receiver {
+    /// A receiver that routes to `router`, admitting through `admission`.
+    pub fn new(
+        router: Addr<Router>,
+        admission: Admission,
+        ack: AckMode,
+        mailbox_capacity: usize,
+    ) -> Self {
+        Receiver {
+            router,
+            admission,
+            ack,
+            mailbox_capacity,
+        }
+    }
+}
+
+impl Actor for Receiver {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(self.mailbox_capacity);
+    }
+}
+
+// A receiver holds no state worth keeping, so a restart is just a fresh start.
+impl Supervised for Receiver {
+    fn restarting(&mut self, _: &mut Self::Context) {
+        metrics::counter!(crate::metrics::ACTOR_RESTARTS, "actor" => ACTOR).increment(1);
+    }
+}
+
+fn reject(kind: Kind, transport: Transport, reason: &'static str, events: usize) {
+    metrics::counter!(EVENTS_REJECTED, "kind" => kind.as_str(), "transport" => transport.as_str(), "reason" => reason)
+        .increment(events as u64);
+}
+
+impl Handler<Ingest> for Receiver {
+    type Result = ();
+
+    fn handle(&mut self, msg: Ingest, ctx: &mut Self::Context) {
+        metrics::gauge!(MAILBOX_DEPTH, "actor" => ACTOR).decrement(1.0);
+        let Ingest {
+            kind,
+            objects,
+            transport,
+            reply,
+        } = msg;
+        let n = objects.len();
+        metrics::counter!(EVENTS_RECEIVED, "kind" => kind.as_str(), "transport" => transport.as_str())
+            .increment(n as u64);
+        let events = match parse_batch(kind, objects, &mut ReceiveStamp::now()) {
+            Ok(events) => events,
+            Err(e) => {
+                reject(kind, transport, "invalid", n);
+                let _ = reply.send(Err(IngestError::Invalid(e)));
+                return;
+            }
+        };
+        let admitted = match self.admission.try_admit(n) {
+            Ok(a) => a,
+            Err(e) => {
+                let (reason, err) = match e {
+                    AdmitError::Full { .. } => {
+                        ("backpressure", IngestError::Backpressure(e.to_string()))
+                    }
+                    AdmitError::TooLarge(_) => ("too_large", IngestError::TooLarge(e.to_string())),
+                    AdmitError::Closed => {
+                        ("shutting_down", IngestError::Unavailable(e.to_string()))
+                    }
+                };
+                reject(kind, transport, reason, n);
+                let _ = reply.send(Err(err));
+                return;
+            }
+        };
+        let ids = events.ids();
+        let batch = Batch {
+            events: Arc::new(events),
+            received_at_ms: now_ms(),
+            admitted: Some(Arc::new(admitted)),
+        };
+        match self.ack {
+            AckMode::Accepted => {
+                let outcome = match self.router.try_send(Route(batch)) {
+                    Ok(()) => {
+                        metrics::gauge!(MAILBOX_DEPTH, "actor" => "router").increment(1.0);
+                        Ok(Accepted { ids })
+                    }
+                    Err(SendError::Full(_)) => {
+                        reject(kind, transport, "backpressure", n);
+                        Err(IngestError::Backpressure(
+                            "router mailbox full; retry shortly".into(),
+                        ))
+                    }
+                    Err(SendError::Closed(_)) => {
+                        reject(kind, transport, "unavailable", n);
+                        Err(IngestError::Unavailable("router is not running".into()))
+                    }
+                };
+                let _ = reply.send(outcome);
+            }
+            AckMode::Durable => {
+                let router = self.router.clone();
+                metrics::gauge!(MAILBOX_DEPTH, "actor" => "router").increment(1.0);
+                ctx.spawn(
+                    async move {
+                        let outcome = match router.send(Route(batch)).await {
+                            Ok(Ok(())) => Ok(Accepted { ids }),
+                            Ok(Err(e)) => {
+                                reject(kind, transport, "unavailable", n);
+                                Err(IngestError::Unavailable(e.to_string()))
+                            }
+                            Err(_) => {
+                                reject(kind, transport, "unavailable", n);
+                                Err(IngestError::Unavailable("router is not running".into()))
+                            }
+                        };
+                        let _ = reply.send(outcome);
+                    }
+                    .into_actor(self),
+                );
+            }
+        }
+    }
+}
+
+/// A pool of receivers spread over arbiters; the entry point of every transport.
+#[derive(Clone)]
+pub struct ReceiverPool {
+    receivers: Arc<[Addr<Receiver>]>,
+    next: Arc<AtomicUsize>,
+}
+
+impl ReceiverPool {
+    /// A pool over already started receivers (at least one).
+    pub fn new(receivers: Vec<Addr<Receiver>>) -> Self {
+        ReceiverPool {
+            receivers: receivers.into(),
+            next: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Validates, admits and routes a batch of decoded JSON objects of one kind.
+    pub async fn ingest(
+        &self,
+        kind: Kind,
+        objects: Vec<Value>,
+        transport: Transport,
+    ) -> Result<Accepted, IngestError> {
+        let (tx, rx) = oneshot::channel();
+        let mut msg = Ingest {
+            kind,
+            objects,
+            transport,
+            reply: tx,
+        };
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let n = self.receivers.len();
+        for i in 0..n {
+            match self.receivers[(start + i) % n].try_send(msg) {
+                Ok(()) => {
+                    metrics::gauge!(MAILBOX_DEPTH, "actor" => ACTOR).increment(1.0);
+                    return rx.await.unwrap_or_else(|_| {
+                        Err(IngestError::Unavailable("receiver stopped".into()))
+                    });
+                }
+                Err(SendError::Full(m)) | Err(SendError::Closed(m)) => msg = m,
+            }
+        }
+        reject(kind, transport, "backpressure", msg.objects.len());
+        Err(IngestError::Backpressure(
+            "every receiver mailbox is full; retry shortly".into(),
+        ))
+    }
+}

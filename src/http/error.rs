@@ -1,0 +1,113 @@
+//! The one HTTP error type: a status and `{"error", "index", "field"}`, plus
+//! `Retry-After` where retrying makes sense.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use flujo_actors::event::ValidationError;
+use flujo_actors::messages::IngestError;
+use flujo_actors::store::StoreError;
+use serde::Serialize;
+
+/// An HTTP error answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// Status code (4xx or 5xx).
+    pub status: StatusCode,
+    /// What went wrong, naming the problem.
+    pub error: String,
+    /// Position of the offending event in the batch, when one event is at fault.
+    pub index: Option<usize>,
+    /// The offending field or parameter, when one is at fault.
+    pub field: Option<String>,
+    /// Seconds after which a retry may succeed.
+    pub retry_after: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: &'a str,
+    index: Option<usize>,
+    field: Option<&'a str>,
+}
+
+impl ApiError {
+    /// An error with only a status and a message.
+    pub fn new(status: StatusCode, error: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            error: error.into(),
+            index: None,
+            field: None,
+            retry_after: None,
+        }
+    }
+
+    /// 400 about one parameter or field.
+    pub fn bad_field(field: &str, error: impl Into<String>) -> Self {
+        ApiError {
+            field: Some(field.to_owned()),
+            ..ApiError::new(StatusCode::BAD_REQUEST, error)
+        }
+    }
+
+    /// 400 about one event of the batch.
+    pub fn bad_event(index: usize, error: impl Into<String>) -> Self {
+        ApiError {
+            index: Some(index),
+            ..ApiError::new(StatusCode::BAD_REQUEST, error)
+        }
+    }
+
+    fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
+    }
+}
+
+impl From<ValidationError> for ApiError {
+    fn from(e: ValidationError) -> Self {
+        ApiError {
+            field: e.error.field.clone(),
+            ..ApiError::bad_event(e.index, format!("event {}: {}", e.index, e.error.message))
+        }
+    }
+}
+
+impl From<IngestError> for ApiError {
+    fn from(e: IngestError) -> Self {
+        match e {
+            IngestError::Invalid(v) => v.into(),
+            IngestError::Backpressure(m) => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, m).retry_after(1)
+            }
+            IngestError::Unavailable(m) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, m).retry_after(1)
+            }
+            IngestError::TooLarge(m) => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, m),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).retry_after(1)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Body {
+            error: &self.error,
+            index: self.index,
+            field: self.field.as_deref(),
+        };
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}

@@ -1,0 +1,227 @@
+//! `POST /v1/sales`, `POST /v1/tweets` and their alias paths: one JSON object, a
+//! JSON array or NDJSON; the batch is accepted or refused whole.
+
+use super::error::ApiError;
+use super::AppState;
+use axum::body::{to_bytes, Body};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::Json;
+use flujo_actors::event::Kind;
+use flujo_actors::messages::Transport;
+use flujo_actors::metrics::INGEST_DURATION;
+use serde::Serialize;
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The 202 answer.
+#[derive(Debug, Serialize)]
+pub struct IngestAccepted {
+    /// Events accepted.
+    pub accepted: usize,
+    /// Their ids, in request order.
+    pub ids: Vec<String>,
+}
+
+/// How the body is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Json,
+    Ndjson,
+}
+
+fn encoding(headers: &HeaderMap) -> Result<Encoding, ApiError> {
+    let unsupported = |got: &str| {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "unsupported Content-Type `{got}`; send application/json (an object or an array) \
+                 or application/x-ndjson (one object per line)"
+            ),
+        )
+    };
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Err(unsupported("(none)"));
+    };
+    let text = value.to_str().map_err(|_| unsupported("(not text)"))?;
+    let mime = text
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match mime.as_str() {
+        "application/json" => Ok(Encoding::Json),
+        "application/x-ndjson"
+        | "application/ndjson"
+        | "application/jsonl"
+        | "application/x-jsonlines"
+        | "application/jsonlines" => Ok(Encoding::Ndjson),
+        _ => Err(unsupported(text)),
+    }
+}
+
+fn json_error(e: &serde_json::Error, line_offset: Option<usize>) -> String {
+    match line_offset {
+        Some(line) => format!("invalid JSON on line {line}: {e}"),
+        None => format!("invalid JSON: {e}"),
+    }
+}
+
+/// Decodes the body into one JSON value per event.
+fn decode(body: &[u8], encoding: Encoding) -> Result<Vec<Value>, ApiError> {
+    match encoding {
+        Encoding::Json => match serde_json::from_slice::<Value>(body) {
+            Ok(Value::Array(items)) => Ok(items),
+            Ok(v @ Value::Object(_)) => Ok(vec![v]),
+            Ok(_) => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "body must be a JSON object (one event) or an array of objects",
+            )),
+            Err(e) => Err(ApiError::new(StatusCode::BAD_REQUEST, json_error(&e, None))),
+        },
+        Encoding::Ndjson => {
+            let mut events = Vec::new();
+            for (n, line) in body.split(|&b| b == b'\n').enumerate() {
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                let value = serde_json::from_slice::<Value>(line)
+                    .map_err(|e| ApiError::bad_event(events.len(), json_error(&e, Some(n + 1))))?;
+                events.push(value);
+            }
+            Ok(events)
+        }
+    }
+}
+
+/// Handles one ingest request for `kind`.
+pub async fn ingest(
+    state: Arc<AppState>,
+    kind: Kind,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<IngestAccepted>), ApiError> {
+    let started = Instant::now();
+    let result = accept(&state, kind, &headers, body).await;
+    metrics::histogram!(INGEST_DURATION, "transport" => Transport::Http.as_str())
+        .record(started.elapsed().as_secs_f64());
+    result
+}
+
+async fn accept(
+    state: &AppState,
+    kind: Kind,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<IngestAccepted>), ApiError> {
+    let encoding = encoding(headers)?;
+    let limit = state.limits.max_body_bytes;
+    let bytes = to_bytes(body, limit).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body larger than {limit} bytes; split the batch"),
+        )
+    })?;
+    let objects = decode(&bytes, encoding)?;
+    if objects.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "empty batch: send at least one event",
+        ));
+    }
+    let max = state.limits.max_batch_events;
+    if objects.len() > max {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "batch of {} events exceeds the limit of {max}; split it",
+                objects.len()
+            ),
+        ));
+    }
+    let accepted = state
+        .receivers
+        .ingest(kind, objects, Transport::Http)
+        .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(IngestAccepted {
+            accepted: accepted.ids.len(),
+            ids: accepted.ids,
+        }),
+    ))
+}
+
+/// Axum handler for sales.
+pub async fn sales(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<IngestAccepted>), ApiError> {
+    ingest(state, Kind::Sale, headers, body).await
+}
+
+/// Axum handler for tweets.
+pub async fn tweets(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<IngestAccepted>), ApiError> {
+    ingest(state, Kind::Tweet, headers, body).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_object_array_and_ndjson() {
+        assert_eq!(
+            decode(br#"{"a":1}"#, Encoding::Json).map(|v| v.len()),
+            Ok(1)
+        );
+        assert_eq!(
+            decode(br#"[{"a":1},{"a":2}]"#, Encoding::Json).map(|v| v.len()),
+            Ok(2)
+        );
+        assert_eq!(
+            decode(b"{\"a\":1}\n\n{\"a\":2}\r\n", Encoding::Ndjson).map(|v| v.len()),
+            Ok(2)
+        );
+        let err = decode(b"{\"a\":1}\n{oops\n", Encoding::Ndjson).expect_err("bad line");
+        assert_eq!(err.index, Some(1));
+        assert!(err.error.contains("line 2"), "{}", err.error);
+        assert_eq!(
+            decode(b"7", Encoding::Json).expect_err("scalar").status,
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            decode(b"[1,", Encoding::Json)
+                .expect_err("truncated")
+                .status,
+            StatusCode::BAD_REQUEST
+        );
+    }
+
+    #[test]
+    fn content_types() {
+        let with = |ct: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONTENT_TYPE, ct.parse().expect("header"));
+            encoding(&h)
+        };
+        assert_eq!(with("application/json; charset=utf-8"), Ok(Encoding::Json));
+        assert_eq!(with("Application/JSON"), Ok(Encoding::Json));
+        assert_eq!(with("application/x-ndjson"), Ok(Encoding::Ndjson));
+        assert_eq!(
+            with("text/plain").expect_err("415").status,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE
+        );
+        assert_eq!(
+            encoding(&HeaderMap::new()).expect_err("415").status,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE
+        );
+    }
+}

@@ -1,0 +1,333 @@
+//! The query API: KPIs, rankings and the monitored price streams, read from the
+//! store through a short-lived read cache. `Cache-Control: no-cache` bypasses it.
+
+use super::error::ApiError;
+use super::AppState;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use flujo_actors::event::Category;
+use flujo_actors::metrics::{QUERY_CACHE_HITS, QUERY_CACHE_MISSES};
+use flujo_actors::store::{Page, StoreError};
+use moka::sync::Cache;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Default page size.
+pub const DEFAULT_LIMIT: usize = 10;
+/// Largest page size.
+pub const MAX_LIMIT: usize = 1000;
+
+/// Rendered answers keyed by path and query, kept for the configured TTL.
+#[derive(Clone)]
+pub struct ReadCache {
+    cache: Option<Cache<String, Bytes>>,
+}
+
+impl ReadCache {
+    /// A cache keeping answers for `ttl`; a zero TTL disables it.
+    pub fn new(ttl: Duration) -> Self {
+        let cache = (!ttl.is_zero()).then(|| {
+            Cache::builder()
+                .time_to_live(ttl)
+                .max_capacity(10_000)
+                .build()
+        });
+        ReadCache { cache }
+    }
+
+    /// The cached answer for `key`, or a fresh one from `read` (cached for next time).
+    async fn get_or_read<T, F>(&self, key: String, bypass: bool, read: F) -> Result<Bytes, ApiError>
+    where
+        T: Serialize,
+        F: Future<Output = Result<T, StoreError>>,
+    {
+        if let (Some(cache), false) = (&self.cache, bypass) {
+            if let Some(hit) = cache.get(&key) {
+                metrics::counter!(QUERY_CACHE_HITS).increment(1);
+                return Ok(hit);
+            }
+        }
+        metrics::counter!(QUERY_CACHE_MISSES).increment(1);
+        let value = read.await?;
+        let bytes = Bytes::from(serde_json::to_vec(&value).map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot render answer: {e}"),
+            )
+        })?);
+        if let Some(cache) = &self.cache {
+            cache.insert(key, bytes.clone());
+        }
+        Ok(bytes)
+    }
+}
+
+fn json(bytes: Bytes) -> Response {
+    let mut r = bytes.into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn bypass_cache(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| {
+            v.split(',')
+                .map(|d| d.trim().to_ascii_lowercase())
+                .any(|d| d == "no-cache" || d == "no-store" || d == "max-age=0")
+        })
+}
+
+/// Query parameters, refusing unknown and repeated ones.
+struct Params(HashMap<String, String>);
+
+impl Params {
+    fn parse(raw: Option<&str>, allowed: &[&str]) -> Result<Self, ApiError> {
+        let mut map = HashMap::new();
+        for (k, v) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+            if !allowed.contains(&k.as_ref()) {
+                let expected = if allowed.is_empty() {
+                    "none".to_owned()
+                } else {
+                    allowed.join(", ")
+                };
+                return Err(ApiError::bad_field(
+                    &k,
+                    format!("unknown query parameter `{k}`; expected: {expected}"),
+                ));
+            }
+            if map.insert(k.to_string(), v.to_string()).is_some() {
+                return Err(ApiError::bad_field(
+                    &k,
+                    format!("query parameter `{k}` is given twice"),
+                ));
+            }
+        }
+        Ok(Params(map))
+    }
+
+    fn number(
+        &self,
+        name: &str,
+        default: usize,
+        min: usize,
+        max: usize,
+    ) -> Result<usize, ApiError> {
+        let Some(text) = self.0.get(name) else {
+            return Ok(default);
+        };
+        match text.parse::<usize>() {
+            Ok(n) if (min..=max).contains(&n) => Ok(n),
+            _ => Err(ApiError::bad_field(
+                name,
+                format!("`{name}` must be an integer from {min} to {max}, got `{text}`"),
+            )),
+        }
+    }
+
+    fn limit(&self) -> Result<usize, ApiError> {
+        self.number("limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+    }
+
+    fn page(&self) -> Result<Page, ApiError> {
+        Ok(Page {
+            limit: self.limit()?,
+            offset: self.number("offset", 0, 0, usize::MAX)?,
+        })
+    }
+
+    fn category(&self) -> Result<Option<Category>, ApiError> {
+        self.0
+            .get("category")
+            .filter(|c| !c.is_empty())
+            .map(|c| category(c))
+            .transpose()
+    }
+}
+
+fn category(text: &str) -> Result<Category, ApiError> {
+    Category::from_name(text).ok_or_else(|| {
+        ApiError::bad_field(
+            "category",
+            format!("unknown category `{text}`; expected electronics, clothing, home or beauty"),
+        )
+    })
+}
+
+fn cache_key(path: &str, raw: &Option<String>) -> String {
+    match raw {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    }
+}
+
+/// `GET /v1/kpis/sales`.
+pub async fn sales_kpis(
+    State(st): State<Arc<AppState>>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    Params::parse(raw.as_deref(), &[])?;
+    let store = st.store.clone();
+    let body = st
+        .cache
+        .get_or_read(
+            "/v1/kpis/sales".into(),
+            bypass_cache(&headers),
+            async move { store.sales_kpis().await },
+        )
+        .await?;
+    Ok(json(body))
+}
+
+/// `GET /v1/kpis/tweets`.
+pub async fn tweet_kpis(
+    State(st): State<Arc<AppState>>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    Params::parse(raw.as_deref(), &[])?;
+    let store = st.store.clone();
+    let body = st
+        .cache
+        .get_or_read(
+            "/v1/kpis/tweets".into(),
+            bypass_cache(&headers),
+            async move { store.tweet_kpis().await },
+        )
+        .await?;
+    Ok(json(body))
+}
+
+/// `GET /v1/rankings/products?category=&limit=&offset=`.
+pub async fn product_ranking(
+    State(st): State<Arc<AppState>>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let params = Params::parse(raw.as_deref(), &["category", "limit", "offset"])?;
+    let (category, page) = (params.category()?, params.page()?);
+    let store = st.store.clone();
+    let key = cache_key("/v1/rankings/products", &raw);
+    let body = st
+        .cache
+        .get_or_read(key, bypass_cache(&headers), async move {
+            store.product_ranking(category, page).await
+        })
+        .await?;
+    Ok(json(body))
+}
+
+/// `GET /v1/rankings/locations?limit=&offset=`.
+pub async fn location_ranking(
+    State(st): State<Arc<AppState>>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let page = Params::parse(raw.as_deref(), &["limit", "offset"])?.page()?;
+    let store = st.store.clone();
+    let key = cache_key("/v1/rankings/locations", &raw);
+    let body = st
+        .cache
+        .get_or_read(key, bypass_cache(&headers), async move {
+            store.location_ranking(page).await
+        })
+        .await?;
+    Ok(json(body))
+}
+
+/// `GET /v1/sales/monitored/{category}/prices?limit=`.
+pub async fn monitored_prices(
+    State(st): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let limit = Params::parse(raw.as_deref(), &["limit"])?.limit()?;
+    let category = category(&name)?;
+    let store = st.store.clone();
+    let key = format!(
+        "/v1/sales/monitored/{}/prices?limit={limit}",
+        category.as_str()
+    );
+    let body = st
+        .cache
+        .get_or_read(key, bypass_cache(&headers), async move {
+            store.monitored_prices(category, limit).await
+        })
+        .await?;
+    Ok(json(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_validate_and_page() {
+        let p = Params::parse(
+            Some("limit=5&offset=10&category=Hogar"),
+            &["category", "limit", "offset"],
+        )
+        .expect("valid");
+        assert_eq!(
+            p.page().expect("page"),
+            Page {
+                limit: 5,
+                offset: 10
+            }
+        );
+        assert_eq!(p.category().expect("cat"), Some(Category::Home));
+        let defaults = Params::parse(None, &["limit", "offset"]).expect("empty");
+        assert_eq!(
+            defaults.page().expect("page"),
+            Page {
+                limit: 10,
+                offset: 0
+            }
+        );
+        for (q, field) in [
+            ("limit=0", "limit"),
+            ("limit=1001", "limit"),
+            ("limit=abc", "limit"),
+            ("offset=-1", "offset"),
+            ("limti=3", "limti"),
+            ("limit=1&limit=2", "limit"),
+        ] {
+            let err = Params::parse(Some(q), &["limit", "offset"])
+                .and_then(|p| p.page())
+                .expect_err(q);
+            assert_eq!(
+                (err.status, err.field.as_deref()),
+                (StatusCode::BAD_REQUEST, Some(field)),
+                "{q}"
+            );
+        }
+        let p = Params::parse(Some("category=toys"), &["category"]).expect("parses");
+        assert_eq!(
+            p.category().expect_err("bad").field.as_deref(),
+            Some("category")
+        );
+    }
+
+    #[test]
+    fn cache_control_bypass() {
+        let mut h = HeaderMap::new();
+        assert!(!bypass_cache(&h));
+        h.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("max-age=0, No-Cache"),
+        );
+        assert!(bypass_cache(&h));
+    }
+}

@@ -1,0 +1,155 @@
+//! # flujo
+//!
+//! The command line: `flujo run` (the pipeline), `flujo config` (the effective
+//! configuration), `flujo loadgen` (load and verification).
+//!
+//! # Layout (of the `flujo` library this binary uses)
+//! - `config`: file < env < flags, checked at start.
+//! - `roles`: which actors run here; the ordered drain at shutdown.
+//! - `http`: axum ingest, query API, metrics and health.
+//! - `shutdown`: the shutdown signal and deadline.
+//! - `telemetry`: logs and the Prometheus recorder.
+//! - `loadgen`: the load generator and verifier.
+
+use clap::{Args, Parser, Subcommand};
+use flujo::config::{Config, Overrides};
+use flujo::loadgen::{self, LoadgenArgs};
+use flujo::{roles, telemetry};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// flujo: one binary for the whole event pipeline.
+#[derive(Debug, Parser)]
+#[command(name = "flujo", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the pipeline (every role in one process by default).
+    Run(RunArgs),
+    /// Print the effective configuration (secrets masked) and exit.
+    Config(RunArgs),
+    /// Send load to a running flujo, report latency, optionally verify the KPIs.
+    Loadgen(LoadgenArgs),
+}
+
+/// Flags of `flujo run`; each overrides its config key and env var.
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Configuration file (default: ./flujo.toml when present).
+    #[arg(long, env = "FLUJO_CONFIG")]
+    config: Option<PathBuf>,
+    /// Roles: all, or a comma-separated list of receiver, router, consumer [key: role].
+    #[arg(long)]
+    role: Option<String>,
+    /// Bus between router and consumers: memory [key: bus].
+    #[arg(long)]
+    bus: Option<String>,
+    /// KPI store: memory [key: store].
+    #[arg(long)]
+    store: Option<String>,
+    /// HTTP listen address, e.g. 0.0.0.0:8080 [key: http.addr].
+    #[arg(long)]
+    http: Option<String>,
+    /// When clients get 202: durable or accepted [key: ack].
+    #[arg(long)]
+    ack: Option<String>,
+    /// Log filter, e.g. info or flujo=debug [key: log.level].
+    #[arg(long)]
+    log_level: Option<String>,
+    /// Log format: text or json [key: log.format].
+    #[arg(long)]
+    log_format: Option<String>,
+}
+
+impl RunArgs {
+    fn overrides(&self) -> Overrides {
+        let flags = [
+            ("role", &self.role),
+            ("bus", &self.bus),
+            ("store", &self.store),
+            ("http.addr", &self.http),
+            ("ack", &self.ack),
+            ("log.level", &self.log_level),
+            ("log.format", &self.log_format),
+        ];
+        Overrides {
+            config_file: self.config.clone(),
+            values: flags
+                .into_iter()
+                .filter_map(|(k, v)| v.clone().map(|v| (k, v)))
+                .collect(),
+        }
+    }
+}
+
+fn load(args: &RunArgs) -> Result<Config, ExitCode> {
+    Config::load(&args.overrides()).map_err(|e| {
+        eprintln!("flujo: {e}");
+        ExitCode::from(2)
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Config(args) => match load(&args) {
+            Ok(cfg) => {
+                print!("{}", cfg.to_masked_toml());
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::Run(args) => {
+            let cfg = match load(&args) {
+                Ok(cfg) => cfg,
+                Err(code) => return code,
+            };
+            telemetry::init_logs(&cfg.log);
+            let metrics = match telemetry::init_metrics() {
+                Ok(m) => m,
+                Err(e) => {
+                    eprintln!("flujo: cannot install metrics: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let system = actix::System::with_tokio_rt(|| {
+                tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .thread_name("flujo-io")
+                    .build()
+                    .unwrap_or_else(|e| {
+                        eprintln!("flujo: cannot start the runtime: {e}");
+                        std::process::exit(1)
+                    })
+            });
+            match system.block_on(roles::run(cfg, metrics)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "flujo stopped");
+                    eprintln!("flujo: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Loadgen(args) => {
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("flujo: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(loadgen::run(args)) {
+                Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+                Err(e) => {
+                    eprintln!("flujo loadgen: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
