@@ -19,7 +19,7 @@ use anyhow::Context;
 use hdrhistogram::Histogram;
 use rand::Rng;
 use tokio::sync::Semaphore;
-use tokio::time::{sleep, sleep_until, Instant};
+use tokio::time::{sleep, Instant};
 
 use super::generate::{Batch, Generator, Kind};
 use super::transport::{encode, Attempt, Encoded, Sender};
@@ -255,18 +255,20 @@ pub async fn run_load(
         .progress
         .then(|| tokio::spawn(progress(shared.clone(), start)));
 
-    let mut sent: u64 = 0;
+    let mut ticks = match plan.rate {
+        Rate::PerSecond(rate) => Some(ticker(start, end, plan.batch as f64 / rate)),
+        Rate::Max => None,
+    };
     loop {
         let (intended, permit) = match plan.rate {
             Rate::PerSecond(rate) => {
-                let intended =
-                    start + Duration::from_secs_f64(sent as f64 * plan.batch as f64 / rate);
-                if intended >= end {
+                let next = match ticks.as_mut() {
+                    Some(t) => t.recv().await,
+                    None => None,
+                };
+                let Some(intended) = next else {
                     break;
-                }
-                if intended > Instant::now() {
-                    sleep_until(intended).await;
-                }
+                };
                 let permit = semaphore.clone().acquire_owned().await?;
                 if Instant::now() > give_up_at {
                     // Hopelessly behind: what is left of the schedule is
@@ -290,7 +292,6 @@ pub async fn run_load(
                 (now, permit)
             }
         };
-        sent += 1;
         let batch = generator.next_batch(plan.kind, plan.batch);
         let (shared, sender, ndjson) = (shared.clone(), sender.clone(), plan.ndjson);
         tokio::spawn(async move {
@@ -312,6 +313,30 @@ pub async fn run_load(
         elapsed,
         truth,
     })
+}
+
+/// Intended send times of the open model, from a thread that sleeps with the OS's
+/// precision: tokio's timer ticks in whole milliseconds, and that lateness would
+/// show up as latency of the server.
+fn ticker(start: Instant, end: Instant, period_secs: f64) -> tokio::sync::mpsc::Receiver<Instant> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let (start, end) = (start.into_std(), end.into_std());
+    std::thread::spawn(move || {
+        for n in 0u64.. {
+            let intended = start + Duration::from_secs_f64(n as f64 * period_secs);
+            if intended >= end {
+                break;
+            }
+            let now = std::time::Instant::now();
+            if intended > now {
+                std::thread::sleep(intended - now);
+            }
+            if tx.blocking_send(Instant::from_std(intended)).is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }
 
 async fn send_one(

@@ -4,6 +4,7 @@
 //! (scheduling, retries, truth) stays the same because it only sees
 //! [`Attempt`]s.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -104,11 +105,11 @@ pub enum Attempt {
     },
 }
 
-/// Sends encoded batches over the selected transport.
+/// Sends encoded batches over the selected transport (cheap to clone).
 #[derive(Debug, Clone)]
 pub enum Sender {
     /// Over HTTP.
-    Http(HttpSender),
+    Http(Arc<HttpSender>),
 }
 
 impl Sender {
@@ -116,7 +117,10 @@ impl Sender {
     /// connections open.
     pub fn new(transport: Transport, target: &str, connections: usize) -> anyhow::Result<Self> {
         match transport {
-            Transport::Http => Ok(Sender::Http(HttpSender::new(target, connections)?)),
+            Transport::Http => Ok(Sender::Http(Arc::new(HttpSender::new(
+                target,
+                connections,
+            )?))),
         }
     }
 
