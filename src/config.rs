@@ -24,6 +24,10 @@ pub struct Config {
     pub ack: Option<AckMode>,
     /// HTTP server.
     pub http: HttpConfig,
+    /// gRPC server.
+    pub grpc: GrpcConfig,
+    /// TCP line server.
+    pub tcp: TcpConfig,
     /// Actor pipeline sizing.
     pub pipeline: PipelineConfig,
     /// Aggregator behaviour.
@@ -58,6 +62,24 @@ pub struct HttpConfig {
     pub sales_paths: Vec<String>,
     /// Extra paths that take tweets like `/v1/tweets`.
     pub tweet_paths: Vec<String>,
+}
+
+/// gRPC server settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrpcConfig {
+    /// Listen address of `flujo.v1.Ingest`, health and reflection.
+    pub addr: SocketAddr,
+}
+
+/// TCP line server settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TcpConfig {
+    /// Listen address.
+    pub addr: SocketAddr,
+    /// Longest accepted line, in bytes (without its newline).
+    pub max_line_bytes: usize,
 }
 
 /// Sizing of the actor pipeline.
@@ -128,6 +150,8 @@ impl Default for Config {
             store: "memory".into(),
             ack: None,
             http: HttpConfig::default(),
+            grpc: GrpcConfig::default(),
+            tcp: TcpConfig::default(),
             pipeline: PipelineConfig::default(),
             aggregator: AggregatorConfig::default(),
             query: QueryConfig::default(),
@@ -145,6 +169,23 @@ impl Default for HttpConfig {
             max_batch_events: 10_000,
             sales_paths: vec!["/purchase".into()],
             tweet_paths: vec!["/input".into()],
+        }
+    }
+}
+
+impl Default for GrpcConfig {
+    fn default() -> Self {
+        GrpcConfig {
+            addr: SocketAddr::from(([0, 0, 0, 0], 50051)),
+        }
+    }
+}
+
+impl Default for TcpConfig {
+    fn default() -> Self {
+        TcpConfig {
+            addr: SocketAddr::from(([0, 0, 0, 0], 7070)),
+            max_line_bytes: 64 * 1024,
         }
     }
 }
@@ -289,6 +330,9 @@ impl Config {
                     return invalid(key, format!("path `{p}` is already in use"));
                 }
             }
+        }
+        if self.tcp.max_line_bytes == 0 {
+            return invalid("tcp.max_line_bytes", "must be greater than 0".into());
         }
         if self.pipeline.mailbox_capacity == 0 {
             return invalid("pipeline.mailbox_capacity", "must be greater than 0".into());

@@ -1,7 +1,7 @@
 //! # flujo
 //!
 //! The command line: `flujo run` (the pipeline), `flujo config` (the effective
-//! configuration), `flujo loadgen` (load and verification).
+//! configuration), `flujo loadgen` (load and verification), `flujo ping` (latency).
 //!
 //! # Layout (of the `flujo` library this binary uses)
 //! - `config`: file < env < flags, checked at start.
@@ -14,6 +14,7 @@
 use clap::{Args, Parser, Subcommand};
 use flujo::config::{Config, Overrides};
 use flujo::loadgen::{self, LoadgenArgs};
+use flujo::ping::{self, PingArgs};
 use flujo::{roles, telemetry};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,6 +35,8 @@ enum Command {
     Config(RunArgs),
     /// Send load to a running flujo, report latency, optionally verify the KPIs.
     Loadgen(LoadgenArgs),
+    /// The latency challenge: stimulus → response over TCP, HTTP and gRPC.
+    Ping(PingArgs),
 }
 
 /// Flags of `flujo run`; each overrides its config key and env var.
@@ -54,6 +57,12 @@ struct RunArgs {
     /// HTTP listen address, e.g. 0.0.0.0:8080 [key: http.addr].
     #[arg(long)]
     http: Option<String>,
+    /// gRPC listen address, e.g. 0.0.0.0:50051 [key: grpc.addr].
+    #[arg(long)]
+    grpc: Option<String>,
+    /// TCP listen address, e.g. 0.0.0.0:7070 [key: tcp.addr].
+    #[arg(long)]
+    tcp: Option<String>,
     /// When clients get 202: durable or accepted [key: ack].
     #[arg(long)]
     ack: Option<String>,
@@ -72,6 +81,8 @@ impl RunArgs {
             ("bus", &self.bus),
             ("store", &self.store),
             ("http.addr", &self.http),
+            ("grpc.addr", &self.grpc),
+            ("tcp.addr", &self.tcp),
             ("ack", &self.ack),
             ("log.level", &self.log_level),
             ("log.format", &self.log_format),
@@ -135,21 +146,25 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Loadgen(args) => {
-            let runtime = match tokio::runtime::Runtime::new() {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("flujo: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match runtime.block_on(loadgen::run(args)) {
-                Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
-                Err(e) => {
-                    eprintln!("flujo loadgen: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+        Command::Loadgen(args) => run_tool("flujo loadgen", loadgen::run(args)),
+        Command::Ping(args) => run_tool("flujo ping", ping::run(args)),
+    }
+}
+
+/// Runs a client command on a plain tokio runtime; its result is the exit code.
+fn run_tool(name: &str, tool: impl std::future::Future<Output = anyhow::Result<i32>>) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{name}: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(tool) {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Err(e) => {
+            eprintln!("{name}: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -5,10 +5,13 @@
 //! router and publishers, one for consumer and aggregator (applies stay ordered).
 
 use crate::config::Config;
+use crate::grpc::{self, proto::ingest_server::IngestServer, IngestService};
 use crate::http::{self, query::ReadCache, AppState, Limits};
 use crate::shutdown::{Deadline, Shutdown};
+use crate::tcp;
 use actix::prelude::*;
 use anyhow::Context as _;
+use axum::serve::ListenerExt as _;
 use flujo_actors::admission::Admission;
 use flujo_actors::aggregator::Aggregator;
 use flujo_actors::bus::memory_bus;
@@ -116,14 +119,23 @@ pub async fn run(cfg: Config, metrics: PrometheusHandle) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         shutdown: shutdown.clone(),
     });
-    let listener = tokio::net::TcpListener::bind(cfg.http.addr)
-        .await
-        .with_context(|| format!("cannot listen on http.addr {}", cfg.http.addr))?;
-    let http_addr = listener.local_addr()?;
+    let bind = |key: &'static str, addr: std::net::SocketAddr| async move {
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {key} {addr}"))
+    };
+    let http_listener = bind("http.addr", cfg.http.addr).await?;
+    let grpc_listener = bind("grpc.addr", cfg.grpc.addr).await?;
+    let tcp_listener = bind("tcp.addr", cfg.tcp.addr).await?;
+    let (http_addr, grpc_addr, tcp_addr) = (
+        http_listener.local_addr()?,
+        grpc_listener.local_addr()?,
+        tcp_listener.local_addr()?,
+    );
     // A stable line on stdout for scripts and tests that bind port 0.
-    println!("flujo listening http={http_addr}");
+    println!("flujo listening http={http_addr} grpc={grpc_addr} tcp={tcp_addr}");
     let _ = std::io::stdout().flush();
-    tracing::info!(%http_addr, role = %cfg.role, bus = ?cfg.bus, store = %cfg.store, ack = ?cfg.ack_mode(), "flujo started");
+    tracing::info!(%http_addr, %grpc_addr, %tcp_addr, role = %cfg.role, bus = ?cfg.bus, store = %cfg.store, ack = ?cfg.ack_mode(), "flujo started");
 
     tokio::spawn(async move {
         loop {
@@ -132,25 +144,74 @@ pub async fn run(cfg: Config, metrics: PrometheusHandle) -> anyhow::Result<()> {
         }
     });
     let app = http::app(state, &cfg.http);
-    let mut server = tokio::spawn(
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.signal())
-            .into_future(),
+    let http_server = axum::serve(
+        http_listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        }),
+        app,
+    )
+    .with_graceful_shutdown(shutdown.signal())
+    .into_future();
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<IngestServer<IngestService>>().await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(grpc::proto::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(grpc::proto::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    let ingest = IngestService::new(pipeline.receivers.clone(), cfg.http.max_batch_events);
+    let grpc_server = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(ingest.into_server())
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+            {
+                let (signal, health) = (shutdown.signal(), health.clone());
+                async move {
+                    signal.await;
+                    health
+                        .set_not_serving::<IngestServer<IngestService>>()
+                        .await;
+                }
+            },
+        );
+    let tcp_server = tcp::serve(
+        tcp_listener,
+        pipeline.receivers.clone(),
+        cfg.tcp.max_line_bytes,
+        shutdown.clone(),
     );
+
+    // Receivers: all three servers stop accepting on the signal and finish what
+    // they have in flight; any of them failing brings the others down.
+    let mut servers = tokio::spawn(async move {
+        let http = async { http_server.await.context("HTTP server") };
+        let grpc = async { grpc_server.await.context("gRPC server") };
+        let tcp = async {
+            tcp_server.await;
+            Ok(())
+        };
+        tokio::try_join!(http, grpc, tcp).map(|_| ())
+    });
     tokio::select! {
         _ = shutdown.triggered() => {}
-        result = &mut server => {
+        result = &mut servers => {
             shutdown.trigger();
             result??;
-            anyhow::bail!("HTTP server stopped unexpectedly");
+            anyhow::bail!("servers stopped unexpectedly");
         }
     }
 
     let deadline = Deadline::after(Duration::from_secs(cfg.shutdown.deadline_secs));
-    tracing::info!("draining: HTTP answers requests in flight");
-    match deadline.run(server).await {
+    tracing::info!("draining: transports answer requests in flight");
+    match deadline.run(servers).await {
         Some(result) => result??,
-        None => anyhow::bail!("shutdown deadline passed with HTTP requests still in flight"),
+        None => anyhow::bail!("shutdown deadline passed with requests still in flight"),
     }
     pipeline.admission.close();
     let in_flight = pipeline.admission.in_flight();

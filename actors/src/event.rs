@@ -645,30 +645,26 @@ pub fn parse_tweet(map: Map<String, Value>, stamp: &mut impl Stamp) -> Result<Tw
     })
 }
 
-/// Parses one event whose kind is given by its own `"kind"` field (the TCP format).
-pub fn parse_tagged(value: Value, stamp: &mut impl Stamp) -> Result<(Kind, Events), FieldError> {
-    let map = as_object(value)?;
-    let kind = match map.get("kind").and_then(Value::as_str) {
-        Some("sale") => Kind::Sale,
-        Some("tweet") => Kind::Tweet,
-        Some(other) => {
-            return Err(FieldError::new(
-                "kind",
-                format!("field `kind` must be \"sale\" or \"tweet\", got \"{other}\""),
-            ))
-        }
-        None => {
-            return Err(FieldError::new(
-                "kind",
-                "field `kind` (\"sale\" or \"tweet\") is required",
-            ))
-        }
+/// The kind an event names in its own `"kind"` field (the TCP format).
+pub fn tagged_kind(value: &Value) -> Result<Kind, FieldError> {
+    let Value::Object(map) = value else {
+        return Err(FieldError::whole(format!(
+            "an event must be a JSON object, got {}",
+            json_type(value)
+        )));
     };
-    let events = match kind {
-        Kind::Sale => Events::Sales(vec![parse_sale(map, stamp)?]),
-        Kind::Tweet => Events::Tweets(vec![parse_tweet(map, stamp)?]),
-    };
-    Ok((kind, events))
+    match map.get("kind").and_then(Value::as_str) {
+        Some("sale") => Ok(Kind::Sale),
+        Some("tweet") => Ok(Kind::Tweet),
+        Some(other) => Err(FieldError::new(
+            "kind",
+            format!("field `kind` must be \"sale\" or \"tweet\", got \"{other}\""),
+        )),
+        None => Err(FieldError::new(
+            "kind",
+            "field `kind` (\"sale\" or \"tweet\") is required",
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -860,16 +856,22 @@ mod tests {
     }
 
     #[test]
-    fn tagged_events_pick_their_kind() {
-        let (k, e) = parse_tagged(
-            json!({"kind":"tweet","location":"A","weather":"foggy","temperature":1,"humidity":2}),
-            &mut FixedStamp(0),
-        )
-        .expect("valid");
-        assert_eq!((k, e.len()), (Kind::Tweet, 1));
-        let err = parse_tagged(json!({"location":"A"}), &mut FixedStamp(0)).expect_err("no kind");
-        assert_eq!(err.field.as_deref(), Some("kind"));
-        let err = parse_tagged(json!({"kind":"order"}), &mut FixedStamp(0)).expect_err("bad kind");
-        assert_eq!(err.field.as_deref(), Some("kind"));
+    fn tagged_events_name_their_kind() {
+        let tweet =
+            json!({"kind":"tweet","location":"A","weather":"foggy","temperature":1,"humidity":2});
+        assert_eq!(tagged_kind(&tweet), Ok(Kind::Tweet));
+        assert_eq!(tagged_kind(&json!({"kind":"sale"})), Ok(Kind::Sale));
+        for bad in [
+            json!({"location":"A"}),
+            json!({"kind":"order"}),
+            json!({"kind":1}),
+        ] {
+            assert_eq!(
+                tagged_kind(&bad).expect_err("bad").field.as_deref(),
+                Some("kind"),
+                "{bad}"
+            );
+        }
+        assert_eq!(tagged_kind(&json!([1])).expect_err("array").field, None);
     }
 }
