@@ -8,9 +8,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto = "flujo/v1/ingest.proto";
     println!("cargo:rerun-if-changed=proto");
     let mut compiler = protox::Compiler::new(["proto"])?;
-    compiler.include_imports(true).include_source_info(true).open_file(proto)?;
+    compiler
+        .include_imports(true)
+        .include_source_info(true)
+        .open_file(proto)?;
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
-    std::fs::write(out.join("flujo_descriptor.bin"), compiler.encode_file_descriptor_set())?;
+    std::fs::write(
+        out.join("flujo_descriptor.bin"),
+        compiler.encode_file_descriptor_set(),
+    )?;
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)

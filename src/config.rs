@@ -4,6 +4,7 @@
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
+use flujo_actors::event::Kind;
 use flujo_actors::messages::AckMode;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -15,13 +16,24 @@ use std::path::{Path, PathBuf};
 pub struct Config {
     /// Roles this process runs: `all`, or a comma-separated set of receiver, router, consumer.
     pub role: String,
-    /// The bus between router and consumer: `memory` (in-process).
+    /// The bus between router and consumers: `memory`, `kafka` or `rabbitmq`.
     pub bus: Bus,
-    /// Where KPIs live: `memory`.
+    /// Sinks per event kind; a kind not listed goes to `bus`.
+    pub routes: RoutesConfig,
+    /// Where KPIs live: `memory` or `valkey://HOST:PORT`.
     pub store: String,
+    /// gRPC URL of the router role, for a process that runs receivers but no router.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub router_url: Option<String>,
     /// When clients get their 202: `durable` or `accepted`; unset = the bus's default.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ack: Option<AckMode>,
+    /// Kafka bus.
+    pub kafka: crate::kafka::KafkaConfig,
+    /// RabbitMQ bus.
+    pub rabbitmq: crate::rabbitmq::RabbitConfig,
+    /// Valkey store.
+    pub valkey: ValkeyConfig,
     /// HTTP server.
     pub http: HttpConfig,
     /// gRPC server.
@@ -41,11 +53,53 @@ pub struct Config {
 }
 
 /// The bus between the router and the consumers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Bus {
     /// In-process queue; nothing survives the process.
     Memory,
+    /// Kafka topics (section `[kafka]`).
+    Kafka,
+    /// RabbitMQ queues (section `[rabbitmq]`).
+    Rabbitmq,
+}
+
+impl Bus {
+    /// True for a broker between processes.
+    pub fn is_broker(self) -> bool {
+        self != Bus::Memory
+    }
+}
+
+/// Which sinks each kind is published to, e.g. `tweet = ["kafka", "rabbitmq"]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutesConfig {
+    /// Sinks of sales; unset = `[bus]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sale: Option<Vec<Bus>>,
+    /// Sinks of tweets; unset = `[bus]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tweet: Option<Vec<Bus>>,
+}
+
+/// Valkey store settings (used when `store` is a `valkey://` URL).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ValkeyConfig {
+    /// Prefix of every key flujo writes.
+    pub prefix: String,
+    /// Connections in the pool.
+    pub pool_size: usize,
+}
+
+impl Default for ValkeyConfig {
+    fn default() -> Self {
+        ValkeyConfig {
+            prefix: "flujo:".into(),
+            pool_size: 8,
+        }
+    }
 }
 
 /// HTTP server settings.
@@ -58,9 +112,9 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     /// Most events accepted in one request.
     pub max_batch_events: usize,
-    /// Extra paths that take sales like `/v1/sales`.
+    /// Extra paths that take sales like `/v1/sales` (besides `/purchase`, always served).
     pub sales_paths: Vec<String>,
-    /// Extra paths that take tweets like `/v1/tweets`.
+    /// Extra paths that take tweets like `/v1/tweets` (besides `/input`, always served).
     pub tweet_paths: Vec<String>,
 }
 
@@ -147,8 +201,13 @@ impl Default for Config {
         Config {
             role: "all".into(),
             bus: Bus::Memory,
+            routes: RoutesConfig::default(),
             store: "memory".into(),
+            router_url: None,
             ack: None,
+            kafka: Default::default(),
+            rabbitmq: Default::default(),
+            valkey: ValkeyConfig::default(),
             http: HttpConfig::default(),
             grpc: GrpcConfig::default(),
             tcp: TcpConfig::default(),
@@ -167,8 +226,8 @@ impl Default for HttpConfig {
             addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
             max_body_bytes: 4 * 1024 * 1024,
             max_batch_events: 10_000,
-            sales_paths: vec!["/purchase".into()],
-            tweet_paths: vec!["/input".into()],
+            sales_paths: Vec::new(),
+            tweet_paths: Vec::new(),
         }
     }
 }
@@ -236,7 +295,7 @@ impl Default for LogConfig {
 pub enum ConfigError {
     /// The sources could not be read or a value has the wrong type.
     #[error("bad configuration: {0}")]
-    Load(#[from] Box<figment::Error>),
+    Load(String),
     /// A value is well-typed but not acceptable.
     #[error("bad configuration: key `{key}`: {reason}")]
     Invalid {
@@ -276,7 +335,9 @@ impl Config {
         for (key, value) in &overrides.values {
             figment = figment.merge(Serialized::default(key, value));
         }
-        let config: Config = figment.extract().map_err(Box::new)?;
+        let config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError::Load(describe(e)))?;
         config.check()?;
         Ok(config)
     }
@@ -285,20 +346,53 @@ impl Config {
     pub fn check(&self) -> Result<(), ConfigError> {
         let invalid = |key, reason: String| Err(ConfigError::Invalid { key, reason });
         let roles = self.roles()?;
-        if roles != Roles::ALL {
+        let uses_memory = Kind::ALL
+            .iter()
+            .any(|&k| self.sinks(k).contains(&Bus::Memory));
+        if uses_memory && roles.router != roles.consumer {
             return invalid(
                 "role",
                 format!(
-                    "`{}` runs only part of the pipeline, which needs a broker bus; \
-                     the memory bus runs every role in one process (use `all`)",
+                    "`{}` splits router and consumer, but the memory bus only connects them \
+                     inside one process; use a broker bus (--bus kafka|rabbitmq)",
                     self.role
                 ),
             );
         }
-        if self.store != "memory" {
+        if roles.receiver && !roles.router && self.router_url.is_none() {
+            return invalid(
+                "router_url",
+                "a receiver without a local router forwards to the router role: set --router-url"
+                    .into(),
+            );
+        }
+        for (key, sinks) in [
+            ("routes.sale", &self.routes.sale),
+            ("routes.tweet", &self.routes.tweet),
+        ] {
+            if sinks.as_ref().is_some_and(|s| s.is_empty()) {
+                return invalid(key, "needs at least one sink".into());
+            }
+        }
+        if self.store_kind().is_none() {
             return invalid(
                 "store",
-                format!("unknown store `{}`; expected `memory`", self.store),
+                format!(
+                    "unknown store `{}`; expected `memory` or `valkey://HOST:PORT`",
+                    self.store
+                ),
+            );
+        }
+        if let Err(reason) = self.kafka.check() {
+            return invalid("kafka", reason);
+        }
+        if let Err(reason) = self.rabbitmq.validate() {
+            return invalid("rabbitmq", reason);
+        }
+        if self.valkey.prefix.is_empty() || self.valkey.pool_size == 0 {
+            return invalid(
+                "valkey",
+                "prefix must not be empty and pool_size must be > 0".into(),
             );
         }
         if self.http.max_body_bytes == 0 {
@@ -381,11 +475,40 @@ impl Config {
         })
     }
 
-    /// The ack mode in force: the configured one, else the bus's default.
+    /// The ack mode in force: the configured one, else `durable` when any kind goes
+    /// to a broker and `accepted` on the memory bus alone.
     pub fn ack_mode(&self) -> AckMode {
-        self.ack.unwrap_or(match self.bus {
-            Bus::Memory => AckMode::Accepted,
+        let brokers = Kind::ALL
+            .iter()
+            .any(|&k| self.sinks(k).iter().any(|b| b.is_broker()));
+        self.ack.unwrap_or(if brokers {
+            AckMode::Durable
+        } else {
+            AckMode::Accepted
         })
+    }
+
+    /// The sinks events of `kind` are published to (and consumed from).
+    pub fn sinks(&self, kind: Kind) -> Vec<Bus> {
+        let configured = match kind {
+            Kind::Sale => &self.routes.sale,
+            Kind::Tweet => &self.routes.tweet,
+        };
+        let mut sinks = configured.clone().unwrap_or_else(|| vec![self.bus]);
+        sinks.dedup();
+        sinks
+    }
+
+    /// The store named by `store`: `None` for memory, `Some(url)` for Valkey;
+    /// the outer `None` when it names neither.
+    pub fn store_kind(&self) -> Option<Option<String>> {
+        match self.store.as_str() {
+            "memory" => Some(None),
+            url if url.starts_with("valkey://") || url.starts_with("redis://") => {
+                Some(Some(url.to_owned()))
+            }
+            _ => None,
+        }
     }
 
     /// Receiver actors to start.
@@ -400,8 +523,47 @@ impl Config {
     pub fn to_masked_toml(&self) -> String {
         let mut shown = self.clone();
         shown.store = mask_url_password(&shown.store);
+        shown.router_url = shown.router_url.as_deref().map(mask_url_password);
+        shown.rabbitmq.url = mask_url_password(&shown.rabbitmq.url);
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
+}
+
+/// Names each failing key as a user writes it (`http.addr`, and the variable
+/// `FLUJO__HTTP__ADDR` when it came from the environment).
+fn describe(errors: figment::Error) -> String {
+    errors
+        .into_iter()
+        .map(|e| {
+            let mut path: Vec<String> = e.path.iter().map(|p| p.to_lowercase()).collect();
+            if let figment::error::Kind::UnknownField(field, _) = &e.kind {
+                if path.last() != Some(&field.to_lowercase()) {
+                    path.push(field.to_lowercase());
+                }
+            }
+            let key = path.join(".");
+            let origin = match &e.metadata {
+                Some(m) if m.name.contains("environment") => {
+                    format!(
+                        " (environment variable FLUJO__{})",
+                        key.replace('.', "__").to_uppercase()
+                    )
+                }
+                Some(m) => match &m.source {
+                    Some(figment::Source::File(path)) => format!(" (in {})", path.display()),
+                    Some(figment::Source::Code(_)) => " (command-line flag)".to_owned(),
+                    _ => format!(" (from {})", m.name),
+                },
+                None => String::new(),
+            };
+            if key.is_empty() {
+                format!("{}{origin}", e.kind)
+            } else {
+                format!("key `{key}`{origin}: {}", e.kind)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Replaces the password of `scheme://user:password@host` with `****`.
@@ -530,14 +692,35 @@ mod tests {
         let err = c.check().expect_err("too small").to_string();
         assert!(err.contains("pipeline.max_inflight_events"), "{err}");
         let c = Config {
+            role: "router".into(),
+            ..Config::default()
+        };
+        let err = c.check().expect_err("memory bus split").to_string();
+        assert!(err.contains("`role`"), "{err}");
+        let c = Config {
             role: "receiver".into(),
             ..Config::default()
         };
-        assert!(c
-            .check()
-            .expect_err("partial role")
-            .to_string()
-            .contains("`role`"));
+        let err = c.check().expect_err("no router").to_string();
+        assert!(err.contains("`router_url`"), "{err}");
+        let c = Config {
+            role: "receiver".into(),
+            router_url: Some("http://router:50051".into()),
+            ..Config::default()
+        };
+        assert!(c.check().is_ok());
+        let c = Config {
+            role: "router".into(),
+            bus: Bus::Kafka,
+            ..Config::default()
+        };
+        assert!(c.check().is_ok());
+        assert_eq!(c.ack_mode(), AckMode::Durable);
+        assert_eq!(Config::default().ack_mode(), AckMode::Accepted);
+        let mut c = Config::default();
+        c.routes.tweet = Some(vec![Bus::Kafka, Bus::Rabbitmq]);
+        assert_eq!(c.sinks(Kind::Tweet), vec![Bus::Kafka, Bus::Rabbitmq]);
+        assert_eq!(c.sinks(Kind::Sale), vec![Bus::Memory]);
         let c = Config {
             store: "postgres://x".into(),
             ..Config::default()
@@ -548,5 +731,9 @@ mod tests {
             .to_string()
             .contains("`store`"));
         assert!(Config::default().to_masked_toml().contains("[http]"));
+        let mut c = Config::default();
+        c.routes.tweet = Some(vec![Bus::Kafka, Bus::Rabbitmq]);
+        assert_eq!(c.sinks(Kind::Tweet), vec![Bus::Kafka, Bus::Rabbitmq]);
+        assert_eq!(c.sinks(Kind::Sale), vec![Bus::Memory]);
     }
 }

@@ -9,18 +9,30 @@
 //! - [`roles`]: which actors a process starts; the ordered drain at shutdown.
 //! - [`http`]: axum ingest, query API (with read cache), metrics and health.
 //! - [`grpc`]: tonic `flujo.v1.Ingest`, health and reflection.
+//! - [`forward`]: a receiver-only process forwards batches to the router over gRPC.
 //! - [`tcp`]: newline-delimited TCP ingest and `ping` → `pong`.
+//! - [`kafka`]: the Kafka bus: topic creation, `KafkaSink`, `KafkaSource` (commit after store).
+//! - [`rabbitmq`]: RabbitMQ bus: confirmed publishing (`RabbitSink`), acked consuming (`RabbitSource`).
+//! - [`sinks`]: opens the sinks, sources and store the configuration names.
+//! - [`readiness`]: the dependency checks behind `/readyz`.
 //! - [`shutdown`]: the shutdown signal and its deadline.
 //! - [`telemetry`]: logs (tracing) and the Prometheus recorder.
 //! - [`ping`]: `flujo ping`, stimulus → response latency per transport.
 //! - [`loadgen`]: `flujo loadgen`, open-model load with HDR latency and `--verify`.
+//! - [`valkey`]: the Valkey KPI store (one atomic Lua call per batch; key schema).
 
 pub mod config;
+pub mod forward;
 pub mod grpc;
 pub mod http;
+pub mod kafka;
 pub mod loadgen;
 pub mod ping;
+pub mod rabbitmq;
+pub mod readiness;
 pub mod roles;
 pub mod shutdown;
+pub mod sinks;
 pub mod tcp;
 pub mod telemetry;
+pub mod valkey;

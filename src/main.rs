@@ -48,10 +48,16 @@ struct RunArgs {
     /// Roles: all, or a comma-separated list of receiver, router, consumer [key: role].
     #[arg(long)]
     role: Option<String>,
-    /// Bus between router and consumers: memory [key: bus].
+    /// Bus between router and consumers: memory, kafka or rabbitmq [key: bus].
     #[arg(long)]
     bus: Option<String>,
-    /// KPI store: memory [key: store].
+    /// Kafka bootstrap servers, HOST:PORT,… [key: kafka.brokers].
+    #[arg(long)]
+    kafka: Option<String>,
+    /// RabbitMQ URL, amqp://user:pass@host:port/vhost [key: rabbitmq.url].
+    #[arg(long)]
+    amqp: Option<String>,
+    /// KPI store: memory or valkey://HOST:PORT [key: store].
     #[arg(long)]
     store: Option<String>,
     /// HTTP listen address, e.g. 0.0.0.0:8080 [key: http.addr].
@@ -63,6 +69,9 @@ struct RunArgs {
     /// TCP listen address, e.g. 0.0.0.0:7070 [key: tcp.addr].
     #[arg(long)]
     tcp: Option<String>,
+    /// gRPC URL of the router role, for a receiver-only process [key: router_url].
+    #[arg(long)]
+    router_url: Option<String>,
     /// When clients get 202: durable or accepted [key: ack].
     #[arg(long)]
     ack: Option<String>,
@@ -80,9 +89,12 @@ impl RunArgs {
             ("role", &self.role),
             ("bus", &self.bus),
             ("store", &self.store),
+            ("kafka.brokers", &self.kafka),
+            ("rabbitmq.url", &self.amqp),
             ("http.addr", &self.http),
             ("grpc.addr", &self.grpc),
             ("tcp.addr", &self.tcp),
+            ("router_url", &self.router_url),
             ("ack", &self.ack),
             ("log.level", &self.log_level),
             ("log.format", &self.log_format),

@@ -1,116 +1,225 @@
-//! Role wiring: which actors a process starts, on which arbiters, and the ordered
-//! drain at shutdown. On the memory bus every role runs in this one process.
+//! Role wiring: which actors a process starts, on which arbiters, which servers it
+//! runs, and the ordered drain at shutdown.
 //!
-//! Arbiters: one per receiver (ingest parses and validates in parallel), one for
-//! router and publishers, one for consumer and aggregator (applies stay ordered).
+//! | role | actors | servers |
+//! |---|---|---|
+//! | receiver | receiver pool (+ a gRPC forwarder when no router is local) | HTTP ingest, gRPC, TCP |
+//! | router | receiver pool, router, one publisher per sink | gRPC (what remote receivers call) |
+//! | consumer | one consumer per source, aggregator, store | HTTP query API |
+//!
+//! Every process serves `/metrics`, `/healthz` and `/readyz` on its HTTP port.
+//! Arbiters: one per receiver (parsing and validation run in parallel), one for
+//! router and publishers, one for consumers and aggregator (applies stay ordered).
 
-use crate::config::Config;
+use crate::config::{Bus, Config, Roles};
+use crate::forward::{self, RemoteRouter};
 use crate::grpc::{self, proto::ingest_server::IngestServer, IngestService};
 use crate::http::{self, query::ReadCache, AppState, Limits};
+use crate::readiness::{Probe, RouterProbe, SinkProbe, StoreProbe};
 use crate::shutdown::{Deadline, Shutdown};
-use crate::tcp;
+use crate::{sinks, tcp};
 use actix::prelude::*;
 use anyhow::Context as _;
 use axum::serve::ListenerExt as _;
 use flujo_actors::admission::Admission;
 use flujo_actors::aggregator::Aggregator;
-use flujo_actors::bus::memory_bus;
-use flujo_actors::consumer::Consumer;
+use flujo_actors::consumer::{Consumer, InFlight};
 use flujo_actors::event::Kind;
-use flujo_actors::publisher::{Publisher, Sink};
+use flujo_actors::messages::Route;
+use flujo_actors::publisher::Publisher;
 use flujo_actors::receiver::{Receiver, ReceiverPool};
 use flujo_actors::router::Router;
-use flujo_actors::store::{MemoryStore, Store};
+use flujo_actors::store::Store;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::collections::HashMap;
 use std::future::IntoFuture as _;
 use std::io::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 /// The running actors of one process.
-pub struct Pipeline {
-    /// Entry point for every transport.
-    pub receivers: ReceiverPool,
-    /// The KPI store.
-    pub store: Arc<dyn Store>,
-    /// Every sink, for readiness.
-    pub sinks: Vec<Arc<dyn Sink>>,
+pub struct Node {
+    /// Entry point for every transport (receiver and router roles).
+    pub receivers: Option<ReceiverPool>,
+    /// The KPI store (consumer role).
+    pub store: Option<Arc<dyn Store>>,
+    /// Dependencies for `/readyz`.
+    pub probes: Vec<Arc<dyn Probe>>,
     /// The bound on events in flight; drained at shutdown.
     pub admission: Admission,
+    /// Stops the broker sources at shutdown.
+    stop_sources: CancellationToken,
+    /// One per consumer: held while a delivery is being stored and committed.
+    in_flight: Vec<InFlight>,
     // Kept so supervisors can restart these actors (a supervisor gives up on an
     // actor nobody can address any more).
-    _consumer: Addr<Consumer>,
+    _consumers: Vec<Addr<Consumer>>,
     _arbiters: Vec<Arbiter>,
 }
 
-/// Starts every actor of the embedded pipeline; call inside an actix `System`.
-pub fn start_pipeline(cfg: &Config) -> Pipeline {
-    let mailbox = cfg.pipeline.mailbox_capacity;
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::new(Duration::from_secs(
-        cfg.aggregator.dedup_window_secs,
-    )));
-    let admission = Admission::new(cfg.pipeline.max_inflight_events);
+impl Node {
+    /// Starts the actors of `roles`; call inside an actix `System`.
+    pub async fn start(cfg: &Config, roles: Roles) -> anyhow::Result<Node> {
+        let mailbox = cfg.pipeline.mailbox_capacity;
+        let admission = Admission::new(cfg.pipeline.max_inflight_events);
+        let stop_sources = CancellationToken::new();
+        let mut probes: Vec<Arc<dyn Probe>> = Vec::new();
+        let mut arbiters = Vec::new();
+        let buses: Vec<Bus> = {
+            let mut all: Vec<Bus> = Kind::ALL.iter().flat_map(|&k| cfg.sinks(k)).collect();
+            all.sort_by_key(|b| *b as u8);
+            all.dedup();
+            all
+        };
+        // Sinks serve the router; in a consumer-only process they still tell
+        // readiness whether the broker answers.
+        let mut sinks = sinks::Sinks::open(cfg, &buses, roles.router || roles.consumer).await?;
+        for sink in sinks.all() {
+            probes.push(Arc::new(SinkProbe(sink)));
+        }
 
-    let storage = Arbiter::new();
-    let expire_every = Duration::from_secs(cfg.aggregator.expire_interval_secs);
-    let aggregator = Supervisor::start_in_arbiter(&storage.handle(), {
-        let store = store.clone();
-        move |_| Aggregator::new(store, expire_every, mailbox)
-    });
-    let (sink, source) = memory_bus(cfg.pipeline.bus_capacity);
-    let consumer = Supervisor::start_in_arbiter(&storage.handle(), move |_| {
-        Consumer::new(Box::new(source), aggregator)
-    });
-
-    let routing = Arbiter::new();
-    let sink: Arc<dyn Sink> = Arc::new(sink);
-    let publisher = Supervisor::start_in_arbiter(&routing.handle(), {
-        let sink = sink.clone();
-        move |_| Publisher::new(sink, mailbox)
-    });
-    let routes: HashMap<Kind, Vec<Addr<Publisher>>> = Kind::ALL
-        .into_iter()
-        .map(|k| (k, vec![publisher.clone()]))
-        .collect();
-    let router =
-        Supervisor::start_in_arbiter(&routing.handle(), move |_| Router::new(routes, mailbox));
-
-    let ack = cfg.ack_mode();
-    let mut arbiters = vec![storage, routing];
-    let receivers = (0..cfg.receiver_count())
-        .map(|_| {
-            let arbiter = Arbiter::new();
-            let (router, admission) = (router.clone(), admission.clone());
-            let addr = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
-                Receiver::new(router, admission, ack, mailbox)
+        let mut store = None;
+        let mut in_flight = Vec::new();
+        let mut consumers = Vec::new();
+        if roles.consumer {
+            let kpis = sinks::open_store(cfg).await?;
+            probes.push(Arc::new(StoreProbe(kpis.clone())));
+            let storage = Arbiter::new();
+            let expire_every = Duration::from_secs(cfg.aggregator.expire_interval_secs);
+            let aggregator = Supervisor::start_in_arbiter(&storage.handle(), {
+                let kpis = kpis.clone();
+                move |_| Aggregator::new(kpis, expire_every, mailbox)
             });
-            arbiters.push(arbiter);
-            addr
-        })
-        .collect();
+            for source in sinks.sources(cfg, &stop_sources).await? {
+                let gate = InFlight::default();
+                in_flight.push(gate.clone());
+                let aggregator = aggregator.clone();
+                consumers.push(Supervisor::start_in_arbiter(&storage.handle(), move |_| {
+                    Consumer::new(source, aggregator, gate)
+                }));
+            }
+            arbiters.push(storage);
+            store = Some(kpis);
+        }
 
-    Pipeline {
-        receivers: ReceiverPool::new(receivers),
-        store,
-        sinks: vec![sink],
-        admission,
-        _consumer: consumer,
-        _arbiters: arbiters,
+        let router: Option<Recipient<Route>> = if roles.router {
+            let routing = Arbiter::new();
+            let mut publishers: HashMap<Bus, Addr<Publisher>> = HashMap::new();
+            for (bus, sink) in sinks.by_bus() {
+                let publisher = Supervisor::start_in_arbiter(&routing.handle(), move |_| {
+                    Publisher::new(sink, mailbox)
+                });
+                publishers.insert(bus, publisher);
+            }
+            let routes: HashMap<Kind, Vec<Addr<Publisher>>> = Kind::ALL
+                .into_iter()
+                .map(|k| {
+                    let addrs = cfg
+                        .sinks(k)
+                        .iter()
+                        .filter_map(|b| publishers.get(b).cloned())
+                        .collect();
+                    (k, addrs)
+                })
+                .collect();
+            let router = Supervisor::start_in_arbiter(&routing.handle(), move |_| {
+                Router::new(routes, mailbox)
+            });
+            arbiters.push(routing);
+            Some(router.recipient())
+        } else if roles.receiver {
+            let url = cfg.router_url.clone().context("router_url is required")?;
+            let remote = RemoteRouter::new(&url, mailbox)
+                .with_context(|| format!("bad router_url `{url}`"))?;
+            probes.push(Arc::new(RouterProbe(
+                tonic_health::pb::health_client::HealthClient::new(forward::channel(&url)?),
+            )));
+            let forwarding = Arbiter::new();
+            let addr = Supervisor::start_in_arbiter(&forwarding.handle(), move |_| remote);
+            arbiters.push(forwarding);
+            Some(addr.recipient())
+        } else {
+            None
+        };
+
+        let receivers = router.map(|router| {
+            let ack = cfg.ack_mode();
+            let addrs = (0..cfg.receiver_count())
+                .map(|_| {
+                    let arbiter = Arbiter::new();
+                    let (router, admission) = (router.clone(), admission.clone());
+                    let addr = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
+                        Receiver::new(router, admission, ack, mailbox)
+                    });
+                    arbiters.push(arbiter);
+                    addr
+                })
+                .collect();
+            ReceiverPool::new(addrs)
+        });
+
+        Ok(Node {
+            receivers,
+            store,
+            probes,
+            admission,
+            stop_sources,
+            in_flight,
+            _consumers: consumers,
+            _arbiters: arbiters,
+        })
+    }
+
+    /// Waits until every admitted event is settled, then stops the sources and waits
+    /// for each consumer to store and commit the delivery in hand.
+    async fn drain(&self) {
+        self.admission.close();
+        tracing::info!(
+            in_flight = self.admission.in_flight(),
+            "draining: pipeline settles admitted events"
+        );
+        self.admission.drained().await;
+        tracing::info!("draining: consumers finish the batch in hand");
+        self.stop_sources.cancel();
+        let mut idle = Vec::with_capacity(self.in_flight.len());
+        for gate in &self.in_flight {
+            // Held until the process exits: no delivery is between store and commit.
+            idle.push(gate.lock().await);
+        }
     }
 }
 
+async fn bind(
+    key: &'static str,
+    addr: std::net::SocketAddr,
+) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {key} {addr}"))
+}
+
 /// Runs `flujo run` until SIGTERM/Ctrl-C, then drains in order within the deadline:
-/// HTTP stops accepting and answers what is in flight → admission closes → router,
-/// publisher, bus, consumer and aggregator settle every admitted event.
+/// transports stop accepting and answer what is in flight → admission closes and
+/// every admitted event is published (or applied, on the memory bus) → sources stop
+/// and consumers store and commit what they hold.
 pub async fn run(cfg: Config, metrics: PrometheusHandle) -> anyhow::Result<()> {
     let shutdown = Shutdown::new();
     shutdown.on_signals();
-    let pipeline = start_pipeline(&cfg);
+    let roles = cfg.roles()?;
+    let node = Node::start(&cfg, roles).await?;
+
+    let mut routes = axum::Router::new();
+    if roles.receiver {
+        routes = routes.merge(http::ingest_routes(&cfg.http));
+    }
+    if roles.consumer {
+        routes = routes.merge(http::query_routes());
+    }
     let state = Arc::new(AppState {
-        receivers: pipeline.receivers.clone(),
-        store: pipeline.store.clone(),
-        sinks: pipeline.sinks.clone(),
+        receivers: node.receivers.clone(),
+        store: node.store.clone(),
+        probes: node.probes.clone(),
         cache: ReadCache::new(Duration::from_millis(cfg.query.cache_ttl_ms)),
         limits: Limits {
             max_body_bytes: cfg.http.max_body_bytes,
@@ -119,23 +228,68 @@ pub async fn run(cfg: Config, metrics: PrometheusHandle) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         shutdown: shutdown.clone(),
     });
-    let bind = |key: &'static str, addr: std::net::SocketAddr| async move {
-        tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {key} {addr}"))
-    };
     let http_listener = bind("http.addr", cfg.http.addr).await?;
-    let grpc_listener = bind("grpc.addr", cfg.grpc.addr).await?;
-    let tcp_listener = bind("tcp.addr", cfg.tcp.addr).await?;
-    let (http_addr, grpc_addr, tcp_addr) = (
-        http_listener.local_addr()?,
-        grpc_listener.local_addr()?,
-        tcp_listener.local_addr()?,
-    );
+    let mut listening = format!("flujo listening http={}", http_listener.local_addr()?);
+    let http_server = axum::serve(
+        http_listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        }),
+        http::app(state, routes),
+    )
+    .with_graceful_shutdown(shutdown.signal())
+    .into_future();
+
+    let grpc_server = match (&node.receivers, roles.receiver || roles.router) {
+        (Some(receivers), true) => {
+            let listener = bind("grpc.addr", cfg.grpc.addr).await?;
+            listening.push_str(&format!(" grpc={}", listener.local_addr()?));
+            let (health, health_service) = tonic_health::server::health_reporter();
+            health.set_serving::<IngestServer<IngestService>>().await;
+            let reflection = || {
+                tonic_reflection::server::Builder::configure()
+                    .register_encoded_file_descriptor_set(grpc::proto::FILE_DESCRIPTOR_SET)
+            };
+            let ingest = IngestService::new(receivers.clone(), cfg.http.max_batch_events);
+            let server = tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .add_service(health_service)
+                .add_service(reflection().build_v1()?)
+                .add_service(reflection().build_v1alpha()?)
+                .add_service(ingest.into_server())
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    {
+                        let signal = shutdown.signal();
+                        async move {
+                            signal.await;
+                            health
+                                .set_not_serving::<IngestServer<IngestService>>()
+                                .await;
+                        }
+                    },
+                );
+            Some(server)
+        }
+        _ => None,
+    };
+    let tcp_server = match (&node.receivers, roles.receiver) {
+        (Some(receivers), true) => {
+            let listener = bind("tcp.addr", cfg.tcp.addr).await?;
+            listening.push_str(&format!(" tcp={}", listener.local_addr()?));
+            Some(tcp::serve(
+                listener,
+                receivers.clone(),
+                cfg.tcp.max_line_bytes,
+                shutdown.clone(),
+            ))
+        }
+        _ => None,
+    };
     // A stable line on stdout for scripts and tests that bind port 0.
-    println!("flujo listening http={http_addr} grpc={grpc_addr} tcp={tcp_addr}");
+    println!("{listening}");
     let _ = std::io::stdout().flush();
-    tracing::info!(%http_addr, %grpc_addr, %tcp_addr, role = %cfg.role, bus = ?cfg.bus, store = %cfg.store, ack = ?cfg.ack_mode(), "flujo started");
+    tracing::info!(role = %cfg.role, bus = ?cfg.bus, store = %crate::config::mask_url_password(&cfg.store),
+        ack = ?cfg.ack_mode(), "{listening}");
 
     tokio::spawn(async move {
         loop {
@@ -143,83 +297,55 @@ pub async fn run(cfg: Config, metrics: PrometheusHandle) -> anyhow::Result<()> {
             metrics.run_upkeep();
         }
     });
-    let app = http::app(state, &cfg.http);
-    let http_server = axum::serve(
-        http_listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        }),
-        app,
-    )
-    .with_graceful_shutdown(shutdown.signal())
-    .into_future();
 
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<IngestServer<IngestService>>().await;
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(grpc::proto::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(grpc::proto::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
-    let ingest = IngestService::new(pipeline.receivers.clone(), cfg.http.max_batch_events);
-    let grpc_server = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(ingest.into_server())
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
-            {
-                let (signal, health) = (shutdown.signal(), health.clone());
-                async move {
-                    signal.await;
-                    health
-                        .set_not_serving::<IngestServer<IngestService>>()
-                        .await;
-                }
-            },
-        );
-    let tcp_server = tcp::serve(
-        tcp_listener,
-        pipeline.receivers.clone(),
-        cfg.tcp.max_line_bytes,
-        shutdown.clone(),
-    );
-
-    // Receivers: all three servers stop accepting on the signal and finish what
-    // they have in flight; any of them failing brings the others down.
+    // Transports stop accepting on the signal and finish what they have in flight;
+    // one of them failing brings the others down.
     let mut servers = tokio::spawn(async move {
         let http = async { http_server.await.context("HTTP server") };
-        let grpc = async { grpc_server.await.context("gRPC server") };
+        let grpc = async {
+            match grpc_server {
+                Some(server) => server.await.context("gRPC server"),
+                None => Ok(()),
+            }
+        };
         let tcp = async {
-            tcp_server.await;
+            if let Some(server) = tcp_server {
+                server.await;
+            }
             Ok(())
         };
         tokio::try_join!(http, grpc, tcp).map(|_| ())
     });
-    tokio::select! {
-        _ = shutdown.triggered() => {}
-        result = &mut servers => {
-            shutdown.trigger();
-            result??;
-            anyhow::bail!("servers stopped unexpectedly");
+    // On a signal the servers end too, so "servers ended" is only a failure when
+    // no signal came.
+    let ended = tokio::select! {
+        biased;
+        _ = shutdown.triggered() => None,
+        result = &mut servers => Some(result),
+    };
+    if let (Some(result), false) = (&ended, shutdown.is_triggered()) {
+        shutdown.trigger();
+        match result {
+            Ok(Err(e)) => anyhow::bail!("{e:#}"),
+            Err(e) => anyhow::bail!("servers task failed: {e}"),
+            Ok(Ok(())) => anyhow::bail!("servers stopped unexpectedly"),
         }
     }
 
     let deadline = Deadline::after(Duration::from_secs(cfg.shutdown.deadline_secs));
     tracing::info!("draining: transports answer requests in flight");
-    match deadline.run(servers).await {
-        Some(result) => result??,
-        None => anyhow::bail!("shutdown deadline passed with requests still in flight"),
-    }
-    pipeline.admission.close();
-    let in_flight = pipeline.admission.in_flight();
-    tracing::info!(in_flight, "draining: pipeline settles admitted events");
-    if deadline.run(pipeline.admission.drained()).await.is_none() {
+    let servers = match ended {
+        Some(result) => result,
+        None => deadline
+            .run(servers)
+            .await
+            .context("shutdown deadline passed with requests still in flight")?,
+    };
+    servers??;
+    if deadline.run(node.drain()).await.is_none() {
         anyhow::bail!(
-            "shutdown deadline passed with {} events not yet applied",
-            pipeline.admission.in_flight()
+            "shutdown deadline passed with {} events not yet settled",
+            node.admission.in_flight()
         );
     }
     tracing::info!("drained; bye");

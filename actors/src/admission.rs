@@ -117,7 +117,10 @@ mod tests {
                 capacity: 10
             })
         ));
-        assert_eq!(gate.try_admit(11).unwrap_err(), AdmitError::TooLarge(11));
+        assert_eq!(
+            gate.try_admit(11).expect_err("too large"),
+            AdmitError::TooLarge(11)
+        );
         drop(a);
         assert_eq!(gate.in_flight(), 0);
         let b = gate.try_admit(10).expect("room again");
@@ -130,6 +133,6 @@ mod tests {
         drop(b);
         waiter.await.expect("drained");
         gate.close();
-        assert_eq!(gate.try_admit(1).unwrap_err(), AdmitError::Closed);
+        assert_eq!(gate.try_admit(1).expect_err("closed"), AdmitError::Closed);
     }
 }

@@ -6,7 +6,7 @@
 use crate::event::{now_ms, Events};
 use crate::messages::Apply;
 use crate::metrics::{
-    END_TO_END_DURATION, EVENTS_APPLIED, EVENTS_DUPLICATE, MAILBOX_DEPTH, REVENUE, SALES,
+    END_TO_END_DURATION, EVENTS_APPLIED, EVENTS_DUPLICATE, MAILBOX_DEPTH, REVENUE_CENTS, SALES,
     SALES_QUANTITY, STORE_APPLY_DURATION, TWEETS,
 };
 use crate::store::{self, Applied, Store, StoreError};
@@ -77,7 +77,7 @@ fn record(events: &Events, applied: &Applied) {
                 metrics::counter!(SALES, "category" => category).increment(1);
                 metrics::counter!(SALES_QUANTITY, "category" => category).increment(s.quantity);
                 let cents = (s.price * s.quantity as f64 * 100.0).round() as u64;
-                metrics::counter!(REVENUE, "category" => category).increment(cents);
+                metrics::counter!(REVENUE_CENTS, "category" => category).increment(cents);
             }
         }
         Events::Tweets(tweets) => {

@@ -40,19 +40,26 @@ pub trait Source: Send + 'static {
     async fn commit(&mut self, token: u64) -> Result<(), SourceError>;
 }
 
+/// Held while a delivery is between `next()` and `commit()`: shutdown takes it to
+/// wait for the batch in hand to be stored and committed.
+pub type InFlight = Arc<Mutex<()>>;
+
 /// Moves batches from a source to the aggregator.
 pub struct Consumer {
     source: Arc<Mutex<Box<dyn Source>>>,
     aggregator: Addr<Aggregator>,
+    in_flight: InFlight,
     restarts: Restarts,
 }
 
 impl Consumer {
-    /// A consumer reading `source` into `aggregator`.
-    pub fn new(source: Box<dyn Source>, aggregator: Addr<Aggregator>) -> Self {
+    /// A consumer reading `source` into `aggregator`; `in_flight` is held while a
+    /// delivery is being stored and committed.
+    pub fn new(source: Box<dyn Source>, aggregator: Addr<Aggregator>, in_flight: InFlight) -> Self {
         Consumer {
             source: Arc::new(Mutex::new(source)),
             aggregator,
+            in_flight,
             restarts: Restarts::new(ACTOR),
         }
     }
@@ -79,10 +86,12 @@ async fn store_batch(aggregator: &Addr<Aggregator>, batch: &Batch) {
 async fn run(
     source: Arc<Mutex<Box<dyn Source>>>,
     aggregator: Addr<Aggregator>,
+    in_flight: InFlight,
 ) -> Result<(), SourceError> {
     let mut source = source.lock().await;
     let name = source.name();
     while let Some(delivery) = source.next().await {
+        let _storing = in_flight.lock().await;
         let batch = &delivery.batch;
         metrics::counter!(EVENTS_CONSUMED, "kind" => batch.kind().as_str(), "source" => name)
             .increment(batch.events.len() as u64);
@@ -100,7 +109,11 @@ impl Actor for Consumer {
         if let Some(delay) = self.restarts.take_delay() {
             ctx.wait(tokio::time::sleep(delay).into_actor(self));
         }
-        let fut = run(self.source.clone(), self.aggregator.clone());
+        let fut = run(
+            self.source.clone(),
+            self.aggregator.clone(),
+            self.in_flight.clone(),
+        );
         ctx.spawn(fut.into_actor(self).map(|result, act, ctx| match result {
             Ok(()) => act.restarts.reset(),
             Err(e) => {

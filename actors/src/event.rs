@@ -569,6 +569,12 @@ pub fn parse_sale(map: Map<String, Value>, stamp: &mut impl Stamp) -> Result<Sal
             format!("field `quantity` must be an integer from 1 to {MAX_QUANTITY}, got {quantity}"),
         ));
     }
+    if !(price * quantity as f64).is_finite() {
+        return Err(FieldError::new(
+            "price",
+            format!("field `price` times `quantity` overflows a number ({price} × {quantity})"),
+        ));
+    }
     let (id, ts) = id_and_ts(&mut f, stamp)?;
     Ok(Sale {
         id,

@@ -125,6 +125,9 @@ pub enum PipelineError {
     /// No sink is configured for this kind.
     #[error("no sink routes {0} events")]
     NoRoute(Kind),
+    /// The next stage is full; retry shortly.
+    #[error("{0}")]
+    Backpressure(String),
     /// An actor's mailbox is closed (the actor stopped).
     #[error("{0} is not running")]
     Stopped(&'static str),

@@ -39,8 +39,8 @@ pub const CONSUMER_LAG: &str = "flujo_consumer_lag_events";
 pub const SALES: &str = "flujo_sales_total";
 /// Units sold, by category (`category`).
 pub const SALES_QUANTITY: &str = "flujo_sales_quantity_total";
-/// Revenue (Σ price × quantity) applied, by category (`category`).
-pub const REVENUE: &str = "flujo_sales_revenue_total";
+/// Revenue (Σ price × quantity) applied, in cents, by category (`category`).
+pub const REVENUE_CENTS: &str = "flujo_sales_revenue_cents_total";
 /// Tweets applied, by weather (`weather`).
 pub const TWEETS: &str = "flujo_tweets_total";
 /// HTTP requests answered (`route`, `status`).
@@ -111,8 +111,8 @@ pub fn describe() {
     describe_counter!(SALES, "Sales applied, by category.");
     describe_counter!(SALES_QUANTITY, "Units sold, by category.");
     describe_counter!(
-        REVENUE,
-        "Revenue (price times quantity) applied, by category."
+        REVENUE_CENTS,
+        "Revenue (price times quantity) applied, in cents, by category."
     );
     describe_counter!(TWEETS, "Tweets applied, by weather.");
     describe_counter!(

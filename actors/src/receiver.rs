@@ -7,9 +7,10 @@
 
 use crate::admission::{Admission, AdmitError};
 use crate::event::{now_ms, parse_batch, Kind, ReceiveStamp};
-use crate::messages::{Accepted, AckMode, Batch, Ingest, IngestError, Route, Transport};
+use crate::messages::{
+    Accepted, AckMode, Batch, Ingest, IngestError, PipelineError, Route, Transport,
+};
 use crate::metrics::{EVENTS_RECEIVED, EVENTS_REJECTED, MAILBOX_DEPTH};
-use crate::router::Router;
 use actix::prelude::*;
 use serde_json::Value;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,16 +21,17 @@ const ACTOR: &str = "receiver";
 
 /// Validates and admits batches, then routes them.
 pub struct Receiver {
-    router: Addr<Router>,
+    router: Recipient<Route>,
     admission: Admission,
     ack: AckMode,
     mailbox_capacity: usize,
 }
 
 impl Receiver {
-    /// A receiver that routes to `router`, admitting through `admission`.
+    /// A receiver that routes to `router` (the local router actor, or a forwarder to
+    /// a remote one), admitting through `admission`.
     pub fn new(
-        router: Addr<Router>,
+        router: Recipient<Route>,
         admission: Admission,
         ack: AckMode,
         mailbox_capacity: usize,
@@ -135,6 +137,10 @@ impl Handler<Ingest> for Receiver {
                     async move {
                         let outcome = match router.send(Route(batch)).await {
                             Ok(Ok(())) => Ok(Accepted { ids }),
+                            Ok(Err(PipelineError::Backpressure(m))) => {
+                                reject(kind, transport, "backpressure", n);
+                                Err(IngestError::Backpressure(m))
+                            }
                             Ok(Err(e)) => {
                                 reject(kind, transport, "unavailable", n);
                                 Err(IngestError::Unavailable(e.to_string()))

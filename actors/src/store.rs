@@ -3,8 +3,9 @@
 //! trait and must answer the same queries with the same values.
 //!
 //! Ordering rules shared by every implementation: product rankings by quantity
-//! descending, ties by `product_id` ascending; location rankings by count descending,
-//! ties by `location` ascending. Floating sums are plain f64 additions in apply order.
+//! descending, ties by `product_id` descending; location rankings by count
+//! descending, ties by `location` descending (the order of a Valkey sorted set read
+//! with ZREVRANGE). Floating sums are plain f64 additions in apply order.
 
 use crate::event::{Category, Events, Sale, Tweet, Weather};
 use async_trait::async_trait;
@@ -352,10 +353,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Sorts `(name, value)` pairs by value descending, name ascending, and cuts a page.
+/// Sorts items by value descending, ties by name descending, and cuts a page.
 fn rank_page<T, K: Ord + Copy>(
     mut items: Vec<T>,
-    key: impl Fn(&T) -> (std::cmp::Reverse<K>, &str),
+    key: impl Fn(&T) -> (std::cmp::Reverse<K>, std::cmp::Reverse<&str>),
     page: Page,
 ) -> Ranking<T> {
     let total = items.len();
@@ -474,7 +475,12 @@ impl Store for MemoryStore {
         drop_guard_after(st, || {
             rank_page(
                 items,
-                |r| (std::cmp::Reverse(r.quantity), r.product_id.as_str()),
+                |r| {
+                    (
+                        std::cmp::Reverse(r.quantity),
+                        std::cmp::Reverse(r.product_id.as_str()),
+                    )
+                },
                 page,
             )
         })
@@ -493,7 +499,12 @@ impl Store for MemoryStore {
         drop_guard_after(st, || {
             rank_page(
                 items,
-                |r| (std::cmp::Reverse(r.stats.count), r.location.as_str()),
+                |r| {
+                    (
+                        std::cmp::Reverse(r.stats.count),
+                        std::cmp::Reverse(r.location.as_str()),
+                    )
+                },
                 page,
             )
         })
@@ -683,7 +694,7 @@ mod tests {
         assert_eq!(global.total, 3);
         let home = s.product_ranking(Some(Home), PAGE).await.expect("rank");
         let names: Vec<_> = home.items.iter().map(|r| r.product_id.as_str()).collect();
-        assert_eq!(names, vec!["A", "B"]);
+        assert_eq!(names, vec!["B", "A"], "ties by product_id descending");
         let page = s
             .product_ranking(
                 None,
@@ -774,7 +785,11 @@ mod tests {
         assert_eq!(k.weather.len(), 6);
         let r = s.location_ranking(PAGE).await.expect("rank");
         let names: Vec<_> = r.items.iter().map(|l| l.location.as_str()).collect();
-        assert_eq!(names, vec!["Mixco", "Antigua", "Zacapa"]);
+        assert_eq!(
+            names,
+            vec!["Mixco", "Zacapa", "Antigua"],
+            "ties by location descending"
+        );
         assert_eq!(r.items[0].stats.avg_humidity, Some(70.0));
         assert_eq!(r.items[0].stats.temperature_min, Some(10.0));
         let json = serde_json::to_value(&r.items[0]).expect("json");

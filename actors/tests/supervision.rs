@@ -83,7 +83,8 @@ fn pipeline(store: Arc<dyn Store>, capacity: usize) -> (ReceiverPool, Addr<Consu
     let aggregator =
         Supervisor::start(move |_| Aggregator::new(store, Duration::from_secs(60), 16));
     let (sink, source) = memory_bus(16);
-    let consumer = Supervisor::start(move |_| Consumer::new(Box::new(source), aggregator));
+    let consumer =
+        Supervisor::start(move |_| Consumer::new(Box::new(source), aggregator, Default::default()));
     let sink: Arc<dyn Sink> = Arc::new(sink);
     let publisher = Supervisor::start(move |_| Publisher::new(sink, 16));
     let routes: HashMap<_, _> = Kind::ALL
@@ -92,8 +93,9 @@ fn pipeline(store: Arc<dyn Store>, capacity: usize) -> (ReceiverPool, Addr<Consu
         .collect();
     let router = Supervisor::start(move |_| Router::new(routes, 16));
     let admission = Admission::new(capacity);
-    let receiver =
-        Supervisor::start(move |_| Receiver::new(router, admission, AckMode::Durable, 16));
+    let receiver = Supervisor::start(move |_| {
+        Receiver::new(router.recipient(), admission, AckMode::Durable, 16)
+    });
     (ReceiverPool::new(vec![receiver]), consumer)
 }
 

@@ -142,7 +142,7 @@ async fn accept(
         ));
     }
     let accepted = state
-        .receivers
+        .receivers()?
         .ingest(kind, objects, Transport::Http)
         .await?;
     Ok((

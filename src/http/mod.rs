@@ -6,6 +6,7 @@ pub mod ops;
 pub mod query;
 
 use crate::config::HttpConfig;
+use crate::readiness::Probe;
 use crate::shutdown::Shutdown;
 use axum::extract::{MatchedPath, Request};
 use axum::http::StatusCode;
@@ -15,7 +16,6 @@ use axum::routing::{get, post};
 use axum::Router;
 use error::ApiError;
 use flujo_actors::metrics::HTTP_REQUESTS;
-use flujo_actors::publisher::Sink;
 use flujo_actors::receiver::ReceiverPool;
 use flujo_actors::store::Store;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -32,12 +32,12 @@ pub struct Limits {
 
 /// What the handlers share.
 pub struct AppState {
-    /// Entry point of the pipeline.
-    pub receivers: ReceiverPool,
-    /// Where the query API reads.
-    pub store: Arc<dyn Store>,
-    /// Sinks checked by `/readyz`.
-    pub sinks: Vec<Arc<dyn Sink>>,
+    /// Entry point of the pipeline (receiver role).
+    pub receivers: Option<ReceiverPool>,
+    /// Where the query API reads (consumer role).
+    pub store: Option<Arc<dyn Store>>,
+    /// Dependencies checked by `/readyz`.
+    pub probes: Vec<Arc<dyn Probe>>,
     /// Read cache of the query API.
     pub cache: query::ReadCache,
     /// Ingest limits.
@@ -46,6 +46,28 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Makes `/readyz` fail while draining.
     pub shutdown: Shutdown,
+}
+
+impl AppState {
+    /// The receivers, in a process that runs the receiver role.
+    pub fn receivers(&self) -> Result<&ReceiverPool, ApiError> {
+        self.receivers.as_ref().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "this process does not run the receiver role",
+            )
+        })
+    }
+
+    /// The store, in a process that runs the consumer role.
+    pub fn store(&self) -> Result<Arc<dyn Store>, ApiError> {
+        self.store.clone().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "this process does not run the consumer role",
+            )
+        })
+    }
 }
 
 /// Counts every answer by matched route and status.
@@ -67,11 +89,36 @@ async fn not_found(req: Request) -> ApiError {
     )
 }
 
-/// The whole HTTP application.
-pub fn app(state: Arc<AppState>, http: &HttpConfig) -> Router {
+async fn method_not_allowed(req: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "method {} is not allowed on {}",
+            req.method(),
+            req.uri().path()
+        ),
+    )
+}
+
+/// Ingest routes (receiver role): the versioned paths and their configured aliases.
+pub fn ingest_routes(http: &HttpConfig) -> Router<Arc<AppState>> {
     let mut router = Router::new()
         .route("/v1/sales", post(ingest::sales))
+        .route("/purchase", post(ingest::sales))
         .route("/v1/tweets", post(ingest::tweets))
+        .route("/input", post(ingest::tweets));
+    for path in &http.sales_paths {
+        router = router.route(path, post(ingest::sales));
+    }
+    for path in &http.tweet_paths {
+        router = router.route(path, post(ingest::tweets));
+    }
+    router
+}
+
+/// Query routes (consumer role).
+pub fn query_routes() -> Router<Arc<AppState>> {
+    Router::new()
         .route("/v1/kpis/sales", get(query::sales_kpis))
         .route("/v1/kpis/tweets", get(query::tweet_kpis))
         .route("/v1/rankings/products", get(query::product_ranking))
@@ -80,17 +127,17 @@ pub fn app(state: Arc<AppState>, http: &HttpConfig) -> Router {
             "/v1/sales/monitored/{category}/prices",
             get(query::monitored_prices),
         )
+}
+
+/// The HTTP application of a process: operations always, plus `routes` (ingest
+/// and/or query, per role).
+pub fn app(state: Arc<AppState>, routes: Router<Arc<AppState>>) -> Router {
+    routes
         .route("/metrics", get(ops::metrics))
         .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz));
-    for path in &http.sales_paths {
-        router = router.route(path, post(ingest::sales));
-    }
-    for path in &http.tweet_paths {
-        router = router.route(path, post(ingest::tweets));
-    }
-    router
+        .route("/readyz", get(ops::readyz))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(count_requests))
         .with_state(state)
 }
@@ -98,7 +145,9 @@ pub fn app(state: Arc<AppState>, http: &HttpConfig) -> Router {
 /// Paths the application defines itself; aliases may not reuse them.
 pub const BUILTIN_PATHS: &[&str] = &[
     "/v1/sales",
+    "/purchase",
     "/v1/tweets",
+    "/input",
     "/v1/kpis/sales",
     "/v1/kpis/tweets",
     "/v1/rankings/products",

@@ -1,6 +1,7 @@
 //! Operations endpoints: `/metrics`, `/healthz`, `/readyz`.
 
 use super::AppState;
+use crate::readiness::check_all;
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -31,23 +32,14 @@ pub async fn readyz(State(st): State<Arc<AppState>>) -> (StatusCode, Json<Value>
     if st.shutdown.is_triggered() {
         failing.push("shutdown: draining".to_owned());
     }
-    match st.store.ping().await {
-        Ok(()) => {
-            checks.insert(format!("store:{}", st.store.name()), json!("ok"));
-        }
-        Err(e) => {
-            checks.insert(format!("store:{}", st.store.name()), json!(e.to_string()));
-            failing.push(format!("store {}: {e}", st.store.name()));
-        }
-    }
-    for sink in &st.sinks {
-        match sink.ready().await {
+    for (name, result) in check_all(&st.probes).await {
+        match result {
             Ok(()) => {
-                checks.insert(format!("sink:{}", sink.name()), json!("ok"));
+                checks.insert(name, json!("ok"));
             }
             Err(e) => {
-                checks.insert(format!("sink:{}", sink.name()), json!(e.to_string()));
-                failing.push(format!("sink {}: {e}", sink.name()));
+                failing.push(format!("{name}: {e}"));
+                checks.insert(name, json!(e));
             }
         }
     }

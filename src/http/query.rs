@@ -178,7 +178,7 @@ pub async fn sales_kpis(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     Params::parse(raw.as_deref(), &[])?;
-    let store = st.store.clone();
+    let store = st.store()?;
     let body = st
         .cache
         .get_or_read(
@@ -197,7 +197,7 @@ pub async fn tweet_kpis(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     Params::parse(raw.as_deref(), &[])?;
-    let store = st.store.clone();
+    let store = st.store()?;
     let body = st
         .cache
         .get_or_read(
@@ -217,7 +217,7 @@ pub async fn product_ranking(
 ) -> Result<Response, ApiError> {
     let params = Params::parse(raw.as_deref(), &["category", "limit", "offset"])?;
     let (category, page) = (params.category()?, params.page()?);
-    let store = st.store.clone();
+    let store = st.store()?;
     let key = cache_key("/v1/rankings/products", &raw);
     let body = st
         .cache
@@ -235,7 +235,7 @@ pub async fn location_ranking(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let page = Params::parse(raw.as_deref(), &["limit", "offset"])?.page()?;
-    let store = st.store.clone();
+    let store = st.store()?;
     let key = cache_key("/v1/rankings/locations", &raw);
     let body = st
         .cache
@@ -255,7 +255,7 @@ pub async fn monitored_prices(
 ) -> Result<Response, ApiError> {
     let limit = Params::parse(raw.as_deref(), &["limit"])?.limit()?;
     let category = category(&name)?;
-    let store = st.store.clone();
+    let store = st.store()?;
     let key = format!(
         "/v1/sales/monitored/{}/prices?limit={limit}",
         category.as_str()

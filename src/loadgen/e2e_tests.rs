@@ -258,6 +258,7 @@ impl Fake {
 fn args(target: &str) -> LoadgenArgs {
     LoadgenArgs {
         target: target.to_string(),
+        query: None,
         kind: Kind::Mixed,
         rate: Rate::PerSecond(2000.0),
         duration: 0.5,
@@ -296,6 +297,71 @@ async fn verify_passes_against_a_correct_server_with_backpressure() {
     assert!(
         st.gets > 0 && st.no_cache_gets == st.gets,
         "every GET bypasses the cache"
+    );
+}
+
+/// A TCP ingest front for `fake`: every line goes through [`Fake::ingest`]
+/// on its own (so a throttled line is answered `err busy` while the others
+/// of its batch are stored), answered `ok <id>` or `err ...`.
+async fn start_tcp(fake: Arc<Fake>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let fake = fake.clone();
+            tokio::spawn(async move {
+                let _ = stream.set_nodelay(true);
+                let (read, mut write) = stream.into_split();
+                let mut lines = BufReader::new(read).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let mut v: Value = serde_json::from_str(&line).unwrap_or_default();
+                    let path = match v.as_object_mut().and_then(|m| m.remove("kind")) {
+                        Some(k) if k == "sale" => "/v1/sales",
+                        _ => "/v1/tweets",
+                    };
+                    let (status, _, body) = fake.ingest(path, v.to_string().as_bytes());
+                    let reply = match status {
+                        202 => format!("ok {}", body["ids"][0].as_str().unwrap_or("")),
+                        429 => "err busy: slow down".to_string(),
+                        _ => format!("err {}", body["error"]),
+                    };
+                    if write
+                        .write_all(format!("{reply}\n").as_bytes())
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    format!("tcp://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_transport_verifies_through_the_query_url() {
+    let (url, fake) = start(Behaviour {
+        throttle_every: Some(7),
+        page_cap: 50,
+        ..Behaviour::default()
+    })
+    .await;
+    let target = start_tcp(fake.clone()).await;
+    let mut a = args(&target);
+    a.transport = Transport::Tcp;
+    a.query = Some(url);
+    a.batch = 10;
+    let report = execute(&a).await.expect("run");
+    let verify = report.verify.clone().expect("verified");
+    assert!(verify.ok, "{:?}", verify.differences);
+    assert_eq!(report.exit_code(), EXIT_OK);
+    assert!(report.retries > 0, "busy lines are resent");
+    let st = lock(&fake.state);
+    assert_eq!(
+        st.seen.len() as u64,
+        report.events + 4,
+        "nothing stored twice"
     );
 }
 

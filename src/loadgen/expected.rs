@@ -4,7 +4,7 @@
 //! Counts and integer sums add; float sums add; averages are recomputed from
 //! the combined sums (a baseline average is turned back into a sum as
 //! `avg × count`); minima and maxima combine; rankings are rebuilt from
-//! per-key totals and sorted by value descending, ties by key ascending.
+//! per-key totals and sorted by value descending, ties by key descending (Valkey's ZREVRANGE order).
 
 use std::collections::BTreeMap;
 
@@ -180,7 +180,7 @@ pub fn combine_products(
     items.sort_by(|a, b| {
         b.quantity
             .cmp(&a.quantity)
-            .then_with(|| a.product_id.cmp(&b.product_id))
+            .then_with(|| b.product_id.cmp(&a.product_id))
     });
     Ranking {
         total: items.len() as u64,
@@ -223,7 +223,7 @@ pub fn combine_locations(
     items.sort_by(|a, b| {
         b.count
             .cmp(&a.count)
-            .then_with(|| a.location.cmp(&b.location))
+            .then_with(|| b.location.cmp(&a.location))
     });
     Ranking {
         total: items.len() as u64,
@@ -316,14 +316,14 @@ mod tests {
         );
         assert_eq!(e.sales.categories["clothing"].kpi, SaleKpi::default());
         assert_eq!(e.sales.categories["clothing"].monitored_product, None);
-        // Ties by product id ascending (as strings: "P1" < "P3").
+        // Ties by product id descending (as strings: "P3" > "P1").
         assert_eq!(
             e.products_by_category["home"].items,
-            [item("P1", 2), item("P3", 2)]
+            [item("P3", 2), item("P1", 2)]
         );
         assert_eq!(
             e.products.items,
-            [item("P10", 9), item("P1", 2), item("P3", 2)]
+            [item("P10", 9), item("P3", 2), item("P1", 2)]
         );
         assert_eq!(e.products.total, 3);
         assert_eq!(e.monitored["home"].len, 1);

@@ -156,6 +156,21 @@ impl Batch {
             Batch::Tweets(_) => EventKind::Tweet,
         }
     }
+
+    /// The events at `indices` (in that order; indices out of range are
+    /// skipped), as a batch of the same kind.
+    pub fn subset(&self, indices: &[usize]) -> Batch {
+        fn pick<T: Clone>(events: &[T], indices: &[usize]) -> Vec<T> {
+            indices
+                .iter()
+                .filter_map(|&i| events.get(i).cloned())
+                .collect()
+        }
+        match self {
+            Batch::Sales(v) => Batch::Sales(pick(v, indices)),
+            Batch::Tweets(v) => Batch::Tweets(pick(v, indices)),
+        }
+    }
 }
 
 /// Deterministic source of events: same seed, same data (ids aside).
@@ -364,6 +379,20 @@ mod tests {
             .map(|_| g.next_batch(Kind::Mixed, 1).kind())
             .collect();
         assert_eq!(kinds.iter().filter(|k| **k == EventKind::Sale).count(), 2);
+    }
+
+    #[test]
+    fn subset_picks_events_in_order() {
+        let mut g = Generator::new(1, "n");
+        let b = g.next_batch(Kind::Tweets, 4);
+        let Batch::Tweets(all) = &b else {
+            panic!("tweets expected");
+        };
+        let Batch::Tweets(some) = b.subset(&[3, 1, 9]) else {
+            panic!("tweets expected");
+        };
+        assert_eq!(some, [all[3].clone(), all[1].clone()]);
+        assert_eq!(b.subset(&[]).len(), 0);
     }
 
     #[test]

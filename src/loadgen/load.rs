@@ -22,10 +22,11 @@ use tokio::sync::Semaphore;
 use tokio::time::{sleep, Instant};
 
 use super::generate::{Batch, Generator, Kind};
-use super::transport::{encode, Attempt, Encoded, Sender};
+use super::transport::{Answer, Attempt, Sender};
 use super::truth::Truth;
 
-/// Retries after a transport error or a 5xx other than 503.
+/// Retries after a transport error or a server error (HTTP 5xx other than
+/// 503, gRPC INTERNAL/UNKNOWN/ABORTED).
 pub const MAX_TRANSIENT_RETRIES: u32 = 3;
 
 /// Highest latency the histogram tracks exactly (one hour, in µs).
@@ -85,7 +86,8 @@ pub struct Stats {
     pub latency: Histogram<u64>,
     /// Requests finished (accepted or failed).
     pub requests: u64,
-    /// Events accepted by the server.
+    /// Events accepted by the server (including those of failed TCP
+    /// batches answered `ok`).
     pub events: u64,
     /// Failed requests, by final status or error kind.
     pub errors: BTreeMap<String, u64>,
@@ -120,7 +122,12 @@ impl Stats {
                 let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
                 self.latency.saturating_record(us.max(1));
             }
-            Delivery::Failed { label, .. } => *self.errors.entry(label.clone()).or_default() += 1,
+            Delivery::Failed {
+                label, accepted, ..
+            } => {
+                self.events += accepted.len() as u64;
+                *self.errors.entry(label.clone()).or_default() += 1;
+            }
         }
     }
 }
@@ -128,15 +135,28 @@ impl Stats {
 /// Final result of delivering one batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Delivery {
-    /// Acknowledged with 202.
+    /// Every event was stored (202, `Ack`, or `ok` for each line).
     Accepted,
-    /// Given up.
+    /// Given up (for some of the events at least).
     Failed {
-        /// Final status (e.g. `"400"`) or error kind (e.g. `"timeout"`).
+        /// Final status (e.g. `"400"`) or error kind (e.g. `"timeout"`) of
+        /// the first events given up.
         label: String,
-        /// Some attempt may have been processed: the outcome is unknown.
-        maybe_stored: bool,
+        /// Events stored nonetheless, by position in the batch (only over
+        /// TCP, where every event is answered on its own).
+        accepted: Vec<usize>,
+        /// Events neither stored nor refused for sure: some attempt may have
+        /// been processed (e.g. it timed out), so the outcome is unknown.
+        unknown: Vec<usize>,
     },
+}
+
+impl Delivery {
+    /// Whether some event of the batch may have been stored without an
+    /// acknowledgement.
+    pub fn maybe_stored(&self) -> bool {
+        matches!(self, Delivery::Failed { unknown, .. } if !unknown.is_empty())
+    }
 }
 
 /// A [`Delivery`] and the resends it took.
@@ -148,58 +168,129 @@ pub struct Delivered {
     pub retries: u64,
 }
 
-/// Delivers one batch: resends the same bytes (same ids, so idempotent)
-/// after 429/503 until `give_up_at`, and after a transport error or other
-/// 5xx up to [`MAX_TRANSIENT_RETRIES`] times; a 4xx is final.
-pub async fn deliver(sender: &Sender, batch: &Encoded, give_up_at: Instant) -> Delivered {
+/// Delivers one batch, resending what was not stored: after backpressure
+/// (429/503, RESOURCE_EXHAUSTED/UNAVAILABLE, `err busy`) until
+/// `give_up_at`, and after a transport error or a server error up to
+/// [`MAX_TRANSIENT_RETRIES`] times; a refusal of the events (4xx,
+/// INVALID_ARGUMENT, `err <reason>`) is final.
+///
+/// A resend carries the same events with the same ids, so it is idempotent.
+/// HTTP and gRPC batches are stored or refused whole, and are resent whole
+/// (the same bytes); over TCP every event is answered on its own, and only
+/// the events not yet stored and not refused are resent.
+pub async fn deliver(
+    sender: &Sender,
+    batch: &Batch,
+    ndjson: bool,
+    give_up_at: Instant,
+) -> Delivered {
+    let n = batch.len();
+    let Ok(whole) = sender.encode(batch, ndjson) else {
+        return failed("encode".to_string(), 0);
+    };
+    let mut stored = vec![false; n];
+    let mut unknown = vec![false; n];
+    let mut final_label: Option<String> = None;
+    let mut pending: Vec<usize> = (0..n).collect();
     let mut retries = 0u64;
     let mut transient = 0u32;
-    let mut maybe_stored = false;
     loop {
-        let attempt = sender.send(batch).await;
-        let (label, wait) = match attempt {
-            Attempt::Accepted => {
-                return Delivered {
-                    result: Delivery::Accepted,
-                    retries,
-                }
-            }
-            Attempt::Backpressure {
-                status,
-                retry_after,
-            } => (
-                status.to_string(),
-                retry_after.unwrap_or_else(|| backoff(retries)),
-            ),
-            Attempt::Rejected { status } if status >= 500 && transient < MAX_TRANSIENT_RETRIES => {
-                transient += 1;
-                (status.to_string(), backoff(retries))
-            }
-            Attempt::Rejected { status } => {
-                return failed(status.to_string(), maybe_stored, retries)
-            }
-            Attempt::NotSent { label } | Attempt::Unknown { label } => {
-                maybe_stored |= matches!(attempt, Attempt::Unknown { .. });
-                if transient >= MAX_TRANSIENT_RETRIES {
-                    return failed(label.to_string(), maybe_stored, retries);
-                }
-                transient += 1;
-                (label.to_string(), backoff(retries))
+        let answer = if pending.len() == n {
+            sender.send(&whole).await
+        } else {
+            match sender.encode(&batch.subset(&pending), ndjson) {
+                Ok(part) => sender.send(&part).await,
+                Err(_) => Answer::Whole(Attempt::Rejected {
+                    label: "encode".to_string(),
+                    transient: false,
+                }),
             }
         };
+        let transient_left = transient < MAX_TRANSIENT_RETRIES;
+        let pause = backoff(retries);
+        let mut retry: Vec<usize> = Vec::new();
+        let mut wait = Duration::ZERO;
+        let mut retry_label = String::new();
+        let mut used_transient = false;
+        let mut settle = |events: &[usize], attempt: Attempt| {
+            let (label, hint) = match attempt {
+                Attempt::Accepted => {
+                    events.iter().for_each(|&i| stored[i] = true);
+                    return;
+                }
+                Attempt::Backpressure { label, retry_after } => (label, retry_after),
+                Attempt::Rejected {
+                    label,
+                    transient: true,
+                } if transient_left => {
+                    used_transient = true;
+                    (label, None)
+                }
+                Attempt::Rejected { label, .. } => {
+                    final_label.get_or_insert(label);
+                    return;
+                }
+                Attempt::NotSent { label } | Attempt::Unknown { label } => {
+                    if matches!(attempt, Attempt::Unknown { .. }) {
+                        events.iter().for_each(|&i| unknown[i] = true);
+                    }
+                    if !transient_left {
+                        final_label.get_or_insert_with(|| label.to_string());
+                        return;
+                    }
+                    used_transient = true;
+                    (label.to_string(), None)
+                }
+            };
+            retry.extend_from_slice(events);
+            wait = wait.max(hint.unwrap_or(pause));
+            retry_label = label;
+        };
+        match answer {
+            Answer::Whole(attempt) => settle(&pending, attempt),
+            Answer::PerEvent(attempts) if attempts.len() == pending.len() => {
+                for (i, attempt) in pending.iter().zip(attempts) {
+                    settle(std::slice::from_ref(i), attempt);
+                }
+            }
+            Answer::PerEvent(_) => settle(
+                &pending,
+                Attempt::Unknown {
+                    label: "ack-mismatch",
+                },
+            ),
+        }
+        transient += u32::from(used_transient);
+        if retry.is_empty() {
+            break;
+        }
         if Instant::now() + wait > give_up_at {
-            return failed(label, maybe_stored, retries);
+            final_label.get_or_insert(retry_label);
+            break;
         }
         retries += 1;
         sleep(wait).await;
+        pending = retry;
     }
+    let result = if stored.iter().all(|s| *s) {
+        Delivery::Accepted
+    } else {
+        Delivery::Failed {
+            label: final_label.unwrap_or_else(|| "unknown".to_string()),
+            accepted: (0..n).filter(|&i| stored[i]).collect(),
+            unknown: (0..n).filter(|&i| unknown[i] && !stored[i]).collect(),
+        }
+    };
+    Delivered { result, retries }
 }
 
-fn failed(label: String, maybe_stored: bool, retries: u64) -> Delivered {
+/// A delivery that stored nothing and left no doubt.
+fn failed(label: String, retries: u64) -> Delivered {
     Delivered {
         result: Delivery::Failed {
             label,
-            maybe_stored,
+            accepted: Vec::new(),
+            unknown: Vec::new(),
         },
         retries,
     }
@@ -347,18 +438,22 @@ async fn send_one(
     intended: Instant,
     give_up_at: Instant,
 ) {
-    let outcome = match encode(&batch, ndjson) {
-        Ok(encoded) => deliver(sender, &encoded, give_up_at).await,
-        Err(_) => failed("encode".to_string(), false, 0),
-    };
+    let outcome = deliver(sender, &batch, ndjson, give_up_at).await;
     let latency = intended.elapsed();
     if let Some(truth) = &shared.truth {
         match &outcome.result {
             Delivery::Accepted => lock(truth).add_batch(&batch),
             Delivery::Failed {
-                maybe_stored: true, ..
-            } => lock(truth).add_ambiguous(&batch),
-            Delivery::Failed { .. } => {}
+                accepted, unknown, ..
+            } => {
+                let mut truth = lock(truth);
+                if !accepted.is_empty() {
+                    truth.add_batch(&batch.subset(accepted));
+                }
+                if !unknown.is_empty() {
+                    truth.add_ambiguous(&batch.subset(unknown));
+                }
+            }
         }
     }
     lock(&shared.stats).record(&outcome, batch.len(), latency);
@@ -393,6 +488,125 @@ async fn progress(shared: Arc<Shared>, start: Instant) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::loadgen::transport::Transport;
+    use std::collections::{HashMap, HashSet};
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    use tokio::net::TcpListener;
+
+    /// What the fake TCP server below received and stored.
+    #[derive(Default)]
+    struct TcpLog {
+        received: HashMap<String, u32>,
+        stored: HashSet<String>,
+        quantity_sum: u64,
+    }
+
+    /// A TCP ingest server that refuses the sales whose sequence number is a
+    /// multiple of 5, answers `err busy` the first time it sees those whose
+    /// number is a multiple of 3, and stores (once per id) everything else.
+    async fn fake_tcp() -> (String, Arc<Mutex<TcpLog>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let target = format!("tcp://{}", listener.local_addr().expect("addr"));
+        let log = Arc::new(Mutex::new(TcpLog::default()));
+        let shared = log.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let log = shared.clone();
+                tokio::spawn(async move {
+                    stream.set_nodelay(true).expect("nodelay");
+                    let (read, mut write) = stream.into_split();
+                    let mut lines = BufReader::new(read).lines();
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        let v: serde_json::Value = serde_json::from_str(&line).expect("json");
+                        let id = v["id"].as_str().expect("id").to_string();
+                        let k: u64 = id
+                            .rsplit('s')
+                            .next()
+                            .and_then(|n| n.parse().ok())
+                            .expect("k");
+                        let reply = {
+                            let mut log = lock(&log);
+                            let seen = log.received.entry(id.clone()).or_default();
+                            *seen += 1;
+                            if k.is_multiple_of(5) {
+                                "err field `price`: nope".to_string()
+                            } else if k.is_multiple_of(3) && *seen == 1 {
+                                "err busy: router mailbox full".to_string()
+                            } else {
+                                if log.stored.insert(id.clone()) {
+                                    log.quantity_sum += v["quantity"].as_u64().expect("quantity");
+                                }
+                                format!("ok {id}")
+                            }
+                        };
+                        if write
+                            .write_all(format!("{reply}\n").as_bytes())
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (target, log)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tcp_batches_resend_only_what_was_not_stored() {
+        let (target, log) = fake_tcp().await;
+        let sender = Sender::new(Transport::Tcp, &target, 2).expect("sender");
+        let mut generator = Generator::new(1, "n");
+        let batch = generator.next_batch(Kind::Sales, 10); // n-s0 ..= n-s9
+        let far = Instant::now() + Duration::from_secs(5);
+        let outcome = deliver(&sender, &batch, false, far).await;
+        assert_eq!(outcome.retries, 1, "one resend of the busy events");
+        assert_eq!(
+            outcome.result,
+            Delivery::Failed {
+                label: "rejected".to_string(),
+                accepted: vec![1, 2, 3, 4, 6, 7, 8, 9],
+                unknown: vec![],
+            }
+        );
+        let log = lock(&log);
+        let received = |k: u32| log.received.get(&format!("n-s{k}")).copied();
+        // Stored at once: sent once. Busy, then stored: twice. Refused: once.
+        assert_eq!(
+            (0..10).map(received).collect::<Vec<_>>(),
+            [1, 1, 1, 2, 1, 1, 2, 1, 1, 2].map(Some)
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tcp_truth_counts_exactly_the_events_answered_ok() {
+        let (target, log) = fake_tcp().await;
+        let sender = Sender::new(Transport::Tcp, &target, 4).expect("sender");
+        let plan = Plan {
+            rate: Rate::Max,
+            duration: Duration::from_millis(200),
+            concurrency: 4,
+            batch: 7,
+            kind: Kind::Sales,
+            ndjson: false,
+            grace: Duration::from_secs(5),
+            progress: false,
+        };
+        let mut generator = Generator::new(1, "n");
+        let outcome = run_load(&sender, &mut generator, &plan, Some(Truth::default()))
+            .await
+            .expect("load");
+        let truth = outcome.truth.expect("truth");
+        let log = lock(&log);
+        assert!(log.stored.len() > 100, "{}", log.stored.len());
+        assert_eq!(truth.sales.count, log.stored.len() as u64);
+        assert_eq!(truth.sales.quantity_sum, log.quantity_sum);
+        assert_eq!(outcome.stats.events, log.stored.len() as u64);
+        assert_eq!(truth.ambiguous_batches, 0);
+        assert!(outcome.stats.errors["rejected"] > 0);
+        assert!(outcome.stats.retries > 0);
+    }
 
     #[test]
     fn rate_parses() {
@@ -422,11 +636,21 @@ mod tests {
             retries: 2,
         };
         s.record(&ok, 10, Duration::from_micros(1500));
-        s.record(&failed("400".to_string(), false, 0), 10, Duration::ZERO);
-        s.record(&failed("400".to_string(), false, 1), 10, Duration::ZERO);
-        assert_eq!((s.requests, s.events, s.retries), (3, 10, 3));
+        s.record(&failed("400".to_string(), 0), 10, Duration::ZERO);
+        s.record(&failed("400".to_string(), 1), 10, Duration::ZERO);
+        let partial = Delivered {
+            result: Delivery::Failed {
+                label: "busy".to_string(),
+                accepted: vec![0, 2, 3],
+                unknown: vec![],
+            },
+            retries: 0,
+        };
+        s.record(&partial, 10, Duration::from_micros(900));
+        assert_eq!((s.requests, s.events, s.retries), (4, 13, 3));
         assert_eq!(s.errors["400"], 2);
-        assert_eq!(s.error_count(), 2);
+        assert_eq!(s.errors["busy"], 1);
+        assert_eq!(s.error_count(), 3);
         assert_eq!(s.latency.len(), 1);
         assert!(s.latency.equivalent(s.latency.max(), 1500));
     }

@@ -8,7 +8,8 @@
 //! - `mod.rs`: command-line arguments and [`run`], which ties the steps
 //!   together;
 //! - `generate.rs`: deterministic event data (per `--seed`) and event ids;
-//! - `transport.rs`: encoding of batches and one delivery attempt over HTTP;
+//! - `transport/`: encoding of batches and one delivery attempt, over HTTP
+//!   (`http.rs`), gRPC (`grpc.rs`) or raw TCP (`tcp.rs`);
 //! - `load.rs`: scheduling, retries, latency histogram, progress lines;
 //! - `truth.rs`: aggregates of the events the server acknowledged;
 //! - `api.rs`: the query API's JSON shapes and a client reading them;
@@ -41,7 +42,7 @@ use api::QueryClient;
 use generate::{Batch, Generator, CATEGORIES};
 use load::{deliver, run_load, Delivery, Plan};
 use report::Report;
-use transport::{encode, Sender};
+use transport::{host_port, Sender};
 use truth::Truth;
 use verify::{Difference, VerifyReport};
 
@@ -51,10 +52,16 @@ const MAX_BATCH: usize = 10_000;
 /// Arguments of `flujo loadgen`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct LoadgenArgs {
-    /// Base URL of the flujo instance to load (ingest and, with --verify,
-    /// query API).
+    /// Where to send the events: `http://host:port` (and, with --verify,
+    /// the query API), `grpc://host:port` or `tcp://host:port`, matching
+    /// --transport.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub target: String,
+
+    /// Base URL of the query API read by --verify (always HTTP). Default:
+    /// the target when it is http://, else http://<target host>:8080.
+    #[arg(long)]
+    pub query: Option<String>,
 
     /// Which events to send (mixed alternates sales and tweets request by
     /// request).
@@ -74,15 +81,18 @@ pub struct LoadgenArgs {
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
 
-    /// Events per request: 1 sends a JSON object, more a JSON array.
+    /// Events per request: over HTTP 1 sends a JSON object, more a JSON
+    /// array; over gRPC one call; over TCP that many lines, pipelined.
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
 
-    /// Send every request body as NDJSON (application/x-ndjson).
+    /// Send every request body as NDJSON (application/x-ndjson); HTTP only.
     #[arg(long)]
     pub ndjson: bool,
 
-    /// Protocol used to send events.
+    /// Protocol used to send events: `http` (one POST per batch), `grpc`
+    /// (one PublishSales/PublishTweets call per batch) or `tcp` (one line per
+    /// event, a batch's lines pipelined on one connection).
     #[arg(long, value_enum, default_value_t = Transport::Http)]
     pub transport: Transport,
 
@@ -120,12 +130,41 @@ impl LoadgenArgs {
             (1..=MAX_BATCH).contains(&self.batch),
             "--batch must be between 1 and {MAX_BATCH}"
         );
-        ensure!(
-            self.target.starts_with("http://") || self.target.starts_with("https://"),
-            "--target must be an http:// URL, got `{}`",
-            self.target
-        );
+        match self.transport {
+            Transport::Http => ensure!(
+                self.target.starts_with("http://") || self.target.starts_with("https://"),
+                "--transport http needs an http:// --target, got `{}`",
+                self.target
+            ),
+            transport => {
+                host_port(transport, &self.target)?;
+                ensure!(!self.ndjson, "--ndjson only applies to --transport http");
+            }
+        }
+        if let Some(query) = &self.query {
+            ensure!(
+                query.starts_with("http://") || query.starts_with("https://"),
+                "--query must be an http:// URL, got `{query}`"
+            );
+        }
         Ok(())
+    }
+
+    /// Base URL of the query API: `--query`, else the target when it is an
+    /// HTTP URL, else port 8080 of the target's host.
+    pub fn query_url(&self) -> anyhow::Result<String> {
+        if let Some(query) = &self.query {
+            return Ok(query.clone());
+        }
+        if self.transport == Transport::Http {
+            return Ok(self.target.clone());
+        }
+        let url = reqwest::Url::parse(&self.target)
+            .with_context(|| format!("parsing target `{}`", self.target))?;
+        let host = url
+            .host_str()
+            .with_context(|| format!("target `{}` names no host", self.target))?;
+        Ok(format!("http://{host}:{}", Transport::Http.default_port()))
     }
 }
 
@@ -149,8 +188,9 @@ async fn execute(args: &LoadgenArgs) -> anyhow::Result<Report> {
     let nonce = Generator::random_nonce();
     let mut generator = Generator::new(args.seed, nonce.clone());
     eprintln!(
-        "flujo loadgen: {} kind={:?} rate={} duration={}s concurrency={} batch={}{} seed={} ids={nonce}-*",
+        "flujo loadgen: {} transport={} kind={:?} rate={} duration={}s concurrency={} batch={}{} seed={} ids={nonce}-*",
         args.target,
+        args.transport.scheme(),
         args.kind,
         match args.rate {
             Rate::PerSecond(r) => format!("{r}/s"),
@@ -165,7 +205,7 @@ async fn execute(args: &LoadgenArgs) -> anyhow::Result<Report> {
 
     let mut verifying = None;
     if args.verify {
-        let client = QueryClient::new(&args.target)?;
+        let client = QueryClient::new(&args.query_url()?)?;
         let baseline = client
             .snapshot()
             .await
@@ -227,16 +267,13 @@ async fn warm_up(
 ) -> anyhow::Result<()> {
     for category in CATEGORIES {
         let batch = Batch::Sales(vec![generator.warmup_sale(category)]);
-        let encoded = encode(&batch, ndjson)?;
         let give_up_at = tokio::time::Instant::now() + timeout;
-        match deliver(sender, &encoded, give_up_at).await.result {
+        let result = deliver(sender, &batch, ndjson, give_up_at).await.result;
+        match &result {
             Delivery::Accepted => truth.add_batch(&batch),
-            Delivery::Failed {
-                label,
-                maybe_stored,
-            } => bail!(
+            Delivery::Failed { label, .. } => bail!(
                 "warm-up sale in {category} failed ({label}{}); cannot verify",
-                if maybe_stored {
+                if result.maybe_stored() {
                     ", outcome unknown"
                 } else {
                     ""

@@ -1,5 +1,6 @@
 //! The ground truth: what the server must have aggregated from the events
-//! loadgen sent and the server acknowledged with 202.
+//! loadgen sent and the server acknowledged (HTTP 202, a gRPC `Ack`, or a
+//! TCP `ok` line per event).
 //!
 //! Written to be obviously correct rather than fast: plain `f64` sums in the
 //! order the acks arrived, plain maps, no cleverness. It knows nothing about
@@ -95,7 +96,7 @@ pub struct Truth {
 }
 
 impl Truth {
-    /// Records a batch the server acknowledged with 202.
+    /// Records a batch (or the part of a TCP batch) the server acknowledged.
     pub fn add_batch(&mut self, batch: &Batch) {
         match batch {
             Batch::Sales(sales) => sales.iter().for_each(|s| self.add_sale(s)),

@@ -500,11 +500,11 @@ mod tests {
                 ("rankings/products", "items[1]")
             ]
         );
-        // Ties must be broken by product id: P1 and P3 both have quantity 3.
+        // Ties are broken by product id, descending: P1 and P3 both have quantity 3.
         let home = &e.products_by_category["home"].items;
         assert_eq!(
             (home[0].product_id.as_str(), home[1].product_id.as_str()),
-            ("P1", "P3")
+            ("P3", "P1")
         );
         let mut got = exact_snapshot(&e);
         if let Some(r) = got.products_by_category.get_mut("home") {

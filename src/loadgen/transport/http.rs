@@ -1,10 +1,6 @@
-//! How a batch travels to the target, and what one attempt to deliver it
-//! came back with. Only HTTP exists today; gRPC and TCP become further
-//! [`Transport`] values and [`Sender`] variants, and the load logic
-//! (scheduling, retries, truth) stays the same because it only sees
-//! [`Attempt`]s.
+//! The HTTP transport: `POST /v1/sales` and `POST /v1/tweets` with a JSON
+//! object, a JSON array or NDJSON, answered 202 `{"accepted": N, ...}`.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -12,38 +8,22 @@ use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
 use reqwest::StatusCode;
 use serde::Deserialize;
 
-use super::generate::{Batch, EventKind};
+use super::super::generate::{Batch, EventKind};
+use super::{Attempt, MAX_RETRY_AFTER, REQUEST_TIMEOUT};
 
-/// Per-attempt time limit of one request.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Longest wait honoured from a `Retry-After` header.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(1);
-
-/// Protocol used to send events (`--transport`).
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    /// `POST /v1/sales` and `POST /v1/tweets` (JSON or NDJSON bodies).
-    Http,
-}
-
-/// A batch serialized once, ready to be sent (and resent) as is.
-#[derive(Debug, Clone)]
-pub struct Encoded {
-    /// Kind of the events, which selects the endpoint.
-    pub kind: EventKind,
-    /// Number of events.
-    pub events: usize,
-    /// Request body.
-    pub body: Vec<u8>,
-    /// Its content type.
+/// An HTTP request body and its content type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Body {
+    /// The bytes.
+    pub bytes: Vec<u8>,
+    /// Their content type.
     pub content_type: &'static str,
 }
 
 /// Serializes `batch`: a single object when it holds one event (unless
 /// `ndjson`), a JSON array otherwise, or one JSON object per line with
 /// `ndjson`.
-pub fn encode(batch: &Batch, ndjson: bool) -> anyhow::Result<Encoded> {
+pub fn encode(batch: &Batch, ndjson: bool) -> anyhow::Result<Body> {
     fn body<T: serde::Serialize>(events: &[T], ndjson: bool) -> serde_json::Result<Vec<u8>> {
         if ndjson {
             let mut out = Vec::new();
@@ -58,15 +38,13 @@ pub fn encode(batch: &Batch, ndjson: bool) -> anyhow::Result<Encoded> {
             serde_json::to_vec(events)
         }
     }
-    let body = match batch {
+    let bytes = match batch {
         Batch::Sales(v) => body(v, ndjson),
         Batch::Tweets(v) => body(v, ndjson),
     }
     .context("serializing a batch")?;
-    Ok(Encoded {
-        kind: batch.kind(),
-        events: batch.len(),
-        body,
+    Ok(Body {
+        bytes,
         content_type: if ndjson {
             "application/x-ndjson"
         } else {
@@ -75,64 +53,7 @@ pub fn encode(batch: &Batch, ndjson: bool) -> anyhow::Result<Encoded> {
     })
 }
 
-/// What one attempt to deliver a batch came back with.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Attempt {
-    /// Accepted (202) with the expected number of events.
-    Accepted,
-    /// 429 or 503: the server is pushing back; nothing was stored.
-    Backpressure {
-        /// The status.
-        status: u16,
-        /// The server's `Retry-After`, capped at [`MAX_RETRY_AFTER`].
-        retry_after: Option<Duration>,
-    },
-    /// Any other HTTP error status: the batch was not stored.
-    Rejected {
-        /// The status.
-        status: u16,
-    },
-    /// The request never reached the server (e.g. connection refused).
-    NotSent {
-        /// Short label, used as the error key in the report.
-        label: &'static str,
-    },
-    /// The request may or may not have been processed (timeout, connection
-    /// lost, or an acknowledgement that does not match the batch).
-    Unknown {
-        /// Short label, used as the error key in the report.
-        label: &'static str,
-    },
-}
-
-/// Sends encoded batches over the selected transport (cheap to clone).
-#[derive(Debug, Clone)]
-pub enum Sender {
-    /// Over HTTP.
-    Http(Arc<HttpSender>),
-}
-
-impl Sender {
-    /// A sender for `transport` to `target`, keeping up to `connections`
-    /// connections open.
-    pub fn new(transport: Transport, target: &str, connections: usize) -> anyhow::Result<Self> {
-        match transport {
-            Transport::Http => Ok(Sender::Http(Arc::new(HttpSender::new(
-                target,
-                connections,
-            )?))),
-        }
-    }
-
-    /// One attempt to deliver `batch`.
-    pub async fn send(&self, batch: &Encoded) -> Attempt {
-        match self {
-            Sender::Http(s) => s.send(batch).await,
-        }
-    }
-}
-
-/// The HTTP transport.
+/// Posts batches to one target's `/v1/sales` and `/v1/tweets`.
 #[derive(Debug, Clone)]
 pub struct HttpSender {
     client: reqwest::Client,
@@ -163,16 +84,17 @@ impl HttpSender {
         })
     }
 
-    async fn send(&self, batch: &Encoded) -> Attempt {
-        let url = match batch.kind {
+    /// One attempt to deliver `body`, a batch of `events` events of `kind`.
+    pub async fn send(&self, kind: EventKind, events: usize, body: &Body) -> Attempt {
+        let url = match kind {
             EventKind::Sale => &self.sales_url,
             EventKind::Tweet => &self.tweets_url,
         };
         let sent = self
             .client
             .post(url)
-            .header(CONTENT_TYPE, batch.content_type)
-            .body(batch.body.clone())
+            .header(CONTENT_TYPE, body.content_type)
+            .body(body.bytes.clone())
             .send()
             .await;
         let response = match sent {
@@ -180,29 +102,38 @@ impl HttpSender {
             Err(e) => return classify_error(&e),
         };
         let status = response.status();
-        if status.is_success() {
-            return match response.json::<Ack>().await {
-                Ok(ack) if ack.accepted == batch.events as u64 => Attempt::Accepted,
-                Ok(_) => Attempt::Unknown {
-                    label: "ack-mismatch",
-                },
-                Err(e) if e.is_decode() => Attempt::Unknown { label: "bad-ack" },
-                Err(e) => classify_error(&e),
-            };
-        }
-        if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
+        if !status.is_success() {
             let retry_after = response
                 .headers()
                 .get(RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(parse_retry_after);
-            return Attempt::Backpressure {
-                status: status.as_u16(),
-                retry_after,
-            };
+                .and_then(|v| v.to_str().ok());
+            return classify_refusal(status, retry_after);
         }
+        match response.json::<Ack>().await {
+            Ok(ack) if ack.accepted == events as u64 => Attempt::Accepted,
+            Ok(_) => Attempt::Unknown {
+                label: "ack-mismatch",
+            },
+            Err(e) if e.is_decode() => Attempt::Unknown { label: "bad-ack" },
+            Err(e) => classify_error(&e),
+        }
+    }
+}
+
+/// A non-2xx answer: 429 and 503 are backpressure (with the server's
+/// `Retry-After`), other 5xx transient, anything else a final refusal. The
+/// label is the status code.
+pub fn classify_refusal(status: StatusCode, retry_after: Option<&str>) -> Attempt {
+    let label = status.as_u16().to_string();
+    if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
+        Attempt::Backpressure {
+            label,
+            retry_after: retry_after.and_then(parse_retry_after),
+        }
+    } else {
         Attempt::Rejected {
-            status: status.as_u16(),
+            label,
+            transient: status.is_server_error(),
         }
     }
 }
@@ -230,15 +161,15 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::fixtures::{sale, tweet};
+    use super::super::super::fixtures::{sale, tweet};
     use super::*;
 
     #[test]
     fn one_event_is_an_object_more_an_array() {
         let one = encode(&Batch::Sales(vec![sale("home", "P1", 1.5, 2)]), false).expect("enc");
-        let v: serde_json::Value = serde_json::from_slice(&one.body).expect("json");
+        let v: serde_json::Value = serde_json::from_slice(&one.bytes).expect("json");
         assert_eq!(v["product_id"], "P1");
-        assert_eq!((one.events, one.content_type), (1, "application/json"));
+        assert_eq!(one.content_type, "application/json");
         let two = encode(
             &Batch::Tweets(vec![
                 tweet("Lima", "sunny", 1.0, 2.0),
@@ -247,9 +178,8 @@ mod tests {
             false,
         )
         .expect("enc");
-        let v: serde_json::Value = serde_json::from_slice(&two.body).expect("json");
+        let v: serde_json::Value = serde_json::from_slice(&two.bytes).expect("json");
         assert_eq!(v.as_array().map(Vec::len), Some(2));
-        assert_eq!(two.kind, EventKind::Tweet);
     }
 
     #[test]
@@ -260,13 +190,45 @@ mod tests {
         ]);
         let enc = encode(&b, true).expect("enc");
         assert_eq!(enc.content_type, "application/x-ndjson");
-        let text = String::from_utf8(enc.body).expect("utf8");
+        let text = String::from_utf8(enc.bytes).expect("utf8");
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2);
         for line in lines {
             let v: serde_json::Value = serde_json::from_str(line).expect("json line");
             assert!(v.is_object());
         }
+    }
+
+    #[test]
+    fn refusals_are_classified_by_status() {
+        assert_eq!(
+            classify_refusal(StatusCode::TOO_MANY_REQUESTS, Some("0.5")),
+            Attempt::Backpressure {
+                label: "429".into(),
+                retry_after: Some(Duration::from_millis(500))
+            }
+        );
+        assert_eq!(
+            classify_refusal(StatusCode::SERVICE_UNAVAILABLE, None),
+            Attempt::Backpressure {
+                label: "503".into(),
+                retry_after: None
+            }
+        );
+        assert_eq!(
+            classify_refusal(StatusCode::BAD_REQUEST, Some("1")),
+            Attempt::Rejected {
+                label: "400".into(),
+                transient: false
+            }
+        );
+        assert_eq!(
+            classify_refusal(StatusCode::BAD_GATEWAY, None),
+            Attempt::Rejected {
+                label: "502".into(),
+                transient: true
+            }
+        );
     }
 
     #[test]
