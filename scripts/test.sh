@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Installs what flujo's tests need (from the package registries) and runs every
-# check and test: formatting, clippy, unit and integration tests over real sockets.
+# Installs what flujo's tests need (from the package registries), starts the
+# services (scripts/services.sh up: Kafka, Valkey, RabbitMQ on loopback) and runs
+# every check and test: formatting, clippy, unit and integration tests over real
+# sockets against real brokers.
 # This is the README's second command, and exactly what CI (.ci/run) calls.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +32,18 @@ have promtool
 if ! cargo nextest --version >/dev/null 2>&1; then
     cargo install cargo-nextest --locked
 fi
+
+say "services (Kafka, Valkey, RabbitMQ)"
+scripts/services.sh up
+# The independent gRPC client in Python (tests/clients/) needs grpcio.
+[ -x .services/venv/bin/python ] || python3 -m venv .services/venv \
+    || { apt_install python3-venv && python3 -m venv .services/venv; }
+.services/venv/bin/python -c 'import grpc, grpc_tools, grpc_health' 2>/dev/null \
+    || .services/venv/bin/pip install -q grpcio grpcio-tools grpcio-health-checking
+export FLUJO_TEST_KAFKA_BROKERS=${FLUJO_TEST_KAFKA_BROKERS:-127.0.0.1:9092}
+export FLUJO_TEST_VALKEY_URL=${FLUJO_TEST_VALKEY_URL:-redis://127.0.0.1:6380}
+export FLUJO_TEST_AMQP_URL=${FLUJO_TEST_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}
+export FLUJO_TEST_PYTHON=${FLUJO_TEST_PYTHON:-$PWD/.services/venv/bin/python}
 
 say "format and lints"
 cargo fmt --all -- --check
