@@ -76,7 +76,25 @@ kafka_up() {
         sleep 0.2
     done
     port_open $KAFKA_PORT || { tail -20 "$STATE/kafka.log" >&2; say "kafka did not start"; exit 1; }
+    kafka_index
     say "kafka: tansu started on 127.0.0.1:$KAFKA_PORT (sqlite in $STATE/kafka)"
+}
+# tansu 0.6 looks up each fetched record's headers with a scan of the whole header
+# table; this index makes reading messages with headers linear again.
+kafka_index() {
+    local db="$STATE/kafka/tansu.db"
+    python3 - "$db" <<'PY' || say "kafka: could not index the header table (reads stay slow)"
+import sqlite3, sys, time
+for attempt in range(50):
+    try:
+        c = sqlite3.connect(sys.argv[1], timeout=30)
+        c.execute("create index if not exists header_topition_offset on header (topition, offset_id)")
+        c.commit()
+        sys.exit(0)
+    except sqlite3.OperationalError:
+        time.sleep(0.2)
+sys.exit(1)
+PY
 }
 kafka_reset() {
     if started_by_us kafka; then

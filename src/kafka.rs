@@ -54,8 +54,9 @@ pub const RECEIVED_AT_HEADER: &str = "flujo-received-at";
 /// (librdkafka `message.timeout.ms`; its default of 5 min would hold a durable
 /// client that long).
 const MESSAGE_TIMEOUT_MS: u32 = 30_000;
-/// How long `publish` waits for room in a full local producer queue before failing.
-const QUEUE_FULL_WAIT: Duration = Duration::from_secs(30);
+/// How long `publish` waits for room in a full local producer queue before failing
+/// (the queue holds `queue.buffering.max.messages`; full = the broker is too slow).
+const QUEUE_FULL_WAIT: Duration = Duration::from_secs(10);
 /// Pause between two attempts to enqueue into a full local producer queue.
 const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(5);
 /// Bound of the readiness metadata request.
@@ -66,6 +67,8 @@ const ADMIN_TIMEOUT: Duration = Duration::from_secs(15);
 const LAG_INTERVAL_MS: u32 = 1_000;
 /// Pause after a consumer error, so a persistent error does not spin.
 const ERROR_PAUSE: Duration = Duration::from_millis(200);
+/// A persistent consumer error is logged at most this often (else at debug level).
+const ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
 /// Attempts of a commit that failed with a transient error, before giving up.
 const COMMIT_ATTEMPTS: u32 = 3;
 /// Deliveries kept awaiting their commit; older ones are forgotten (redelivered).
@@ -276,8 +279,9 @@ impl std::fmt::Debug for KafkaSink {
 }
 
 impl KafkaSink {
-    /// An idempotent producer (`acks=all`, lz4) for the configured brokers. Connects
-    /// lazily: a broker that is down makes `ready()` and `publish` fail, not this.
+    /// An idempotent producer (`acks=all`, lz4) for the configured brokers. Does not
+    /// wait for the broker: one that is down makes `ready()` and `publish` fail, not
+    /// this. Must be called inside a tokio runtime.
     pub fn new(config: &KafkaConfig) -> Result<Self, KafkaSetupError> {
         let producer = client_config(&config.brokers)
             .set("enable.idempotence", "true")
@@ -507,6 +511,8 @@ struct GroupState {
     pending: BTreeMap<i32, i64>,
     /// Last computed lag of this consumer.
     lag: Option<i64>,
+    /// When a consumer error was last logged as a warning.
+    last_error_log: Option<Instant>,
 }
 
 /// The consumer's context: rebalance handling, lag from statistics, logs.
@@ -757,6 +763,25 @@ impl KafkaSource {
         gathering.epoch = state.epoch;
     }
 
+    /// Logs a consumer error: a warning, unless one was logged recently.
+    fn log_error(&self, error: &KafkaError) {
+        let warn = {
+            let mut state = lock(&self.state);
+            let due = state
+                .last_error_log
+                .is_none_or(|at| at.elapsed() >= ERROR_LOG_EVERY);
+            if due {
+                state.last_error_log = Some(Instant::now());
+            }
+            due
+        };
+        if warn {
+            tracing::warn!(topic = %self.topic, %error, "kafka consumer error");
+        } else {
+            tracing::debug!(topic = %self.topic, %error, "kafka consumer error");
+        }
+    }
+
     /// Waits for the first message (or `stop`); `None` when stopped.
     async fn first(&self) -> Option<Gathering> {
         loop {
@@ -779,7 +804,7 @@ impl KafkaSource {
                     return Some(gathering);
                 }
                 Err(e) => {
-                    tracing::warn!(topic = %self.topic, error = %e, "kafka consumer error");
+                    self.log_error(&e);
                     tokio::select! {
                         () = self.stop.cancelled() => return None,
                         () = tokio::time::sleep(ERROR_PAUSE) => {}
@@ -812,7 +837,7 @@ impl KafkaSource {
                     false
                 }
                 Ok(Err(e)) => {
-                    tracing::warn!(topic = %self.topic, error = %e, "kafka consumer error");
+                    self.log_error(&e);
                     false
                 }
                 Err(_) => true,

@@ -816,3 +816,84 @@ async fn undecodable_messages_are_skipped_without_blocking() {
     let again: BTreeSet<String> = again.iter().flat_map(|d| d.batch.events.ids()).collect();
     assert_eq!(again, marker_ids);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bulk_batches_come_back_in_bounded_deliveries() {
+    let config = KafkaConfig {
+        batch_max: 500,
+        ..config().await
+    };
+    ensure_topics(&config).await.expect("topics");
+    let sink = KafkaSink::new(&config).expect("sink");
+    let started = Instant::now();
+    // Batches of 1,000 published concurrently, as concurrent requests would.
+    let batches: Vec<Events> = (0..6)
+        .map(|b| Events::Sales(sales(&format!("bulk{b}"), 1000)))
+        .collect();
+    let all: BTreeSet<String> = batches.iter().flat_map(ids).collect();
+    let published = futures::future::join_all(
+        batches
+            .into_iter()
+            .enumerate()
+            .map(|(i, events)| sink.publish(batch(events, i as i64))),
+    )
+    .await;
+    for result in published {
+        result.expect("publish");
+    }
+    let publish_time = started.elapsed();
+    println!(
+        "bulk: published {} in {publish_time:?} ({:.0} events/s, debug build)",
+        all.len(),
+        all.len() as f64 / publish_time.as_secs_f64()
+    );
+    let started = Instant::now();
+    let mut source = KafkaSource::new(&config, Kind::Sale, CancellationToken::new()).expect("src");
+    // Two deliveries a little apart, so that statistics (every second) arrive in
+    // between: the lag is then what is left of the topic.
+    let mut deliveries = Vec::new();
+    for _ in 0..2 {
+        let d = tokio::time::timeout(GROUP_TIMEOUT, source.next())
+            .await
+            .expect("delivery in time")
+            .expect("delivery");
+        source.commit(d.token).await.expect("commit");
+        deliveries.push(d);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    let lag = source.lag().expect("lag known after statistics");
+    println!("bulk: lag after 2 deliveries: {lag}");
+    assert!(
+        lag > 0 && lag <= all.len() as i64,
+        "lag {lag} of {}",
+        all.len()
+    );
+    let rest: BTreeSet<String> = all
+        .difference(
+            &deliveries
+                .iter()
+                .flat_map(|d| d.batch.events.ids())
+                .collect(),
+        )
+        .cloned()
+        .collect();
+    deliveries.extend(read_until(&mut source, &rest, true, Duration::from_secs(120)).await);
+    let read_time = started.elapsed();
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for d in &deliveries {
+        assert!(
+            d.batch.events.len() <= config.batch_max,
+            "delivery too large"
+        );
+        for id in d.batch.events.ids() {
+            *counts.entry(id).or_default() += 1;
+        }
+    }
+    let duplicates = counts.values().filter(|&&n| n > 1).count();
+    println!(
+        "bulk: read back in {} deliveries in {read_time:?} (incl. group join), {duplicates} duplicates",
+        deliveries.len()
+    );
+    assert_eq!(counts.len(), all.len());
+    assert_eq!(duplicates, 0, "one reader, no rebalance: no duplicates");
+}
