@@ -240,7 +240,11 @@ impl Ingest for IngestService {
         &self,
         request: Request<Streaming<Event>>,
     ) -> Result<Response<Self::StreamStream>, Status> {
-        let service = self.clone();
+        // One receiver per stream: its events keep their order.
+        let service = IngestService {
+            receivers: self.receivers.pin(),
+            max_batch_events: self.max_batch_events,
+        };
         let acks = request
             .into_inner()
             .map(move |event| {

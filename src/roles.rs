@@ -248,6 +248,7 @@ pub async fn run(cfg: Config, metrics: PrometheusHandle) -> anyhow::Result<()> {
             let reflection = || {
                 tonic_reflection::server::Builder::configure()
                     .register_encoded_file_descriptor_set(grpc::proto::FILE_DESCRIPTOR_SET)
+                    .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             };
             let ingest = IngestService::new(receivers.clone(), cfg.http.max_batch_events);
             let server = tonic::transport::Server::builder()

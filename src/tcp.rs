@@ -206,7 +206,8 @@ pub async fn serve(
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    let (receivers, shutdown) = (receivers.clone(), shutdown.clone());
+                    // One receiver per connection: pipelined lines keep their order.
+                    let (receivers, shutdown) = (receivers.pin(), shutdown.clone());
                     connections.spawn(async move {
                         if let Err(e) = serve_connection(stream, receivers, max_line, shutdown).await {
                             tracing::debug!(%peer, error = %e, "tcp connection ended");

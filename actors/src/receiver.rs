@@ -175,6 +175,18 @@ impl ReceiverPool {
         }
     }
 
+    /// A pool of one receiver, taken in turn from this pool: what a connection or a
+    /// stream uses so that its events reach the router in the order they came
+    /// (receivers run on different threads and would otherwise overtake each other).
+    /// A full mailbox then answers backpressure rather than using another receiver.
+    pub fn pin(&self) -> ReceiverPool {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.receivers.len();
+        ReceiverPool {
+            receivers: Arc::from(vec![self.receivers[i].clone()]),
+            next: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
     /// Validates, admits and routes a batch of decoded JSON objects of one kind.
     pub async fn ingest(
         &self,

@@ -87,12 +87,25 @@ impl TestServer {
 
     /// Like [`TestServer::start`], with extra arguments after `run`.
     pub fn start_with_args(envs: &[(&str, &str)], args: &[&str]) -> TestServer {
+        let mut all = vec![
+            "--http",
+            "127.0.0.1:0",
+            "--grpc",
+            "127.0.0.1:0",
+            "--tcp",
+            "127.0.0.1:0",
+        ];
+        all.extend_from_slice(args);
+        TestServer::start_bare(envs, &all)
+    }
+
+    /// `flujo run` with exactly `args` (no listener flags added: they choose every
+    /// address, e.g. to bind a port a killed process held) and these environment
+    /// variables.
+    pub fn start_bare(envs: &[(&str, &str)], args: &[&str]) -> TestServer {
         let dir = tempfile::tempdir().expect("temporary working directory");
         let mut cmd = flujo_command(dir.path());
         cmd.arg("run")
-            .args(["--http", "127.0.0.1:0"])
-            .args(["--grpc", "127.0.0.1:0"])
-            .args(["--tcp", "127.0.0.1:0"])
             .args(args)
             .envs(envs.iter().copied())
             .stdin(Stdio::null())
@@ -161,6 +174,29 @@ impl TestServer {
         format!("http://{}{path}", self.addr)
     }
 
+    /// The address of the listening line named `name` (`http`, `grpc`, `tcp`).
+    pub fn listener(&self, name: &str) -> SocketAddr {
+        *self
+            .listening
+            .get(name)
+            .unwrap_or_else(|| panic!("no {name}= in the listening line: {:?}", self.listening))
+    }
+
+    /// Where the gRPC interface listens.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.listener("grpc")
+    }
+
+    /// Where the TCP line interface listens.
+    pub fn tcp_addr(&self) -> SocketAddr {
+        self.listener("tcp")
+    }
+
+    /// `http://GRPC_ADDR`, the URI a tonic channel connects to.
+    pub fn grpc_uri(&self) -> String {
+        format!("http://{}", self.grpc_addr())
+    }
+
     /// Everything the process wrote to stderr so far.
     pub fn stderr(&self) -> String {
         lock(&self.stderr).join("\n")
@@ -178,6 +214,12 @@ impl TestServer {
                 _ => return None,
             }
         }
+    }
+
+    /// Sends SIGKILL (`kill -9`: no shutdown, no drain) and reaps the process.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Sends SIGTERM, as an orchestrator would.
@@ -754,7 +796,7 @@ impl SalesTruth {
         true
     }
 
-    /// Products by quantity descending, ties by product id ascending.
+    /// Products by quantity descending, ties by product id descending.
     pub fn ranking(&self, category: Option<&str>) -> Vec<(String, u64)> {
         let empty = HashMap::new();
         let source = match category {
@@ -762,7 +804,7 @@ impl SalesTruth {
             Some(c) => self.quantity_by_category.get(c).unwrap_or(&empty),
         };
         let mut items: Vec<(String, u64)> = source.iter().map(|(p, q)| (p.clone(), *q)).collect();
-        items.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        items.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| b.0.cmp(&a.0)));
         items
     }
 
@@ -889,14 +931,14 @@ impl TweetsTruth {
         true
     }
 
-    /// Locations by count descending, ties by name ascending.
+    /// Locations by count descending, ties by name descending.
     pub fn ranking(&self) -> Vec<(String, TweetStats)> {
         let mut items: Vec<(String, TweetStats)> = self
             .by_location
             .iter()
             .map(|(l, s)| (l.clone(), s.clone()))
             .collect();
-        items.sort_by(|a, b| b.1.count.cmp(&a.1.count).then_with(|| a.0.cmp(&b.0)));
+        items.sort_by(|a, b| b.1.count.cmp(&a.1.count).then_with(|| b.0.cmp(&a.0)));
         items
     }
 
@@ -918,4 +960,230 @@ impl TweetsTruth {
         }
         assert_eq!(weather.len(), WEATHERS.len(), "only known weathers: {kpis}");
     }
+}
+
+// ---------------------------------------------------------------------------
+// TCP line client and bounded child processes
+// ---------------------------------------------------------------------------
+
+/// Upper bound of waiting for one answer line over TCP.
+pub const LINE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A client of the newline-delimited TCP interface over a raw `TcpStream`.
+pub struct LineClient {
+    reader: tokio::io::BufReader<tokio::net::tcp::OwnedReadHalf>,
+    writer: tokio::net::tcp::OwnedWriteHalf,
+}
+
+impl LineClient {
+    /// Connects to `addr` (bounded in time).
+    pub async fn connect(addr: SocketAddr) -> LineClient {
+        let stream =
+            tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+                .await
+                .unwrap_or_else(|_| panic!("connecting to tcp://{addr} timed out"))
+                .unwrap_or_else(|e| panic!("connect to tcp://{addr}: {e}"));
+        let _ = stream.set_nodelay(true);
+        let (read, write) = stream.into_split();
+        LineClient {
+            reader: tokio::io::BufReader::new(read),
+            writer: write,
+        }
+    }
+
+    /// Writes `bytes` as they are.
+    pub async fn write_raw(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        tokio::time::timeout(LINE_TIMEOUT, self.writer.write_all(bytes))
+            .await
+            .expect("writing to the TCP interface timed out")
+            .expect("write to the TCP interface");
+    }
+
+    /// Writes `line` and a `\n`.
+    pub async fn send(&mut self, line: &str) {
+        let mut bytes = Vec::with_capacity(line.len() + 1);
+        bytes.extend_from_slice(line.as_bytes());
+        bytes.push(b'\n');
+        self.write_raw(&bytes).await;
+    }
+
+    /// Closes the writing half (the server sees end of input).
+    pub async fn shutdown_write(&mut self) {
+        use tokio::io::AsyncWriteExt;
+        let _ = self.writer.shutdown().await;
+    }
+
+    /// The next answer line without its `\n`, or `None` at end of stream. Panics when
+    /// none comes within [`LINE_TIMEOUT`] or the line does not end with exactly `\n`.
+    pub async fn try_read_line(&mut self) -> Option<String> {
+        use tokio::io::AsyncBufReadExt;
+        let mut line = String::new();
+        let n = tokio::time::timeout(LINE_TIMEOUT, self.reader.read_line(&mut line))
+            .await
+            .unwrap_or_else(|_| panic!("no answer line within {LINE_TIMEOUT:?}"))
+            .expect("read an answer line");
+        if n == 0 {
+            return None;
+        }
+        let text = line
+            .strip_suffix('\n')
+            .unwrap_or_else(|| panic!("answer line without its newline: {line:?}"));
+        assert!(!text.contains('\r'), "an answer line holds a CR: {line:?}");
+        Some(text.to_owned())
+    }
+
+    /// The next answer line; panics at end of stream.
+    pub async fn read_line(&mut self) -> String {
+        self.try_read_line()
+            .await
+            .expect("the server closed the connection instead of answering")
+    }
+
+    /// Writes `bytes` while reading `n` answer lines at the same time (so neither
+    /// side waits on a full socket buffer), and returns the answers.
+    pub async fn pipeline(&mut self, bytes: &[u8], n: usize) -> Vec<String> {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+        let (reader, writer) = (&mut self.reader, &mut self.writer);
+        let write = async {
+            writer
+                .write_all(bytes)
+                .await
+                .expect("write to the TCP interface");
+        };
+        let read = async {
+            let mut answers = Vec::with_capacity(n);
+            for i in 0..n {
+                let mut line = String::new();
+                let got = reader
+                    .read_line(&mut line)
+                    .await
+                    .expect("read an answer line");
+                assert!(got > 0, "the server closed after {i} of {n} answers");
+                let text = line
+                    .strip_suffix('\n')
+                    .unwrap_or_else(|| panic!("answer line without its newline: {line:?}"));
+                assert!(!text.contains('\r'), "an answer line holds a CR: {line:?}");
+                answers.push(text.to_owned());
+            }
+            answers
+        };
+        let within = LINE_TIMEOUT * 2;
+        tokio::time::timeout(within, async { tokio::join!(write, read).1 })
+            .await
+            .unwrap_or_else(|_| panic!("{n} pipelined answers did not come within {within:?}"))
+    }
+
+    /// Sends `line` and returns its answer.
+    pub async fn request(&mut self, line: &str) -> String {
+        self.send(line).await;
+        self.read_line().await
+    }
+}
+
+/// Runs `cmd` to completion with piped output, killing it (and failing) after `within`.
+pub fn output_within(mut cmd: Command, within: Duration) -> std::process::Output {
+    use std::io::Read;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let mut out_pipe = child.stdout.take().expect("stdout is piped");
+    let mut err_pipe = child.stderr.take().expect("stderr is piped");
+    let out = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = out_pipe.read_to_end(&mut buf);
+        buf
+    });
+    let err = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = err_pipe.read_to_end(&mut buf);
+        buf
+    });
+    let deadline = Instant::now() + within;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let stdout = out.join().unwrap_or_default();
+                let stderr = err.join().unwrap_or_default();
+                panic!(
+                    "{cmd:?} did not finish within {within:?}; stdout:\n{}\nstderr:\n{}",
+                    String::from_utf8_lossy(&stdout),
+                    String::from_utf8_lossy(&stderr)
+                );
+            }
+        }
+    };
+    std::process::Output {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    }
+}
+
+/// Asserts a JSON array of numbers is exactly `want`, in order; on a difference,
+/// names the first position that differs and shows the neighbourhood.
+pub fn assert_same_order(what: &str, got: &Value, want: &[f64]) {
+    let got: Vec<f64> = got
+        .as_array()
+        .unwrap_or_else(|| panic!("{what}: not an array: {got}"))
+        .iter()
+        .map(|v| {
+            v.as_f64()
+                .unwrap_or_else(|| panic!("{what}: not a number: {v}"))
+        })
+        .collect();
+    if got == want {
+        return;
+    }
+    let first = got
+        .iter()
+        .zip(want)
+        .position(|(a, b)| a != b)
+        .unwrap_or(got.len().min(want.len()));
+    let window = |v: &[f64]| v[first.saturating_sub(2)..(first + 6).min(v.len())].to_vec();
+    panic!(
+        "{what}: {} values (want {}), first difference at position {first}: \
+         got …{:?}…, want …{:?}…",
+        got.len(),
+        want.len(),
+        window(&got),
+        window(want)
+    );
+}
+
+/// Asserts a product ranking page holds exactly the `(product_id, quantity)` items of
+/// `want`, by quantity descending, and its `total`. SPEC does not order ties, so
+/// items of equal quantity may come in any order.
+pub fn assert_product_ranking(page: &Value, want: &[(String, u64)], what: &str) {
+    let items = page["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{what}: no items: {page}"));
+    assert_eq!(page["total"], json!(want.len()), "{what}: {page}");
+    let quantity = |v: &Value| {
+        v["quantity"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{what}: no quantity in {v}"))
+    };
+    assert!(
+        items.windows(2).all(|w| quantity(&w[0]) >= quantity(&w[1])),
+        "{what}: not by quantity descending: {page}"
+    );
+    let mut got: Vec<(String, u64)> = items
+        .iter()
+        .map(|v| {
+            let id = v["product_id"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{what}: no product_id in {v}"));
+            (id.to_owned(), quantity(v))
+        })
+        .collect();
+    let mut want = want.to_vec();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "{what}");
 }
