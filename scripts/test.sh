@@ -40,6 +40,10 @@ scripts/services.sh up
     || { apt_install python3-venv && python3 -m venv .services/venv; }
 .services/venv/bin/python -c 'import grpc, grpc_tools, grpc_health' 2>/dev/null \
     || .services/venv/bin/pip install -q grpcio grpcio-tools grpcio-health-checking
+# Manifest checks: kubernetes-validate (offline schemas) and yamllint; kubectl renders.
+.services/venv/bin/python -c 'import kubernetes_validate, yamllint' 2>/dev/null \
+    || .services/venv/bin/pip install -q kubernetes-validate yamllint
+have kubectl || echo "kubectl is missing: the manifest tests will fail; install it (https://kubernetes.io/docs/tasks/tools/)" >&2
 export FLUJO_TEST_KAFKA_BROKERS=${FLUJO_TEST_KAFKA_BROKERS:-127.0.0.1:9092}
 export FLUJO_TEST_VALKEY_URL=${FLUJO_TEST_VALKEY_URL:-redis://127.0.0.1:6380}
 export FLUJO_TEST_AMQP_URL=${FLUJO_TEST_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}
