@@ -90,6 +90,13 @@ pub struct KafkaConfig {
     pub replication: i32,
     /// Consumer group of the consumer role; every consumer process joins it.
     pub group_id: String,
+    /// Idempotent producer (`enable.idempotence`): a broker-side guard against
+    /// duplicates from producer retries. Off by default because tansu 0.6, the
+    /// broker the tests run on, panics on some idempotent produce requests
+    /// (tansu-storage lite.rs:503) and then stops serving; turn it on with a real
+    /// Kafka. flujo's consumers dedup by event id either way, so a retried message
+    /// is never counted twice.
+    pub idempotence: bool,
     /// How long the producer waits to fill a batch before sending it, in ms
     /// (librdkafka `linger.ms`; higher = fewer, larger requests).
     pub linger_ms: u32,
@@ -108,6 +115,7 @@ impl Default for KafkaConfig {
             partitions: 3,
             replication: 1,
             group_id: "flujo-consumer".into(),
+            idempotence: false,
             linger_ms: 5,
             batch_max: 1000,
             poll_linger_ms: 5,
@@ -279,12 +287,18 @@ impl std::fmt::Debug for KafkaSink {
 }
 
 impl KafkaSink {
-    /// An idempotent producer (`acks=all`, lz4) for the configured brokers. Does not
+    /// A producer (`acks=all`, lz4; idempotent when `kafka.idempotence`) for the
+    /// configured brokers. Without idempotence one request is in flight per broker,
+    /// so a retry cannot reorder the messages of a key. Does not
     /// wait for the broker: one that is down makes `ready()` and `publish` fail, not
     /// this. Must be called inside a tokio runtime.
     pub fn new(config: &KafkaConfig) -> Result<Self, KafkaSetupError> {
         let producer = client_config(&config.brokers)
-            .set("enable.idempotence", "true")
+            .set("enable.idempotence", config.idempotence.to_string())
+            .set(
+                "max.in.flight.requests.per.connection",
+                if config.idempotence { "5" } else { "1" },
+            )
             .set("acks", "all")
             .set("compression.type", "lz4")
             .set("linger.ms", config.linger_ms.to_string())
