@@ -476,12 +476,16 @@ impl Config {
     }
 
     /// The ack mode in force: the configured one, else `durable` when any kind goes
-    /// to a broker and `accepted` on the memory bus alone.
+    /// to a broker or batches are forwarded to a remote router, and `accepted` on
+    /// the memory bus alone.
     pub fn ack_mode(&self) -> AckMode {
         let brokers = Kind::ALL
             .iter()
             .any(|&k| self.sinks(k).iter().any(|b| b.is_broker()));
-        self.ack.unwrap_or(if brokers {
+        // A receiver without a local router forwards to one in another process: only
+        // that process's confirmation makes a 202 safe.
+        let forwards = self.roles().is_ok_and(|r| r.receiver && !r.router);
+        self.ack.unwrap_or(if brokers || forwards {
             AckMode::Durable
         } else {
             AckMode::Accepted
