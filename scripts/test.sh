@@ -47,6 +47,8 @@ if ! have valkey-server; then
     FLUJO_TEST_VALKEY_SERVER=${FLUJO_TEST_VALKEY_SERVER:-$(find "$PWD/.services/venv" -type f -name valkey-server | head -n 1)}
     export FLUJO_TEST_VALKEY_SERVER
 fi
+# Locust runs headless against flujo in tests/locust.rs.
+[ -x .services/venv/bin/locust ] || .services/venv/bin/pip install -q locust
 # Manifest checks: kubernetes-validate (offline schemas) and yamllint; kubectl renders.
 .services/venv/bin/python -c 'import kubernetes_validate, yamllint' 2>/dev/null \
     || .services/venv/bin/pip install -q kubernetes-validate yamllint
