@@ -120,14 +120,28 @@ async fn create_topic(o: &Options) -> anyhow::Result<()> {
     let admin = admin(o)?;
     let topic = NewTopic::new(&o.topic, o.partitions, TopicReplication::Fixed(1));
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    for result in admin.create_topics([&topic], &opts).await? {
-        match result {
-            Ok(_) => {}
-            Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((name, code)) => anyhow::bail!("create topic {name}: {code}"),
+    // A broker that just started may time out the first requests: retry a little.
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let results = match admin.create_topics([&topic], &opts).await {
+            Ok(results) => results,
+            Err(e) if attempt < 5 => {
+                eprintln!("create topic {}: {e}; retrying", o.topic);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        for result in results {
+            match result {
+                Ok(_) => {}
+                Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((name, code)) => anyhow::bail!("create topic {name}: {code}"),
+            }
         }
+        return Ok(());
     }
-    Ok(())
 }
 
 #[tokio::main]

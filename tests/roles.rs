@@ -19,7 +19,25 @@
 //! The ground truth is computed from the events the receiver answered 202 (the
 //! client sets every id, retries 429/503 with the same ids); every KPI of the query
 //! API must match it exactly (counts equal, floats to 1e-9 relative): no event lost,
-//! none counted twice.
+//! none counted twice. The KPIs compared: sales total and per category (with each
+//! category's monitored product, made well defined by sending one sale per category
+//! alone first), tweets total and per weather, product rankings (global and per
+//! category) and the location ranking, every page, and each monitored product's price
+//! stream (on Kafka in the exact order of its partition, read by a plain client).
+//!
+//! - `kafka_three_roles_survive_consumer_sigkill`, `rabbitmq_…`: router, consumer and
+//!   receiver as three processes; while a client sends, the consumer is SIGKILLed
+//!   (just after it resumed from a SIGSTOP with a backlog), a second one is started
+//!   and SIGKILLed a moment later, a third one must end with every KPI exact.
+//! - `valkey_restart_mid_stream`: `--role all` on Kafka with a Valkey of its own
+//!   (AOF, fsync always) SIGKILLed mid-stream and restarted on the same port: the
+//!   process stays up, `/readyz` names the store while it is down and is 200 after.
+//! - `receiver_durable_202_means_on_the_bus`: receiver and router only, the router
+//!   SIGKILLed and restarted mid-stream, then both SIGKILLed: every sale answered 202
+//!   is on the topic, and a consumer started only then applies every event.
+//! - `kafka_topic_holds_every_202d_sale_as_canonical_json_keyed_by_category`: a plain
+//!   rdkafka client finds every sale answered 202, in every input form, as canonical
+//!   JSON keyed by its category, in send order within the category.
 
 mod common;
 
@@ -49,7 +67,8 @@ use tokio::sync::watch;
 
 const HINT: &str = "start the test services with `scripts/services.sh up`";
 
-/// Upper bound of a whole test (they take well under a minute and a half).
+/// Upper bound of a whole test (the Kafka SIGKILL test takes about 100 s, the others
+/// well under a minute, on an idle machine).
 const TEST_TIMEOUT: Duration = Duration::from_secs(170);
 /// How long the consumer may take to apply everything once the client finished
 /// (a consumer group that lost members waits for their session timeout).
@@ -391,6 +410,15 @@ async fn assert_running(server: &mut TestServer, when: &str) {
     }
 }
 
+/// Sends `kill -SIG` to the process (`STOP`, `CONT`).
+fn signal(server: &TestServer, sig: &str) {
+    let status = Command::new("kill")
+        .args([format!("-{sig}"), server.pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{sig} {}: {status}", server.pid);
+}
+
 /// `GET /readyz`: status and body.
 async fn readyz(server: &TestServer) -> (StatusCode, Value) {
     let resp = server
@@ -450,6 +478,17 @@ async fn counts_of_running(server: &mut TestServer) -> Option<(u64, u64)> {
         );
     }
     counts(server).await
+}
+
+/// `flujo_events_duplicate_total` by kind: redelivered events the dedup ignored.
+async fn duplicates(server: &TestServer) -> Vec<String> {
+    server
+        .metrics()
+        .await
+        .lines()
+        .filter(|l| l.starts_with("flujo_events_duplicate_total"))
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Waits until the consumer counts exactly `sales` sales and `tweets` tweets,
@@ -1100,9 +1139,9 @@ struct Plain {
 }
 
 /// Reads `topic` from the beginning of every partition with a plain `BaseConsumer`
-/// (manual assignment, no group) until every id of `want` was seen and the topic was
-/// quiet for a second, or `within` passed. Returns the messages in (partition,
-/// offset) order, and the ids of `want` it never saw.
+/// (manual assignment, no group) up to the high watermarks it had when the reading
+/// began (or until it was quiet for 10 s, or `within` passed). Returns the messages in
+/// (partition, offset) order, and the ids of `want` it never saw.
 async fn read_topic(
     topic: &str,
     want: HashSet<String>,
@@ -1128,23 +1167,32 @@ async fn read_topic(
             .unwrap_or_else(|| panic!("{topic} is not in the broker's metadata"));
         assert!(partitions > 0, "{topic} has no partitions");
         let mut tpl = TopicPartitionList::new();
+        // Per partition, the offset after the last message to read.
+        let mut ends: BTreeMap<i32, i64> = BTreeMap::new();
         for p in 0..partitions as i32 {
             tpl.add_partition_offset(&topic, p, Offset::Beginning)
                 .expect("partition");
+            let (_, high) = consumer
+                .fetch_watermarks(&topic, p, Duration::from_secs(10))
+                .unwrap_or_else(|e| panic!("watermarks of {topic} partition {p}: {e}"));
+            ends.insert(p, high);
         }
         consumer.assign(&tpl).expect("assign");
         let deadline = Instant::now() + within;
         let mut missing = want;
         let mut out = Vec::new();
+        let mut next: BTreeMap<i32, i64> = ends.keys().map(|&p| (p, 0)).collect();
         let mut quiet_since = Instant::now();
         while Instant::now() < deadline
-            && (!missing.is_empty() || quiet_since.elapsed() < Duration::from_secs(1))
+            && quiet_since.elapsed() < Duration::from_secs(10)
+            && next.iter().any(|(p, n)| *n < ends[p])
         {
             let Some(result) = consumer.poll(Duration::from_millis(100)) else {
                 continue;
             };
             let m = result.unwrap_or_else(|e| panic!("plain consumer of {topic}: {e}"));
             quiet_since = Instant::now();
+            next.insert(m.partition(), m.offset() + 1);
             let payload = m.payload().unwrap_or_default();
             let json: Value = serde_json::from_slice(payload).unwrap_or_else(|e| {
                 panic!(
@@ -1171,7 +1219,7 @@ async fn read_topic(
     .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
 }
 
-/// Reads the sales topic until every sale of `sales` is there (failing otherwise) and
+/// Reads the sales topic, checks every sale answered 202 is there (else `Err`), and
 /// returns the price stream of each category's monitored product in the order a
 /// consumer applies it: partition order, first occurrence of each id.
 ///
@@ -1182,7 +1230,7 @@ fn stream_order_on_bus(
     work: &Workload,
     flow: &Flow,
     sales: &SalesTruth,
-) -> tokio::task::JoinHandle<HashMap<String, Vec<f64>>> {
+) -> tokio::task::JoinHandle<Result<HashMap<String, Vec<f64>>, String>> {
     let want = work.accepted_sale_ids(flow);
     let monitored: HashMap<String, String> = sales
         .monitored
@@ -1196,16 +1244,17 @@ async fn read_stream_order(
     topic: String,
     want: HashSet<String>,
     monitored: HashMap<String, String>,
-) -> HashMap<String, Vec<f64>> {
+) -> Result<HashMap<String, Vec<f64>>, String> {
     let topic = topic.as_str();
     let n = want.len();
     let (messages, missing) = read_topic(topic, want, Duration::from_secs(60)).await;
-    assert!(
-        missing.is_empty(),
-        "{} of the {n} sales answered 202 are not on {topic}: {:?}",
-        missing.len(),
-        missing.iter().take(10).collect::<Vec<_>>()
-    );
+    if !missing.is_empty() {
+        return Err(format!(
+            "{} of the {n} sales answered 202 are not on {topic}, e.g. {:?}",
+            missing.len(),
+            missing.iter().take(5).collect::<Vec<_>>()
+        ));
+    }
     let mut seen = HashSet::new();
     let mut order: HashMap<String, Vec<f64>> = HashMap::new();
     for m in &messages {
@@ -1224,7 +1273,7 @@ async fn read_stream_order(
                 .push(m.json["price"].as_f64().expect("price"));
         }
     }
-    order
+    Ok(order)
 }
 
 // ---------------------------------------------------------------------------------
@@ -1295,7 +1344,7 @@ async fn three_roles_survive_consumer_sigkill(bus: Bus) {
     wait_ready(&receiver, "receiver", READY_TIMEOUT).await;
     log("three roles up");
 
-    let work = Arc::new(Workload::new(label, 2500, 1500, &[0.3, 0.65]));
+    let work = Arc::new(Workload::new(label, 2500, 1500, &[0.4, 0.7]));
     send_firsts(&receiver, &work).await;
     let flow = Flow::new(&work);
     let client = spawn_client(&receiver, work.clone(), flow.clone());
@@ -1305,9 +1354,11 @@ async fn three_roles_survive_consumer_sigkill(bus: Bus) {
         flow.total
     ));
 
-    // Kill 1: once the client is well into phase 0 and the consumer has applied some
-    // of it (so it holds a position and, most likely, a delivery in hand).
-    flow.reached(0, 0.5, Duration::from_secs(60)).await;
+    // Kill 1: as soon as the consumer has applied some of phase 0, it is frozen
+    // (SIGSTOP) while the client sends the rest of phase 0, so a backlog builds up;
+    // then it is resumed and SIGKILLed as soon as it stored its first batch of that
+    // backlog: with the next delivery in hand, and maybe that batch not committed
+    // yet, so the next consumer gets them again and must not count them twice.
     let firsts = work.firsts.len() as u64;
     let applying = wait_until(Duration::from_secs(30), || async {
         counts(&consumer1)
@@ -1321,12 +1372,29 @@ async fn three_roles_survive_consumer_sigkill(bus: Bus) {
         counts(&consumer1).await,
         tail(&consumer1, 30)
     );
-    let before = counts(&consumer1).await;
+    let applied = counts(&consumer1).await;
+    signal(&consumer1, "STOP");
+    let frozen_at = flow.done(0);
+    flow.reached(0, 1.0, Duration::from_secs(60)).await;
+    signal(&consumer1, "CONT");
+    let resumed = Instant::now();
+    let before = loop {
+        let now = counts(&consumer1).await;
+        if now != applied {
+            break now;
+        }
+        assert!(
+            resumed.elapsed() < Duration::from_secs(30),
+            "consumer 1 applied nothing within 30 s of SIGCONT (counts {now:?}):\n{}",
+            tail(&consumer1, 30)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
     consumer1.kill9();
     flow.open(1);
     log(&format!(
-        "consumer 1 SIGKILLed at counts {before:?}, client at {}/{} of phase 0",
-        flow.done(0),
+        "consumer 1 frozen at counts {applied:?} (client at {frozen_at}/{} of phase 0), \
+         resumed once phase 0 was sent, SIGKILLed at {before:?}",
         flow.total[0]
     ));
 
@@ -1387,7 +1455,7 @@ async fn three_roles_survive_consumer_sigkill(bus: Bus) {
         tail(&consumer3, 8)
     ));
     let order = match order {
-        Some(task) => Some(join(task).await),
+        Some(task) => Some(join(task).await.unwrap_or_else(|e| panic!("{e}"))),
         None => None,
     };
     assert_every_kpi(&consumer3, &sales, &tweets, order.as_ref()).await;
@@ -1395,7 +1463,10 @@ async fn three_roles_survive_consumer_sigkill(bus: Bus) {
     tokio::time::sleep(Duration::from_secs(2)).await;
     sales.assert_kpis(&consumer3.get_ok("/v1/kpis/sales").await);
     tweets.assert_kpis(&consumer3.get_ok("/v1/kpis/tweets").await);
-    log("every KPI matches the ground truth");
+    log(&format!(
+        "every KPI matches the ground truth; consumer 3 skipped as duplicates: {:?}",
+        duplicates(&consumer3).await
+    ));
     drop((router, receiver));
 }
 
@@ -1467,8 +1538,9 @@ async fn valkey_restart_mid_stream() {
             flow.total[0]
         ));
 
-        // While Valkey is down (at least 2 s, until readiness has named it and the
-        // client has sent half of phase 1), /readyz must fail naming the store.
+        // While Valkey is down (at least 2 s, and until readiness has named it; the
+        // client sends phase 1 meanwhile), the process stays up and /readyz fails
+        // naming the store.
         let mut named: Option<Value> = None;
         let mut polls = 0;
         while down_at.elapsed() < Duration::from_secs(2) || named.is_none() {
@@ -1529,7 +1601,7 @@ async fn valkey_restart_mid_stream() {
             &context,
         )
         .await;
-        let order = join(order).await;
+        let order = join(order).await.unwrap_or_else(|e| panic!("{e}"));
         assert_every_kpi(&flujo, &sales, &tweets, Some(&order)).await;
         wait_ready(&flujo, "flujo at the end", READY_TIMEOUT).await;
         let (_, body) = readyz(&flujo).await;
@@ -1539,7 +1611,10 @@ async fn valkey_restart_mid_stream() {
             .lines()
             .filter(|l| l.starts_with("flujo_actor_restarts_total"))
             .collect();
-        log(&format!("every KPI matches; actor restarts: {restarts:?}"));
+        log(&format!(
+            "every KPI matches; actor restarts: {restarts:?}; skipped as duplicates: {:?}",
+            duplicates(&flujo).await
+        ));
         valkey.kill9();
     })
     .await;
@@ -1615,10 +1690,6 @@ async fn receiver_durable_202_means_on_the_bus() {
             down_202.len()
         ));
 
-        let mut consumer =
-            start(&envs, consumer_args(Bus::Kafka, &store_flag(&valkey_url()))).await;
-        log("consumer started");
-        let order = stream_order_on_bus(&names.sales_topic, &work, &flow, &sales);
         let context = || {
             format!(
                 "{} requests ({down_events} events) were answered 202 by the receiver while \
@@ -1628,6 +1699,16 @@ async fn receiver_durable_202_means_on_the_bus() {
                 tail(&receiver, 15)
             )
         };
+        // First the bus itself, read by a plain Kafka client: every sale answered 202.
+        let order = stream_order_on_bus(&names.sales_topic, &work, &flow, &sales);
+        let order = join(order)
+            .await
+            .unwrap_or_else(|e| panic!("{e}: {}", context()));
+        log("every sale answered 202 is on the sales topic");
+        // Then a consumer started only now applies every event answered 202.
+        let mut consumer =
+            start(&envs, consumer_args(Bus::Kafka, &store_flag(&valkey_url()))).await;
+        log("consumer started");
         wait_applied(
             &mut consumer,
             sales.total.count,
@@ -1636,7 +1717,6 @@ async fn receiver_durable_202_means_on_the_bus() {
             &context,
         )
         .await;
-        let order = join(order).await;
         assert_every_kpi(&consumer, &sales, &tweets, Some(&order)).await;
         assert!(
             down_202.is_empty(),
@@ -1644,7 +1724,11 @@ async fn receiver_durable_202_means_on_the_bus() {
             down_202.len(),
             context()
         );
-        log("every event answered 202 was applied; every KPI matches");
+        log(&format!(
+            "every event answered 202 was applied; every KPI matches; skipped as \
+             duplicates: {:?}",
+            duplicates(&consumer).await
+        ));
     })
     .await;
 }
@@ -1787,13 +1871,10 @@ async fn kafka_topic_holds_every_202d_sale_as_canonical_json_keyed_by_category()
                     first_seen.push(id.to_owned());
                 }
             }
+            // Copies of a sale can only come from retries (the client's, after a
+            // 429/503, or the producer's: `kafka.idempotence` is off by default); they
+            // are shown, not failed, since consumers dedup by id.
             let duplicates = copies.values().filter(|&&n| n > 1).count();
-            if refused == 0 {
-                assert_eq!(
-                    duplicates, 0,
-                    "no request was retried, yet {duplicates} sales are on the topic twice"
-                );
-            }
             for (c, partitions) in &partition_of {
                 assert_eq!(partitions.len(), 1, "key {c} spread over {partitions:?}");
             }
