@@ -2,26 +2,28 @@
 # flujo's performance table. Every figure sits beside a baseline measured in the same
 # run, on the same machine, by the same client where one applies:
 #
-#   HTTP, embedded default (memory bus and store), 1 / 100 / 1,000 events per request
+#   HTTP, embedded default (memory bus and store), 1 / 100 / 1,000 events per request:
 #       flujo loadgen --rate max against flujo, and against examples/baseline_http.rs
 #       (axum + serde_json: parse the body, answer 202; no pipeline)
 #   raw HTTP, one sale per request: wrk against both (when wrk is installed)
-#   receiver → router → Kafka → consumer → Valkey, batches of 100 (three processes)
-#       ingest (202 = acks=all) against examples/kafka_producer_baseline.rs (a bare
-#       rdkafka producer with flujo's settings, messages of the same size);
-#       applied end to end (loadgen --verify) against redis-benchmark running the
-#       per-event writes as a Lua script on the same Valkey
-#   the same over RabbitMQ, ingest against examples/amqp_publisher_baseline.rs
+#   Valkey store: all-in-one with --store valkey://, verified, against redis-benchmark
+#       running the per-event writes as one EVAL each on the same Valkey
+#   Kafka and RabbitMQ, receiver → router → broker → consumer → Valkey (one process per
+#       role): ingest of batches of 100 (202 once the broker confirmed) against a bare
+#       client publishing messages of the same size (examples/kafka_producer_baseline.rs,
+#       examples/amqp_publisher_baseline.rs), and the consumer applying a backlog
+#       against the same bare client reading that backlog back
 #
-# Writes loadtest/results.md and prints the table. Needs Kafka, Valkey and RabbitMQ
-# on loopback for the broker rows (scripts/services.sh up; started here when a port
-# is closed). Each scenario runs BENCH_SECONDS (default 10); the whole run takes
-# about 4 minutes after the release build.
+# Writes loadtest/results.md and prints the table. Valkey and RabbitMQ come from
+# scripts/services.sh (started here when their ports are closed); each Kafka step
+# gets a fresh private tansu (the broker scripts/services.sh installs) unless
+# BENCH_KAFKA names a broker. Each scenario runs BENCH_SECONDS (default 10); the
+# whole run takes about 4 minutes after the release build.
 #
 #   loadtest/bench.sh                          # everything
 #   BENCH_SECONDS=5 loadtest/bench.sh          # shorter
 #   BENCH_SCENARIOS=http,wrk loadtest/bench.sh # some of: http, wrk, kafka, rabbitmq
-#   BENCH_KAFKA=127.0.0.1:29092 loadtest/bench.sh  # another broker
+#   BENCH_KAFKA=127.0.0.1:9092 loadtest/bench.sh   # an existing broker
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD

@@ -621,7 +621,13 @@ impl Drop for Prometheus {
 
 fn prometheus_binary() -> PathBuf {
     if let Ok(path) = std::env::var("FLUJO_TEST_PROMETHEUS") {
-        return PathBuf::from(path);
+        let path = PathBuf::from(path);
+        assert!(
+            path.is_file(),
+            "FLUJO_TEST_PROMETHEUS={} is not a file; {HINT}",
+            path.display()
+        );
+        return path;
     }
     let debian = PathBuf::from("/usr/bin/prometheus");
     if debian.is_file() {

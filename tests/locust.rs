@@ -14,7 +14,14 @@ use std::time::Duration;
 
 fn locust_binary() -> PathBuf {
     if let Ok(path) = std::env::var("FLUJO_TEST_LOCUST") {
-        return PathBuf::from(path);
+        let path = PathBuf::from(path);
+        assert!(
+            path.is_file(),
+            "FLUJO_TEST_LOCUST={} is not a file; run `scripts/test.sh`, which installs locust \
+             into .services/venv with pip",
+            path.display()
+        );
+        return path;
     }
     let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".services/venv/bin/locust");
     if venv.is_file() {
