@@ -8,9 +8,8 @@ use crate::metrics::{EVENTS_CONSUMED, MAILBOX_DEPTH};
 use crate::supervision::Restarts;
 use actix::prelude::*;
 use async_trait::async_trait;
-use backon::{BackoffBuilder, ExponentialBuilder};
+use crate::backoff::Backoff;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::Mutex;
 
 const ACTOR: &str = "consumer";
@@ -67,11 +66,7 @@ impl Consumer {
 
 /// Applies one batch, retrying with backoff until the aggregator stored it.
 async fn store_batch(aggregator: &Addr<Aggregator>, batch: &Batch) {
-    let mut backoff = ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(20))
-        .with_max_delay(Duration::from_secs(2))
-        .without_max_times()
-        .build();
+    let mut backoff = Backoff::request();
     loop {
         metrics::gauge!(MAILBOX_DEPTH, "actor" => "aggregator").increment(1.0);
         match aggregator.send(Apply(batch.clone())).await {
@@ -79,7 +74,7 @@ async fn store_batch(aggregator: &Addr<Aggregator>, batch: &Batch) {
             Ok(Err(e)) => tracing::warn!(error = %e, "store failed; retrying batch"),
             Err(e) => tracing::warn!(error = %e, "aggregator unavailable; retrying batch"),
         }
-        tokio::time::sleep(backoff.next().unwrap_or(Duration::from_secs(2))).await;
+        backoff.wait().await;
     }
 }
 

@@ -17,11 +17,13 @@
 //! - [`consumer`]: one per source; the `Source` trait; commits only after store.
 //! - [`aggregator`]: applies batches to the store, exactly once per event id.
 //! - [`store`]: the `Store` trait, the query answer types and `MemoryStore`.
-//! - [`supervision`]: restart counting and backoff shared by the actors.
+//! - [`supervision`]: restart counting shared by the actors.
+//! - [`backoff`]: the one retry policy (exponential, jittered) used everywhere.
 //! - [`metrics`]: every metric name and its description.
 
 pub mod admission;
 pub mod aggregator;
+pub mod backoff;
 pub mod bus;
 pub mod consumer;
 pub mod event;

@@ -3,7 +3,7 @@
 //! restarted actor takes messages again.
 
 use crate::metrics::ACTOR_RESTARTS;
-use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use crate::backoff::Backoff;
 use std::time::Duration;
 
 /// Restart state of one supervised actor.
@@ -11,7 +11,7 @@ use std::time::Duration;
 pub struct Restarts {
     actor: &'static str,
     pending: Option<Duration>,
-    backoff: ExponentialBackoff,
+    backoff: Backoff,
 }
 
 impl Restarts {
@@ -20,22 +20,14 @@ impl Restarts {
         Restarts {
             actor,
             pending: None,
-            backoff: Self::builder().build(),
+            backoff: Backoff::restart(),
         }
-    }
-
-    fn builder() -> ExponentialBuilder {
-        ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(50))
-            .with_max_delay(Duration::from_secs(5))
-            .with_jitter()
-            .without_max_times()
     }
 
     /// Called from `Supervised::restarting`: counts the restart and arms the backoff.
     pub fn restarting(&mut self) {
         metrics::counter!(ACTOR_RESTARTS, "actor" => self.actor).increment(1);
-        let delay = self.backoff.next().unwrap_or(Duration::from_secs(5));
+        let delay = self.backoff.next_delay();
         tracing::warn!(
             actor = self.actor,
             ?delay,
@@ -51,6 +43,6 @@ impl Restarts {
 
     /// Called after a success: the next failure starts from the shortest backoff.
     pub fn reset(&mut self) {
-        self.backoff = Self::builder().build();
+        self.backoff.reset();
     }
 }
