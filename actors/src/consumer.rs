@@ -3,12 +3,12 @@
 //! took them, so a batch is never dropped between bus and store.
 
 use crate::aggregator::Aggregator;
+use crate::backoff::Backoff;
 use crate::messages::{Apply, Batch};
 use crate::metrics::{EVENTS_CONSUMED, MAILBOX_DEPTH};
 use crate::supervision::Restarts;
 use actix::prelude::*;
 use async_trait::async_trait;
-use crate::backoff::Backoff;
 use std::sync::Arc;
 use tokio::sync::Mutex;
 

@@ -2,8 +2,8 @@
 //! `flujo_actor_restarts_total{actor}` and wait an exponential backoff before the
 //! restarted actor takes messages again.
 
-use crate::metrics::ACTOR_RESTARTS;
 use crate::backoff::Backoff;
+use crate::metrics::ACTOR_RESTARTS;
 use std::time::Duration;
 
 /// Restart state of one supervised actor.
