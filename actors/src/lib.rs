@@ -15,6 +15,7 @@
 //! - [`publisher`]: one per sink; the `Sink` trait.
 //! - [`bus`]: the in-process memory bus (a `Sink` and a `Source`).
 //! - [`consumer`]: one per source; the `Source` trait; commits only after store.
+//! - [`dedup`]: the bounded id window (128-bit hashes, capped, evictions counted).
 //! - [`aggregator`]: applies batches to the store, exactly once per event id.
 //! - [`store`]: the `Store` trait, the query answer types and `MemoryStore`.
 //! - [`supervision`]: restart counting shared by the actors.
@@ -26,6 +27,7 @@ pub mod aggregator;
 pub mod backoff;
 pub mod bus;
 pub mod consumer;
+pub mod dedup;
 pub mod event;
 pub mod messages;
 pub mod metrics;

@@ -1,0 +1,268 @@
+//! The bounded id window: which event ids were applied lately, remembered
+//! compactly so that a retry upstream of the broker (a client resend, a retried
+//! forward, a producer retry) changes the KPIs only once.
+//!
+//! An id is remembered as the 128-bit XXH3 hash of its text, in one of a few
+//! *generations*: hash sets opened one after another, each holding the ids first
+//! seen while it was the newest. A lookup asks every generation; the oldest
+//! generation is dropped whole once all of its ids are older than the window, or
+//! when the window holds `max_ids` ids (those are counted as evicted). Each
+//! generation is allocated at its full size when opened, so memory is fixed by
+//! `max_ids` (about 19.4 bytes per id: 16 for the hash, 1 control byte, at most
+//! 7/8 full) and stays flat however long the process runs.
+
+use std::collections::{HashSet, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::time::Duration;
+
+/// How many generations share `max_ids`: more means finer-grained expiry and
+/// eviction, fewer means fewer lookups per id.
+pub const GENERATIONS: usize = 8;
+
+/// The compact form of an id: its 128-bit XXH3 hash.
+pub type IdHash = u128;
+
+/// Hashes an id's text into its compact form.
+pub fn id_hash(id: &str) -> IdHash {
+    xxhash_rust::xxh3::xxh3_128(id.as_bytes())
+}
+
+/// Hashes an [`IdHash`] for the set: the key already is a uniform hash, so its
+/// low 64 bits are used as they are.
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u128` is used by `HashSet<u128>`; fold anything else.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u128(&mut self, v: u128) {
+        self.0 = v as u64;
+    }
+}
+
+type HashSet128 = HashSet<IdHash, BuildHasherDefault<PassThrough>>;
+
+/// One generation: the ids first seen while it was the newest.
+#[derive(Debug)]
+struct Generation {
+    /// When its first id arrived (ms).
+    opened_ms: u64,
+    /// When its last id arrived (ms).
+    newest_ms: u64,
+    ids: HashSet128,
+}
+
+/// What [`IdWindow::insert`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// Not seen within the window: the event is new and now remembered.
+    New,
+    /// Seen within the window: a duplicate.
+    Duplicate,
+}
+
+/// Ids seen within the last `window`, at most about `max_ids` of them.
+#[derive(Debug)]
+pub struct IdWindow {
+    window_ms: u64,
+    generation_capacity: usize,
+    generations: VecDeque<Generation>,
+    len: usize,
+    evicted: u64,
+}
+
+impl IdWindow {
+    /// A window that remembers ids for `window` and holds at most `max_ids`
+    /// (rounded up to what the generations' tables really hold).
+    pub fn new(window: Duration, max_ids: usize) -> Self {
+        let wanted = max_ids.div_ceil(GENERATIONS).max(1);
+        // Ask for the real capacity the table gets, so it never grows later.
+        let generation_capacity = HashSet128::with_capacity_and_hasher(wanted, Default::default())
+            .capacity()
+            .max(wanted);
+        IdWindow {
+            window_ms: u64::try_from(window.as_millis()).unwrap_or(u64::MAX),
+            generation_capacity,
+            generations: VecDeque::with_capacity(GENERATIONS + 1),
+            len: 0,
+            evicted: 0,
+        }
+    }
+
+    /// The most ids held at once.
+    pub fn max_ids(&self) -> usize {
+        self.generation_capacity * GENERATIONS
+    }
+
+    /// Ids held now.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when no id is held.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Ids forgotten before their window ended, because the window was full.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
+    }
+
+    /// How far back the window really reaches at `now_ms`: the configured window
+    /// when it is not full, less when the cap forced ids out early.
+    pub fn held_ms(&self, now_ms: u64) -> u64 {
+        match self.generations.front() {
+            Some(oldest) if self.evicted > 0 => now_ms.saturating_sub(oldest.opened_ms),
+            _ => self.window_ms,
+        }
+        .min(self.window_ms)
+    }
+
+    /// Bytes the window's tables take (allocated, not only used).
+    pub fn allocated_bytes(&self) -> usize {
+        // hashbrown: one 16-byte slot and one control byte per bucket.
+        self.generations
+            .iter()
+            .map(|g| buckets_for(g.ids.capacity()) * (std::mem::size_of::<IdHash>() + 1))
+            .sum()
+    }
+
+    /// True when `hash` was seen within the window (does not record it).
+    pub fn contains(&self, hash: IdHash) -> bool {
+        // Newest first: a duplicate is most often a recent retry.
+        self.generations.iter().rev().any(|g| g.ids.contains(&hash))
+    }
+
+    /// Records `hash` as seen at `now_ms` unless it already was within the window.
+    pub fn insert(&mut self, hash: IdHash, now_ms: u64) -> Seen {
+        self.expire(now_ms);
+        if self.contains(hash) {
+            return Seen::Duplicate;
+        }
+        let slice_ms = (self.window_ms / GENERATIONS as u64).max(1);
+        let open_new = match self.generations.back() {
+            None => true,
+            Some(g) => {
+                g.ids.len() >= self.generation_capacity
+                    || now_ms.saturating_sub(g.opened_ms) >= slice_ms
+            }
+        };
+        if open_new {
+            if self.generations.len() == GENERATIONS {
+                self.drop_oldest(true);
+            }
+            self.generations.push_back(Generation {
+                opened_ms: now_ms,
+                newest_ms: now_ms,
+                ids: HashSet128::with_capacity_and_hasher(
+                    self.generation_capacity,
+                    Default::default(),
+                ),
+            });
+        }
+        if let Some(g) = self.generations.back_mut() {
+            g.ids.insert(hash);
+            g.newest_ms = g.newest_ms.max(now_ms);
+            self.len += 1;
+        }
+        Seen::New
+    }
+
+    /// Forgets generations whose every id is older than the window.
+    pub fn expire(&mut self, now_ms: u64) {
+        while let Some(oldest) = self.generations.front() {
+            if now_ms.saturating_sub(oldest.newest_ms) < self.window_ms {
+                break;
+            }
+            self.drop_oldest(false);
+        }
+    }
+
+    fn drop_oldest(&mut self, early: bool) {
+        if let Some(g) = self.generations.pop_front() {
+            self.len -= g.ids.len();
+            if early {
+                self.evicted += g.ids.len() as u64;
+            }
+        }
+    }
+}
+
+/// Buckets hashbrown allocates for a table of `capacity` (7/8 load, power of two).
+fn buckets_for(capacity: usize) -> usize {
+    if capacity < 8 {
+        (capacity + 1).next_power_of_two()
+    } else {
+        (capacity * 8 / 7).next_power_of_two()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: u64 = 60_000;
+
+    #[test]
+    fn a_resend_within_the_window_is_a_duplicate() {
+        let mut w = IdWindow::new(Duration::from_secs(300), 1_000);
+        assert_eq!(w.insert(id_hash("a"), 0), Seen::New);
+        assert_eq!(w.insert(id_hash("b"), 10), Seen::New);
+        assert_eq!(w.insert(id_hash("a"), 4 * MIN), Seen::Duplicate);
+        assert_eq!(w.len(), 2);
+        assert_eq!(w.evicted(), 0);
+    }
+
+    #[test]
+    fn ids_are_forgotten_after_the_window_not_before() {
+        let mut w = IdWindow::new(Duration::from_secs(300), 1_000);
+        w.insert(id_hash("a"), 0);
+        // Just inside the window: still a duplicate.
+        assert_eq!(w.insert(id_hash("a"), 5 * MIN - 1), Seen::Duplicate);
+        // A generation is dropped when its newest id is a whole window old.
+        assert_eq!(w.insert(id_hash("a"), 5 * MIN), Seen::New);
+        assert_eq!(w.evicted(), 0, "expiry is not eviction");
+    }
+
+    #[test]
+    fn the_cap_evicts_the_oldest_first_and_counts_them() {
+        let mut w = IdWindow::new(Duration::from_secs(3600), 80);
+        let cap = w.max_ids();
+        assert!(cap >= 80);
+        for i in 0..cap * 3 {
+            w.insert(id_hash(&i.to_string()), i as u64);
+            assert!(w.len() <= cap);
+        }
+        assert!(w.evicted() > 0);
+        // The newest ids are still there, the oldest are gone.
+        assert!(w.contains(id_hash(&(cap * 3 - 1).to_string())));
+        assert!(!w.contains(id_hash("0")));
+        assert_eq!(w.evicted() as usize + w.len(), cap * 3);
+        assert!(w.held_ms(cap as u64 * 3) < 3_600_000);
+    }
+
+    #[test]
+    fn memory_is_fixed_by_the_cap() {
+        let mut w = IdWindow::new(Duration::from_secs(3600), 100_000);
+        for i in 0..1_000_000u64 {
+            w.insert(u128::from(i) * 0x9E37_79B9_7F4A_7C15, i);
+        }
+        let per_id = w.allocated_bytes() as f64 / w.max_ids() as f64;
+        assert!(per_id <= 32.0, "{per_id} bytes per id");
+        assert_eq!(w.len() as u64 + w.evicted(), 1_000_000);
+    }
+
+    #[test]
+    fn hashes_are_stable_and_distinct() {
+        assert_eq!(id_hash("0192-abc"), id_hash("0192-abc"));
+        assert_ne!(id_hash("0192-abc"), id_hash("0192-abd"));
+    }
+}
