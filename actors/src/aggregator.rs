@@ -3,11 +3,13 @@
 //! old dedup entries. A store failure stops the actor, its supervisor restarts it
 //! with backoff, and the consumer redelivers the batch.
 
-use crate::event::{now_ms, Events};
+use crate::dedup::WindowStats;
+use crate::event::{now_ms, Events, Kind};
 use crate::messages::Apply;
 use crate::metrics::{
-    END_TO_END_DURATION, EVENTS_APPLIED, EVENTS_DUPLICATE, MAILBOX_DEPTH, REVENUE_CENTS, SALES,
-    SALES_QUANTITY, STORE_APPLY_DURATION, TWEETS,
+    DEDUP_BYTES, DEDUP_EVICTED, DEDUP_IDS, DEDUP_WINDOW, END_TO_END_DURATION, EVENTS_APPLIED,
+    EVENTS_DUPLICATE, MAILBOX_DEPTH, REVENUE_CENTS, SALES, SALES_QUANTITY, STORE_APPLY_DURATION,
+    TWEETS,
 };
 use crate::store::{self, Applied, Store, StoreError};
 use crate::supervision::Restarts;
@@ -52,6 +54,10 @@ impl Actor for Aggregator {
                     if let Err(e) = store.expire().await {
                         tracing::warn!(error = %e, "expiring dedup entries failed");
                     }
+                    match store.dedup_windows().await {
+                        Ok(windows) => record_windows(&windows),
+                        Err(e) => tracing::warn!(error = %e, "reading the dedup windows failed"),
+                    }
                 }
                 .into_actor(act),
             );
@@ -62,6 +68,17 @@ impl Actor for Aggregator {
 impl Supervised for Aggregator {
     fn restarting(&mut self, _: &mut Self::Context) {
         self.restarts.restarting();
+    }
+}
+
+/// The dedup windows' gauges and eviction counter.
+fn record_windows(windows: &[(Kind, WindowStats)]) {
+    for (kind, w) in windows {
+        let kind = kind.as_str();
+        metrics::counter!(DEDUP_EVICTED, "kind" => kind).absolute(w.evicted);
+        metrics::gauge!(DEDUP_IDS, "kind" => kind).set(w.ids as f64);
+        metrics::gauge!(DEDUP_WINDOW, "kind" => kind).set(w.held_ms as f64 / 1000.0);
+        metrics::gauge!(DEDUP_BYTES, "kind" => kind).set(w.bytes as f64);
     }
 }
 

@@ -19,6 +19,10 @@ use std::time::Duration;
 /// eviction, fewer means fewer lookups per id.
 pub const GENERATIONS: usize = 8;
 
+/// The default cap on ids remembered per kind: 2,097,152 ids, about 40 MB of
+/// tables per kind once every generation is open.
+pub const DEFAULT_MAX_IDS: usize = 2 << 20;
+
 /// The compact form of an id: its 128-bit XXH3 hash.
 pub type IdHash = u128;
 
@@ -68,7 +72,21 @@ pub enum Seen {
     Duplicate,
 }
 
-/// Ids seen within the last `window`, at most about `max_ids` of them.
+/// A snapshot of a window, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowStats {
+    /// Ids held now.
+    pub ids: usize,
+    /// Ids forgotten early because the cap was reached, since start.
+    pub evicted: u64,
+    /// How far back the window reaches now (ms).
+    pub held_ms: u64,
+    /// Bytes allocated for the window's tables.
+    pub bytes: usize,
+}
+
+/// Ids seen within the last `window`, at most about `max_ids` of them. A window
+/// of zero remembers nothing: every id is new.
 #[derive(Debug)]
 pub struct IdWindow {
     window_ms: u64,
@@ -141,8 +159,21 @@ impl IdWindow {
         self.generations.iter().rev().any(|g| g.ids.contains(&hash))
     }
 
+    /// The window's state at `now_ms`.
+    pub fn stats(&self, now_ms: u64) -> WindowStats {
+        WindowStats {
+            ids: self.len,
+            evicted: self.evicted,
+            held_ms: self.held_ms(now_ms),
+            bytes: self.allocated_bytes(),
+        }
+    }
+
     /// Records `hash` as seen at `now_ms` unless it already was within the window.
     pub fn insert(&mut self, hash: IdHash, now_ms: u64) -> Seen {
+        if self.window_ms == 0 {
+            return Seen::New;
+        }
         self.expire(now_ms);
         if self.contains(hash) {
             return Seen::Duplicate;
@@ -258,6 +289,14 @@ mod tests {
         let per_id = w.allocated_bytes() as f64 / w.max_ids() as f64;
         assert!(per_id <= 32.0, "{per_id} bytes per id");
         assert_eq!(w.len() as u64 + w.evicted(), 1_000_000);
+    }
+
+    #[test]
+    fn a_zero_window_remembers_nothing() {
+        let mut w = IdWindow::new(Duration::ZERO, 1_000);
+        assert_eq!(w.insert(id_hash("a"), 0), Seen::New);
+        assert_eq!(w.insert(id_hash("a"), 0), Seen::New);
+        assert!(w.is_empty());
     }
 
     #[test]

@@ -19,6 +19,16 @@ pub const EVENTS_CONSUMED: &str = "flujo_events_consumed_total";
 pub const EVENTS_APPLIED: &str = "flujo_events_applied_total";
 /// Events skipped because their id was already applied (`kind`).
 pub const EVENTS_DUPLICATE: &str = "flujo_events_duplicate_total";
+/// Ids forgotten before their dedup window ended, because the window held
+/// `aggregator.dedup_max_ids` ids (`kind`).
+pub const DEDUP_EVICTED: &str = "flujo_dedup_evicted_total";
+/// Ids remembered in the dedup window now (`kind`).
+pub const DEDUP_IDS: &str = "flujo_dedup_ids";
+/// How far back the dedup window really reaches: the configured window, or less
+/// when the cap forced ids out early (`kind`).
+pub const DEDUP_WINDOW: &str = "flujo_dedup_window_seconds";
+/// Bytes the dedup window takes in the store (`kind`).
+pub const DEDUP_BYTES: &str = "flujo_dedup_memory_bytes";
 /// Time to handle one ingest request, receive to answer (`transport`).
 pub const INGEST_DURATION: &str = "flujo_ingest_duration_seconds";
 /// Time for a sink to confirm one batch (`sink`).
@@ -74,6 +84,21 @@ pub fn describe() {
     describe_counter!(
         EVENTS_DUPLICATE,
         "Events skipped because their id was already applied."
+    );
+    describe_counter!(
+        DEDUP_EVICTED,
+        "Ids forgotten before their dedup window ended because the window was full."
+    );
+    describe_gauge!(DEDUP_IDS, "Ids remembered in the dedup window.");
+    describe_gauge!(
+        DEDUP_WINDOW,
+        Unit::Seconds,
+        "How far back the dedup window really reaches."
+    );
+    describe_gauge!(
+        DEDUP_BYTES,
+        Unit::Bytes,
+        "Bytes the dedup window takes in the store."
     );
     describe_histogram!(
         INGEST_DURATION,

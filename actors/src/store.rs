@@ -7,7 +7,8 @@
 //! descending, ties by `location` descending (the order of a Valkey sorted set read
 //! with ZREVRANGE). Floating sums are plain f64 additions in apply order.
 
-use crate::event::{Category, Events, Sale, Tweet, Weather};
+use crate::dedup::{id_hash, IdWindow, Seen, WindowStats, DEFAULT_MAX_IDS};
+use crate::event::{Category, Events, Kind, Sale, Tweet, Weather};
 use async_trait::async_trait;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -187,6 +188,10 @@ pub trait Store: Send + Sync + 'static {
     async fn expire(&self) -> Result<(), StoreError> {
         Ok(())
     }
+    /// The id windows' state per kind, for metrics (empty when the store keeps none).
+    async fn dedup_windows(&self) -> Result<Vec<(Kind, WindowStats)>, StoreError> {
+        Ok(Vec::new())
+    }
 }
 
 /// Running sums of one scope of sales.
@@ -266,46 +271,9 @@ impl TweetSums {
     }
 }
 
-/// Ids applied within the dedup window, forgotten in arrival order once expired.
-#[derive(Debug, Default)]
-struct SeenIds {
-    expiry_by_id: HashMap<String, u64>,
-    arrival: VecDeque<(u64, String)>,
-}
-
-impl SeenIds {
-    /// Records `id` and returns true when it was not seen within the window.
-    fn insert(&mut self, id: &str, now_ms: u64, window_ms: u64) -> bool {
-        match self.expiry_by_id.get(id) {
-            Some(&expiry) if expiry > now_ms => false,
-            _ => {
-                let expiry = now_ms + window_ms;
-                self.expiry_by_id.insert(id.to_owned(), expiry);
-                self.arrival.push_back((expiry, id.to_owned()));
-                true
-            }
-        }
-    }
-
-    fn expire(&mut self, now_ms: u64) {
-        while let Some((expiry, _)) = self.arrival.front() {
-            if *expiry > now_ms {
-                break;
-            }
-            let Some((expiry, id)) = self.arrival.pop_front() else {
-                break;
-            };
-            // A later re-insert of the same id pushed a newer entry; keep that one.
-            if self.expiry_by_id.get(&id) == Some(&expiry) {
-                self.expiry_by_id.remove(&id);
-            }
-        }
-    }
-}
-
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct SalesState {
-    seen: SeenIds,
+    seen: IdWindow,
     total: SaleSums,
     by_category: [SaleSums; 4],
     quantity_by_product: HashMap<String, u64>,
@@ -313,34 +281,71 @@ struct SalesState {
     monitored: [Option<(String, VecDeque<f64>)>; 4],
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct TweetsState {
-    seen: SeenIds,
+    seen: IdWindow,
     total: TweetSums,
     by_weather: [u64; 6],
     by_location: HashMap<String, TweetSums>,
 }
 
+impl SalesState {
+    fn new(seen: IdWindow) -> Self {
+        SalesState {
+            seen,
+            total: SaleSums::default(),
+            by_category: Default::default(),
+            quantity_by_product: HashMap::new(),
+            quantity_by_category_product: Default::default(),
+            monitored: Default::default(),
+        }
+    }
+}
+
+impl TweetsState {
+    fn new(seen: IdWindow) -> Self {
+        TweetsState {
+            seen,
+            total: TweetSums::default(),
+            by_weather: [0; 6],
+            by_location: HashMap::new(),
+        }
+    }
+}
+
 /// The embedded store: every aggregate in process memory, lost at exit.
+///
+/// Applied ids are remembered in a bounded [`IdWindow`] per kind (sales and
+/// tweets have separate id spaces), so a resend within the window is a duplicate.
 #[derive(Debug)]
 pub struct MemoryStore {
-    dedup_window: Duration,
     sales: Mutex<SalesState>,
     tweets: Mutex<TweetsState>,
 }
 
 impl MemoryStore {
-    /// An empty store that remembers applied ids for `dedup_window`.
+    /// An empty store that remembers applied ids for `dedup_window`, at most
+    /// [`DEFAULT_MAX_IDS`] of each kind (see [`MemoryStore::with_max_ids`]).
     pub fn new(dedup_window: Duration) -> Self {
+        Self::with_max_ids(dedup_window, DEFAULT_MAX_IDS)
+    }
+
+    /// An empty store that remembers applied ids for `dedup_window`, at most
+    /// `max_ids` of each kind; older ids are forgotten first when the cap is reached.
+    pub fn with_max_ids(dedup_window: Duration, max_ids: usize) -> Self {
         MemoryStore {
-            dedup_window,
-            sales: Mutex::new(SalesState::default()),
-            tweets: Mutex::new(TweetsState::default()),
+            sales: Mutex::new(SalesState::new(IdWindow::new(dedup_window, max_ids))),
+            tweets: Mutex::new(TweetsState::new(IdWindow::new(dedup_window, max_ids))),
         }
     }
 
-    fn window_ms(&self) -> u64 {
-        self.dedup_window.as_millis() as u64
+    /// The id windows' state now, sales then tweets.
+    pub fn dedup_stats(&self) -> [WindowStats; 2] {
+        let now = clock_ms();
+        [
+            lock(&self.sales).seen.stats(now),
+            lock(&self.tweets).seen.stats(now),
+        ]
     }
 }
 
@@ -376,12 +381,12 @@ impl Store for MemoryStore {
     }
 
     async fn apply_sales(&self, sales: &[Sale]) -> Result<Applied, StoreError> {
-        let (now, window) = (clock_ms(), self.window_ms());
+        let now = clock_ms();
         let mut st = lock(&self.sales);
         let fresh = sales
             .iter()
             .map(|s| {
-                if !st.seen.insert(&s.id, now, window) {
+                if st.seen.insert(id_hash(&s.id), now) == Seen::Duplicate {
                     return false;
                 }
                 let c = s.category.index();
@@ -408,12 +413,12 @@ impl Store for MemoryStore {
     }
 
     async fn apply_tweets(&self, tweets: &[Tweet]) -> Result<Applied, StoreError> {
-        let (now, window) = (clock_ms(), self.window_ms());
+        let now = clock_ms();
         let mut st = lock(&self.tweets);
         let fresh = tweets
             .iter()
             .map(|t| {
-                if !st.seen.insert(&t.id, now, window) {
+                if st.seen.insert(id_hash(&t.id), now) == Seen::Duplicate {
                     return false;
                 }
                 st.total.add(t);
@@ -542,6 +547,11 @@ impl Store for MemoryStore {
         lock(&self.tweets).seen.expire(now);
         Ok(())
     }
+
+    async fn dedup_windows(&self) -> Result<Vec<(Kind, WindowStats)>, StoreError> {
+        let [sales, tweets] = self.dedup_stats();
+        Ok(vec![(Kind::Sale, sales), (Kind::Tweet, tweets)])
+    }
 }
 
 /// Releases the store lock before the (possibly long) sort of a ranking.
@@ -669,7 +679,41 @@ mod tests {
         s.apply_sales(&batch).await.expect("apply");
         s.expire().await.expect("expire");
         assert_eq!(s.apply_sales(&batch).await.expect("apply").fresh_count(), 1);
-        assert!(lock(&s.sales).seen.expiry_by_id.len() <= 1);
+        assert!(lock(&s.sales).seen.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_full_window_forgets_the_oldest_and_reports_it() {
+        let s = MemoryStore::with_max_ids(Duration::from_secs(3600), 64);
+        let cap = lock(&s.sales).seen.max_ids();
+        let batch: Vec<_> = (0..cap * 2)
+            .map(|i| sale(&i.to_string(), Category::Home, "P", 1.0, 1))
+            .collect();
+        assert_eq!(
+            s.apply_sales(&batch).await.expect("apply").fresh_count(),
+            cap * 2
+        );
+        let windows = s.dedup_windows().await.expect("windows");
+        let (kind, sales) = windows[0];
+        assert_eq!(kind, Kind::Sale);
+        assert!(sales.ids <= cap && sales.evicted as usize == cap * 2 - sales.ids);
+        // The newest ids are still duplicates; the oldest were forgotten.
+        let newest = [sale(
+            &(cap * 2 - 1).to_string(),
+            Category::Home,
+            "P",
+            1.0,
+            1,
+        )];
+        assert_eq!(
+            s.apply_sales(&newest).await.expect("apply").fresh_count(),
+            0
+        );
+        let oldest = [sale("0", Category::Home, "P", 1.0, 1)];
+        assert_eq!(
+            s.apply_sales(&oldest).await.expect("apply").fresh_count(),
+            1
+        );
     }
 
     #[tokio::test]
