@@ -4,10 +4,11 @@
 //! with backoff, and the consumer redelivers the batch.
 
 use crate::event::{now_ms, Events};
+use crate::mailbox::Mailbox;
 use crate::messages::Apply;
 use crate::metrics::{
-    END_TO_END_DURATION, EVENTS_APPLIED, EVENTS_DUPLICATE, MAILBOX_DEPTH, REVENUE_CENTS, SALES,
-    SALES_QUANTITY, STORE_APPLY_DURATION, TWEETS,
+    END_TO_END_DURATION, EVENTS_APPLIED, EVENTS_DUPLICATE, REVENUE_CENTS, SALES, SALES_QUANTITY,
+    STORE_APPLY_DURATION, TWEETS,
 };
 use crate::store::{self, Applied, Store, StoreError};
 use crate::supervision::Restarts;
@@ -16,6 +17,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const ACTOR: &str = "aggregator";
+/// The aggregator's mailbox (`actor="aggregator"`).
+pub const MAILBOX: Mailbox = Mailbox(ACTOR);
 
 /// Writes KPIs to the store.
 pub struct Aggregator {
@@ -91,8 +94,8 @@ fn record(events: &Events, applied: &Applied) {
 impl Handler<Apply> for Aggregator {
     type Result = AtomicResponse<Self, Result<Applied, StoreError>>;
 
-    fn handle(&mut self, Apply(batch): Apply, _: &mut Self::Context) -> Self::Result {
-        metrics::gauge!(MAILBOX_DEPTH, "actor" => ACTOR).decrement(1.0);
+    fn handle(&mut self, msg: Apply, _: &mut Self::Context) -> Self::Result {
+        let batch = msg.into_batch();
         let store = self.store.clone();
         let started = Instant::now();
         AtomicResponse::new(Box::pin(
