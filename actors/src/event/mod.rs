@@ -206,17 +206,28 @@ impl<T: Default + PartialEq> RawField<T> {
 /// An enum field that a client may send as a numeric code (protobuf, or JSON for a
 /// category); the refusal of a value that names none is written once, here.
 pub trait Coded: Sized {
+    /// The canonical field name.
+    const FIELD: &'static str;
+    /// What the field accepts, as the refusal says it.
+    const EXPECTED: &'static str;
     /// The value a code names, if any.
-    fn with_code(code: i64) -> Option<Self>;
+    const WITH_CODE: fn(i64) -> Option<Self>;
+
     /// The refusal of `got`, shown as the client wrote it.
-    fn unknown(got: impl fmt::Display) -> FieldError;
+    fn unknown(got: impl fmt::Display) -> FieldError {
+        let (field, expected) = (Self::FIELD, Self::EXPECTED);
+        FieldError::new(
+            field,
+            format!("field `{field}` must be {expected}, got {got}"),
+        )
+    }
 }
 
 impl<T: Coded> RawField<T> {
     /// A protobuf enum: 0 (unspecified) is missing, a known code its value, any
     /// other code malformed.
     pub fn from_code(code: i64) -> Self {
-        match (code, T::with_code(code)) {
+        match (code, (T::WITH_CODE)(code)) {
             (0, _) => RawField::Missing,
             (_, Some(v)) => RawField::Given(v),
             (_, None) => RawField::Malformed(T::unknown(code)),

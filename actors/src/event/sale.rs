@@ -111,19 +111,10 @@ pub struct RawSale {
 }
 
 impl Coded for Category {
-    fn with_code(code: i64) -> Option<Self> {
-        Category::from_code(code)
-    }
-
-    fn unknown(got: impl fmt::Display) -> FieldError {
-        FieldError::new(
-            "category",
-            format!(
-                "field `category` must be electronics, clothing, home, beauty \
-                 (or Electronica, Ropa, Hogar, Belleza, or 1-4), got {got}"
-            ),
-        )
-    }
+    const FIELD: &'static str = "category";
+    const EXPECTED: &'static str =
+        "electronics, clothing, home, beauty (or Electronica, Ropa, Hogar, Belleza, or 1-4)";
+    const WITH_CODE: fn(i64) -> Option<Self> = Category::from_code;
 }
 
 impl RawSale {

@@ -118,19 +118,9 @@ pub struct RawTweet {
 }
 
 impl Coded for Weather {
-    fn with_code(code: i64) -> Option<Self> {
-        Weather::from_code(code)
-    }
-
-    fn unknown(got: impl fmt::Display) -> FieldError {
-        FieldError::new(
-            "weather",
-            format!(
-                "field `weather` must be one of sunny, cloudy, rainy, foggy, snowy, stormy, \
-                 got {got}"
-            ),
-        )
-    }
+    const FIELD: &'static str = "weather";
+    const EXPECTED: &'static str = "one of sunny, cloudy, rainy, foggy, snowy, stormy";
+    const WITH_CODE: fn(i64) -> Option<Self> = Weather::from_code;
 }
 
 impl RawTweet {
