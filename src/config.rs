@@ -420,7 +420,9 @@ impl Config {
                         ),
                     );
                 }
-                if crate::http::BUILTIN_PATHS.contains(&p.as_str()) || !seen.insert(p.as_str()) {
+                if crate::transports::http::BUILTIN_PATHS.contains(&p.as_str())
+                    || !seen.insert(p.as_str())
+                {
                     return invalid(key, format!("path `{p}` is already in use"));
                 }
             }

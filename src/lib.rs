@@ -7,10 +7,10 @@
 //! # Layout
 //! - [`config`]: `flujo.toml` < `FLUJO__SECTION__KEY` < flags, checked at start.
 //! - [`roles`]: which actors a process starts; the ordered drain at shutdown.
-//! - [`http`]: axum ingest, query API (with read cache), metrics and health.
-//! - [`grpc`]: tonic `flujo.v1.Ingest`, health and reflection.
-//! - [`forward`]: a receiver-only process forwards batches to the router over gRPC.
-//! - [`tcp`]: newline-delimited TCP ingest and `ping` → `pong`.
+//! - [`transports`]: how events come in: `http/` (axum ingest, query API with read
+//!   cache, metrics and health), `grpc` (tonic `flujo.v1.Ingest`, health,
+//!   reflection), `tcp` (newline-delimited ingest, `ping` → `pong`), `forward` (a
+//!   receiver-only process forwards batches to the router over gRPC).
 //! - [`kafka`]: the Kafka bus: topic creation, `KafkaSink`, `KafkaSource` (commit after store).
 //! - [`rabbitmq`]: RabbitMQ bus: confirmed publishing (`RabbitSink`), acked consuming (`RabbitSource`).
 //! - [`sinks`]: opens the sinks, sources and store the configuration names.
@@ -22,9 +22,6 @@
 //! - [`valkey`]: the Valkey KPI store (one atomic Lua call per batch; key schema).
 
 pub mod config;
-pub mod forward;
-pub mod grpc;
-pub mod http;
 pub mod kafka;
 pub mod loadgen;
 pub mod ping;
@@ -33,6 +30,6 @@ pub mod readiness;
 pub mod roles;
 pub mod shutdown;
 pub mod sinks;
-pub mod tcp;
 pub mod telemetry;
+pub mod transports;
 pub mod valkey;

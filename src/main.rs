@@ -6,7 +6,7 @@
 //! # Layout (of the `flujo` library this binary uses)
 //! - `config`: file < env < flags, checked at start.
 //! - `roles`: which actors run here; the ordered drain at shutdown.
-//! - `http`: axum ingest, query API, metrics and health.
+//! - `transports`: HTTP (ingest, query API, metrics, health), gRPC, TCP, forwarding.
 //! - `shutdown`: the shutdown signal and deadline.
 //! - `telemetry`: logs and the Prometheus recorder.
 //! - `loadgen`: the load generator and verifier.

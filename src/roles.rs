@@ -12,12 +12,13 @@
 //! router and publishers, one for consumers and aggregator (applies stay ordered).
 
 use crate::config::{Bus, Config, Roles};
-use crate::forward::{self, RemoteRouter};
-use crate::grpc::{self, proto::ingest_server::IngestServer, IngestService};
-use crate::http::{self, query::ReadCache, AppState, Limits};
 use crate::readiness::{Probe, RouterProbe, SinkProbe, StoreProbe};
 use crate::shutdown::{Deadline, Shutdown};
-use crate::{sinks, tcp};
+use crate::sinks;
+use crate::transports::forward::{self, RemoteRouter};
+use crate::transports::grpc::{self, proto::ingest_server::IngestServer, IngestService};
+use crate::transports::http::{self, query::ReadCache, AppState, Limits};
+use crate::transports::tcp;
 use actix::prelude::*;
 use anyhow::Context as _;
 use axum::serve::ListenerExt as _;
@@ -25,6 +26,7 @@ use flujo_actors::admission::Admission;
 use flujo_actors::aggregator::Aggregator;
 use flujo_actors::consumer::{Consumer, InFlight};
 use flujo_actors::event::Kind;
+use flujo_actors::mailbox::start_bounded;
 use flujo_actors::messages::Route;
 use flujo_actors::publisher::Publisher;
 use flujo_actors::receiver::{Receiver, ReceiverPool};
@@ -107,9 +109,7 @@ impl Node {
             let routing = Arbiter::new();
             let mut publishers: HashMap<Bus, Addr<Publisher>> = HashMap::new();
             for (bus, sink) in sinks.by_bus() {
-                let publisher = Supervisor::start_in_arbiter(&routing.handle(), move |_| {
-                    Publisher::new(sink, mailbox)
-                });
+                let publisher = start_bounded(&routing.handle(), mailbox, Publisher::new(sink));
                 publishers.insert(bus, publisher);
             }
             let routes: HashMap<Kind, Vec<Addr<Publisher>>> = Kind::ALL
@@ -123,20 +123,18 @@ impl Node {
                     (k, addrs)
                 })
                 .collect();
-            let router = Supervisor::start_in_arbiter(&routing.handle(), move |_| {
-                Router::new(routes, mailbox)
-            });
+            let router = start_bounded(&routing.handle(), mailbox, Router::new(routes));
             arbiters.push(routing);
             Some(router.recipient())
         } else if roles.receiver {
             let url = cfg.router_url.clone().context("router_url is required")?;
-            let remote = RemoteRouter::new(&url, mailbox)
-                .with_context(|| format!("bad router_url `{url}`"))?;
+            let remote =
+                RemoteRouter::new(&url).with_context(|| format!("bad router_url `{url}`"))?;
             probes.push(Arc::new(RouterProbe(
                 tonic_health::pb::health_client::HealthClient::new(forward::channel(&url)?),
             )));
             let forwarding = Arbiter::new();
-            let addr = Supervisor::start_in_arbiter(&forwarding.handle(), move |_| remote);
+            let addr = start_bounded(&forwarding.handle(), mailbox, remote);
             arbiters.push(forwarding);
             Some(addr.recipient())
         } else {
@@ -148,10 +146,8 @@ impl Node {
             let addrs = (0..cfg.receiver_count())
                 .map(|_| {
                     let arbiter = Arbiter::new();
-                    let (router, admission) = (router.clone(), admission.clone());
-                    let addr = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
-                        Receiver::new(router, admission, ack, mailbox)
-                    });
+                    let receiver = Receiver::new(router.clone(), admission.clone(), ack);
+                    let addr = start_bounded(&arbiter.handle(), mailbox, receiver);
                     arbiters.push(arbiter);
                     addr
                 })

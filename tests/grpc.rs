@@ -6,8 +6,8 @@
 mod common;
 
 use common::*;
-use flujo::grpc::proto::ingest_client::IngestClient;
-use flujo::grpc::proto::{self as pb, event, Ack, Event, SaleBatch, TweetBatch};
+use flujo::transports::grpc::proto::ingest_client::IngestClient;
+use flujo::transports::grpc::proto::{self as pb, event, Ack, Event, SaleBatch, TweetBatch};
 use futures::future::join_all;
 use futures::StreamExt;
 use rand::rngs::StdRng;

@@ -7,6 +7,7 @@ use flujo::rabbitmq::{RabbitConfig, RabbitSink, RabbitSource, CONTENT_TYPE, RECE
 use flujo_actors::aggregator::Aggregator;
 use flujo_actors::consumer::{Consumer, Delivery, Source};
 use flujo_actors::event::{Category, Events, Kind, Sale, Tweet, Weather};
+use flujo_actors::mailbox::start_bounded;
 use flujo_actors::messages::{Batch, Publish};
 use flujo_actors::publisher::{Publisher, Sink};
 use flujo_actors::store::{MemoryStore, Store};
@@ -867,8 +868,7 @@ fn carries_batches_between_actix_actors() {
             config.clone(),
             unique("actix-sink"),
         ));
-        let publisher =
-            Supervisor::start_in_arbiter(&routing.handle(), move |_| Publisher::new(sink, 16));
+        let publisher = start_bounded(&routing.handle(), 16, Publisher::new(sink));
         let aggregator = Supervisor::start_in_arbiter(&storage.handle(), {
             let store = store.clone();
             move |_| Aggregator::new(store, Duration::from_secs(600), 16)
@@ -892,7 +892,7 @@ fn carries_batches_between_actix_actors() {
             let deadline = Instant::now() + WAIT;
             loop {
                 let sent = publisher
-                    .send(Publish(batch(
+                    .send(Publish::new(batch(
                         events.clone(),
                         flujo_actors::event::now_ms(),
                     )))

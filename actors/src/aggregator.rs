@@ -5,11 +5,11 @@
 
 use crate::dedup::WindowStats;
 use crate::event::{now_ms, Events, Kind};
+use crate::mailbox::Mailbox;
 use crate::messages::Apply;
 use crate::metrics::{
     DEDUP_BYTES, DEDUP_EVICTED, DEDUP_IDS, DEDUP_WINDOW, END_TO_END_DURATION, EVENTS_APPLIED,
-    EVENTS_DUPLICATE, MAILBOX_DEPTH, REVENUE_CENTS, SALES, SALES_QUANTITY, STORE_APPLY_DURATION,
-    TWEETS,
+    EVENTS_DUPLICATE, REVENUE_CENTS, SALES, SALES_QUANTITY, STORE_APPLY_DURATION, TWEETS,
 };
 use crate::store::{self, Applied, Store, StoreError};
 use crate::supervision::Restarts;
@@ -18,6 +18,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const ACTOR: &str = "aggregator";
+/// The aggregator's mailbox (`actor="aggregator"`).
+pub const MAILBOX: Mailbox = Mailbox(ACTOR);
 
 /// Writes KPIs to the store.
 pub struct Aggregator {
@@ -108,8 +110,8 @@ fn record(events: &Events, applied: &Applied) {
 impl Handler<Apply> for Aggregator {
     type Result = AtomicResponse<Self, Result<Applied, StoreError>>;
 
-    fn handle(&mut self, Apply(batch): Apply, _: &mut Self::Context) -> Self::Result {
-        metrics::gauge!(MAILBOX_DEPTH, "actor" => ACTOR).decrement(1.0);
+    fn handle(&mut self, msg: Apply, _: &mut Self::Context) -> Self::Result {
+        let batch = msg.into_batch();
         let store = self.store.clone();
         let started = Instant::now();
         AtomicResponse::new(Box::pin(

@@ -5,7 +5,7 @@
 use crate::aggregator::Aggregator;
 use crate::backoff::Backoff;
 use crate::messages::{Apply, Batch};
-use crate::metrics::{EVENTS_CONSUMED, MAILBOX_DEPTH};
+use crate::metrics::EVENTS_CONSUMED;
 use crate::supervision::Restarts;
 use actix::prelude::*;
 use async_trait::async_trait;
@@ -68,8 +68,7 @@ impl Consumer {
 async fn store_batch(aggregator: &Addr<Aggregator>, batch: &Batch) {
     let mut backoff = Backoff::request();
     loop {
-        metrics::gauge!(MAILBOX_DEPTH, "actor" => "aggregator").increment(1.0);
-        match aggregator.send(Apply(batch.clone())).await {
+        match aggregator.send(Apply::new(batch.clone())).await {
             Ok(Ok(_)) => return,
             Ok(Err(e)) => tracing::warn!(error = %e, "store failed; retrying batch"),
             Err(e) => tracing::warn!(error = %e, "aggregator unavailable; retrying batch"),

@@ -7,8 +7,10 @@
 //! ```
 //!
 //! # Layout
-//! - [`event`]: Sale and Tweet: parsing with aliases, validation, canonical JSON.
+//! - [`event`]: Sale and Tweet: the rules (written once), JSON parsing with aliases,
+//!   typed raw events for gRPC, canonical JSON.
 //! - [`messages`]: the messages between actors and the `Batch` they carry.
+//! - [`mailbox`]: each actor's mailbox depth, counted by the messages themselves.
 //! - [`admission`]: the bound on events in flight (a full pipeline refuses at once).
 //! - [`receiver`]: validates, stamps, admits and routes; `ReceiverPool` spreads load.
 //! - [`router`]: fans each batch out to the publishers of its kind.
@@ -29,6 +31,7 @@ pub mod bus;
 pub mod consumer;
 pub mod dedup;
 pub mod event;
+pub mod mailbox;
 pub mod messages;
 pub mod metrics;
 pub mod publisher;

@@ -1,10 +1,11 @@
 //! Messages between the actors, and the batch that travels through them.
 
 use crate::admission::Admitted;
-use crate::event::{Events, Kind, ValidationError};
+use crate::event::{Events, Kind, RawBatch, ValidationError};
+use crate::mailbox::Queued;
 use crate::store::{Applied, StoreError};
+use crate::{aggregator, publisher, receiver, router};
 use actix::Message;
-use serde_json::Value;
 use std::sync::Arc;
 use tokio::sync::oneshot;
 
@@ -58,18 +59,34 @@ impl Batch {
     }
 }
 
-/// Receiver ← transport: a batch of JSON objects of one kind to validate and route.
+/// Receiver ← transport: a batch of one kind to validate and route.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Ingest {
-    /// Kind the endpoint accepts.
-    pub kind: Kind,
-    /// The decoded JSON values, one per event.
-    pub objects: Vec<Value>,
+    /// The events as the transport decoded them.
+    pub batch: RawBatch,
     /// Arrival transport (metrics).
     pub transport: Transport,
     /// Where the outcome goes.
     pub reply: oneshot::Sender<Result<Accepted, IngestError>>,
+    /// Counts the message in the receiver's mailbox depth.
+    pub(crate) queued: Queued,
+}
+
+impl Ingest {
+    /// A batch for a receiver, answered on `reply`.
+    pub fn new(
+        batch: RawBatch,
+        transport: Transport,
+        reply: oneshot::Sender<Result<Accepted, IngestError>>,
+    ) -> Self {
+        Ingest {
+            batch,
+            transport,
+            reply,
+            queued: receiver::MAILBOX.enqueue(),
+        }
+    }
 }
 
 /// A batch accepted per the ack mode.
@@ -96,20 +113,55 @@ pub enum IngestError {
     TooLarge(String),
 }
 
-/// Router ← receiver: send this batch to the sinks of its kind.
-#[derive(Message)]
-#[rtype(result = "Result<(), PipelineError>")]
-pub struct Route(pub Batch);
+/// A message that carries one batch, counted in its destination's mailbox depth
+/// from `new` until the handler takes the batch out (or the message is dropped).
+macro_rules! batch_message {
+    ($(#[$doc:meta])* $name:ident, $mailbox:expr, $result:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Message)]
+        #[rtype(result = $result)]
+        pub struct $name {
+            batch: Batch,
+            _queued: Queued,
+        }
 
-/// Publisher ← router: put this batch on the sink.
-#[derive(Message)]
-#[rtype(result = "Result<(), PipelineError>")]
-pub struct Publish(pub Batch);
+        impl $name {
+            /// The message, counted in its destination's mailbox depth until taken.
+            pub fn new(batch: Batch) -> Self {
+                $name {
+                    batch,
+                    _queued: $mailbox.enqueue(),
+                }
+            }
 
-/// Aggregator ← consumer: apply this batch to the store.
-#[derive(Message)]
-#[rtype(result = "Result<Applied, StoreError>")]
-pub struct Apply(pub Batch);
+            /// Takes the batch out of the mailbox (it stops counting as queued).
+            pub fn into_batch(self) -> Batch {
+                self.batch
+            }
+        }
+    };
+}
+
+batch_message!(
+    /// Router ← receiver: send this batch to the sinks of its kind.
+    Route,
+    router::MAILBOX,
+    "Result<(), PipelineError>"
+);
+
+batch_message!(
+    /// Publisher ← router: put this batch on the sink.
+    Publish,
+    publisher::MAILBOX,
+    "Result<(), PipelineError>"
+);
+
+batch_message!(
+    /// Aggregator ← consumer: apply this batch to the store.
+    Apply,
+    aggregator::MAILBOX,
+    "Result<Applied, StoreError>"
+);
 
 /// A failure between stages.
 #[derive(Debug, Clone, thiserror::Error)]

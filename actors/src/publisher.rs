@@ -2,14 +2,16 @@
 //! here; Kafka and RabbitMQ are further `Sink` implementations) and answers once the
 //! sink confirmed.
 
+use crate::mailbox::Mailbox;
 use crate::messages::{Batch, PipelineError, Publish};
-use crate::metrics::{EVENTS_PUBLISHED, EVENTS_PUBLISH_FAILED, MAILBOX_DEPTH, PUBLISH_DURATION};
+use crate::metrics::{EVENTS_PUBLISHED, EVENTS_PUBLISH_FAILED, PUBLISH_DURATION};
 use actix::prelude::*;
 use async_trait::async_trait;
 use std::sync::Arc;
 use std::time::Instant;
 
-const ACTOR: &str = "publisher";
+/// The publishers' mailbox (`actor="publisher"`).
+pub const MAILBOX: Mailbox = Mailbox("publisher");
 
 /// A failure of a sink.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -32,39 +34,24 @@ pub trait Sink: Send + Sync + 'static {
 /// Publishes batches to one sink.
 pub struct Publisher {
     sink: Arc<dyn Sink>,
-    mailbox_capacity: usize,
 }
 
 impl Publisher {
     /// A publisher for `sink`.
-    pub fn new(sink: Arc<dyn Sink>, mailbox_capacity: usize) -> Self {
-        Publisher {
-            sink,
-            mailbox_capacity,
-        }
+    pub fn new(sink: Arc<dyn Sink>) -> Self {
+        Publisher { sink }
     }
 }
 
 impl Actor for Publisher {
     type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(self.mailbox_capacity);
-    }
-}
-
-// The sink (and its connection) outlives the actor, so a restart keeps it.
-impl Supervised for Publisher {
-    fn restarting(&mut self, _: &mut Self::Context) {
-        metrics::counter!(crate::metrics::ACTOR_RESTARTS, "actor" => ACTOR).increment(1);
-    }
 }
 
 impl Handler<Publish> for Publisher {
     type Result = ResponseFuture<Result<(), PipelineError>>;
 
-    fn handle(&mut self, Publish(batch): Publish, _: &mut Self::Context) -> Self::Result {
-        metrics::gauge!(MAILBOX_DEPTH, "actor" => ACTOR).decrement(1.0);
+    fn handle(&mut self, msg: Publish, _: &mut Self::Context) -> Self::Result {
+        let batch = msg.into_batch();
         let sink = self.sink.clone();
         Box::pin(async move {
             let (kind, n) = (batch.kind().as_str(), batch.events.len() as u64);

@@ -6,58 +6,42 @@
 //! mailbox is full.
 
 use crate::admission::{Admission, AdmitError};
-use crate::event::{now_ms, parse_batch, Kind, ReceiveStamp};
+use crate::event::{now_ms, Kind, RawBatch, ReceiveStamp};
+use crate::mailbox::Mailbox;
 use crate::messages::{
     Accepted, AckMode, Batch, Ingest, IngestError, PipelineError, Route, Transport,
 };
-use crate::metrics::{EVENTS_RECEIVED, EVENTS_REJECTED, MAILBOX_DEPTH};
+use crate::metrics::{EVENTS_RECEIVED, EVENTS_REJECTED};
 use actix::prelude::*;
 use serde_json::Value;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::oneshot;
 
-const ACTOR: &str = "receiver";
+/// The receivers' mailbox (`actor="receiver"`).
+pub const MAILBOX: Mailbox = Mailbox("receiver");
 
 /// Validates and admits batches, then routes them.
 pub struct Receiver {
     router: Recipient<Route>,
     admission: Admission,
     ack: AckMode,
-    mailbox_capacity: usize,
 }
 
 impl Receiver {
     /// A receiver that routes to `router` (the local router actor, or a forwarder to
     /// a remote one), admitting through `admission`.
-    pub fn new(
-        router: Recipient<Route>,
-        admission: Admission,
-        ack: AckMode,
-        mailbox_capacity: usize,
-    ) -> Self {
+    pub fn new(router: Recipient<Route>, admission: Admission, ack: AckMode) -> Self {
         Receiver {
             router,
             admission,
             ack,
-            mailbox_capacity,
         }
     }
 }
 
 impl Actor for Receiver {
     type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(self.mailbox_capacity);
-    }
-}
-
-// A receiver holds no state worth keeping, so a restart is just a fresh start.
-impl Supervised for Receiver {
-    fn restarting(&mut self, _: &mut Self::Context) {
-        metrics::counter!(crate::metrics::ACTOR_RESTARTS, "actor" => ACTOR).increment(1);
-    }
 }
 
 fn reject(kind: Kind, transport: Transport, reason: &'static str, events: usize) {
@@ -69,17 +53,17 @@ impl Handler<Ingest> for Receiver {
     type Result = ();
 
     fn handle(&mut self, msg: Ingest, ctx: &mut Self::Context) {
-        metrics::gauge!(MAILBOX_DEPTH, "actor" => ACTOR).decrement(1.0);
         let Ingest {
-            kind,
-            objects,
+            batch,
             transport,
             reply,
+            queued,
         } = msg;
-        let n = objects.len();
+        drop(queued);
+        let (kind, n) = (batch.kind(), batch.len());
         metrics::counter!(EVENTS_RECEIVED, "kind" => kind.as_str(), "transport" => transport.as_str())
             .increment(n as u64);
-        let events = match parse_batch(kind, objects, &mut ReceiveStamp::now()) {
+        let events = match batch.validate(&mut ReceiveStamp::now()) {
             Ok(events) => events,
             Err(e) => {
                 reject(kind, transport, "invalid", n);
@@ -112,11 +96,8 @@ impl Handler<Ingest> for Receiver {
         };
         match self.ack {
             AckMode::Accepted => {
-                let outcome = match self.router.try_send(Route(batch)) {
-                    Ok(()) => {
-                        metrics::gauge!(MAILBOX_DEPTH, "actor" => "router").increment(1.0);
-                        Ok(Accepted { ids })
-                    }
+                let outcome = match self.router.try_send(Route::new(batch)) {
+                    Ok(()) => Ok(Accepted { ids }),
                     Err(SendError::Full(_)) => {
                         reject(kind, transport, "backpressure", n);
                         Err(IngestError::Backpressure(
@@ -131,11 +112,10 @@ impl Handler<Ingest> for Receiver {
                 let _ = reply.send(outcome);
             }
             AckMode::Durable => {
-                let router = self.router.clone();
-                metrics::gauge!(MAILBOX_DEPTH, "actor" => "router").increment(1.0);
+                let route = self.router.send(Route::new(batch));
                 ctx.spawn(
                     async move {
-                        let outcome = match router.send(Route(batch)).await {
+                        let outcome = match route.await {
                             Ok(Ok(())) => Ok(Accepted { ids }),
                             Ok(Err(PipelineError::Backpressure(m))) => {
                                 reject(kind, transport, "backpressure", n);
@@ -194,19 +174,24 @@ impl ReceiverPool {
         objects: Vec<Value>,
         transport: Transport,
     ) -> Result<Accepted, IngestError> {
+        self.ingest_batch(RawBatch::Json { kind, objects }, transport)
+            .await
+    }
+
+    /// Validates, admits and routes a batch as a transport decoded it (JSON values
+    /// or typed raw events).
+    pub async fn ingest_batch(
+        &self,
+        batch: RawBatch,
+        transport: Transport,
+    ) -> Result<Accepted, IngestError> {
         let (tx, rx) = oneshot::channel();
-        let mut msg = Ingest {
-            kind,
-            objects,
-            transport,
-            reply: tx,
-        };
+        let mut msg = Ingest::new(batch, transport, tx);
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let n = self.receivers.len();
         for i in 0..n {
             match self.receivers[(start + i) % n].try_send(msg) {
                 Ok(()) => {
-                    metrics::gauge!(MAILBOX_DEPTH, "actor" => ACTOR).increment(1.0);
                     return rx.await.unwrap_or_else(|_| {
                         Err(IngestError::Unavailable("receiver stopped".into()))
                     });
@@ -214,7 +199,8 @@ impl ReceiverPool {
                 Err(SendError::Full(m)) | Err(SendError::Closed(m)) => msg = m,
             }
         }
-        reject(kind, transport, "backpressure", msg.objects.len());
+        let kind = msg.batch.kind();
+        reject(kind, transport, "backpressure", msg.batch.len());
         Err(IngestError::Backpressure(
             "every receiver mailbox is full; retry shortly".into(),
         ))

@@ -86,16 +86,14 @@ fn pipeline(store: Arc<dyn Store>, capacity: usize) -> (ReceiverPool, Addr<Consu
     let consumer =
         Supervisor::start(move |_| Consumer::new(Box::new(source), aggregator, Default::default()));
     let sink: Arc<dyn Sink> = Arc::new(sink);
-    let publisher = Supervisor::start(move |_| Publisher::new(sink, 16));
+    let publisher = Publisher::new(sink).start();
     let routes: HashMap<_, _> = Kind::ALL
         .into_iter()
         .map(|k| (k, vec![publisher.clone()]))
         .collect();
-    let router = Supervisor::start(move |_| Router::new(routes, 16));
+    let router = Router::new(routes).start();
     let admission = Admission::new(capacity);
-    let receiver = Supervisor::start(move |_| {
-        Receiver::new(router.recipient(), admission, AckMode::Durable, 16)
-    });
+    let receiver = Receiver::new(router.recipient(), admission, AckMode::Durable).start();
     (ReceiverPool::new(vec![receiver]), consumer)
 }
 

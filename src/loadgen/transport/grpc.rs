@@ -10,8 +10,10 @@ use anyhow::{bail, Context};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
-use crate::grpc::code_name;
-use crate::grpc::proto::{self, ingest_client::IngestClient, Ack, SaleBatch, TweetBatch};
+use crate::transports::grpc::code_name;
+use crate::transports::grpc::proto::{
+    self, ingest_client::IngestClient, Ack, SaleBatch, TweetBatch,
+};
 
 use super::super::generate::{Batch, Sale, Tweet, CATEGORIES, WEATHERS};
 use super::{Attempt, REQUEST_TIMEOUT};

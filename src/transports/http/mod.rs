@@ -1,4 +1,11 @@
 //! The HTTP interface (axum): ingest, query API, metrics and health on one port.
+//!
+//! # Layout
+//! - this file: the shared state, the routes of each role, request counting.
+//! - [`ingest`]: `POST` of sales and tweets (JSON object, array or NDJSON).
+//! - [`query`]: KPIs, rankings and monitored prices through the read cache.
+//! - [`ops`]: `/metrics`, `/healthz`, `/readyz`.
+//! - [`error`]: `ApiError`, the one error answer.
 
 pub mod error;
 pub mod ingest;
@@ -12,9 +19,10 @@ use axum::extract::{MatchedPath, Request};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::Router;
 use error::ApiError;
+use flujo_actors::event::Kind;
 use flujo_actors::metrics::HTTP_REQUESTS;
 use flujo_actors::receiver::ReceiverPool;
 use flujo_actors::store::Store;
@@ -102,16 +110,17 @@ async fn method_not_allowed(req: Request) -> ApiError {
 
 /// Ingest routes (receiver role): the versioned paths and their configured aliases.
 pub fn ingest_routes(http: &HttpConfig) -> Router<Arc<AppState>> {
-    let mut router = Router::new()
-        .route("/v1/sales", post(ingest::sales))
-        .route("/purchase", post(ingest::sales))
-        .route("/v1/tweets", post(ingest::tweets))
-        .route("/input", post(ingest::tweets));
-    for path in &http.sales_paths {
-        router = router.route(path, post(ingest::sales));
-    }
-    for path in &http.tweet_paths {
-        router = router.route(path, post(ingest::tweets));
+    let mut router = Router::new();
+    for (kind, builtin, aliases) in [
+        (Kind::Sale, ["/v1/sales", "/purchase"], &http.sales_paths),
+        (Kind::Tweet, ["/v1/tweets", "/input"], &http.tweet_paths),
+    ] {
+        let paths = builtin
+            .into_iter()
+            .chain(aliases.iter().map(String::as_str));
+        for path in paths {
+            router = router.route(path, ingest::route(kind));
+        }
     }
     router
 }

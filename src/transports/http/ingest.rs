@@ -6,6 +6,7 @@ use super::AppState;
 use axum::body::{to_bytes, Body};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
+use axum::routing::{post, MethodRouter};
 use axum::Json;
 use flujo_actors::event::Kind;
 use flujo_actors::messages::Transport;
@@ -154,22 +155,13 @@ async fn accept(
     ))
 }
 
-/// Axum handler for sales.
-pub async fn sales(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<(StatusCode, Json<IngestAccepted>), ApiError> {
-    ingest(state, Kind::Sale, headers, body).await
-}
-
-/// Axum handler for tweets.
-pub async fn tweets(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<(StatusCode, Json<IngestAccepted>), ApiError> {
-    ingest(state, Kind::Tweet, headers, body).await
+/// The `POST` route that ingests events of `kind`.
+pub fn route(kind: Kind) -> MethodRouter<Arc<AppState>> {
+    post(
+        move |State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body| {
+            ingest(state, kind, headers, body)
+        },
+    )
 }
 
 #[cfg(test)]

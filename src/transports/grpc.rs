@@ -1,15 +1,15 @@
 //! The gRPC interface (tonic): `flujo.v1.Ingest` with the same validation and ack
 //! semantics as HTTP, plus the standard health and reflection services.
 //!
-//! Events are turned into the same JSON objects the HTTP API takes and go through
-//! the same receiver, so a rule or an error message never differs by transport.
+//! Typed messages become the actors' raw events ([`RawSale`], [`RawTweet`]) with no
+//! JSON in between, and go through the same receiver and the same rules as JSON, so
+//! a rule or an error message never differs by transport.
 
-use flujo_actors::event::{Category, Kind, Weather};
+use flujo_actors::event::{Category, RawBatch, RawField, RawSale, RawTweet, Weather};
 use flujo_actors::messages::{IngestError, Transport};
 use flujo_actors::metrics::INGEST_DURATION;
 use flujo_actors::receiver::ReceiverPool;
 use futures::{Stream, StreamExt};
-use serde_json::{Map, Number, Value};
 use std::pin::Pin;
 use std::time::Instant;
 use tonic::metadata::MetadataValue;
@@ -48,30 +48,30 @@ impl IngestService {
         IngestServer::new(self)
     }
 
-    async fn publish(&self, kind: Kind, objects: Vec<Value>) -> Result<Response<Ack>, Status> {
+    async fn publish(&self, batch: RawBatch) -> Result<Response<Ack>, Status> {
         let started = Instant::now();
-        let result = self.check_and_ingest(kind, objects).await;
+        let result = self.check_and_ingest(batch).await;
         metrics::histogram!(INGEST_DURATION, "transport" => Transport::Grpc.as_str())
             .record(started.elapsed().as_secs_f64());
         result.map(Response::new)
     }
 
-    async fn check_and_ingest(&self, kind: Kind, objects: Vec<Value>) -> Result<Ack, Status> {
-        if objects.is_empty() {
+    async fn check_and_ingest(&self, batch: RawBatch) -> Result<Ack, Status> {
+        if batch.is_empty() {
             return Err(Status::invalid_argument(
                 "empty batch: send at least one event",
             ));
         }
-        if objects.len() > self.max_batch_events {
+        if batch.len() > self.max_batch_events {
             return Err(Status::invalid_argument(format!(
                 "batch of {} events exceeds the limit of {}; split it",
-                objects.len(),
+                batch.len(),
                 self.max_batch_events
             )));
         }
         let accepted = self
             .receivers
-            .ingest(kind, objects, Transport::Grpc)
+            .ingest_batch(batch, Transport::Grpc)
             .await
             .map_err(status_of)?;
         Ok(Ack {
@@ -101,67 +101,39 @@ pub fn status_of(e: IngestError) -> Status {
     }
 }
 
-/// A JSON number, or a string naming a non-finite value (refused by validation).
-fn number(x: f64) -> Value {
-    Number::from_f64(x).map_or_else(|| Value::String(x.to_string()), Value::Number)
+/// The sale as the raw event the receiver validates. Protobuf cannot tell a default
+/// from "not sent": an empty `id`, a zero `ts` and `CATEGORY_UNSPECIFIED` are missing;
+/// every other field is as sent, so an empty `product_id` is refused for its length.
+pub fn raw_sale(s: Sale) -> RawSale {
+    RawSale {
+        id: RawField::unless_default(s.id),
+        ts: RawField::unless_default(s.ts),
+        category: RawField::<Category>::from_code(s.category.into()),
+        product_id: RawField::Given(s.product_id),
+        price: RawField::Given(s.price),
+        quantity: RawField::Given(s.quantity),
+    }
 }
 
-/// Fields shared by both kinds: absent `id` ("") and `ts` (0) are left to the receiver.
-fn common(id: String, ts: i64) -> Map<String, Value> {
-    let mut m = Map::new();
-    if !id.is_empty() {
-        m.insert("id".into(), Value::String(id));
+/// The tweet as the raw event the receiver validates: an empty `id`, a zero `ts`,
+/// `WEATHER_UNSPECIFIED` and an empty `text` are missing.
+pub fn raw_tweet(t: Tweet) -> RawTweet {
+    RawTweet {
+        id: RawField::unless_default(t.id),
+        ts: RawField::unless_default(t.ts),
+        location: RawField::Given(t.location),
+        weather: RawField::<Weather>::from_code(t.weather.into()),
+        temperature: RawField::Given(t.temperature),
+        humidity: RawField::Given(t.humidity),
+        text: RawField::unless_default(t.text),
     }
-    if ts != 0 {
-        m.insert("ts".into(), Value::from(ts));
-    }
-    m
-}
-
-/// The sale as the JSON object the receiver validates.
-pub fn sale_object(s: Sale) -> Value {
-    let mut m = common(s.id, s.ts);
-    match s.category {
-        0 => {}
-        code => {
-            let value = Category::from_code(code.into())
-                .map_or_else(|| Value::from(code), |c| Value::from(c.as_str()));
-            m.insert("category".into(), value);
-        }
-    }
-    m.insert("product_id".into(), Value::String(s.product_id));
-    m.insert("price".into(), number(s.price));
-    m.insert("quantity".into(), Value::from(s.quantity));
-    Value::Object(m)
-}
-
-/// The tweet as the JSON object the receiver validates.
-pub fn tweet_object(t: Tweet) -> Value {
-    let mut m = common(t.id, t.ts);
-    m.insert("location".into(), Value::String(t.location));
-    match t.weather {
-        0 => {}
-        code => {
-            let value = usize::try_from(code - 1)
-                .ok()
-                .and_then(|i| Weather::ALL.get(i))
-                .map_or_else(|| Value::from(code), |w| Value::from(w.as_str()));
-            m.insert("weather".into(), value);
-        }
-    }
-    m.insert("temperature".into(), number(t.temperature));
-    m.insert("humidity".into(), number(t.humidity));
-    if !t.text.is_empty() {
-        m.insert("text".into(), Value::String(t.text));
-    }
-    Value::Object(m)
 }
 
 /// One stream event's answer: accepted, or refused with the reason in the Ack.
 async fn ack_event(service: IngestService, event: Event) -> Ack {
-    let (kind, object) = match event.event {
-        Some(event::Event::Sale(s)) => (Kind::Sale, sale_object(s)),
-        Some(event::Event::Tweet(t)) => (Kind::Tweet, tweet_object(t)),
+    let batch = match event.event {
+        Some(event::Event::Sale(s)) => RawBatch::Sales(vec![raw_sale(s)]),
+        Some(event::Event::Tweet(t)) => RawBatch::Tweets(vec![raw_tweet(t)]),
         None => {
             return Ack {
                 error: "event holds neither a sale nor a tweet".into(),
@@ -170,7 +142,7 @@ async fn ack_event(service: IngestService, event: Event) -> Ack {
             }
         }
     };
-    match service.publish(kind, vec![object]).await {
+    match service.publish(batch).await {
         Ok(ack) => ack.into_inner(),
         Err(status) => Ack {
             error: status.message().to_owned(),
@@ -215,23 +187,17 @@ const STREAM_WINDOW: usize = 64;
 #[tonic::async_trait]
 impl Ingest for IngestService {
     async fn publish_sales(&self, request: Request<SaleBatch>) -> Result<Response<Ack>, Status> {
-        let objects = request
-            .into_inner()
-            .sales
-            .into_iter()
-            .map(sale_object)
-            .collect();
-        self.publish(Kind::Sale, objects).await
+        let sales = request.into_inner().sales;
+        self.publish(RawBatch::Sales(sales.into_iter().map(raw_sale).collect()))
+            .await
     }
 
     async fn publish_tweets(&self, request: Request<TweetBatch>) -> Result<Response<Ack>, Status> {
-        let objects = request
-            .into_inner()
-            .tweets
-            .into_iter()
-            .map(tweet_object)
-            .collect();
-        self.publish(Kind::Tweet, objects).await
+        let tweets = request.into_inner().tweets;
+        self.publish(RawBatch::Tweets(
+            tweets.into_iter().map(raw_tweet).collect(),
+        ))
+        .await
     }
 
     type StreamStream = Pin<Box<dyn Stream<Item = Result<Ack, Status>> + Send + 'static>>;
@@ -264,33 +230,35 @@ impl Ingest for IngestService {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
-    fn protos_become_the_http_objects() {
-        let s = Sale {
+    fn protobuf_defaults_are_missing_and_the_rest_is_as_sent() {
+        let s = raw_sale(Sale {
             id: String::new(),
             ts: 0,
             category: 3,
             product_id: "P".into(),
             price: 2.5,
             quantity: 4,
-        };
+        });
         assert_eq!(
-            sale_object(s),
-            json!({"category":"home","product_id":"P","price":2.5,"quantity":4})
+            (s.id, s.ts, s.category, s.product_id),
+            (
+                RawField::Missing,
+                RawField::Missing,
+                RawField::Given(Category::Home),
+                RawField::Given("P".to_owned())
+            )
         );
-        let bad = Sale {
+        let bad = raw_sale(Sale {
             category: 9,
             price: f64::NAN,
             ..Sale::default()
-        };
-        let v = sale_object(bad);
-        assert_eq!(
-            (v["category"].clone(), v["price"].clone()),
-            (json!(9), json!("NaN"))
-        );
-        let t = Tweet {
+        });
+        assert!(matches!(bad.category, RawField::Malformed(_)));
+        assert!(matches!(bad.price, RawField::Given(p) if p.is_nan()));
+        assert_eq!(bad.product_id, RawField::Given(String::new()));
+        let t = raw_tweet(Tweet {
             id: "t1".into(),
             ts: 5,
             location: "Mixco".into(),
@@ -298,11 +266,16 @@ mod tests {
             temperature: -1.0,
             humidity: 50.0,
             text: String::new(),
-        };
+        });
         assert_eq!(
-            tweet_object(t),
-            json!({"id":"t1","ts":5,"location":"Mixco","weather":"stormy","temperature":-1.0,"humidity":50.0})
+            (t.id, t.ts, t.weather, t.text),
+            (
+                RawField::Given("t1".to_owned()),
+                RawField::Given(5),
+                RawField::Given(Weather::Stormy),
+                RawField::Missing
+            )
         );
-        assert!(tweet_object(Tweet::default()).get("weather").is_none());
+        assert_eq!(raw_tweet(Tweet::default()).weather, RawField::Missing);
     }
 }

@@ -4,15 +4,17 @@
 use super::error::ApiError;
 use super::AppState;
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{FromRequestParts, Path};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use flujo_actors::event::Category;
 use flujo_actors::metrics::{QUERY_CACHE_HITS, QUERY_CACHE_MISSES};
-use flujo_actors::store::{Page, StoreError};
-use moka::sync::Cache;
+use flujo_actors::store::{Page, Store, StoreError};
+use moka::future::Cache;
 use serde::Serialize;
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +25,10 @@ pub const DEFAULT_LIMIT: usize = 10;
 pub const MAX_LIMIT: usize = 1000;
 
 /// Rendered answers keyed by path and query, kept for the configured TTL.
+///
+/// When an answer expires, the first request reads the store and every request for
+/// the same key meanwhile waits for that one read (moka's `try_get_with`), so an
+/// expiry never sends all waiting clients to the store at once.
 #[derive(Clone)]
 pub struct ReadCache {
     cache: Option<Cache<String, Bytes>>,
@@ -40,30 +46,99 @@ impl ReadCache {
         ReadCache { cache }
     }
 
-    /// The cached answer for `key`, or a fresh one from `read` (cached for next time).
+    /// The cached answer for `key`, or a fresh one from `read` (cached for next
+    /// time). `bypass` reads the store whatever the cache holds, and refreshes it.
     async fn get_or_read<T, F>(&self, key: String, bypass: bool, read: F) -> Result<Bytes, ApiError>
     where
         T: Serialize,
         F: Future<Output = Result<T, StoreError>>,
     {
-        if let (Some(cache), false) = (&self.cache, bypass) {
-            if let Some(hit) = cache.get(&key) {
-                metrics::counter!(QUERY_CACHE_HITS).increment(1);
-                return Ok(hit);
-            }
+        let Some(cache) = &self.cache else {
+            return render(read).await;
+        };
+        if bypass {
+            let bytes = render(read).await?;
+            cache.insert(key, bytes.clone()).await;
+            return Ok(bytes);
         }
-        metrics::counter!(QUERY_CACHE_MISSES).increment(1);
-        let value = read.await?;
-        let bytes = Bytes::from(serde_json::to_vec(&value).map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("cannot render answer: {e}"),
-            )
-        })?);
-        if let Some(cache) = &self.cache {
-            cache.insert(key, bytes.clone());
+        let mut read_here = false;
+        let answer = cache
+            .try_get_with(key, async {
+                read_here = true;
+                render(read).await
+            })
+            .await
+            .map_err(|e| ApiError::clone(&e));
+        if !read_here {
+            metrics::counter!(QUERY_CACHE_HITS).increment(1);
         }
-        Ok(bytes)
+        answer
+    }
+}
+
+/// Reads the store (a cache miss) and renders the answer as JSON.
+async fn render<T: Serialize>(
+    read: impl Future<Output = Result<T, StoreError>>,
+) -> Result<Bytes, ApiError> {
+    metrics::counter!(QUERY_CACHE_MISSES).increment(1);
+    let value = read.await?;
+    let bytes = serde_json::to_vec(&value).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot render answer: {e}"),
+        )
+    })?;
+    Ok(Bytes::from(bytes))
+}
+
+/// What every query handler reads: the shared state, the raw query string, and
+/// whether the client asked for a fresh answer.
+pub struct QueryRequest {
+    state: Arc<AppState>,
+    raw: Option<String>,
+    bypass: bool,
+}
+
+impl FromRequestParts<Arc<AppState>> for QueryRequest {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(QueryRequest {
+            state: state.clone(),
+            raw: parts.uri.query().map(str::to_owned),
+            bypass: bypass_cache(&parts.headers),
+        })
+    }
+}
+
+impl QueryRequest {
+    /// The query parameters, refusing any not in `allowed`.
+    fn params(&self, allowed: &[&str]) -> Result<Params, ApiError> {
+        Params::parse(self.raw.as_deref(), allowed)
+    }
+
+    /// The cache key of `path` with this request's query string.
+    fn key(&self, path: &str) -> String {
+        match &self.raw {
+            Some(q) => format!("{path}?{q}"),
+            None => path.to_owned(),
+        }
+    }
+
+    /// The answer for `key` from the read cache or, through `read`, from the store.
+    async fn answer<T, F, Fut>(&self, key: String, read: F) -> Result<Response, ApiError>
+    where
+        T: Serialize,
+        F: FnOnce(Arc<dyn Store>) -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
+        let store = self.state.store()?;
+        let cache = &self.state.cache;
+        let body = cache.get_or_read(key, self.bypass, read(store)).await?;
+        Ok(json(body))
     }
 }
 
@@ -164,109 +239,58 @@ fn category(text: &str) -> Result<Category, ApiError> {
     })
 }
 
-fn cache_key(path: &str, raw: &Option<String>) -> String {
-    match raw {
-        Some(q) => format!("{path}?{q}"),
-        None => path.to_owned(),
-    }
-}
-
 /// `GET /v1/kpis/sales`.
-pub async fn sales_kpis(
-    State(st): State<Arc<AppState>>,
-    RawQuery(raw): RawQuery,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    Params::parse(raw.as_deref(), &[])?;
-    let store = st.store()?;
-    let body = st
-        .cache
-        .get_or_read(
-            "/v1/kpis/sales".into(),
-            bypass_cache(&headers),
-            async move { store.sales_kpis().await },
-        )
-        .await?;
-    Ok(json(body))
+pub async fn sales_kpis(q: QueryRequest) -> Result<Response, ApiError> {
+    q.params(&[])?;
+    q.answer("/v1/kpis/sales".into(), |store| async move {
+        store.sales_kpis().await
+    })
+    .await
 }
 
 /// `GET /v1/kpis/tweets`.
-pub async fn tweet_kpis(
-    State(st): State<Arc<AppState>>,
-    RawQuery(raw): RawQuery,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    Params::parse(raw.as_deref(), &[])?;
-    let store = st.store()?;
-    let body = st
-        .cache
-        .get_or_read(
-            "/v1/kpis/tweets".into(),
-            bypass_cache(&headers),
-            async move { store.tweet_kpis().await },
-        )
-        .await?;
-    Ok(json(body))
+pub async fn tweet_kpis(q: QueryRequest) -> Result<Response, ApiError> {
+    q.params(&[])?;
+    q.answer("/v1/kpis/tweets".into(), |store| async move {
+        store.tweet_kpis().await
+    })
+    .await
 }
 
 /// `GET /v1/rankings/products?category=&limit=&offset=`.
-pub async fn product_ranking(
-    State(st): State<Arc<AppState>>,
-    RawQuery(raw): RawQuery,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let params = Params::parse(raw.as_deref(), &["category", "limit", "offset"])?;
+pub async fn product_ranking(q: QueryRequest) -> Result<Response, ApiError> {
+    let params = q.params(&["category", "limit", "offset"])?;
     let (category, page) = (params.category()?, params.page()?);
-    let store = st.store()?;
-    let key = cache_key("/v1/rankings/products", &raw);
-    let body = st
-        .cache
-        .get_or_read(key, bypass_cache(&headers), async move {
-            store.product_ranking(category, page).await
-        })
-        .await?;
-    Ok(json(body))
+    q.answer(q.key("/v1/rankings/products"), |store| async move {
+        store.product_ranking(category, page).await
+    })
+    .await
 }
 
 /// `GET /v1/rankings/locations?limit=&offset=`.
-pub async fn location_ranking(
-    State(st): State<Arc<AppState>>,
-    RawQuery(raw): RawQuery,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let page = Params::parse(raw.as_deref(), &["limit", "offset"])?.page()?;
-    let store = st.store()?;
-    let key = cache_key("/v1/rankings/locations", &raw);
-    let body = st
-        .cache
-        .get_or_read(key, bypass_cache(&headers), async move {
-            store.location_ranking(page).await
-        })
-        .await?;
-    Ok(json(body))
+pub async fn location_ranking(q: QueryRequest) -> Result<Response, ApiError> {
+    let page = q.params(&["limit", "offset"])?.page()?;
+    q.answer(q.key("/v1/rankings/locations"), |store| async move {
+        store.location_ranking(page).await
+    })
+    .await
 }
 
 /// `GET /v1/sales/monitored/{category}/prices?limit=`.
 pub async fn monitored_prices(
-    State(st): State<Arc<AppState>>,
     Path(name): Path<String>,
-    RawQuery(raw): RawQuery,
-    headers: HeaderMap,
+    q: QueryRequest,
 ) -> Result<Response, ApiError> {
-    let limit = Params::parse(raw.as_deref(), &["limit"])?.limit()?;
+    let limit = q.params(&["limit"])?.limit()?;
     let category = category(&name)?;
-    let store = st.store()?;
     let key = format!(
         "/v1/sales/monitored/{}/prices?limit={limit}",
         category.as_str()
     );
-    let body = st
-        .cache
-        .get_or_read(key, bypass_cache(&headers), async move {
-            store.monitored_prices(category, limit).await
-        })
-        .await?;
-    Ok(json(body))
+    q.answer(key, |store| async move {
+        store.monitored_prices(category, limit).await
+    })
+    .await
 }
 
 #[cfg(test)]

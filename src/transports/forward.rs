@@ -2,32 +2,34 @@
 //! router role (`--router-url`), with ids and timestamps already stamped so a retry
 //! is idempotent. The remote router answers per its own ack mode, so with `durable`
 //! a receiver's 202 still means "confirmed by the brokers".
+//!
+//! The router process checks a forwarded batch again, as it checks any gRPC client's:
+//! its gRPC port cannot tell this forwarder from anyone else without a shared secret,
+//! and a marker that any client could send would let an outside client skip
+//! validation. That check is the typed path only (protobuf → raw events → the
+//! rules): no JSON is built or parsed on either side.
 
-use crate::grpc::proto::ingest_client::IngestClient;
-use crate::grpc::proto::{Sale as SaleMsg, SaleBatch, Tweet as TweetMsg, TweetBatch};
+use crate::transports::grpc::proto::ingest_client::IngestClient;
+use crate::transports::grpc::proto::{Sale as SaleMsg, SaleBatch, Tweet as TweetMsg, TweetBatch};
 use actix::prelude::*;
 use flujo_actors::event::{Events, Sale, Tweet};
 use flujo_actors::messages::{PipelineError, Route};
-use flujo_actors::metrics::MAILBOX_DEPTH;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
-const ACTOR: &str = "router";
 const SINK: &str = "remote router";
 
 /// Forwards batches to a remote router.
 pub struct RemoteRouter {
     client: IngestClient<Channel>,
-    mailbox_capacity: usize,
 }
 
 impl RemoteRouter {
     /// A forwarder to `url` (`http://host:port` or `grpc://host:port`); connects
     /// lazily and reconnects by itself.
-    pub fn new(url: &str, mailbox_capacity: usize) -> anyhow::Result<Self> {
+    pub fn new(url: &str) -> anyhow::Result<Self> {
         Ok(RemoteRouter {
             client: IngestClient::new(channel(url)?),
-            mailbox_capacity,
         })
     }
 }
@@ -48,7 +50,7 @@ fn sale_message(s: &Sale) -> SaleMsg {
     SaleMsg {
         id: s.id.clone(),
         ts: s.ts,
-        category: s.category.index() as i32 + 1,
+        category: s.category.code() as i32,
         product_id: s.product_id.clone(),
         price: s.price,
         quantity: s.quantity as i64,
@@ -60,7 +62,7 @@ fn tweet_message(t: &Tweet) -> TweetMsg {
         id: t.id.clone(),
         ts: t.ts,
         location: t.location.clone(),
-        weather: t.weather.index() as i32 + 1,
+        weather: t.weather.code() as i32,
         temperature: t.temperature,
         humidity: t.humidity,
         text: t.text.clone().unwrap_or_default(),
@@ -69,23 +71,13 @@ fn tweet_message(t: &Tweet) -> TweetMsg {
 
 impl Actor for RemoteRouter {
     type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(self.mailbox_capacity);
-    }
-}
-
-impl Supervised for RemoteRouter {
-    fn restarting(&mut self, _: &mut Self::Context) {
-        metrics::counter!(flujo_actors::metrics::ACTOR_RESTARTS, "actor" => ACTOR).increment(1);
-    }
 }
 
 impl Handler<Route> for RemoteRouter {
     type Result = ResponseFuture<Result<(), PipelineError>>;
 
-    fn handle(&mut self, Route(batch): Route, _: &mut Self::Context) -> Self::Result {
-        metrics::gauge!(MAILBOX_DEPTH, "actor" => ACTOR).decrement(1.0);
+    fn handle(&mut self, msg: Route, _: &mut Self::Context) -> Self::Result {
+        let batch = msg.into_batch();
         let mut client = self.client.clone();
         Box::pin(async move {
             let result = match batch.events.as_ref() {
@@ -107,7 +99,7 @@ impl Handler<Route> for RemoteRouter {
                     sink: SINK,
                     reason: format!(
                         "{}: {}",
-                        crate::grpc::code_name(status.code()),
+                        crate::transports::grpc::code_name(status.code()),
                         status.message()
                     ),
                 }),
@@ -119,7 +111,8 @@ impl Handler<Route> for RemoteRouter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use flujo_actors::event::{Category, Weather};
+    use crate::transports::grpc;
+    use flujo_actors::event::{Category, ReceiveStamp, Weather};
 
     #[test]
     fn canonical_events_become_protos_with_their_ids() {
@@ -147,9 +140,12 @@ mod tests {
         };
         let m = tweet_message(&t);
         assert_eq!((m.weather, m.text.as_str()), (1, ""));
-        // And back through the gRPC receiver's conversion: the same object.
-        let back = crate::grpc::tweet_object(m);
-        assert_eq!(back["weather"], "sunny");
-        assert_eq!(back["id"], "t1");
+        // And back through the gRPC receiver's conversion and the rules: the same
+        // events, nothing stamped anew.
+        let stamp = &mut ReceiveStamp::now();
+        let back = grpc::raw_tweet(m).validate(stamp).expect("valid");
+        assert_eq!(back, t);
+        let back = grpc::raw_sale(sale_message(&s)).validate(stamp);
+        assert_eq!(back, Ok(s));
     }
 }

@@ -1,0 +1,446 @@
+//! The two event kinds, Sale and Tweet: the rules an event must meet, written once,
+//! and the canonical form that travels on the bus.
+//!
+//! Every transport builds the same raw form of an event ([`RawSale`], [`RawTweet`]:
+//! its fields as sent, each missing, given or of the wrong type) and one `validate`
+//! applies the rules — ranges, enums, lengths, `id`/`ts` stamping — so a rule or an
+//! error message never differs by transport. JSON objects (HTTP, TCP) become raw
+//! events in [`json`], with the seeds' aliases and unknown fields refused; typed gRPC
+//! messages become raw events without passing through JSON.
+//!
+//! # Layout
+//! - this file: [`Kind`], [`Events`], the errors, [`Stamp`], [`RawField`],
+//!   [`RawBatch`] and the rules shared by both kinds.
+//! - [`sale`]: [`Category`], [`Sale`], [`RawSale`] and the sale rules.
+//! - [`tweet`]: [`Weather`], [`Tweet`], [`RawTweet`] and the tweet rules.
+//! - [`json`]: JSON objects → raw events (aliases, unknown fields, JSON types).
+
+pub mod json;
+pub mod sale;
+pub mod tweet;
+
+pub use json::{parse_batch, parse_sale, parse_tweet, tagged_kind};
+pub use sale::{Category, RawSale, Sale};
+pub use tweet::{RawTweet, Tweet, Weather};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::fmt;
+
+/// Longest accepted event id, in characters.
+pub const MAX_ID_CHARS: usize = 128;
+/// Longest accepted product id, location or similar name, in characters.
+pub const MAX_NAME_CHARS: usize = 64;
+/// Longest accepted tweet text, in characters.
+pub const MAX_TEXT_CHARS: usize = 280;
+/// Largest accepted sale quantity.
+pub const MAX_QUANTITY: u64 = 1_000_000;
+
+/// The two kinds of event flujo understands; sales and tweets have separate id spaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// A Black Friday sale.
+    Sale,
+    /// A weather tweet.
+    Tweet,
+}
+
+impl Kind {
+    /// The label used in metrics and in the TCP `kind` field: `sale` or `tweet`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Kind::Sale => "sale",
+            Kind::Tweet => "tweet",
+        }
+    }
+
+    /// Both kinds, in a fixed order.
+    pub const ALL: [Kind; 2] = [Kind::Sale, Kind::Tweet];
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A batch of validated events of one kind.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Events {
+    /// Sales.
+    Sales(Vec<Sale>),
+    /// Tweets.
+    Tweets(Vec<Tweet>),
+}
+
+impl Events {
+    /// The kind of every event in the batch.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Events::Sales(_) => Kind::Sale,
+            Events::Tweets(_) => Kind::Tweet,
+        }
+    }
+
+    /// Number of events.
+    pub fn len(&self) -> usize {
+        match self {
+            Events::Sales(v) => v.len(),
+            Events::Tweets(v) => v.len(),
+        }
+    }
+
+    /// True when the batch holds no event.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The ids, in batch order.
+    pub fn ids(&self) -> Vec<String> {
+        match self {
+            Events::Sales(v) => v.iter().map(|e| e.id.clone()).collect(),
+            Events::Tweets(v) => v.iter().map(|e| e.id.clone()).collect(),
+        }
+    }
+}
+
+/// What is wrong with one event: the field (canonical name) and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct FieldError {
+    /// Canonical name of the offending field, or `None` when the event as a whole is wrong.
+    pub field: Option<String>,
+    /// Human-readable reason, naming the field.
+    pub message: String,
+}
+
+impl FieldError {
+    fn new(field: &str, message: impl Into<String>) -> Self {
+        FieldError {
+            field: Some(field.to_owned()),
+            message: message.into(),
+        }
+    }
+
+    fn whole(message: impl Into<String>) -> Self {
+        FieldError {
+            field: None,
+            message: message.into(),
+        }
+    }
+}
+
+/// The first bad event of a batch: its position, field and reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("event {index}: {error}")]
+pub struct ValidationError {
+    /// Position of the event in the batch (0-based).
+    pub index: usize,
+    /// What is wrong with it.
+    pub error: FieldError,
+}
+
+/// Values that the receiver stamps on events that lack them.
+pub trait Stamp {
+    /// A fresh event id (UUIDv7).
+    fn new_id(&mut self) -> String;
+    /// The receive time in ms since the epoch.
+    fn now_ms(&self) -> i64;
+}
+
+/// Stamps with UUIDv7 ids and one receive time for the whole batch.
+#[derive(Debug, Clone, Copy)]
+pub struct ReceiveStamp {
+    /// Receive time of the batch, ms since the epoch.
+    pub now_ms: i64,
+}
+
+impl ReceiveStamp {
+    /// A stamp for a batch received now.
+    pub fn now() -> Self {
+        ReceiveStamp { now_ms: now_ms() }
+    }
+}
+
+impl Stamp for ReceiveStamp {
+    fn new_id(&mut self) -> String {
+        uuid::Uuid::now_v7().to_string()
+    }
+    fn now_ms(&self) -> i64 {
+        self.now_ms
+    }
+}
+
+/// Wall-clock time in ms since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// One field of an event as a transport delivered it, before the rules ran.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum RawField<T> {
+    /// Not sent: absent or `null` in JSON, the default value in protobuf.
+    #[default]
+    Missing,
+    /// Sent, with a value of the field's type.
+    Given(T),
+    /// Sent, but not a value of the field's type; the error names the field.
+    Malformed(FieldError),
+}
+
+impl<T: Default + PartialEq> RawField<T> {
+    /// A protobuf field: its default value (`""`, `0`) means "not sent".
+    pub fn unless_default(value: T) -> Self {
+        if value == T::default() {
+            RawField::Missing
+        } else {
+            RawField::Given(value)
+        }
+    }
+}
+
+/// An enum field that a client may send as a numeric code (protobuf, or JSON for a
+/// category); the refusal of a value that names none is written once, here.
+pub trait Coded: Sized {
+    /// The canonical field name.
+    const FIELD: &'static str;
+    /// What the field accepts, as the refusal says it.
+    const EXPECTED: &'static str;
+    /// The value a code names, if any.
+    const WITH_CODE: fn(i64) -> Option<Self>;
+
+    /// The refusal of `got`, shown as the client wrote it.
+    fn unknown(got: impl fmt::Display) -> FieldError {
+        let (field, expected) = (Self::FIELD, Self::EXPECTED);
+        FieldError::new(
+            field,
+            format!("field `{field}` must be {expected}, got {got}"),
+        )
+    }
+}
+
+impl<T: Coded> RawField<T> {
+    /// A protobuf enum: 0 (unspecified) is missing, a known code its value, any
+    /// other code malformed.
+    pub fn from_code(code: i64) -> Self {
+        match (code, (T::WITH_CODE)(code)) {
+            (0, _) => RawField::Missing,
+            (_, Some(v)) => RawField::Given(v),
+            (_, None) => RawField::Malformed(T::unknown(code)),
+        }
+    }
+}
+
+impl<T> RawField<T> {
+    /// The value of a field the event must have.
+    fn required(self, name: &str) -> Result<T, FieldError> {
+        match self {
+            RawField::Given(v) => Ok(v),
+            RawField::Missing => Err(FieldError::new(name, format!("field `{name}` is required"))),
+            RawField::Malformed(e) => Err(e),
+        }
+    }
+
+    /// The value of a field the event may leave out.
+    fn optional(self) -> Result<Option<T>, FieldError> {
+        match self {
+            RawField::Given(v) => Ok(Some(v)),
+            RawField::Missing => Ok(None),
+            RawField::Malformed(e) => Err(e),
+        }
+    }
+}
+
+/// A text of `min` to `max` characters.
+fn chars_between(name: &str, s: String, min: usize, max: usize) -> Result<String, FieldError> {
+    let chars = s.chars().count();
+    if chars < min || chars > max {
+        return Err(FieldError::new(
+            name,
+            format!("field `{name}` must be {min} to {max} characters long, got {chars}"),
+        ));
+    }
+    Ok(s)
+}
+
+/// A finite number (a typed message can carry NaN or infinity; JSON cannot).
+fn finite(name: &str, x: f64) -> Result<f64, FieldError> {
+    if x.is_finite() {
+        Ok(x)
+    } else {
+        Err(FieldError::new(
+            name,
+            format!("field `{name}` must be a finite number, got {x}"),
+        ))
+    }
+}
+
+/// A finite number within `min..=max` `unit`.
+fn within(name: &str, x: f64, min: f64, max: f64, unit: &str) -> Result<f64, FieldError> {
+    let x = finite(name, x)?;
+    if !(min..=max).contains(&x) {
+        return Err(FieldError::new(
+            name,
+            format!("field `{name}` must be between {min} and {max} {unit}, got {x}"),
+        ));
+    }
+    Ok(x)
+}
+
+/// The event's `id` and `ts` as sent, or stamped when missing.
+fn id_and_ts(
+    id: RawField<String>,
+    ts: RawField<i64>,
+    stamp: &mut impl Stamp,
+) -> Result<(String, i64), FieldError> {
+    let id = match id.optional()? {
+        Some(id) => chars_between("id", id, 1, MAX_ID_CHARS)?,
+        None => stamp.new_id(),
+    };
+    let ts = match ts.optional()? {
+        Some(ts) if ts < 0 => {
+            return Err(FieldError::new(
+                "ts",
+                format!("field `ts` must be milliseconds since the epoch (>= 0), got {ts}"),
+            ))
+        }
+        Some(ts) => ts,
+        None => stamp.now_ms(),
+    };
+    Ok((id, ts))
+}
+
+/// A batch of events of one kind as a transport delivered it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RawBatch {
+    /// Decoded JSON values (HTTP, TCP), one per event.
+    Json {
+        /// The kind the endpoint accepts.
+        kind: Kind,
+        /// The values, parsed by [`json`] before the rules run.
+        objects: Vec<Value>,
+    },
+    /// Typed sales (gRPC).
+    Sales(Vec<RawSale>),
+    /// Typed tweets (gRPC).
+    Tweets(Vec<RawTweet>),
+}
+
+impl RawBatch {
+    /// The kind of every event in the batch.
+    pub fn kind(&self) -> Kind {
+        match self {
+            RawBatch::Json { kind, .. } => *kind,
+            RawBatch::Sales(_) => Kind::Sale,
+            RawBatch::Tweets(_) => Kind::Tweet,
+        }
+    }
+
+    /// Number of events.
+    pub fn len(&self) -> usize {
+        match self {
+            RawBatch::Json { objects, .. } => objects.len(),
+            RawBatch::Sales(v) => v.len(),
+            RawBatch::Tweets(v) => v.len(),
+        }
+    }
+
+    /// True when the batch holds no event.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Applies the rules to every event, stamping what is missing. The whole batch
+    /// is refused at its first bad event.
+    pub fn validate(self, stamp: &mut impl Stamp) -> Result<Events, ValidationError> {
+        match self {
+            RawBatch::Json { kind, objects } => parse_batch(kind, objects, stamp),
+            RawBatch::Sales(sales) => each(sales, |s| s.validate(stamp)).map(Events::Sales),
+            RawBatch::Tweets(tweets) => each(tweets, |t| t.validate(stamp)).map(Events::Tweets),
+        }
+    }
+}
+
+/// Applies `one` to every item, naming the position of the first failure.
+fn each<R, E>(
+    items: Vec<R>,
+    mut one: impl FnMut(R) -> Result<E, FieldError>,
+) -> Result<Vec<E>, ValidationError> {
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(index, item)| one(item).map_err(|error| ValidationError { index, error }))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ids `gen-1`, `gen-2`, … and a fixed receive time.
+    pub(super) struct FixedStamp(pub(super) u32);
+
+    impl Stamp for FixedStamp {
+        fn new_id(&mut self) -> String {
+            self.0 += 1;
+            format!("gen-{}", self.0)
+        }
+        fn now_ms(&self) -> i64 {
+            1_700_000_000_000
+        }
+    }
+
+    #[test]
+    fn missing_id_and_ts_are_stamped_and_bad_ones_refused() {
+        let mut stamp = FixedStamp(0);
+        assert_eq!(
+            id_and_ts(RawField::Missing, RawField::Missing, &mut stamp),
+            Ok(("gen-1".to_owned(), 1_700_000_000_000))
+        );
+        assert_eq!(
+            id_and_ts(
+                RawField::unless_default("a".into()),
+                RawField::unless_default(5),
+                &mut stamp
+            ),
+            Ok(("a".to_owned(), 5))
+        );
+        for (id, ts, field) in [
+            (RawField::Given("i".repeat(129)), RawField::Missing, "id"),
+            (RawField::Missing, RawField::Given(-1), "ts"),
+        ] {
+            let err = id_and_ts(id, ts, &mut stamp).expect_err("refused");
+            assert_eq!(err.field.as_deref(), Some(field));
+        }
+        assert_eq!(
+            finite("price", f64::NAN).expect_err("NaN").message,
+            "field `price` must be a finite number, got NaN"
+        );
+    }
+
+    #[test]
+    fn typed_batches_report_the_first_bad_index() {
+        let good = RawSale {
+            category: RawField::Given(Category::Home),
+            product_id: RawField::Given("P".into()),
+            price: RawField::Given(1.0),
+            quantity: RawField::Given(1),
+            ..RawSale::default()
+        };
+        let bad = RawSale {
+            quantity: RawField::Given(0),
+            ..good.clone()
+        };
+        let batch = RawBatch::Sales(vec![good.clone(), good, bad]);
+        assert_eq!((batch.kind(), batch.len()), (Kind::Sale, 3));
+        let err = batch.validate(&mut FixedStamp(0)).expect_err("bad");
+        assert_eq!(
+            (err.index, err.error.field.as_deref()),
+            (2, Some("quantity"))
+        );
+    }
+}
