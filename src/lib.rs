@@ -18,7 +18,6 @@
 //! - [`shutdown`]: the shutdown signal and its deadline.
 //! - [`telemetry`]: logs (tracing) and the Prometheus recorder.
 //! - [`ping`]: `flujo ping`, stimulus → response latency per transport.
-//! - [`loadgen`]: `flujo loadgen`, open-model load with HDR latency and `--verify`.
 //! - [`valkey`]: the Valkey KPI store (one atomic Lua call per batch; key schema).
 
 pub mod config;
@@ -26,7 +25,6 @@ pub mod forward;
 pub mod grpc;
 pub mod http;
 pub mod kafka;
-pub mod loadgen;
 pub mod ping;
 pub mod rabbitmq;
 pub mod readiness;
