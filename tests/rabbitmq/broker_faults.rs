@@ -362,9 +362,7 @@ async fn recovers_when_the_broker_closes_the_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_queue_is_reported_and_declared_again() {
     run_test(async {
-        let config = test_config("deleted");
-        let _cleanup = queue_cleanup(&config);
-        let sink = ready_sink(&config, &unique("deleted-sink")).await;
+        let (config, _cleanup, sink) = queues_and_sink("deleted").await;
         sink.publish(batch(Events::Sales(actor_sales("before", 2)), 1))
             .await
             .expect("confirmed");

@@ -86,6 +86,14 @@ async fn ready_sink(config: &RabbitConfig, name: &str) -> RabbitSink {
     sink
 }
 
+/// Queues of their own (deleted when the guard drops) and a sink connected to them.
+async fn queues_and_sink(label: &str) -> (RabbitConfig, QueueCleanup, RabbitSink) {
+    let config = test_config(label);
+    let cleanup = queue_cleanup(&config);
+    let sink = ready_sink(&config, &unique(&format!("{label}-sink"))).await;
+    (config, cleanup, sink)
+}
+
 async fn next_delivery(source: &mut RabbitSource) -> Delivery {
     tokio::time::timeout(WAIT, source.next())
         .await

@@ -118,9 +118,7 @@ async fn round_trip_keeps_events_order_and_receive_time() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_is_acked_before_commit() {
     run_test(async {
-        let config = test_config("commit");
-        let _cleanup = queue_cleanup(&config);
-        let sink = ready_sink(&config, &unique("commit-sink")).await;
+        let (config, _cleanup, sink) = queues_and_sink("commit").await;
         let sent = actor_sales("c", 5);
         sink.publish(batch(Events::Sales(sent.clone()), 7))
             .await
@@ -163,9 +161,7 @@ async fn nothing_is_acked_before_commit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undecodable_messages_are_acked_away() {
     run_test(async {
-        let config = test_config("poison");
-        let _cleanup = queue_cleanup(&config);
-        let sink = ready_sink(&config, &unique("poison-sink")).await;
+        let (config, _cleanup, sink) = queues_and_sink("poison").await;
         let good_a = actor_sales("a", 2);
         let good_b = actor_sales("b", 2);
         sink.publish(batch(Events::Sales(good_a.clone()), 10))
@@ -217,9 +213,7 @@ async fn undecodable_messages_are_acked_away() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_batch_is_confirmed_in_one_go() {
     run_test(async {
-        let config = test_config("large");
-        let _cleanup = queue_cleanup(&config);
-        let sink = ready_sink(&config, &unique("large-sink")).await;
+        let (config, _cleanup, sink) = queues_and_sink("large").await;
         let sent = actor_sales("big", 5000);
         let started = Instant::now();
         tokio::time::timeout(WAIT, sink.publish(batch(Events::Sales(sent.clone()), 5)))
