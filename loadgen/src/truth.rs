@@ -189,7 +189,7 @@ impl Truth {
     }
 
     /// The monitored product of `category` (the product of its first sale) and the
-    /// newest `limit` of its prices the server keeps (at most [`PRICE_STREAM`]),
+    /// newest `limit` of its prices the server keeps (at most 1,000),
     /// newest last.
     pub fn monitored_prices(&self, category: &str, limit: usize) -> (Option<String>, Vec<f64>) {
         match self.first_product.get(category) {
