@@ -9,12 +9,12 @@
 #   4. validates every rendered object with kubernetes-validate (strict) against
 #      Kubernetes 1.30 (the oldest these manifests support: they use the preStop
 #      `sleep` action) and the newest it knows; CRD kinds (Strimzi, KEDA,
-#      ServiceMonitor) have no schema there and are checked by tests/manifests.rs.
+#      ServiceMonitor) have no schema there and are checked by tests/manifests/.
 #
 #   scripts/check-manifests.sh [--out DIR] [OVERLAY...]    (default overlays: dev prod)
 #
 # With --out, DIR receives OVERLAY.yaml (the rendered manifests) and OVERLAY.json
-# (the same objects as a JSON array, read by tests/manifests.rs).
+# (the same objects as a JSON array, read by tests/manifests/).
 # Tools: kubectl on PATH (or $KUBECTL); kubernetes-validate and yamllint from PyPI,
 # looked for in .services/venv (or $FLUJO_VENV) and then on PATH; scripts/test.sh
 # installs them. Exit status: 0 all good, 1 a check failed, 3 a tool is missing.
@@ -186,7 +186,7 @@ PYEOF
     # Kinds without a schema (CRDs) are only warnings there; name them once.
     skipped=$(sed -n "s/^WARN .*Couldn't find schema for kind \([A-Za-z]*\) with api version \([^ ]*\) .*/\1/p" \
         "$WORK/out/kv.log" | sort -u | paste -sd, - | sed 's/,/, /g')
-    [ -z "$skipped" ] || say "$overlay: no schema for $skipped (CRDs): tests/manifests.rs checks them"
+    [ -z "$skipped" ] || say "$overlay: no schema for $skipped (CRDs): tests/manifests/ checks them"
     [ -z "$OUT" ] || cp "$rendered" "$WORK/out/$overlay.json" "$OUT/"
     say "$overlay: ok"
 done

@@ -18,12 +18,10 @@
 //! - [`shutdown`]: the shutdown signal and its deadline.
 //! - [`telemetry`]: logs (tracing) and the Prometheus recorder.
 //! - [`ping`]: `flujo ping`, stimulus → response latency per transport.
-//! - [`loadgen`]: `flujo loadgen`, open-model load with HDR latency and `--verify`.
 //! - [`valkey`]: the Valkey KPI store (one atomic Lua call per batch; key schema).
 
 pub mod config;
 pub mod kafka;
-pub mod loadgen;
 pub mod ping;
 pub mod rabbitmq;
 pub mod readiness;

@@ -9,13 +9,13 @@
 //! - `transports`: HTTP (ingest, query API, metrics, health), gRPC, TCP, forwarding.
 //! - `shutdown`: the shutdown signal and deadline.
 //! - `telemetry`: logs and the Prometheus recorder.
-//! - `loadgen`: the load generator and verifier.
+//! - `flujo_loadgen` (the `loadgen/` crate): the load generator and verifier.
 
 use clap::{Args, Parser, Subcommand};
 use flujo::config::{Config, Overrides};
-use flujo::loadgen::{self, LoadgenArgs};
 use flujo::ping::{self, PingArgs};
 use flujo::{roles, telemetry};
+use flujo_loadgen::{self as loadgen, LoadgenArgs};
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -1,9 +1,8 @@
 //! The query API against an independent ground truth: KPIs, rankings with paging,
 //! the monitored products' price streams, parameter errors, and the read cache.
 
-mod common;
+mod support;
 
-use common::*;
 use futures::stream::{self, StreamExt};
 use rand::rngs::StdRng;
 use rand::seq::{IndexedRandom, SliceRandom};
@@ -11,6 +10,7 @@ use rand::{Rng, SeedableRng};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
+use support::*;
 
 const LOCATIONS: [&str; 9] = [
     "Guatemala",
@@ -66,41 +66,12 @@ async fn send_concurrently(server: &TestServer, reqs: Vec<Request>, concurrency:
         .await;
 }
 
-/// Pages through a ranking with `limit` and checks every page and the total.
-async fn assert_ranking_pages<T>(
-    server: &TestServer,
-    base: &str,
-    want: &[T],
-    limit: usize,
-    check: impl Fn(&str, &Value, &T),
-) {
-    let sep = if base.contains('?') { '&' } else { '?' };
-    let mut offset = 0;
-    loop {
-        let path = format!("{base}{sep}limit={limit}&offset={offset}");
-        let page = server.get_ok(&path).await;
-        assert_eq!(page["total"], json!(want.len()), "{path}: {page}");
-        let items = page["items"]
-            .as_array()
-            .unwrap_or_else(|| panic!("{path}: no items: {page}"));
-        let expected = &want[offset.min(want.len())..(offset + limit).min(want.len())];
-        assert_eq!(items.len(), expected.len(), "{path}: {page}");
-        for (i, (item, exp)) in items.iter().zip(expected).enumerate() {
-            check(&format!("{path} item {i}"), item, exp);
-        }
-        if offset >= want.len() {
-            break;
-        }
-        offset += limit;
-    }
-}
-
 #[tokio::test]
 async fn kpis_rankings_and_price_streams_match_the_ground_truth() {
     let server = TestServer::start(&[("FLUJO__QUERY__CACHE_TTL_MS", "0")]);
     let mut rng = StdRng::seed_from_u64(0x005e_edf1_u64);
-    let mut sales = SalesTruth::default();
-    let mut tweets = TweetsTruth::default();
+    let mut sales = DedupTruth::default();
+    let mut tweets = DedupTruth::default();
     // Sales and tweets use the same ids ("ev-1", "ev-2", ...): their id spaces are
     // separate, so a tweet never shadows a sale.
     let (mut sale_n, mut tweet_n) = (0u64, 0u64);
@@ -124,7 +95,7 @@ async fn kpis_rankings_and_price_streams_match_the_ground_truth() {
                 Encoding::Object,
             )
             .await;
-        sales.apply(&s);
+        sales.apply_sale(&s);
     }
 
     // 2. A concurrent bulk of random sales and tweets over every path and encoding.
@@ -157,10 +128,10 @@ async fn kpis_rankings_and_price_streams_match_the_ground_truth() {
     reqs.shuffle(&mut rng);
     send_concurrently(&server, reqs, 8).await;
     all_sales.iter().for_each(|s| {
-        sales.apply(s);
+        sales.apply_sale(s);
     });
     all_tweets.iter().for_each(|t| {
-        tweets.apply(t);
+        tweets.apply_tweet(t);
     });
 
     // 3. Sequential batches where order matters: over 1,000 sales of each monitored
@@ -182,11 +153,14 @@ async fn kpis_rankings_and_price_streams_match_the_ground_truth() {
         let path = *["/v1/sales", "/purchase"].choose(&mut rng).expect("paths");
         server.send_ok(path, &bodies, encoding).await;
         chunk.iter().for_each(|s| {
-            sales.apply(s);
+            sales.apply_sale(s);
         });
     }
     assert!(
-        sales.monitored.values().all(|(_, p)| p.len() > 1000),
+        sales
+            .first_product
+            .iter()
+            .all(|(c, p)| sales.prices_of(c, p).len() > 1000),
         "the test must overflow every price stream"
     );
 
@@ -224,20 +198,20 @@ async fn kpis_rankings_and_price_streams_match_the_ground_truth() {
     ));
     send_concurrently(&server, reqs, 8).await;
     for s in &resend_sales {
-        assert!(!sales.apply(s), "a resend is not new");
+        assert!(!sales.apply_sale(s), "a resend is not new");
     }
     for t in &resend_tweets {
-        assert!(!tweets.apply(t), "a resend is not new");
+        assert!(!tweets.apply_tweet(t), "a resend is not new");
     }
 
     // 5. Wait for everything to be applied, then compare.
-    server.wait_sales(sales.total.count).await;
-    server.wait_tweets(tweets.total.count).await;
+    server.wait_sales(sales.sales.count).await;
+    server.wait_tweets(tweets.tweets.count).await;
     server.wait_idle().await;
-    let kpis = server.wait_sales(sales.total.count).await;
-    sales.assert_kpis(&kpis);
-    let kpis = server.wait_tweets(tweets.total.count).await;
-    tweets.assert_kpis(&kpis);
+    let kpis = server.wait_sales(sales.sales.count).await;
+    assert_sales_kpis(&sales, &kpis);
+    let kpis = server.wait_tweets(tweets.tweets.count).await;
+    assert_tweets_kpis(&tweets, &kpis);
 
     let product_check = |what: &str, item: &Value, want: &(String, u64)| {
         assert_eq!(
@@ -247,45 +221,47 @@ async fn kpis_rankings_and_price_streams_match_the_ground_truth() {
         );
         assert_int(&format!("{what}.quantity"), &item["quantity"], want.1);
     };
-    let global = sales.ranking(None);
+    let global = sales.product_ranking(None);
     assert!(global.len() > 30, "several products: {}", global.len());
-    assert_ranking_pages(&server, "/v1/rankings/products", &global, 7, product_check).await;
+    assert_ranking_pages(
+        &server,
+        "/v1/rankings/products",
+        &global,
+        7,
+        true,
+        product_check,
+    )
+    .await;
     assert_ranking_pages(
         &server,
         "/v1/rankings/products",
         &global,
         1000,
+        true,
         product_check,
     )
     .await;
     for (i, c) in CATEGORIES.iter().enumerate() {
-        let want = sales.ranking(Some(c));
+        let want = sales.product_ranking(Some(c));
         let base = format!("/v1/rankings/products?category={c}");
-        assert_ranking_pages(&server, &base, &want, 4, product_check).await;
+        assert_ranking_pages(&server, &base, &want, 4, true, product_check).await;
         // The Spanish name and the code name the same category.
         let base = format!("/v1/rankings/products?category={}", SPANISH_CATEGORIES[i]);
-        assert_ranking_pages(&server, &base, &want, 1000, product_check).await;
+        assert_ranking_pages(&server, &base, &want, 1000, true, product_check).await;
     }
     // Without limit, a page is 10 items.
     let page = server.get_ok("/v1/rankings/products").await;
     assert_eq!(page["items"].as_array().map(Vec::len), Some(10), "{page}");
 
-    let locations = tweets.ranking();
+    let locations = tweets.location_ranking();
     assert_eq!(locations.len(), LOCATIONS.len());
-    let location_check = |what: &str, item: &Value, want: &(String, TweetStats)| {
-        assert_eq!(
-            item["location"].as_str(),
-            Some(want.0.as_str()),
-            "{what}: {item}"
-        );
-        want.1.assert_matches(what, item);
-    };
     assert_ranking_pages(
         &server,
         "/v1/rankings/locations",
         &locations,
         2,
-        location_check,
+        true,
+        assert_location_item,
     )
     .await;
     assert_ranking_pages(
@@ -293,7 +269,8 @@ async fn kpis_rankings_and_price_streams_match_the_ground_truth() {
         "/v1/rankings/locations",
         &locations,
         1000,
-        location_check,
+        true,
+        assert_location_item,
     )
     .await;
 
@@ -335,9 +312,9 @@ async fn kpis_rankings_and_price_streams_match_the_ground_truth() {
 async fn an_empty_store_answers_zeros_and_nulls() {
     let server = TestServer::start(&[]);
     let sales = server.get_ok("/v1/kpis/sales").await;
-    SalesTruth::default().assert_kpis(&sales);
+    assert_sales_kpis(&Truth::default(), &sales);
     let tweets = server.get_ok("/v1/kpis/tweets").await;
-    TweetsTruth::default().assert_kpis(&tweets);
+    assert_tweets_kpis(&Truth::default(), &tweets);
     for path in [
         "/v1/rankings/products",
         "/v1/rankings/locations",

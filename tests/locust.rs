@@ -4,42 +4,21 @@
 //! the test venv (`.services/venv`, `pip install locust`, done by `scripts/test.sh`),
 //! or from `FLUJO_TEST_LOCUST`.
 
-mod common;
+mod support;
 
-use common::{output_within, TestServer};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
+use support::{find_tool, output_within, TestServer};
 
 fn locust_binary() -> PathBuf {
-    if let Ok(path) = std::env::var("FLUJO_TEST_LOCUST") {
-        let path = PathBuf::from(path);
-        assert!(
-            path.is_file(),
-            "FLUJO_TEST_LOCUST={} is not a file; run `scripts/test.sh`, which installs locust \
-             into .services/venv with pip",
-            path.display()
-        );
-        return path;
-    }
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".services/venv/bin/locust");
-    if venv.is_file() {
-        return venv;
-    }
-    std::env::var_os("PATH")
-        .and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|p| p.join("locust"))
-                .find(|p| p.is_file())
-        })
-        .unwrap_or_else(|| {
-            panic!(
-                "no `locust` (looked at FLUJO_TEST_LOCUST, {} and the PATH); run \
-                 `scripts/test.sh`, which installs it into .services/venv with pip",
-                venv.display()
-            )
-        })
+    find_tool(
+        "FLUJO_TEST_LOCUST",
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join(".services/venv/bin/locust"),
+        "locust",
+        "run `scripts/test.sh`, which installs locust into .services/venv with pip",
+    )
 }
 
 /// The rows of a Locust `*_stats.csv`, by request name (`Aggregated` is the total).

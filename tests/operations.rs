@@ -1,14 +1,14 @@
 //! Operations: health, readiness, Prometheus metrics (checked with `promtool`), and
 //! configuration from file, environment and flags.
 
-mod common;
+mod support;
 
-use common::*;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::io::Write as _;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
+use support::*;
 
 #[tokio::test]
 async fn healthz_and_readyz() {

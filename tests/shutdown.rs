@@ -1,14 +1,14 @@
 //! Graceful shutdown: SIGTERM under load answers what is in flight, applies every
 //! accepted event, exits 0 within the deadline, and then refuses connections.
 
-mod common;
+mod support;
 
-use common::*;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use support::*;
 
 /// What one request of the load ended as.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]

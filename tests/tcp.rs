@@ -3,14 +3,14 @@
 //! pipelining, many connections at once, CRLF; and `flujo ping` over all three
 //! transports.
 
-mod common;
+mod support;
 
-use common::*;
 use futures::future::join_all;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use std::time::Duration;
+use support::*;
 
 /// `v` with `"kind": kind` added.
 fn tagged(mut v: Value, kind: &str) -> Value {
@@ -26,26 +26,6 @@ fn sale_line(s: &Sale, form: SaleForm) -> String {
 
 fn tweet_line(t: &Tweet, seed_form: bool) -> String {
     tagged(tweet_json(t, seed_form), "tweet").to_string()
-}
-
-fn sale(id: &str, category: &'static str, product: &str, price: f64, quantity: u64) -> Sale {
-    Sale {
-        id: id.to_owned(),
-        category,
-        product_id: product.to_owned(),
-        price,
-        quantity,
-    }
-}
-
-fn tweet(id: &str, location: &str, weather: &'static str, t: f64, h: f64) -> Tweet {
-    Tweet {
-        id: id.to_owned(),
-        location: location.to_owned(),
-        weather,
-        temperature: t,
-        humidity: h,
-    }
 }
 
 fn assert_uuid_v7(id: &str) {
@@ -93,8 +73,8 @@ async fn ping_is_answered_pong() {
 async fn event_lines_are_ok_with_their_id() {
     let server = TestServer::start(&[("FLUJO__QUERY__CACHE_TTL_MS", "0")]);
     let mut c = LineClient::connect(server.tcp_addr()).await;
-    let mut sales = SalesTruth::default();
-    let mut tweets = TweetsTruth::default();
+    let mut sales = DedupTruth::default();
+    let mut tweets = DedupTruth::default();
 
     // A client id is echoed, in every accepted form of a sale.
     for (i, form) in SALE_FORMS.iter().enumerate() {
@@ -107,34 +87,34 @@ async fn event_lines_are_ok_with_their_id() {
         );
         let answer = c.request(&sale_line(&s, *form)).await;
         assert_eq!(ok_id(&answer), s.id, "{form:?}");
-        sales.apply(&s);
+        sales.apply_sale(&s);
     }
     for (i, seed_form) in [false, true].into_iter().enumerate() {
         let t = tweet(&format!("tcp-tweet-{i}"), "Mixco", "rainy", 18.0, 70.0);
         let answer = c.request(&tweet_line(&t, seed_form)).await;
         assert_eq!(ok_id(&answer), t.id, "seed form {seed_form}");
-        tweets.apply(&t);
+        tweets.apply_tweet(&t);
     }
     // Without an id the receiver makes a UUIDv7 (and `kind` may come anywhere).
     let line = r#"{"category":"home","product_id":"NOID","price":3.5,"kind":"sale","quantity":2}"#;
     let id = ok_id(&c.request(line).await).to_owned();
     assert_uuid_v7(&id);
-    sales.apply(&sale(&id, "home", "NOID", 3.5, 2));
+    sales.apply_sale(&sale(&id, "home", "NOID", 3.5, 2));
     let line =
         r#"{"kind":"tweet","location":"Antigua","weather":"sunny","temperature":25,"humidity":40}"#;
     let id = ok_id(&c.request(line).await).to_owned();
     assert_uuid_v7(&id);
-    tweets.apply(&tweet(&id, "Antigua", "sunny", 25.0, 40.0));
+    tweets.apply_tweet(&tweet(&id, "Antigua", "sunny", 25.0, 40.0));
     // A resend is answered like a new event and counted once.
     let again = sale("tcp-sale-0", "electronics", "P0", 1.25, 1);
     assert_eq!(
         ok_id(&c.request(&sale_line(&again, SaleForm::English)).await),
         "tcp-sale-0"
     );
-    assert!(!sales.apply(&again));
+    assert!(!sales.apply_sale(&again));
 
-    sales.assert_kpis(&server.wait_sales(sales.total.count).await);
-    tweets.assert_kpis(&server.wait_tweets(tweets.total.count).await);
+    assert_sales_kpis(&sales, &server.wait_sales(sales.sales.count).await);
+    assert_tweets_kpis(&tweets, &server.wait_tweets(tweets.tweets.count).await);
 }
 
 #[tokio::test]
@@ -268,8 +248,8 @@ async fn a_too_long_line_is_refused_and_the_next_one_works() {
 async fn pipelined_lines_are_answered_in_order() {
     let server = TestServer::start(&[("FLUJO__QUERY__CACHE_TTL_MS", "0")]);
     let mut rng = StdRng::seed_from_u64(0x7c9_0500);
-    let mut sales = SalesTruth::default();
-    let mut tweets = TweetsTruth::default();
+    let mut sales = DedupTruth::default();
+    let mut tweets = DedupTruth::default();
     // What each of the 500 answers must be.
     enum Want {
         Ok(String),
@@ -300,7 +280,7 @@ async fn pipelined_lines_are_answered_in_order() {
                 payload.push_str(&sale_line(&s, SaleForm::English));
                 payload.push('\n');
                 wants.push(Want::Ok(s.id.clone()));
-                sales.apply(&s);
+                sales.apply_sale(&s);
             }
             _ => {
                 let t = random_tweet(
@@ -312,7 +292,7 @@ async fn pipelined_lines_are_answered_in_order() {
                 payload.push_str(&tweet_line(&t, false));
                 payload.push('\n');
                 wants.push(Want::Ok(t.id.clone()));
-                tweets.apply(&t);
+                tweets.apply_tweet(&t);
             }
         }
     }
@@ -333,7 +313,7 @@ async fn pipelined_lines_are_answered_in_order() {
     // on the order of application is compared here (see
     // `pipelined_sales_keep_their_order` for the order).
     assert_order_free_sales(&server, &sales).await;
-    tweets.assert_kpis(&server.wait_tweets(tweets.total.count).await);
+    assert_tweets_kpis(&tweets, &server.wait_tweets(tweets.tweets.count).await);
 }
 
 /// A client that pipelines sales on one connection gets its answers in order, and the
@@ -350,7 +330,7 @@ async fn pipelined_sales_keep_their_order() {
         ("FLUJO__QUERY__CACHE_TTL_MS", "0"),
         ("FLUJO__PIPELINE__MAILBOX_CAPACITY", "100000"),
     ]);
-    let mut sales = SalesTruth::default();
+    let mut sales = DedupTruth::default();
     let mut c = LineClient::connect(server.tcp_addr()).await;
     for round in 0..20u64 {
         // The first line of each category sells its "MON" product, and most later
@@ -367,7 +347,7 @@ async fn pipelined_sales_keep_their_order() {
             payload.push_str(&sale_line(&s, SaleForm::English));
             payload.push('\n');
             ids.push(s.id.clone());
-            sales.apply(&s);
+            sales.apply_sale(&s);
         }
         // Other clients keep the receivers busy meanwhile, as in production: eight
         // connections, ten times 20 pipelined tweets each.
@@ -397,52 +377,37 @@ async fn pipelined_sales_keep_their_order() {
         for task in noise {
             task.await.expect("a noise connection failed");
         }
-        let kpis = server.wait_sales(sales.total.count).await;
-        for c in CATEGORIES {
-            let (product, prices) = sales.monitored_prices(c, 1000);
-            assert_eq!(
-                kpis["categories"][c]["monitored_product"].as_str(),
-                product.as_deref(),
-                "{c}: the first product sent on the connection is the monitored one"
-            );
-            let got = server
-                .get_ok(&format!("/v1/sales/monitored/{c}/prices?limit=1000"))
-                .await;
-            assert_same_order(
-                &format!(
-                    "round {round}, {c}: the price stream follows the order the lines were \
-                     sent (and answered)"
-                ),
-                &got["prices"],
-                &prices,
-            );
-        }
+        let kpis = server.wait_sales(sales.sales.count).await;
+        assert_monitored_in_order(
+            &server,
+            &kpis,
+            &sales,
+            &format!("round {round}"),
+            "the order the lines were sent (and answered)",
+        )
+        .await;
     }
 }
 
 /// Compares every sales aggregate that does not depend on the order of application
 /// (all but the monitored products and their price streams).
-async fn assert_order_free_sales(server: &TestServer, sales: &SalesTruth) {
-    let kpis = server.wait_sales(sales.total.count).await;
-    sales.total.assert_matches("total", &kpis["total"]);
+async fn assert_order_free_sales(server: &TestServer, sales: &DedupTruth) {
+    let kpis = server.wait_sales(sales.sales.count).await;
+    assert_sale_agg("total", &sales.sales, &kpis["total"]);
     for c in CATEGORIES {
-        sales
-            .by_category
-            .get(c)
-            .cloned()
-            .unwrap_or_default()
-            .assert_matches(c, &kpis["categories"][c]);
+        let agg = sales.sales_by_category.get(c).cloned().unwrap_or_default();
+        assert_sale_agg(c, &agg, &kpis["categories"][c]);
     }
     let page = server.get_ok("/v1/rankings/products?limit=1000").await;
-    assert_product_ranking(&page, &sales.ranking(None), "global ranking");
+    assert_product_ranking(&page, &sales.product_ranking(None), "global ranking");
 }
 
 #[tokio::test]
 async fn fifty_concurrent_connections_of_one_hundred_events() {
     let server = TestServer::start(&[("FLUJO__QUERY__CACHE_TTL_MS", "0")]);
     let mut rng = StdRng::seed_from_u64(0x50_0100);
-    let mut sales = SalesTruth::default();
-    let mut tweets = TweetsTruth::default();
+    let mut sales = DedupTruth::default();
+    let mut tweets = DedupTruth::default();
     let mut connections = Vec::new();
     for conn in 0..50 {
         let mut lines = Vec::new();
@@ -455,7 +420,7 @@ async fn fifty_concurrent_connections_of_one_hundred_events() {
                     conn % 2 == 0,
                 );
                 lines.push((tweet_line(&t, conn % 2 == 0), t.id.clone()));
-                tweets.apply(&t);
+                tweets.apply_tweet(&t);
             } else {
                 // Products are shared between connections, so the monitored
                 // product depends on the interleaving: it is not compared here.
@@ -468,7 +433,7 @@ async fn fifty_concurrent_connections_of_one_hundred_events() {
                 );
                 let form = SALE_FORMS[(conn + i) % SALE_FORMS.len()];
                 lines.push((sale_line(&s, form), s.id.clone()));
-                sales.apply(&s);
+                sales.apply_sale(&s);
             }
         }
         connections.push(lines);
@@ -527,11 +492,11 @@ async fn fifty_concurrent_connections_of_one_hundred_events() {
         busy += r.expect("a connection task failed");
     }
     eprintln!("{busy} lines were answered `err busy` and resent");
-    assert_eq!(sales.total.count + tweets.total.count, 5000);
+    assert_eq!(sales.sales.count + tweets.tweets.count, 5000);
     // Sums, counts, min/max and rankings do not depend on the order of application;
     // the monitored product does, so only the order-free parts are compared.
     assert_order_free_sales(&server, &sales).await;
-    tweets.assert_kpis(&server.wait_tweets(tweets.total.count).await);
+    assert_tweets_kpis(&tweets, &server.wait_tweets(tweets.tweets.count).await);
 }
 
 #[tokio::test]

@@ -70,82 +70,225 @@ pub const LATENCY_BUCKETS: &[f64] = &[
     1.0, 2.5, 5.0, 10.0,
 ];
 
-/// Registers HELP text and units for every metric above.
+/// What kind of series a metric is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    /// Only goes up.
+    Counter,
+    /// Goes up and down.
+    Gauge,
+    /// A latency histogram, in seconds.
+    Histogram,
+}
+
+/// One metric flujo exports: its name, kind and HELP text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricSpec {
+    /// The metric name (one of the constants above).
+    pub name: &'static str,
+    /// Counter, gauge or histogram.
+    pub kind: MetricKind,
+    /// The HELP text `/metrics` shows.
+    pub help: &'static str,
+}
+
+impl MetricSpec {
+    /// The series names Prometheus stores for it: a histogram's `_bucket`, `_sum` and
+    /// `_count`, else the name itself.
+    pub fn series(&self) -> Vec<String> {
+        match self.kind {
+            MetricKind::Histogram => ["_bucket", "_sum", "_count"]
+                .iter()
+                .map(|suffix| format!("{}{suffix}", self.name))
+                .collect(),
+            MetricKind::Counter | MetricKind::Gauge => vec![self.name.to_owned()],
+        }
+    }
+}
+
+/// Every metric flujo exports, with its HELP text.
+pub const ALL: &[MetricSpec] = &[
+    MetricSpec {
+        name: EVENTS_RECEIVED,
+        kind: MetricKind::Counter,
+        help: "Events received by a transport, before validation.",
+    },
+    MetricSpec {
+        name: EVENTS_REJECTED,
+        kind: MetricKind::Counter,
+        help: "Events refused, by reason.",
+    },
+    MetricSpec {
+        name: EVENTS_PUBLISHED,
+        kind: MetricKind::Counter,
+        help: "Events confirmed by a sink.",
+    },
+    MetricSpec {
+        name: EVENTS_PUBLISH_FAILED,
+        kind: MetricKind::Counter,
+        help: "Events a sink failed to take.",
+    },
+    MetricSpec {
+        name: EVENTS_CONSUMED,
+        kind: MetricKind::Counter,
+        help: "Events read from a source.",
+    },
+    MetricSpec {
+        name: EVENTS_APPLIED,
+        kind: MetricKind::Counter,
+        help: "Events that changed the aggregates.",
+    },
+    MetricSpec {
+        name: EVENTS_DUPLICATE,
+        kind: MetricKind::Counter,
+        help: "Events skipped because their id was already applied.",
+    },
+    MetricSpec {
+        name: DEDUP_EVICTED,
+        kind: MetricKind::Counter,
+        help: "Ids forgotten before their dedup window ended because the window was full.",
+    },
+    MetricSpec {
+        name: DEDUP_IDS,
+        kind: MetricKind::Gauge,
+        help: "Ids remembered in the dedup window.",
+    },
+    MetricSpec {
+        name: DEDUP_WINDOW,
+        kind: MetricKind::Gauge,
+        help: "How far back the dedup window really reaches, in seconds.",
+    },
+    MetricSpec {
+        name: DEDUP_BYTES,
+        kind: MetricKind::Gauge,
+        help: "Bytes the dedup window takes in the store.",
+    },
+    MetricSpec {
+        name: INGEST_DURATION,
+        kind: MetricKind::Histogram,
+        help: "Time to handle one ingest request.",
+    },
+    MetricSpec {
+        name: PUBLISH_DURATION,
+        kind: MetricKind::Histogram,
+        help: "Time for a sink to confirm one batch.",
+    },
+    MetricSpec {
+        name: END_TO_END_DURATION,
+        kind: MetricKind::Histogram,
+        help: "Time from receive to applied.",
+    },
+    MetricSpec {
+        name: STORE_APPLY_DURATION,
+        kind: MetricKind::Histogram,
+        help: "Time to apply one batch to the store.",
+    },
+    MetricSpec {
+        name: ACTOR_RESTARTS,
+        kind: MetricKind::Counter,
+        help: "Actor restarts by its supervisor.",
+    },
+    MetricSpec {
+        name: MAILBOX_DEPTH,
+        kind: MetricKind::Gauge,
+        help: "Messages sent to an actor and not yet answered.",
+    },
+    MetricSpec {
+        name: INFLIGHT_EVENTS,
+        kind: MetricKind::Gauge,
+        help: "Events admitted and not yet applied or confirmed.",
+    },
+    MetricSpec {
+        name: CONSUMER_LAG,
+        kind: MetricKind::Gauge,
+        help: "Events published to a source and not yet consumed.",
+    },
+    MetricSpec {
+        name: SALES,
+        kind: MetricKind::Counter,
+        help: "Sales applied, by category.",
+    },
+    MetricSpec {
+        name: SALES_QUANTITY,
+        kind: MetricKind::Counter,
+        help: "Units sold, by category.",
+    },
+    MetricSpec {
+        name: REVENUE_CENTS,
+        kind: MetricKind::Counter,
+        help: "Revenue (price times quantity) applied, in cents, by category.",
+    },
+    MetricSpec {
+        name: TWEETS,
+        kind: MetricKind::Counter,
+        help: "Tweets applied, by weather.",
+    },
+    MetricSpec {
+        name: HTTP_REQUESTS,
+        kind: MetricKind::Counter,
+        help: "HTTP requests answered, by route and status.",
+    },
+    MetricSpec {
+        name: QUERY_CACHE_HITS,
+        kind: MetricKind::Counter,
+        help: "Query reads served from the read cache.",
+    },
+    MetricSpec {
+        name: QUERY_CACHE_MISSES,
+        kind: MetricKind::Counter,
+        help: "Query reads that went to the store.",
+    },
+    MetricSpec {
+        name: READY,
+        kind: MetricKind::Gauge,
+        help: "1 when ready to serve, 0 otherwise.",
+    },
+    MetricSpec {
+        name: BUILD_INFO,
+        kind: MetricKind::Gauge,
+        help: "Build information; always 1.",
+    },
+];
+
+/// Registers HELP text and units for every metric of [`ALL`].
 pub fn describe() {
-    describe_counter!(
-        EVENTS_RECEIVED,
-        "Events received by a transport, before validation."
-    );
-    describe_counter!(EVENTS_REJECTED, "Events refused, by reason.");
-    describe_counter!(EVENTS_PUBLISHED, "Events confirmed by a sink.");
-    describe_counter!(EVENTS_PUBLISH_FAILED, "Events a sink failed to take.");
-    describe_counter!(EVENTS_CONSUMED, "Events read from a source.");
-    describe_counter!(EVENTS_APPLIED, "Events that changed the aggregates.");
-    describe_counter!(
-        EVENTS_DUPLICATE,
-        "Events skipped because their id was already applied."
-    );
-    describe_counter!(
-        DEDUP_EVICTED,
-        "Ids forgotten before their dedup window ended because the window was full."
-    );
-    describe_gauge!(DEDUP_IDS, "Ids remembered in the dedup window.");
-    describe_gauge!(
-        DEDUP_WINDOW,
-        Unit::Seconds,
-        "How far back the dedup window really reaches."
-    );
-    describe_gauge!(
-        DEDUP_BYTES,
-        Unit::Bytes,
-        "Bytes the dedup window takes in the store."
-    );
-    describe_histogram!(
-        INGEST_DURATION,
-        Unit::Seconds,
-        "Time to handle one ingest request."
-    );
-    describe_histogram!(
-        PUBLISH_DURATION,
-        Unit::Seconds,
-        "Time for a sink to confirm one batch."
-    );
-    describe_histogram!(
-        END_TO_END_DURATION,
-        Unit::Seconds,
-        "Time from receive to applied."
-    );
-    describe_histogram!(
-        STORE_APPLY_DURATION,
-        Unit::Seconds,
-        "Time to apply one batch to the store."
-    );
-    describe_counter!(ACTOR_RESTARTS, "Actor restarts by its supervisor.");
-    describe_gauge!(
-        MAILBOX_DEPTH,
-        "Messages sent to an actor and not yet answered."
-    );
-    describe_gauge!(
-        INFLIGHT_EVENTS,
-        "Events admitted and not yet applied or confirmed."
-    );
-    describe_gauge!(
-        CONSUMER_LAG,
-        "Events published to a source and not yet consumed."
-    );
-    describe_counter!(SALES, "Sales applied, by category.");
-    describe_counter!(SALES_QUANTITY, "Units sold, by category.");
-    describe_counter!(
-        REVENUE_CENTS,
-        "Revenue (price times quantity) applied, in cents, by category."
-    );
-    describe_counter!(TWEETS, "Tweets applied, by weather.");
-    describe_counter!(
-        HTTP_REQUESTS,
-        "HTTP requests answered, by route and status."
-    );
-    describe_counter!(QUERY_CACHE_HITS, "Query reads served from the read cache.");
-    describe_counter!(QUERY_CACHE_MISSES, "Query reads that went to the store.");
-    describe_gauge!(READY, "1 when ready to serve, 0 otherwise.");
-    describe_gauge!(BUILD_INFO, "Build information; always 1.");
+    for metric in ALL {
+        match metric.kind {
+            MetricKind::Counter => describe_counter!(metric.name, metric.help),
+            MetricKind::Gauge => describe_gauge!(metric.name, metric.help),
+            MetricKind::Histogram => {
+                describe_histogram!(metric.name, Unit::Seconds, metric.help)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn every_metric_is_listed_once_with_help() {
+        let names: HashSet<&str> = ALL.iter().map(|m| m.name).collect();
+        assert_eq!(names.len(), ALL.len(), "a metric is listed twice");
+        assert!(ALL
+            .iter()
+            .all(|m| m.name.starts_with("flujo_") && !m.help.is_empty()));
+        for name in [EVENTS_RECEIVED, INGEST_DURATION, MAILBOX_DEPTH, BUILD_INFO] {
+            assert!(names.contains(name), "{name} missing from ALL");
+        }
+        let ingest = ALL
+            .iter()
+            .find(|m| m.name == INGEST_DURATION)
+            .map(MetricSpec::series);
+        assert_eq!(
+            ingest.unwrap_or_default(),
+            [
+                "flujo_ingest_duration_seconds_bucket",
+                "flujo_ingest_duration_seconds_sum",
+                "flujo_ingest_duration_seconds_count"
+            ]
+        );
+    }
 }

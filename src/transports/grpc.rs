@@ -13,15 +13,13 @@ use futures::{Stream, StreamExt};
 use std::pin::Pin;
 use std::time::Instant;
 use tonic::metadata::MetadataValue;
-use tonic::{Code, Request, Response, Status, Streaming};
+use tonic::{Request, Response, Status, Streaming};
 
-/// Code generated from `proto/flujo/v1/ingest.proto`.
-#[allow(missing_docs, clippy::all)]
+/// Code generated from `proto/flujo/v1/ingest.proto` (the `flujo-proto` crate), and
+/// the descriptors that reflection serves.
 pub mod proto {
-    tonic::include_proto!("flujo.v1");
-
-    /// Encoded descriptors of the proto files, served by reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("flujo_descriptor");
+    pub use flujo_proto::v1::*;
+    pub use flujo_proto::FILE_DESCRIPTOR_SET;
 }
 
 use proto::ingest_server::{Ingest, IngestServer};
@@ -158,28 +156,7 @@ async fn ack_event(service: IngestService, event: Event) -> Ack {
     }
 }
 
-/// The canonical name of a gRPC status code, e.g. `INVALID_ARGUMENT`.
-pub fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
-    }
-}
+pub use flujo_proto::code_name;
 
 /// Events of one stream processed at once; answers still come back in order.
 const STREAM_WINDOW: usize = 64;

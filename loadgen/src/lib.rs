@@ -1,0 +1,288 @@
+//! # flujo-loadgen
+//!
+//! `flujo loadgen`: sends sales and/or tweets to a flujo target at a fixed rate
+//! (open model, so coordinated omission does not hide latency) or as fast as
+//! possible (closed model), reports throughput and HDR latency, and with `--verify`
+//! checks the target's query API against a ground truth it computes itself. The
+//! `flujo` binary's `loadgen` subcommand is [`LoadgenArgs`] + [`run`]; the
+//! integration tests use the same ground truth ([`truth`]) and events ([`generate`]).
+//!
+//! # Layout
+//! - `lib.rs`: command-line arguments and [`run`], which ties the steps together;
+//! - [`generate`]: deterministic event data (per `--seed`) and event ids;
+//! - `transport/`: encoding of batches and one delivery attempt, over HTTP
+//!   (`http.rs`), gRPC (`grpc.rs`) or raw TCP (`tcp.rs`);
+//! - `load.rs`: scheduling, retries, latency histogram, progress lines;
+//! - [`truth`]: aggregates of the events the server acknowledged;
+//! - `api.rs`: the query API's JSON shapes and a client reading them;
+//! - `expected.rs`: baseline snapshot + truth = expected state;
+//! - `verify.rs`: drain, compare, list differences;
+//! - `report.rs`: final table or JSON, exit code;
+//! - `e2e_tests.rs` (tests only): `loadgen` against a fake server.
+
+mod api;
+#[cfg(test)]
+mod e2e_tests;
+mod expected;
+#[cfg(test)]
+mod fixtures;
+pub mod generate;
+mod load;
+mod report;
+mod transport;
+pub mod truth;
+mod verify;
+
+use std::time::Duration;
+
+use anyhow::{bail, ensure, Context};
+
+pub use generate::KindMix;
+pub use load::Rate;
+pub use transport::Transport;
+
+use api::QueryClient;
+use generate::{Batch, Generator, CATEGORIES};
+use load::{deliver, run_load, Delivery, Plan};
+use report::Report;
+use transport::{default_port, host_port, transport_parser, Sender};
+use truth::Truth;
+use verify::{Difference, VerifyReport};
+
+/// Largest batch the ingest API accepts.
+const MAX_BATCH: usize = 10_000;
+
+/// Arguments of `flujo loadgen`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct LoadgenArgs {
+    /// Where to send the events: `http://host:port` (and, with --verify,
+    /// the query API), `grpc://host:port` or `tcp://host:port`, matching
+    /// --transport.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub target: String,
+
+    /// Base URL of the query API read by --verify (always HTTP). Default:
+    /// the target when it is http://, else http://<target host>:8080.
+    #[arg(long)]
+    pub query: Option<String>,
+
+    /// Which events to send (mixed alternates sales and tweets request by
+    /// request).
+    #[arg(long, value_enum, default_value_t = KindMix::Mixed)]
+    pub kind: KindMix,
+
+    /// Events per second (open model), or `max` to send back to back from
+    /// every concurrency slot (closed model).
+    #[arg(long, default_value = "1000")]
+    pub rate: Rate,
+
+    /// Seconds during which requests are started (fractions allowed).
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+
+    /// Most requests in flight at once.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+
+    /// Events per request: over HTTP 1 sends a JSON object, more a JSON
+    /// array; over gRPC one call; over TCP that many lines, pipelined.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+
+    /// Send every request body as NDJSON (application/x-ndjson); HTTP only.
+    #[arg(long)]
+    pub ndjson: bool,
+
+    /// Protocol used to send events: `http` (one POST per batch), `grpc`
+    /// (one PublishSales/PublishTweets call per batch) or `tcp` (one line per
+    /// event, a batch's lines pipelined on one connection).
+    #[arg(long, value_parser = transport_parser(), default_value = "http")]
+    pub transport: Transport,
+
+    /// Seed of the generated data (same seed, same events; ids differ per run).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+
+    /// After the load, wait for the pipeline to drain and compare the query
+    /// API with the ground truth; exit 2 on any difference.
+    #[arg(long)]
+    pub verify: bool,
+
+    /// Print the final report as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Seconds to wait for the pipeline to drain during --verify (also the
+    /// grace period for backlogged and backpressured requests).
+    #[arg(long, default_value_t = 30.0)]
+    pub timeout: f64,
+}
+
+impl LoadgenArgs {
+    fn validate(&self) -> anyhow::Result<()> {
+        ensure!(
+            self.duration.is_finite() && self.duration >= 0.0,
+            "--duration must be a non-negative number of seconds"
+        );
+        ensure!(
+            self.timeout.is_finite() && self.timeout >= 0.0,
+            "--timeout must be a non-negative number of seconds"
+        );
+        ensure!(self.concurrency >= 1, "--concurrency must be at least 1");
+        ensure!(
+            (1..=MAX_BATCH).contains(&self.batch),
+            "--batch must be between 1 and {MAX_BATCH}"
+        );
+        match self.transport {
+            Transport::Http => ensure!(
+                self.target.starts_with("http://") || self.target.starts_with("https://"),
+                "--transport http needs an http:// --target, got `{}`",
+                self.target
+            ),
+            transport => {
+                host_port(transport, &self.target)?;
+                ensure!(!self.ndjson, "--ndjson only applies to --transport http");
+            }
+        }
+        if let Some(query) = &self.query {
+            ensure!(
+                query.starts_with("http://") || query.starts_with("https://"),
+                "--query must be an http:// URL, got `{query}`"
+            );
+        }
+        Ok(())
+    }
+
+    /// Base URL of the query API: `--query`, else the target when it is an
+    /// HTTP URL, else port 8080 of the target's host.
+    pub fn query_url(&self) -> anyhow::Result<String> {
+        if let Some(query) = &self.query {
+            return Ok(query.clone());
+        }
+        if self.transport == Transport::Http {
+            return Ok(self.target.clone());
+        }
+        let url = reqwest::Url::parse(&self.target)
+            .with_context(|| format!("parsing target `{}`", self.target))?;
+        let host = url
+            .host_str()
+            .with_context(|| format!("target `{}` names no host", self.target))?;
+        Ok(format!("http://{host}:{}", default_port(Transport::Http)))
+    }
+}
+
+/// Runs the load; returns the process exit code (0 ok, 1 request failures,
+/// 2 verify found differences).
+pub async fn run(args: LoadgenArgs) -> anyhow::Result<i32> {
+    let report = execute(&args).await?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", report.to_text());
+    }
+    Ok(report.exit_code())
+}
+
+/// Runs the load (and the verification) and returns the report.
+async fn execute(args: &LoadgenArgs) -> anyhow::Result<Report> {
+    args.validate()?;
+    let timeout = Duration::from_secs_f64(args.timeout);
+    let sender = Sender::new(args.transport, &args.target, args.concurrency)?;
+    let nonce = Generator::random_nonce();
+    let mut generator = Generator::new(args.seed, nonce.clone());
+    eprintln!(
+        "flujo loadgen: {} transport={} kind={:?} rate={} duration={}s concurrency={} batch={}{} seed={} ids={nonce}-*",
+        args.target,
+        args.transport.as_str(),
+        args.kind,
+        match args.rate {
+            Rate::PerSecond(r) => format!("{r}/s"),
+            Rate::Max => "max".to_string(),
+        },
+        args.duration,
+        args.concurrency,
+        args.batch,
+        if args.ndjson { " (ndjson)" } else { "" },
+        args.seed,
+    );
+
+    let mut verifying = None;
+    if args.verify {
+        let client = QueryClient::new(&args.query_url()?)?;
+        let baseline = client
+            .snapshot()
+            .await
+            .context("reading the baseline through the query API (needed by --verify)")?;
+        let mut truth = Truth::default();
+        if args.kind.has_sales() {
+            warm_up(&sender, &mut generator, &mut truth, args.ndjson, timeout).await?;
+        }
+        verifying = Some((client, baseline, truth));
+    }
+
+    let plan = Plan {
+        rate: args.rate,
+        duration: Duration::from_secs_f64(args.duration),
+        concurrency: args.concurrency,
+        batch: args.batch,
+        kind: args.kind,
+        ndjson: args.ndjson,
+        grace: timeout,
+        progress: true,
+    };
+    let truth = verifying.as_mut().map(|(_, _, t)| std::mem::take(t));
+    let outcome = run_load(&sender, &mut generator, &plan, truth).await?;
+
+    let verify_report = match (verifying, outcome.truth) {
+        (Some((client, baseline, _)), Some(truth)) => {
+            eprintln!(
+                "verify: waiting up to {}s for the pipeline to drain",
+                args.timeout
+            );
+            let expected = expected::expected(&baseline, &truth);
+            let report = verify::verify(&client, &expected, &truth, timeout)
+                .await
+                .unwrap_or_else(|e| {
+                    let d = Difference {
+                        path: "query API".to_string(),
+                        field: "read".to_string(),
+                        expected: "readable".to_string(),
+                        got: format!("{e:#}"),
+                    };
+                    VerifyReport::new(vec![d], truth.ambiguous_batches)
+                });
+            Some(report)
+        }
+        _ => None,
+    };
+    Ok(Report::new(&outcome.stats, outcome.elapsed, verify_report))
+}
+
+/// Sends one sale per category, one request at a time, so that the first
+/// product seen in each category (the monitored product) is well defined
+/// before concurrent requests start.
+async fn warm_up(
+    sender: &Sender,
+    generator: &mut Generator,
+    truth: &mut Truth,
+    ndjson: bool,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    for category in CATEGORIES {
+        let batch = Batch::Sales(vec![generator.warmup_sale(category)]);
+        let give_up_at = tokio::time::Instant::now() + timeout;
+        let result = deliver(sender, &batch, ndjson, give_up_at).await.result;
+        match &result {
+            Delivery::Accepted => truth.add_batch(&batch),
+            Delivery::Failed { label, .. } => bail!(
+                "warm-up sale in {category} failed ({label}{}); cannot verify",
+                if result.maybe_stored() {
+                    ", outcome unknown"
+                } else {
+                    ""
+                }
+            ),
+        }
+    }
+    Ok(())
+}

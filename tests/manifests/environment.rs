@@ -1,0 +1,141 @@
+//! The environment of a container, resolved as the kubelet does it (Secrets,
+//! ConfigMaps, `$(VAR)` expansion), and the flujo configuration it gives each role.
+
+use super::*;
+
+pub(crate) fn base64_decode(s: &str) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in s.bytes().filter(|c| !c.is_ascii_whitespace() && *c != b'=') {
+        let v = ALPHABET
+            .iter()
+            .position(|&a| a == c)
+            .unwrap_or_else(|| panic!("not base64: {s}"));
+        acc = (acc << 6) | v as u32;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    out
+}
+
+/// The decoded data of a rendered Secret.
+pub(crate) fn secret_data(r: &Rendered, name: &str) -> BTreeMap<String, String> {
+    let secret = r
+        .by_ref("Secret", name)
+        .unwrap_or_else(|| panic!("{}: Secret {name} is referred to but missing", r.overlay));
+    secret["data"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| {
+            let bytes = base64_decode(v.as_str().unwrap_or_default());
+            (k.clone(), String::from_utf8(bytes).expect("UTF-8 secret"))
+        })
+        .collect()
+}
+
+pub(crate) fn configmap_data(r: &Rendered, name: &str) -> BTreeMap<String, String> {
+    let cm = r
+        .by_ref("ConfigMap", name)
+        .unwrap_or_else(|| panic!("{}: ConfigMap {name} is referred to but missing", r.overlay));
+    cm["data"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+        .collect()
+}
+
+/// `$(NAME)` expanded from the variables defined before, `$$` as `$`, as the kubelet
+/// does; an unknown reference is left as it is (and flujo would then see it).
+pub(crate) fn expand(value: &str, env: &BTreeMap<String, String>) -> String {
+    let mut out = String::new();
+    let mut rest = value;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        if let Some(t) = tail.strip_prefix("$$") {
+            out.push('$');
+            rest = t;
+        } else if let Some(end) = tail.strip_prefix("$(").and_then(|t| t.find(')')) {
+            let name = &tail[2..2 + end];
+            match env.get(name) {
+                Some(v) => out.push_str(v),
+                None => out.push_str(&tail[..3 + end]),
+            }
+            rest = &tail[3 + end..];
+        } else {
+            out.push('$');
+            rest = &tail[1..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The environment a container starts with: envFrom first, then env in order.
+pub(crate) fn container_env(r: &Rendered, container: &Value) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    for source in arr(&container["envFrom"]) {
+        if let Some(name) = source["configMapRef"]["name"].as_str() {
+            env.extend(configmap_data(r, name));
+        }
+        if let Some(name) = source["secretRef"]["name"].as_str() {
+            env.extend(secret_data(r, name));
+        }
+    }
+    for var in arr(&container["env"]) {
+        let name = text(var, "/name").to_owned();
+        let value = if let Some(v) = var["value"].as_str() {
+            expand(v, &env)
+        } else if let Some(key_ref) = var["valueFrom"]["secretKeyRef"].as_object() {
+            let secret = key_ref["name"].as_str().unwrap_or_default();
+            let key = key_ref["key"].as_str().unwrap_or_default();
+            secret_data(r, secret)
+                .remove(key)
+                .unwrap_or_else(|| panic!("Secret {secret} has no key {key}"))
+        } else if let Some(key_ref) = var["valueFrom"]["configMapKeyRef"].as_object() {
+            let cm = key_ref["name"].as_str().unwrap_or_default();
+            let key = key_ref["key"].as_str().unwrap_or_default();
+            configmap_data(r, cm)
+                .remove(key)
+                .unwrap_or_else(|| panic!("ConfigMap {cm} has no key {key}"))
+        } else {
+            continue; // fieldRef and the like: not used by flujo's configuration
+        };
+        env.insert(name, value);
+    }
+    env
+}
+
+/// `flujo config` run with exactly this environment: the configuration the role
+/// would start with, as TOML.
+pub(crate) fn flujo_config(role: &str, env: &BTreeMap<String, String>) -> toml::Value {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let out = Command::new(env!("CARGO_BIN_EXE_flujo"))
+        .arg("config")
+        .env_clear()
+        .envs(env)
+        .current_dir(dir.path())
+        .output()
+        .expect("flujo config runs");
+    assert!(
+        out.status.success(),
+        "the {role} Deployment's environment is refused by flujo: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    toml::from_str(&String::from_utf8_lossy(&out.stdout)).expect("flujo config prints TOML")
+}
+
+pub(crate) fn flujo_container<'a>(r: &'a Rendered, role: &str) -> &'a Value {
+    let deployment = r.get("Deployment", role);
+    arr(&deployment["spec"]["template"]["spec"]["containers"])
+        .iter()
+        .find(|c| c["name"] == "flujo")
+        .unwrap_or_else(|| panic!("Deployment {role} has no container named flujo"))
+}

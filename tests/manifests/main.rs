@@ -1,0 +1,310 @@
+//! The Kubernetes deployment (`manifests/`, Kustomize) and the `Dockerfile`, checked
+//! without a cluster.
+//!
+//! - `dev_overlay` and `prod_overlay` run `scripts/check-manifests.sh` on their
+//!   overlay (yamllint, no secret in git, `kubectl kustomize`, `kubernetes-validate
+//!   --strict`), then read the rendered objects and check the deployment contract
+//!   of SPEC.md: every kind that must be there; every container non-root, read-only,
+//!   with probes and resources; each flujo role's environment accepted by the real
+//!   binary (`flujo config`), its drain deadline shorter than the grace period; the
+//!   CRD objects (Strimzi, KEDA, ServiceMonitor) that kubernetes-validate has no
+//!   schema for; references between objects; and the NetworkPolicies evaluated
+//!   flow by flow (what the pipeline needs is allowed, the rest denied).
+//! - `no_secret_in_git` scans `manifests/` itself.
+//! - `dockerfile` checks the image recipe the manifests run.
+//!
+//! These tests never skip: without kubectl or the Python tools they fail, naming
+//! `scripts/test.sh`, which installs them.
+
+mod contract;
+mod environment;
+mod network_policies;
+mod operations;
+mod repository;
+
+#[allow(unused_imports)]
+use contract::*;
+#[allow(unused_imports)]
+use environment::*;
+#[allow(unused_imports)]
+use network_policies::*;
+#[allow(unused_imports)]
+use operations::*;
+
+#[path = "../support/network_policy.rs"]
+mod network_policy;
+
+use network_policy::{direction_allows, peer, selects, Labels, Peer};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// What a developer runs to get the tools these tests need.
+const HINT: &str = "run `scripts/test.sh`: it installs kubernetes-validate and yamllint \
+    (PyPI) into .services/venv; kubectl must be on PATH";
+/// The namespace everything is deployed to.
+const NAMESPACE: &str = "flujo";
+/// flujo's three roles, one Deployment each.
+const ROLES: [&str; 3] = ["receiver", "router", "consumer"];
+/// The dashboards packed into Grafana's ConfigMap.
+const DASHBOARDS: [&str; 3] = ["sales.json", "tweets.json", "pipeline.json"];
+/// The uid the image runs as (Dockerfile `USER`).
+const IMAGE_UID: u64 = 10001;
+
+// ---------------------------------------------------------------------------------
+// Rendering
+// ---------------------------------------------------------------------------------
+
+fn repo_path(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// The rendered objects of one overlay, after the check script passed on it.
+struct Rendered {
+    overlay: &'static str,
+    objects: Vec<Value>,
+}
+
+fn check_script(overlay: &'static str) -> Rendered {
+    let out = tempfile::tempdir().expect("temporary directory");
+    let result = Command::new("bash")
+        .arg(repo_path("scripts/check-manifests.sh"))
+        .arg("--out")
+        .arg(out.path())
+        .arg(overlay)
+        .current_dir(repo_path("."))
+        .output()
+        .expect("bash runs scripts/check-manifests.sh");
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&result.stdout),
+        String::from_utf8_lossy(&result.stderr)
+    );
+    match result.status.code() {
+        Some(0) => {}
+        Some(3) => panic!("a tool the manifest checks need is missing; {HINT}\n{log}"),
+        _ => panic!("scripts/check-manifests.sh {overlay} failed:\n{log}"),
+    }
+    let json = std::fs::read_to_string(out.path().join(format!("{overlay}.json")))
+        .expect("the check script writes OVERLAY.json");
+    let objects: Vec<Value> = serde_json::from_str(&json).expect("rendered objects are JSON");
+    assert!(!objects.is_empty(), "{overlay}: nothing rendered");
+    Rendered { overlay, objects }
+}
+
+impl Rendered {
+    fn all(&self, kind: &str) -> Vec<&Value> {
+        self.objects.iter().filter(|o| o["kind"] == kind).collect()
+    }
+
+    fn find(&self, kind: &str, name: &str) -> Option<&Value> {
+        self.objects
+            .iter()
+            .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+    }
+
+    fn get(&self, kind: &str, name: &str) -> &Value {
+        self.find(kind, name)
+            .unwrap_or_else(|| panic!("{}: no {kind} {name}", self.overlay))
+    }
+
+    /// A generated ConfigMap or Secret by the name it is referred to with (kustomize
+    /// adds a content hash: `name-<hash>`).
+    fn by_ref(&self, kind: &str, name: &str) -> Option<&Value> {
+        let generated = |o: &&&Value| {
+            o["metadata"]["name"]
+                .as_str()
+                .and_then(|n| n.strip_prefix(name))
+                .and_then(|rest| rest.strip_prefix('-'))
+                .is_some_and(|hash| hash.len() == 10 && !hash.contains('-'))
+        };
+        let all = self.all(kind);
+        all.iter()
+            .find(|o| o["metadata"]["name"] == name)
+            .or_else(|| all.iter().find(generated))
+            .copied()
+    }
+
+    /// Deployments and StatefulSets.
+    fn workloads(&self) -> Vec<&Value> {
+        self.objects
+            .iter()
+            .filter(|o| o["kind"] == "Deployment" || o["kind"] == "StatefulSet")
+            .collect()
+    }
+
+    fn workload_of(&self, kind: &str, name: &str) -> &Value {
+        let target = self.get(kind, name);
+        assert!(target["spec"]["template"].is_object(), "{kind} {name}");
+        target
+    }
+}
+
+fn text<'a>(v: &'a Value, pointer: &str) -> &'a str {
+    v.pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("no string at {pointer} in {}", name_of(v)))
+}
+
+fn number(v: &Value, pointer: &str) -> u64 {
+    v.pointer(pointer)
+        .and_then(Value::as_u64)
+        .unwrap_or_else(|| panic!("no number at {pointer} in {}", name_of(v)))
+}
+
+fn name_of(v: &Value) -> String {
+    format!(
+        "{} {}",
+        v["kind"].as_str().unwrap_or("?"),
+        v["metadata"]["name"].as_str().unwrap_or("?")
+    )
+}
+
+fn labels(v: &Value) -> Labels {
+    v.as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn arr(v: &Value) -> &[Value] {
+    v.as_array().map(Vec::as_slice).unwrap_or_default()
+}
+
+/// A resource quantity in base units (cores, bytes): `100m`, `2`, `512Mi`, `1Gi`.
+fn quantity(q: &Value) -> f64 {
+    let s = match q {
+        Value::Number(n) => return n.as_f64().unwrap_or_default(),
+        Value::String(s) => s.as_str(),
+        _ => panic!("not a quantity: {q}"),
+    };
+    let units: [(&str, f64); 9] = [
+        ("Ki", 1024.0),
+        ("Mi", 1024.0 * 1024.0),
+        ("Gi", 1024.0 * 1024.0 * 1024.0),
+        ("Ti", 1024.0 * 1024.0 * 1024.0 * 1024.0),
+        ("m", 0.001),
+        ("k", 1e3),
+        ("M", 1e6),
+        ("G", 1e9),
+        ("T", 1e12),
+    ];
+    for (suffix, factor) in units {
+        if let Some(n) = s.strip_suffix(suffix) {
+            return n.parse::<f64>().expect("quantity number") * factor;
+        }
+    }
+    s.parse::<f64>()
+        .unwrap_or_else(|_| panic!("not a quantity: {s}"))
+}
+
+/// Everything every overlay must satisfy; returns what the overlay tests compare.
+struct Summary {
+    hpa: [u64; 4],
+    brokers: u64,
+    router_replicas: u64,
+    budgets: BTreeMap<String, Value>,
+    cpu_requests: BTreeMap<&'static str, f64>,
+}
+
+fn contract(r: &Rendered) -> Summary {
+    every_required_kind(r);
+    every_container_is_locked_down(r);
+    references_resolve(r);
+    let configs = flujo_roles(r);
+    credentials_come_from_secrets(r);
+    services_and_ingress(r);
+    let hpa = autoscaling(r, &configs);
+    let brokers = strimzi(r, &configs);
+    stores(r);
+    observability(r);
+    let budgets = disruption_budgets(r);
+    network_policies(r);
+    let cpu_requests = ROLES
+        .iter()
+        .map(|role| {
+            let c = flujo_container(r, role);
+            (*role, quantity(&c["resources"]["requests"]["cpu"]))
+        })
+        .collect();
+    Summary {
+        hpa,
+        brokers,
+        router_replicas: number(r.get("Deployment", "router"), "/spec/replicas"),
+        budgets,
+        cpu_requests,
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// The tests
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn dev_overlay() {
+    let r = check_script("dev");
+    let s = contract(&r);
+    // One of everything at rest.
+    assert_eq!(s.router_replicas, 1);
+    assert_eq!(s.hpa[0], 1, "receivers start at 1");
+    assert_eq!(s.hpa[2], 1, "consumers start at 1");
+    assert_eq!(s.brokers, 1, "one Kafka node");
+    for (name, budget) in &s.budgets {
+        assert_eq!(
+            budget["maxUnavailable"], 1,
+            "dev: PDB {name} must not block drains of single replicas"
+        );
+    }
+}
+
+#[test]
+fn prod_overlay() {
+    let r = check_script("prod");
+    let s = contract(&r);
+    let dev = contract(&check_script("dev"));
+    assert!(s.router_replicas >= 2, "prod: routers survive one loss");
+    let [hpa_min, hpa_max, so_min, so_max] = s.hpa;
+    assert!(
+        hpa_min >= 2 && so_min >= 2,
+        "prod: at least 2 receivers and consumers"
+    );
+    assert!(
+        hpa_max > dev.hpa[1] && so_max > dev.hpa[3],
+        "prod: wider ranges"
+    );
+    assert!(s.brokers >= 3, "prod: three Kafka brokers");
+    for role in ROLES {
+        assert!(
+            s.cpu_requests[role] > dev.cpu_requests[role],
+            "prod: {role} requests more CPU than dev"
+        );
+    }
+    // A floor of serving pods, below the minimum replica count (else drains block).
+    let floors = [
+        ("receiver", hpa_min),
+        ("router", s.router_replicas),
+        ("consumer", so_min),
+    ];
+    for (name, replicas) in floors {
+        let min = s.budgets[name]["minAvailable"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("prod: PDB {name} uses minAvailable"));
+        assert!(
+            min >= 1 && min < replicas,
+            "prod: PDB {name} minAvailable {min} of {replicas}"
+        );
+    }
+    assert_eq!(
+        s.budgets["valkey"]["minAvailable"], 1,
+        "prod: Valkey moves only deliberately"
+    );
+    let ingress = r.all("Ingress")[0];
+    assert!(
+        !arr(&ingress["spec"]["tls"]).is_empty(),
+        "prod: TLS on the Ingress"
+    );
+}

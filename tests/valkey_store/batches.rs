@@ -1,0 +1,231 @@
+//! Batches: idempotent, one id applied once under concurrency, one script call
+//! each, the dedup window, the largest batches.
+
+use super::*;
+
+#[tokio::test]
+async fn batches_are_idempotent_and_kinds_have_separate_ids() {
+    let (valkey, keys) = shared_store(DAY, 2).await;
+    let sales = vec![
+        sale("a", Category::Home, "SOFA", 300.5, 1),
+        sale("b", Category::Home, "LAMP", 20.25, 3),
+        sale("a", Category::Beauty, "OTHER", 1.0, 9),
+        sale("c", Category::Beauty, "SOAP", 0.1 + 0.2, 2),
+    ];
+    let tweets = vec![
+        tweet("a", "Mixco", Weather::Rainy, 18.5, 90.0),
+        tweet("b", "Antigua", Weather::Sunny, 25.0, 40.0),
+    ];
+    let first = valkey.apply_sales(&sales).await.expect("sales");
+    assert_eq!(first.fresh, vec![true, true, false, true]);
+    let t = valkey.apply_tweets(&tweets).await.expect("tweets");
+    assert_eq!(t.fresh, vec![true, true], "tweet ids are not sale ids");
+    let before = answers(&valkey).await;
+    let keys_before = keys_under(&keys.url, &keys.prefix).expect("scan");
+
+    let again = valkey.apply_sales(&sales).await.expect("sales again");
+    assert_eq!(again.fresh, vec![false; 4]);
+    let t_again = valkey.apply_tweets(&tweets).await.expect("tweets again");
+    assert_eq!(t_again.fresh, vec![false; 2]);
+    assert_eq!(
+        answers(&valkey).await,
+        before,
+        "a resent batch changes nothing"
+    );
+    let mut keys_after = keys_under(&keys.url, &keys.prefix).expect("scan");
+    let mut keys_before = keys_before;
+    keys_before.sort();
+    keys_after.sort();
+    assert_eq!(keys_after, keys_before);
+    assert!(keys_after.contains(&format!("{}seen:sale:a", keys.prefix)));
+    assert!(keys_after.contains(&format!("{}seen:tweet:a", keys.prefix)));
+
+    // The dedup markers expire with the window.
+    let mut con = redis_connection(&keys.url).expect("admin");
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(format!("{}seen:sale:a", keys.prefix))
+        .query(&mut con)
+        .expect("PTTL");
+    assert!(ttl > 0 && ttl <= DAY.as_millis() as i64, "ttl {ttl}");
+
+    // An empty batch is a no-op.
+    assert_eq!(
+        valkey.apply_sales(&[]).await.expect("empty"),
+        Applied::default()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_batches_apply_each_id_once() {
+    let (valkey, _keys) = shared_store(DAY, 4).await;
+    let valkey = std::sync::Arc::new(valkey);
+    // Eight writers send overlapping ranges of the same 400 ids.
+    let tasks: Vec<_> = (0..8)
+        .map(|w| {
+            let store = valkey.clone();
+            tokio::spawn(async move {
+                let mut fresh = Vec::new();
+                for chunk in 0..10 {
+                    let batch: Vec<Sale> = (0..40)
+                        .map(|j| {
+                            let n = (w * 50 + chunk * 40 + j) % 400;
+                            sale(&format!("id{n}"), Category::Electronics, "TV", 10.0, 1)
+                        })
+                        .collect();
+                    let applied = store.apply_sales(&batch).await.expect("apply");
+                    for (s, f) in batch.iter().zip(applied.fresh) {
+                        if f {
+                            fresh.push(s.id.clone());
+                        }
+                    }
+                }
+                fresh
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("writer"));
+    }
+    let distinct: HashSet<_> = all.iter().collect();
+    assert_eq!(distinct.len(), all.len(), "an id was fresh twice");
+    let kpis = valkey.sales_kpis().await.expect("kpis");
+    assert_eq!(kpis.total.count as usize, all.len());
+    assert_eq!(kpis.total.revenue, 10.0 * all.len() as f64);
+}
+
+/// `INFO commandstats` as `command → calls`.
+pub(crate) fn command_calls(con: &mut redis::Connection) -> BTreeMap<String, u64> {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(con)
+        .expect("INFO");
+    info.lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix("cmdstat_")?;
+            let (name, stats) = rest.split_once(':')?;
+            let calls = stats.split(',').find_map(|kv| kv.strip_prefix("calls="))?;
+            Some((name.to_owned(), calls.parse().ok()?))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn one_script_call_per_batch() {
+    let server = OwnValkey::start();
+    let url = server.url();
+    let store = ValkeyStore::connect(&url, "flujo:", DAY, 1).expect("connect");
+    // Warm up: connection and script loading happen once.
+    store
+        .apply_sales(&[sale("warm", Category::Home, "P", 1.0, 1)])
+        .await
+        .expect("warm-up");
+    store
+        .apply_tweets(&[tweet("warm", "X", Weather::Sunny, 1.0, 1.0)])
+        .await
+        .expect("warm-up");
+    let mut con = redis_connection(&url).expect("admin");
+    redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query::<()>(&mut con)
+        .expect("RESETSTAT");
+    for b in 0..5 {
+        let sales: Vec<Sale> = (0..200)
+            .map(|i| sale(&format!("{b}-{i}"), Category::ALL[i % 4], "P", 1.5, 2))
+            .collect();
+        assert_eq!(
+            store
+                .apply_sales(&sales)
+                .await
+                .expect("sales")
+                .fresh_count(),
+            200
+        );
+        let tweets: Vec<Tweet> = (0..100)
+            .map(|i| tweet(&format!("{b}-{i}"), "Mixco", Weather::Rainy, 20.0, 50.0))
+            .collect();
+        assert_eq!(
+            store
+                .apply_tweets(&tweets)
+                .await
+                .expect("tweets")
+                .fresh_count(),
+            100
+        );
+    }
+    // The same admin connection: a new one would add its own CLIENT SETINFO.
+    let mut calls = command_calls(&mut con);
+    calls.remove("config|resetstat");
+    calls.remove("info");
+    // Commands the scripts run count too; anything else came from the client.
+    let inside_scripts = [
+        "set", "hmget", "hset", "hsetnx", "hget", "hincrby", "zincrby", "xadd",
+    ];
+    calls.retain(|name, _| !inside_scripts.contains(&name.as_str()));
+    assert_eq!(
+        calls,
+        BTreeMap::from([("evalsha".to_owned(), 10)]),
+        "each batch must be exactly one EVALSHA (no PING, no EVAL, no SCRIPT LOAD)"
+    );
+}
+
+#[tokio::test]
+async fn zero_window_disables_dedup_like_memory_store() {
+    let (valkey, keys) = shared_store(Duration::ZERO, 1).await;
+    let memory = MemoryStore::new(Duration::ZERO);
+    let batch = [
+        sale("z", Category::Home, "P", 2.5, 1),
+        sale("z", Category::Home, "P", 2.5, 1),
+    ];
+    for _ in 0..2 {
+        let want = memory.apply_sales(&batch).await.expect("memory");
+        assert_eq!(valkey.apply_sales(&batch).await.expect("valkey"), want);
+    }
+    assert_eq!(answers(&valkey).await, answers(&memory).await);
+    let markers = keys_under(&keys.url, &format!("{}seen:", keys.prefix)).expect("scan");
+    assert!(markers.is_empty(), "no dedup markers without a window");
+}
+
+#[tokio::test]
+async fn largest_batches_apply_in_one_call() {
+    let (valkey, _keys) = shared_store(DAY, 1).await;
+    let memory = MemoryStore::new(DAY);
+    let mut rng = StdRng::seed_from_u64(10_000);
+    let sales: Vec<Sale> = (0..10_000)
+        .map(|i| {
+            let c = *Category::ALL.choose(&mut rng).expect("categories");
+            let product = *PRODUCTS.choose(&mut rng).expect("products");
+            sale(
+                &format!("big{i}"),
+                c,
+                product,
+                price(&mut rng),
+                quantity(&mut rng),
+            )
+        })
+        .collect();
+    let tweets: Vec<Tweet> = (0..10_000)
+        .map(|i| {
+            let location = *LOCATIONS.choose(&mut rng).expect("locations");
+            let weather = *Weather::ALL.choose(&mut rng).expect("weathers");
+            let t = rng.random_range(-900..=600i32) as f64 / 10.0;
+            let h = rng.random_range(0..=10_000u32) as f64 / 100.0;
+            tweet(&format!("big{i}"), location, weather, t, h)
+        })
+        .collect();
+    let started = Instant::now();
+    let got = valkey.apply_sales(&sales).await.expect("sales");
+    let got_tweets = valkey.apply_tweets(&tweets).await.expect("tweets");
+    let took = started.elapsed();
+    assert_eq!(got, memory.apply_sales(&sales).await.expect("memory"));
+    assert_eq!(
+        got_tweets,
+        memory.apply_tweets(&tweets).await.expect("memory")
+    );
+    assert_eq!(answers(&valkey).await, answers(&memory).await);
+    assert!(
+        took < Duration::from_secs(10),
+        "two 10,000-event batches took {took:?}"
+    );
+    eprintln!("two 10,000-event batches applied in {took:?}");
+}
