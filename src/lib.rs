@@ -5,34 +5,33 @@
 //! `flujo-actors` crate; this crate wires them into a process.
 //!
 //! # Layout
-//! - [`config`]: `flujo.toml` < `FLUJO__SECTION__KEY` < flags, checked at start.
+//! - [`config`]: `flujo.toml` < `FLUJO__SECTION__KEY` < flags, checked and resolved
+//!   into a [`config::Plan`] (roles, routes, store, ack mode) at start.
 //! - [`roles`]: which actors a process starts; the ordered drain at shutdown.
 //! - [`http`]: axum ingest, query API (with read cache), metrics and health.
 //! - [`grpc`]: tonic `flujo.v1.Ingest`, health and reflection.
 //! - [`forward`]: a receiver-only process forwards batches to the router over gRPC.
 //! - [`tcp`]: newline-delimited TCP ingest and `ping` → `pong`.
-//! - [`kafka`]: the Kafka bus: topic creation, `KafkaSink`, `KafkaSource` (commit after store).
-//! - [`rabbitmq`]: RabbitMQ bus: confirmed publishing (`RabbitSink`), acked consuming (`RabbitSource`).
-//! - [`sinks`]: opens the sinks, sources and store the configuration names.
-//! - [`readiness`]: the dependency checks behind `/readyz`.
+//! - [`components`]: what flujo talks to, one folder each, and the registry that opens
+//!   them: `kafka/` (topics, `KafkaSink`, `KafkaSource` committing after store),
+//!   `rabbitmq/` (confirmed `RabbitSink`, acked `RabbitSource`), `valkey/` (the KPI
+//!   store: one atomic Lua call per batch; key schema), `memory/`, and `wire` (the
+//!   message format both brokers share).
+//! - [`readiness`]: the `/readyz` probe trait and the remote router's probe.
 //! - [`shutdown`]: the shutdown signal and its deadline.
 //! - [`telemetry`]: logs (tracing) and the Prometheus recorder.
 //! - [`ping`]: `flujo ping`, stimulus → response latency per transport.
 //! - [`loadgen`]: `flujo loadgen`, open-model load with HDR latency and `--verify`.
-//! - [`valkey`]: the Valkey KPI store (one atomic Lua call per batch; key schema).
 
+pub mod components;
 pub mod config;
 pub mod forward;
 pub mod grpc;
 pub mod http;
-pub mod kafka;
 pub mod loadgen;
 pub mod ping;
-pub mod rabbitmq;
 pub mod readiness;
 pub mod roles;
 pub mod shutdown;
-pub mod sinks;
 pub mod tcp;
 pub mod telemetry;
-pub mod valkey;

@@ -20,7 +20,6 @@
 mod common;
 
 use common::{flujo_command, output_within, wait_until, TestServer};
-use deadpool_redis::redis;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::TcpListener;

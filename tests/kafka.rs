@@ -3,7 +3,9 @@
 //! uses its own random topics and consumer groups, so tests can run concurrently and
 //! against a broker that holds older data.
 
-use flujo::kafka::{ensure_topics, KafkaConfig, KafkaSink, KafkaSource, RECEIVED_AT_HEADER};
+use flujo::components::kafka::{
+    ensure_topics, KafkaConfig, KafkaSink, KafkaSource, RECEIVED_AT_HEADER,
+};
 use flujo_actors::consumer::{Delivery, Source};
 use flujo_actors::event::{Category, Events, Kind, Sale, Tweet, Weather};
 use flujo_actors::messages::Batch;

@@ -3,7 +3,9 @@
 //! Every test uses queues of its own, with random names, and deletes them at the end.
 
 use actix::{Arbiter, Supervisor};
-use flujo::rabbitmq::{RabbitConfig, RabbitSink, RabbitSource, CONTENT_TYPE, RECEIVED_AT_HEADER};
+use flujo::components::rabbitmq::{
+    RabbitConfig, RabbitSink, RabbitSource, CONTENT_TYPE, RECEIVED_AT_HEADER,
+};
 use flujo_actors::aggregator::Aggregator;
 use flujo_actors::consumer::{Consumer, Delivery, Source};
 use flujo_actors::event::{Category, Events, Kind, Sale, Tweet, Weather};
@@ -60,7 +62,7 @@ async fn run_test<F: Future<Output = ()>>(body: F) {
         .with_test_writer()
         .try_init();
     let url = amqp_url();
-    let shown = flujo::config::mask_url_password(&url);
+    let shown = flujo::components::mask_url_password(&url);
     let probe = tokio::time::timeout(
         Duration::from_secs(10),
         Connection::connect(&url, ConnectionProperties::default()),

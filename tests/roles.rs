@@ -46,7 +46,6 @@ use common::{
     wait_until, Encoding, Sale, SaleForm, SalesTruth, TestServer, Tweet, TweetStats, TweetsTruth,
     CATEGORIES, SALE_FORMS,
 };
-use deadpool_redis::redis;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -187,11 +186,11 @@ async fn require_rabbitmq() {
         }
         Ok(Err(e)) => panic!(
             "RabbitMQ is unreachable at {} ({e}); {HINT} (or set FLUJO_TEST_AMQP_URL)",
-            flujo::config::mask_url_password(&url)
+            flujo::components::mask_url_password(&url)
         ),
         Err(_) => panic!(
             "RabbitMQ at {} did not answer within 10 s; {HINT} (or set FLUJO_TEST_AMQP_URL)",
-            flujo::config::mask_url_password(&url)
+            flujo::components::mask_url_password(&url)
         ),
     }
 }

@@ -8,8 +8,7 @@
 //! start their own `valkey-server` (from `FLUJO_TEST_VALKEY_SERVER`, the `PATH`, or the
 //! one `scripts/services.sh` installs under `.services/`).
 
-use deadpool_redis::redis;
-use flujo::valkey::ValkeyStore;
+use flujo::components::valkey::ValkeyStore;
 use flujo_actors::event::{Category, Sale, Tweet, Weather};
 use flujo_actors::store::{Applied, MemoryStore, Page, Store, MONITORED_PRICES};
 use rand::rngs::StdRng;
@@ -90,7 +89,7 @@ async fn shared_store(window: Duration, pool_size: usize) -> (ValkeyStore, KeysG
     let prefix = unique_prefix();
     let store = ValkeyStore::connect(&url, &prefix, window, pool_size)
         .unwrap_or_else(|e| panic!("bad FLUJO_TEST_VALKEY_URL {url:?}: {e}"));
-    match tokio::time::timeout(Duration::from_secs(5), store.ping()).await {
+    match tokio::time::timeout(Duration::from_secs(5), store.ready()).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => panic!("Valkey at {url} is not reachable ({e}): {HINT}"),
         Err(_) => panic!("Valkey at {url} did not answer PING within 5 s: {HINT}"),
@@ -815,7 +814,7 @@ async fn survives_a_valkey_restart() {
         .await
         .expect("apply must fail fast while Valkey is down, not hang");
     assert!(down.is_err(), "apply succeeded with Valkey down: {down:?}");
-    let ping = tokio::time::timeout(bounded, store.ping())
+    let ping = tokio::time::timeout(bounded, store.ready())
         .await
         .expect("ping must not hang");
     assert!(ping.is_err());
@@ -847,7 +846,7 @@ async fn survives_a_valkey_restart() {
         kpis.categories["home"].monitored_product.as_deref(),
         Some("SOFA")
     );
-    store.ping().await.expect("ping after restart");
+    store.ready().await.expect("ping after restart");
 }
 
 #[tokio::test]
