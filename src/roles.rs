@@ -11,7 +11,7 @@
 //! Arbiters: one per receiver (parsing and validation run in parallel), one for
 //! router and publishers, one for consumers and aggregator (applies stay ordered).
 
-use crate::components::probes::{SinkProbe, StoreProbe};
+use crate::components::probes::ComponentProbe;
 use crate::components::{self, Bus, Components};
 use crate::config::Plan;
 use crate::forward::{self, RemoteRouter};
@@ -73,7 +73,7 @@ impl Node {
         let mut components =
             Components::open(cfg.settings(), &plan.buses(), roles.router, roles.consumer).await?;
         for (_, sink) in components.sinks() {
-            probes.push(Arc::new(SinkProbe(sink.clone())));
+            probes.push(Arc::new(ComponentProbe::sink(sink.clone())));
         }
 
         let mut store = None;
@@ -91,7 +91,7 @@ impl Node {
             for probe in components::source_probes(&sources) {
                 probes.push(Arc::new(probe));
             }
-            probes.push(Arc::new(StoreProbe(kpis.clone())));
+            probes.push(Arc::new(ComponentProbe::store(kpis.clone())));
             for source in sources {
                 let gate = InFlight::default();
                 in_flight.push(gate.clone());

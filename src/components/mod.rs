@@ -28,7 +28,7 @@ use flujo_actors::event::Kind;
 use flujo_actors::publisher::Sink;
 use flujo_actors::store::{Store, StoreError};
 use kafka::{KafkaConfig, KafkaSetupError, KafkaSink, KafkaSource};
-use probes::SourceProbe;
+use probes::ComponentProbe;
 use rabbitmq::{RabbitConfig, RabbitSink, RabbitSource};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -318,19 +318,18 @@ impl Components {
 
 /// One readiness probe per bus the `sources` read (`source:kafka`, …), each asking
 /// every source of that bus.
-pub fn source_probes(sources: &[Box<dyn Source>]) -> Vec<SourceProbe> {
-    let mut probes: Vec<SourceProbe> = Vec::new();
+pub fn source_probes(sources: &[Box<dyn Source>]) -> Vec<ComponentProbe> {
+    let mut by_bus: Vec<(&'static str, Vec<Arc<dyn SourceReadiness>>)> = Vec::new();
     for source in sources {
-        let check: Arc<dyn SourceReadiness> = source.readiness();
-        match probes.iter_mut().find(|p| p.name == source.name()) {
-            Some(probe) => probe.sources.push(check),
-            None => probes.push(SourceProbe {
-                name: source.name(),
-                sources: vec![check],
-            }),
+        match by_bus.iter_mut().find(|(name, _)| *name == source.name()) {
+            Some((_, checks)) => checks.push(source.readiness()),
+            None => by_bus.push((source.name(), vec![source.readiness()])),
         }
     }
-    probes
+    by_bus
+        .into_iter()
+        .map(|(name, checks)| ComponentProbe::sources(name, checks))
+        .collect()
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
-//! The readiness probes of components: each sink, each source and the store answer
-//! `/readyz` through their own `ready` check.
+//! The readiness probes of components: each sink, each bus's sources and the store
+//! answer `/readyz` through their own `ready` check.
 
 use crate::readiness::Probe;
 use flujo_actors::consumer::SourceReadiness;
@@ -9,51 +9,63 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use std::sync::Arc;
 
-/// A sink's own readiness (`sink:NAME`).
-pub struct SinkProbe(pub Arc<dyn Sink>);
+/// A check that can be run again and again.
+type Check = Box<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
 
-impl Probe for SinkProbe {
-    fn name(&self) -> String {
-        format!("sink:{}", self.0.name())
-    }
-    fn check(&self) -> BoxFuture<'_, Result<(), String>> {
-        async move { self.0.ready().await.map_err(|e| e.to_string()) }.boxed()
-    }
+/// The readiness of one component, under the name `/readyz` shows.
+pub struct ComponentProbe {
+    name: String,
+    check: Check,
 }
 
-/// The readiness of every source of one bus (`source:NAME`): ready when each of
-/// them is (one per event kind read from that bus).
-pub struct SourceProbe {
-    /// The bus's name, as the sources report it.
-    pub name: &'static str,
-    /// One check per source.
-    pub sources: Vec<Arc<dyn SourceReadiness>>,
-}
-
-impl Probe for SourceProbe {
-    fn name(&self) -> String {
-        format!("source:{}", self.name)
-    }
-    fn check(&self) -> BoxFuture<'_, Result<(), String>> {
-        async move {
-            let checks = self.sources.iter().map(|s| s.ready());
-            for result in futures::future::join_all(checks).await {
-                result.map_err(|e| e.to_string())?;
-            }
-            Ok(())
+impl ComponentProbe {
+    /// A sink's own readiness (`sink:NAME`).
+    pub fn sink(sink: Arc<dyn Sink>) -> Self {
+        ComponentProbe {
+            name: format!("sink:{}", sink.name()),
+            check: Box::new(move || {
+                let sink = sink.clone();
+                async move { sink.ready().await.map_err(|e| e.to_string()) }.boxed()
+            }),
         }
-        .boxed()
+    }
+
+    /// The readiness of every source of one bus (`source:NAME`): ready when each of
+    /// them is (one per event kind read from that bus).
+    pub fn sources(name: &str, sources: Vec<Arc<dyn SourceReadiness>>) -> Self {
+        ComponentProbe {
+            name: format!("source:{name}"),
+            check: Box::new(move || {
+                let checks = sources.clone();
+                async move {
+                    let results = futures::future::join_all(checks.iter().map(|s| s.ready()));
+                    results
+                        .await
+                        .into_iter()
+                        .try_for_each(|r| r.map_err(|e| e.to_string()))
+                }
+                .boxed()
+            }),
+        }
+    }
+
+    /// The store's own readiness (`store:NAME`; Valkey answers `PING`).
+    pub fn store(store: Arc<dyn Store>) -> Self {
+        ComponentProbe {
+            name: format!("store:{}", store.name()),
+            check: Box::new(move || {
+                let store = store.clone();
+                async move { store.ready().await.map_err(|e| e.to_string()) }.boxed()
+            }),
+        }
     }
 }
 
-/// The store's own readiness (`store:NAME`; Valkey answers `PING`).
-pub struct StoreProbe(pub Arc<dyn Store>);
-
-impl Probe for StoreProbe {
+impl Probe for ComponentProbe {
     fn name(&self) -> String {
-        format!("store:{}", self.0.name())
+        self.name.clone()
     }
     fn check(&self) -> BoxFuture<'_, Result<(), String>> {
-        async move { self.0.ready().await.map_err(|e| e.to_string()) }.boxed()
+        (self.check)()
     }
 }

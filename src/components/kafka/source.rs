@@ -85,15 +85,19 @@ impl ClientContext for SourceContext {
     }
 }
 
+/// The partitions of `topic` in a rebalance's list.
+fn partitions_of(tpl: &TopicPartitionList, topic: &str) -> Vec<i32> {
+    tpl.elements_for_topic(topic)
+        .iter()
+        .map(|e| e.partition())
+        .collect()
+}
+
 impl ConsumerContext for SourceContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Revoke(tpl) => {
-                let revoked: Vec<i32> = tpl
-                    .elements_for_topic(&self.topic)
-                    .iter()
-                    .map(|e| e.partition())
-                    .collect();
+                let revoked = partitions_of(tpl, &self.topic);
                 // Offsets of stored batches whose commit is still owed must be
                 // committed now, while this member owns the partitions; afterwards
                 // the new owner would read those batches again. In normal operation
@@ -124,11 +128,7 @@ impl ConsumerContext for SourceContext {
                 }
             }
             Rebalance::Assign(tpl) => {
-                let assigned: Vec<i32> = tpl
-                    .elements_for_topic(&self.topic)
-                    .iter()
-                    .map(|e| e.partition())
-                    .collect();
+                let assigned = partitions_of(tpl, &self.topic);
                 tracing::info!(topic = %self.topic, partitions = ?assigned, "partitions assigned");
             }
             Rebalance::Error(e) => {
