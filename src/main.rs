@@ -4,7 +4,8 @@
 //! configuration), `flujo loadgen` (load and verification), `flujo ping` (latency).
 //!
 //! # Layout (of the `flujo` library this binary uses)
-//! - `config`: file < env < flags, checked at start.
+//! - `config`: file < env < flags, checked and resolved into a plan at start.
+//! - `components`: Kafka, RabbitMQ, Valkey and the memory bus/store.
 //! - `roles`: which actors run here; the ordered drain at shutdown.
 //! - `transports`: HTTP (ingest, query API, metrics, health), gRPC, TCP, forwarding.
 //! - `shutdown`: the shutdown signal and deadline.
@@ -12,9 +13,11 @@
 //! - `flujo_loadgen` (the `loadgen/` crate): the load generator and verifier.
 
 use clap::{Args, Parser, Subcommand};
-use flujo::config::{Config, Overrides};
+use flujo::components::{Bus, StoreLocation};
+use flujo::config::{plan, LogFormat, Overrides, Plan, RoleSet};
 use flujo::ping::{self, PingArgs};
 use flujo::{roles, telemetry};
+use flujo_actors::messages::AckMode;
 use flujo_loadgen::{self as loadgen, LoadgenArgs};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -46,11 +49,11 @@ struct RunArgs {
     #[arg(long, env = "FLUJO_CONFIG")]
     config: Option<PathBuf>,
     /// Roles: all, or a comma-separated list of receiver, router, consumer [key: role].
-    #[arg(long)]
-    role: Option<String>,
+    #[arg(long, value_parser = clap::value_parser!(RoleSet))]
+    role: Option<RoleSet>,
     /// Bus between router and consumers: memory, kafka or rabbitmq [key: bus].
-    #[arg(long)]
-    bus: Option<String>,
+    #[arg(long, value_enum)]
+    bus: Option<Bus>,
     /// Kafka bootstrap servers, HOST:PORT,… [key: kafka.brokers].
     #[arg(long)]
     kafka: Option<String>,
@@ -58,8 +61,8 @@ struct RunArgs {
     #[arg(long)]
     amqp: Option<String>,
     /// KPI store: memory or valkey://HOST:PORT [key: store].
-    #[arg(long)]
-    store: Option<String>,
+    #[arg(long, value_parser = clap::value_parser!(StoreLocation))]
+    store: Option<StoreLocation>,
     /// HTTP listen address, e.g. 0.0.0.0:8080 [key: http.addr].
     #[arg(long)]
     http: Option<String>,
@@ -73,44 +76,50 @@ struct RunArgs {
     #[arg(long)]
     router_url: Option<String>,
     /// When clients get 202: durable or accepted [key: ack].
-    #[arg(long)]
-    ack: Option<String>,
+    #[arg(long, value_parser = plan::parse_ack_mode)]
+    ack: Option<AckMode>,
     /// Log filter, e.g. info or flujo=debug [key: log.level].
     #[arg(long)]
     log_level: Option<String>,
     /// Log format: text or json [key: log.format].
-    #[arg(long)]
-    log_format: Option<String>,
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
 }
 
 impl RunArgs {
     fn overrides(&self) -> Overrides {
         let flags = [
-            ("role", &self.role),
-            ("bus", &self.bus),
-            ("store", &self.store),
+            ("role", self.role.map(|r| r.to_string())),
+            ("bus", self.bus.map(|b| b.to_string())),
+            ("store", self.store.as_ref().map(|s| s.to_string())),
+            ("ack", self.ack.map(|a| plan::ack_mode_name(a).to_owned())),
+            ("log.format", self.log_format.map(|f| f.as_str().to_owned())),
+        ];
+        let text = [
             ("kafka.brokers", &self.kafka),
             ("rabbitmq.url", &self.amqp),
             ("http.addr", &self.http),
             ("grpc.addr", &self.grpc),
             ("tcp.addr", &self.tcp),
             ("router_url", &self.router_url),
-            ("ack", &self.ack),
             ("log.level", &self.log_level),
-            ("log.format", &self.log_format),
         ];
         Overrides {
             config_file: self.config.clone(),
             values: flags
                 .into_iter()
-                .filter_map(|(k, v)| v.clone().map(|v| (k, v)))
+                .filter_map(|(k, v)| v.map(|v| (k, v)))
+                .chain(
+                    text.into_iter()
+                        .filter_map(|(k, v)| v.clone().map(|v| (k, v))),
+                )
                 .collect(),
         }
     }
 }
 
-fn load(args: &RunArgs) -> Result<Config, ExitCode> {
-    Config::load(&args.overrides()).map_err(|e| {
+fn load(args: &RunArgs) -> Result<Plan, ExitCode> {
+    Plan::load(&args.overrides()).map_err(|e| {
         eprintln!("flujo: {e}");
         ExitCode::from(2)
     })
@@ -120,18 +129,18 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Config(args) => match load(&args) {
-            Ok(cfg) => {
-                print!("{}", cfg.to_masked_toml());
+            Ok(plan) => {
+                print!("{}", plan.config.to_masked_toml());
                 ExitCode::SUCCESS
             }
             Err(code) => code,
         },
         Command::Run(args) => {
-            let cfg = match load(&args) {
-                Ok(cfg) => cfg,
+            let plan = match load(&args) {
+                Ok(plan) => plan,
                 Err(code) => return code,
             };
-            telemetry::init_logs(&cfg.log);
+            telemetry::init_logs(&plan.config.log);
             let metrics = match telemetry::init_metrics() {
                 Ok(m) => m,
                 Err(e) => {
@@ -149,7 +158,7 @@ fn main() -> ExitCode {
                         std::process::exit(1)
                     })
             });
-            match system.block_on(roles::run(cfg, metrics)) {
+            match system.block_on(roles::run(plan, metrics)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = %format!("{e:#}"), "flujo stopped");

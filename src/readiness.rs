@@ -1,8 +1,7 @@
-//! Readiness probes: every dependency a process needs (store, sinks, brokers, the
-//! remote router) answers a cheap check; `/readyz` reports each by name.
+//! Readiness probes: every dependency a process needs (store, sinks, sources, the
+//! remote router) answers a cheap check; `/readyz` reports each by name. The probes
+//! of components live in [`crate::components::probes`].
 
-use flujo_actors::publisher::Sink;
-use flujo_actors::store::Store;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use std::sync::Arc;
@@ -19,30 +18,6 @@ pub trait Probe: Send + Sync {
     fn name(&self) -> String;
     /// Ok when the dependency answers.
     fn check(&self) -> BoxFuture<'_, Result<(), String>>;
-}
-
-/// A sink's own readiness.
-pub struct SinkProbe(pub Arc<dyn Sink>);
-
-impl Probe for SinkProbe {
-    fn name(&self) -> String {
-        format!("sink:{}", self.0.name())
-    }
-    fn check(&self) -> BoxFuture<'_, Result<(), String>> {
-        async move { self.0.ready().await.map_err(|e| e.to_string()) }.boxed()
-    }
-}
-
-/// The store answers PING (or its equivalent).
-pub struct StoreProbe(pub Arc<dyn Store>);
-
-impl Probe for StoreProbe {
-    fn name(&self) -> String {
-        format!("store:{}", self.0.name())
-    }
-    fn check(&self) -> BoxFuture<'_, Result<(), String>> {
-        async move { self.0.ping().await.map_err(|e| e.to_string()) }.boxed()
-    }
 }
 
 /// The remote router answers the gRPC health check.

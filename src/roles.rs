@@ -11,10 +11,11 @@
 //! Arbiters: one per receiver (parsing and validation run in parallel), one for
 //! router and publishers, one for consumers and aggregator (applies stay ordered).
 
-use crate::config::{Bus, Config, Roles};
-use crate::readiness::{Probe, RouterProbe, SinkProbe, StoreProbe};
+use crate::components::probes::ComponentProbe;
+use crate::components::{self, Bus, Components};
+use crate::config::Plan;
+use crate::readiness::{Probe, RouterProbe};
 use crate::shutdown::{Deadline, Shutdown};
-use crate::sinks;
 use crate::transports::forward::{self, RemoteRouter};
 use crate::transports::grpc::{self, proto::ingest_server::IngestServer, IngestService};
 use crate::transports::http::{self, query::ReadCache, AppState, Limits};
@@ -61,39 +62,38 @@ pub struct Node {
 }
 
 impl Node {
-    /// Starts the actors of `roles`; call inside an actix `System`.
-    pub async fn start(cfg: &Config, roles: Roles) -> anyhow::Result<Node> {
+    /// Starts the actors of the plan's roles; call inside an actix `System`.
+    pub async fn start(plan: &Plan) -> anyhow::Result<Node> {
+        let (cfg, roles) = (&plan.config, plan.roles);
         let mailbox = cfg.pipeline.mailbox_capacity;
         let admission = Admission::new(cfg.pipeline.max_inflight_events);
         let stop_sources = CancellationToken::new();
         let mut probes: Vec<Arc<dyn Probe>> = Vec::new();
         let mut arbiters = Vec::new();
-        let buses: Vec<Bus> = {
-            let mut all: Vec<Bus> = Kind::ALL.iter().flat_map(|&k| cfg.sinks(k)).collect();
-            all.sort_by_key(|b| *b as u8);
-            all.dedup();
-            all
-        };
-        // Sinks serve the router; in a consumer-only process they still tell
-        // readiness whether the broker answers.
-        let mut sinks = sinks::Sinks::open(cfg, &buses, roles.router || roles.consumer).await?;
-        for sink in sinks.all() {
-            probes.push(Arc::new(SinkProbe(sink)));
+        // Sinks serve the router; a consumer's readiness asks its own sources.
+        let mut components =
+            Components::open(cfg.settings(), &plan.buses(), roles.router, roles.consumer).await?;
+        for (_, sink) in components.sinks() {
+            probes.push(Arc::new(ComponentProbe::sink(sink.clone())));
         }
 
         let mut store = None;
         let mut in_flight = Vec::new();
         let mut consumers = Vec::new();
         if roles.consumer {
-            let kpis = sinks::open_store(cfg).await?;
-            probes.push(Arc::new(StoreProbe(kpis.clone())));
+            let kpis = components.open_store(&plan.store)?;
             let storage = Arbiter::new();
             let expire_every = Duration::from_secs(cfg.aggregator.expire_interval_secs);
             let aggregator = Supervisor::start_in_arbiter(&storage.handle(), {
                 let kpis = kpis.clone();
                 move |_| Aggregator::new(kpis, expire_every, mailbox)
             });
-            for source in sinks.sources(cfg, &stop_sources).await? {
+            let sources = components.sources(&plan.routes, &stop_sources)?;
+            for probe in components::source_probes(&sources) {
+                probes.push(Arc::new(probe));
+            }
+            probes.push(Arc::new(ComponentProbe::store(kpis.clone())));
+            for source in sources {
                 let gate = InFlight::default();
                 in_flight.push(gate.clone());
                 let aggregator = aggregator.clone();
@@ -108,14 +108,14 @@ impl Node {
         let router: Option<Recipient<Route>> = if roles.router {
             let routing = Arbiter::new();
             let mut publishers: HashMap<Bus, Addr<Publisher>> = HashMap::new();
-            for (bus, sink) in sinks.by_bus() {
+            for (bus, sink) in components.sinks().iter().cloned() {
                 let publisher = start_bounded(&routing.handle(), mailbox, Publisher::new(sink));
                 publishers.insert(bus, publisher);
             }
             let routes: HashMap<Kind, Vec<Addr<Publisher>>> = Kind::ALL
                 .into_iter()
                 .map(|k| {
-                    let addrs = cfg
+                    let addrs = plan
                         .sinks(k)
                         .iter()
                         .filter_map(|b| publishers.get(b).cloned())
@@ -142,8 +142,8 @@ impl Node {
         };
 
         let receivers = router.map(|router| {
-            let ack = cfg.ack_mode();
-            let addrs = (0..cfg.receiver_count())
+            let ack = plan.ack;
+            let addrs = (0..plan.receivers)
                 .map(|_| {
                     let arbiter = Arbiter::new();
                     let receiver = Receiver::new(router.clone(), admission.clone(), ack);
@@ -199,11 +199,11 @@ async fn bind(
 /// transports stop accepting and answer what is in flight → admission closes and
 /// every admitted event is published (or applied, on the memory bus) → sources stop
 /// and consumers store and commit what they hold.
-pub async fn run(cfg: Config, metrics: PrometheusHandle) -> anyhow::Result<()> {
+pub async fn run(plan: Plan, metrics: PrometheusHandle) -> anyhow::Result<()> {
     let shutdown = Shutdown::new();
     shutdown.on_signals();
-    let roles = cfg.roles()?;
-    let node = Node::start(&cfg, roles).await?;
+    let node = Node::start(&plan).await?;
+    let (cfg, roles) = (&plan.config, plan.roles);
 
     let mut routes = axum::Router::new();
     if roles.receiver {
@@ -285,8 +285,8 @@ pub async fn run(cfg: Config, metrics: PrometheusHandle) -> anyhow::Result<()> {
     // A stable line on stdout for scripts and tests that bind port 0.
     println!("{listening}");
     let _ = std::io::stdout().flush();
-    tracing::info!(role = %cfg.role, bus = ?cfg.bus, store = %crate::config::mask_url_password(&cfg.store),
-        ack = ?cfg.ack_mode(), "{listening}");
+    tracing::info!(role = %roles, bus = ?cfg.bus, store = %plan.store.masked(),
+        ack = ?plan.ack, "{listening}");
 
     tokio::spawn(async move {
         loop {

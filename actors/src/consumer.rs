@@ -28,11 +28,36 @@ pub struct Delivery {
     pub token: u64,
 }
 
+/// A source's readiness check. The consumer owns its source (`next` takes
+/// `&mut self` for as long as it waits), so readiness asks through this shared
+/// handle instead of the source itself.
+#[async_trait]
+pub trait SourceReadiness: Send + Sync + 'static {
+    /// Checks that the source can deliver (its broker answers, its topic or queue
+    /// exists).
+    async fn ready(&self) -> Result<(), SourceError>;
+}
+
+/// The readiness of a source that has nothing to check (the memory bus).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AlwaysReady;
+
+#[async_trait]
+impl SourceReadiness for AlwaysReady {
+    async fn ready(&self) -> Result<(), SourceError> {
+        Ok(())
+    }
+}
+
 /// Where a consumer reads batches.
 #[async_trait]
 pub trait Source: Send + 'static {
     /// Short name used as the `source` label.
     fn name(&self) -> &'static str;
+    /// The handle readiness checks this source through (see [`SourceReadiness`]).
+    fn readiness(&self) -> Arc<dyn SourceReadiness> {
+        Arc::new(AlwaysReady)
+    }
     /// The next batch; `None` once the source is closed for good.
     async fn next(&mut self) -> Option<Delivery>;
     /// Marks a delivery as stored, so it is not redelivered.

@@ -182,8 +182,8 @@ pub trait Store: Send + Sync + 'static {
         category: Category,
         limit: usize,
     ) -> Result<MonitoredPrices, StoreError>;
-    /// Checks that the store answers (readiness).
-    async fn ping(&self) -> Result<(), StoreError>;
+    /// Checks that the store answers (readiness; Valkey: `PING`).
+    async fn ready(&self) -> Result<(), StoreError>;
     /// Forgets dedup entries older than the window (stores with native TTLs do nothing).
     async fn expire(&self) -> Result<(), StoreError> {
         Ok(())
@@ -537,7 +537,7 @@ impl Store for MemoryStore {
         })
     }
 
-    async fn ping(&self) -> Result<(), StoreError> {
+    async fn ready(&self) -> Result<(), StoreError> {
         Ok(())
     }
 

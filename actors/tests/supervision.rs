@@ -64,7 +64,7 @@ impl Store for UnreliableStore {
     async fn monitored_prices(&self, c: Category, l: usize) -> Result<MonitoredPrices, StoreError> {
         self.inner.monitored_prices(c, l).await
     }
-    async fn ping(&self) -> Result<(), StoreError> {
+    async fn ready(&self) -> Result<(), StoreError> {
         Ok(())
     }
 }

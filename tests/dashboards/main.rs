@@ -31,7 +31,6 @@ use support::*;
 #[path = "../support/promql.rs"]
 mod promql;
 
-use deadpool_redis::redis;
 use flujo_actors::metrics::{MetricSpec, ALL};
 use promql::promql_refs;
 use serde_json::Value;

@@ -8,7 +8,9 @@ mod round_trip;
 #[path = "../support/mod.rs"]
 mod support;
 
-use flujo::kafka::{ensure_topics, KafkaConfig, KafkaSink, KafkaSource, RECEIVED_AT_HEADER};
+use flujo::components::kafka::{
+    ensure_topics, KafkaConfig, KafkaSink, KafkaSource, RECEIVED_AT_HEADER,
+};
 use flujo_actors::consumer::{Delivery, Source};
 use flujo_actors::event::{Category, Events, Kind, Sale, Tweet};
 use flujo_actors::publisher::Sink;

@@ -14,7 +14,9 @@ use broker_faults::*;
 use with_actors::*;
 
 use actix::{Arbiter, Supervisor};
-use flujo::rabbitmq::{RabbitConfig, RabbitSink, RabbitSource, CONTENT_TYPE, RECEIVED_AT_HEADER};
+use flujo::components::rabbitmq::{
+    RabbitConfig, RabbitSink, RabbitSource, CONTENT_TYPE, RECEIVED_AT_HEADER,
+};
 use flujo_actors::aggregator::Aggregator;
 use flujo_actors::consumer::{Consumer, Delivery, Source};
 use flujo_actors::event::{Events, Kind, Sale, Tweet};

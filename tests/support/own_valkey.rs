@@ -3,7 +3,6 @@
 
 use super::services::{redis_connection, SERVICES_HINT};
 use super::tools::on_path;
-use deadpool_redis::redis;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

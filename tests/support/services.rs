@@ -2,7 +2,6 @@
 //! their addresses from `FLUJO_TEST_*` variables, probes that fail (never skip) when
 //! one does not answer, and Valkey key helpers for tests that write under a prefix.
 
-use deadpool_redis::redis;
 use rdkafka::consumer::BaseConsumer;
 use rdkafka::ClientConfig;
 use std::time::Duration;
@@ -95,11 +94,11 @@ pub async fn require_rabbitmq() {
         }
         Ok(Err(e)) => panic!(
             "RabbitMQ is unreachable at {} ({e}); {SERVICES_HINT} (or set FLUJO_TEST_AMQP_URL)",
-            flujo::config::mask_url_password(&url)
+            flujo::components::mask_url_password(&url)
         ),
         Err(_) => panic!(
             "RabbitMQ at {} did not answer within 10 s; {SERVICES_HINT} (or set FLUJO_TEST_AMQP_URL)",
-            flujo::config::mask_url_password(&url)
+            flujo::components::mask_url_password(&url)
         ),
     }
 }

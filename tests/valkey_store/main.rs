@@ -17,8 +17,7 @@ mod support;
 #[allow(unused_imports)]
 use batches::*;
 
-use deadpool_redis::redis;
-use flujo::valkey::ValkeyStore;
+use flujo::components::valkey::ValkeyStore;
 use flujo_actors::event::{Category, Sale, Tweet, Weather};
 use flujo_actors::store::{Applied, MemoryStore, Page, Store, MONITORED_PRICES};
 use rand::rngs::StdRng;
@@ -48,7 +47,7 @@ async fn shared_store(window: Duration, pool_size: usize) -> (ValkeyStore, KeysG
     let prefix = unique_prefix();
     let store = ValkeyStore::connect(&url, &prefix, window, pool_size)
         .unwrap_or_else(|e| panic!("bad FLUJO_TEST_VALKEY_URL {url:?}: {e}"));
-    match tokio::time::timeout(Duration::from_secs(5), store.ping()).await {
+    match tokio::time::timeout(Duration::from_secs(5), store.ready()).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => panic!("Valkey at {url} is not reachable ({e}): {HINT}"),
         Err(_) => panic!("Valkey at {url} did not answer PING within 5 s: {HINT}"),

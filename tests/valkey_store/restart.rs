@@ -26,7 +26,7 @@ async fn survives_a_valkey_restart() {
         .await
         .expect("apply must fail fast while Valkey is down, not hang");
     assert!(down.is_err(), "apply succeeded with Valkey down: {down:?}");
-    let ping = tokio::time::timeout(bounded, store.ping())
+    let ping = tokio::time::timeout(bounded, store.ready())
         .await
         .expect("ping must not hang");
     assert!(ping.is_err());
@@ -58,5 +58,5 @@ async fn survives_a_valkey_restart() {
         kpis.categories["home"].monitored_product.as_deref(),
         Some("SOFA")
     );
-    store.ping().await.expect("ping after restart");
+    store.ready().await.expect("ping after restart");
 }

@@ -152,16 +152,4 @@ pub fn app(state: Arc<AppState>, routes: Router<Arc<AppState>>) -> Router {
 }
 
 /// Paths the application defines itself; aliases may not reuse them.
-pub const BUILTIN_PATHS: &[&str] = &[
-    "/v1/sales",
-    "/purchase",
-    "/v1/tweets",
-    "/input",
-    "/v1/kpis/sales",
-    "/v1/kpis/tweets",
-    "/v1/rankings/products",
-    "/v1/rankings/locations",
-    "/metrics",
-    "/healthz",
-    "/readyz",
-];
+pub use crate::config::BUILTIN_PATHS;

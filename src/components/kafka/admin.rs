@@ -1,0 +1,127 @@
+//! Topic administration: [`ensure_topics`] creates the topics at start (now, or in the
+//! background while the broker is away), and [`check_topics`] is the readiness check
+//! shared by the sink and the source.
+
+use super::{client_config, KafkaConfig, LogContext};
+use flujo_actors::backoff::Backoff;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::{Client, ClientContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use std::time::Duration;
+
+/// Bound of the readiness metadata request.
+const READY_TIMEOUT: Duration = Duration::from_secs(3);
+/// Bound of the topic-creation requests.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(15);
+/// Bound of one topic-creation attempt at start.
+const CREATE_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A Kafka client could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaSetupError {
+    /// librdkafka refused the client configuration or could not start the client.
+    #[error("kafka client: {0}")]
+    Client(#[source] KafkaError),
+    /// The topic-creation request failed as a whole (e.g. the broker is unreachable).
+    #[error("kafka admin request to {brokers}: {source}")]
+    Admin {
+        /// The bootstrap brokers asked.
+        brokers: String,
+        /// What went wrong.
+        #[source]
+        source: KafkaError,
+    },
+    /// The broker refused to create a topic.
+    #[error("creating kafka topic {topic}: {code}")]
+    CreateTopic {
+        /// The topic.
+        topic: String,
+        /// The broker's answer.
+        code: RDKafkaErrorCode,
+    },
+}
+
+/// Creates the sales and tweets topics when missing, with the configured partitions
+/// and replication. A topic that already exists is left as it is. Call inside a
+/// tokio runtime.
+pub async fn ensure_topics(config: &KafkaConfig) -> Result<(), KafkaSetupError> {
+    let admin: AdminClient<LogContext> = client_config(&config.brokers)
+        .create_with_context(LogContext)
+        .map_err(KafkaSetupError::Client)?;
+    let topics: Vec<NewTopic<'_>> = [&config.sales_topic, &config.tweets_topic]
+        .into_iter()
+        .map(|name| {
+            NewTopic::new(
+                name,
+                config.partitions,
+                TopicReplication::Fixed(config.replication),
+            )
+        })
+        .collect();
+    let options = AdminOptions::new()
+        .request_timeout(Some(ADMIN_TIMEOUT))
+        .operation_timeout(Some(ADMIN_TIMEOUT));
+    let results = admin
+        .create_topics(&topics, &options)
+        .await
+        .map_err(|source| KafkaSetupError::Admin {
+            brokers: config.brokers.clone(),
+            source,
+        })?;
+    for result in results {
+        match result {
+            Ok(topic) => tracing::info!(topic, partitions = config.partitions, "created topic"),
+            Err((topic, RDKafkaErrorCode::TopicAlreadyExists)) => {
+                tracing::debug!(topic, "topic exists")
+            }
+            Err((topic, code)) => return Err(KafkaSetupError::CreateTopic { topic, code }),
+        }
+    }
+    Ok(())
+}
+
+/// Creates the topics now if the broker answers, else keeps trying in the background
+/// (producers and consumers wait for the topics meanwhile).
+pub async fn spawn_topic_creation(config: KafkaConfig) {
+    let first = tokio::time::timeout(CREATE_ATTEMPT_TIMEOUT, ensure_topics(&config)).await;
+    if let Ok(Ok(())) = first {
+        return;
+    }
+    tracing::warn!(brokers = %config.brokers, "kafka topics not created yet; retrying in the background");
+    tokio::spawn(async move {
+        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
+        loop {
+            backoff.wait().await;
+            match tokio::time::timeout(CREATE_ATTEMPT_TIMEOUT, ensure_topics(&config)).await {
+                Ok(Ok(())) => {
+                    tracing::info!("kafka topics ready");
+                    return;
+                }
+                Ok(Err(e)) => tracing::warn!(error = %e, "creating kafka topics failed"),
+                Err(_) => tracing::warn!("creating kafka topics timed out"),
+            }
+        }
+    });
+}
+
+/// Checks that the broker answers a metadata request and that every topic of
+/// `topics` exists with partitions (readiness of a producer or a consumer). Blocks
+/// for up to a few seconds: call it from `spawn_blocking`.
+pub(super) fn check_topics<C: ClientContext>(
+    client: &Client<C>,
+    topics: &[String],
+) -> Result<(), String> {
+    let metadata = client
+        .fetch_metadata(None, READY_TIMEOUT)
+        .map_err(|e| format!("kafka broker not answering: {e}"))?;
+    for topic in topics {
+        let found = metadata
+            .topics()
+            .iter()
+            .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
+        if !found {
+            return Err(format!("kafka topic {topic} is missing"));
+        }
+    }
+    Ok(())
+}

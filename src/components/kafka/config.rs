@@ -1,0 +1,140 @@
+//! The `[kafka]` section of the configuration.
+
+use flujo_actors::event::Kind;
+use serde::{Deserialize, Serialize};
+
+/// The `[kafka]` section of the configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Bootstrap brokers, comma-separated `host:port` (librdkafka `bootstrap.servers`).
+    pub brokers: String,
+    /// Topic that carries sales.
+    pub sales_topic: String,
+    /// Topic that carries tweets.
+    pub tweets_topic: String,
+    /// Partitions of a topic created at start (an existing topic is left as it is).
+    pub partitions: i32,
+    /// Replication factor of a topic created at start.
+    pub replication: i32,
+    /// Consumer group of the consumer role; every consumer process joins it.
+    pub group_id: String,
+    /// Idempotent producer (`enable.idempotence`): a broker-side guard against
+    /// duplicates from producer retries. Off by default because tansu 0.6, the
+    /// broker the tests run on, panics on some idempotent produce requests
+    /// (tansu-storage lite.rs:503) and then stops serving; turn it on with a real
+    /// Kafka. flujo's consumers dedup by event id either way, so a retried message
+    /// is never counted twice.
+    pub idempotence: bool,
+    /// How long the producer waits to fill a batch before sending it, in ms
+    /// (librdkafka `linger.ms`; higher = fewer, larger requests).
+    pub linger_ms: u32,
+    /// Most messages handed to the aggregator in one delivery.
+    pub batch_max: usize,
+    /// How long the consumer keeps gathering a delivery after its first message, in ms.
+    pub poll_linger_ms: u64,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: "127.0.0.1:9092".into(),
+            sales_topic: "sales".into(),
+            tweets_topic: "tweets".into(),
+            partitions: 3,
+            replication: 1,
+            group_id: "flujo-consumer".into(),
+            idempotence: false,
+            linger_ms: 5,
+            batch_max: 1000,
+            poll_linger_ms: 5,
+        }
+    }
+}
+
+impl KafkaConfig {
+    /// The topic that carries events of `kind`.
+    pub fn topic(&self, kind: Kind) -> &str {
+        match kind {
+            Kind::Sale => &self.sales_topic,
+            Kind::Tweet => &self.tweets_topic,
+        }
+    }
+
+    /// Checks the values; the error names the offending key (`kafka.KEY`).
+    pub fn check(&self) -> Result<(), String> {
+        let bad = |key: &str, why: &str| Err(format!("kafka.{key}: {why}"));
+        if self.brokers.trim().is_empty() {
+            return bad("brokers", "must name at least one host:port");
+        }
+        for (key, topic) in [
+            ("sales_topic", &self.sales_topic),
+            ("tweets_topic", &self.tweets_topic),
+        ] {
+            let legal = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+            if topic.is_empty() || topic.len() > 249 || !topic.chars().all(legal) {
+                return bad(key, "must be 1-249 characters of [a-zA-Z0-9._-]");
+            }
+        }
+        if self.sales_topic == self.tweets_topic {
+            return bad("tweets_topic", "must differ from kafka.sales_topic");
+        }
+        if self.partitions < 1 {
+            return bad("partitions", "must be at least 1");
+        }
+        if self.replication < 1 {
+            return bad("replication", "must be at least 1");
+        }
+        if self.group_id.trim().is_empty() {
+            return bad("group_id", "must not be empty");
+        }
+        if self.linger_ms > 900_000 {
+            return bad("linger_ms", "must be at most 900000");
+        }
+        if self.batch_max < 1 {
+            return bad("batch_max", "must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_defaults_and_checks() {
+        let c = KafkaConfig::default();
+        assert_eq!(c.brokers, "127.0.0.1:9092");
+        assert_eq!(
+            (c.topic(Kind::Sale), c.topic(Kind::Tweet)),
+            ("sales", "tweets")
+        );
+        assert_eq!(c.check(), Ok(()));
+        let bad = KafkaConfig {
+            partitions: 0,
+            ..KafkaConfig::default()
+        };
+        assert!(bad.check().expect_err("bad").contains("kafka.partitions"));
+        let bad = KafkaConfig {
+            tweets_topic: "sales".into(),
+            ..KafkaConfig::default()
+        };
+        assert!(bad.check().expect_err("bad").contains("kafka.tweets_topic"));
+        let bad = KafkaConfig {
+            sales_topic: "a b".into(),
+            ..KafkaConfig::default()
+        };
+        assert!(bad.check().expect_err("bad").contains("kafka.sales_topic"));
+    }
+
+    #[test]
+    fn config_rejects_unknown_keys() {
+        let parsed: KafkaConfig =
+            serde_json::from_str(r#"{"brokers":"k:9092","batch_max":5}"#).expect("valid");
+        assert_eq!((parsed.brokers.as_str(), parsed.batch_max), ("k:9092", 5));
+        assert_eq!(parsed.group_id, "flujo-consumer");
+        let err = serde_json::from_str::<KafkaConfig>(r#"{"broker":"k"}"#).expect_err("typo");
+        assert!(err.to_string().contains("broker"), "{err}");
+    }
+}

@@ -1,0 +1,87 @@
+//! The Kafka bus: [`KafkaSink`] publishes batches to the topic of their kind,
+//! [`KafkaSource`] reads one topic in a consumer group and commits only what the
+//! aggregator has stored; [`ensure_topics`] creates the topics at start.
+//!
+//! On the wire a message is the event as canonical JSON ([`super::wire`]), keyed by
+//! the sale's category or the tweet's location (so the order within a category or
+//! location is kept), with the header [`RECEIVED_AT_HEADER`] carrying the batch's
+//! receive time in ms since the epoch, as decimal text (end-to-end latency).
+//!
+//! # Layout
+//! - `config`: [`KafkaConfig`], the `[kafka]` section and its checks.
+//! - `admin`: topic creation ([`ensure_topics`]) and the metadata readiness check.
+//! - `sink`: [`KafkaSink`], the idempotent-capable producer.
+//! - `source`: [`KafkaSource`], the consumer that commits after store.
+//! - `lag`: consumer lag from librdkafka's statistics.
+//!
+//! # Delivery guarantees
+//! - The producer is idempotent with `acks=all`; `publish` returns only once every
+//!   message of the batch is acknowledged, so a durable 202 means "in Kafka".
+//! - The consumer never auto-commits. A [`Delivery`]'s token names the highest offset
+//!   per partition it holds; [`Source::commit`] commits exactly those (+1), and the
+//!   consumer actor calls it only after the aggregator stored the batch. A crash
+//!   between store and commit redelivers the batch; the aggregator dedups by id.
+//! - Rebalances are served only while [`Source::next`] polls the consumer, so between
+//!   a delivery and its commit no partition is taken away by librdkafka (the group
+//!   waits up to `max.poll.interval.ms` for this member to rejoin). Messages gathered
+//!   for a delivery whose partition is revoked while the delivery is still being
+//!   gathered are dropped from it (the partition's new owner reads them again), and a
+//!   token whose partitions were revoked since is committed without them.
+
+mod admin;
+mod config;
+mod lag;
+mod sink;
+mod source;
+
+pub use super::wire::RECEIVED_AT_HEADER;
+pub use admin::{ensure_topics, spawn_topic_creation, KafkaSetupError};
+pub use config::KafkaConfig;
+pub use sink::KafkaSink;
+pub use source::KafkaSource;
+
+#[cfg(doc)]
+use flujo_actors::consumer::{Delivery, Source};
+use rdkafka::client::ClientContext;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::error::KafkaError;
+
+/// The `sink`/`source` label of this bus.
+const NAME: &str = "kafka";
+
+/// The settings every flujo Kafka client shares.
+fn client_config(brokers: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        .set("client.id", "flujo");
+    config
+}
+
+/// Routes librdkafka's logs and errors to `tracing`.
+#[derive(Debug, Clone, Copy, Default)]
+struct LogContext;
+
+impl ClientContext for LogContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        log_librdkafka(level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(error = %error, "librdkafka: {reason}");
+    }
+}
+
+fn log_librdkafka(level: RDKafkaLogLevel, fac: &str, message: &str) {
+    match level {
+        RDKafkaLogLevel::Emerg
+        | RDKafkaLogLevel::Alert
+        | RDKafkaLogLevel::Critical
+        | RDKafkaLogLevel::Error => tracing::error!(facility = fac, "librdkafka: {message}"),
+        RDKafkaLogLevel::Warning => tracing::warn!(facility = fac, "librdkafka: {message}"),
+        RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+            tracing::info!(facility = fac, "librdkafka: {message}")
+        }
+        RDKafkaLogLevel::Debug => tracing::debug!(facility = fac, "librdkafka: {message}"),
+    }
+}

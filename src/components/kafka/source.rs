@@ -1,0 +1,576 @@
+//! [`KafkaSource`]: reads one topic in the consumer group and commits a delivery's
+//! offsets only once the aggregator stored it (see the guarantees in [`super`]).
+
+use super::admin::check_topics;
+use super::lag::{self, report_lag, Stats};
+use super::{client_config, log_librdkafka, KafkaConfig, KafkaSetupError, NAME};
+use crate::components::wire::{self, Decoded, RECEIVED_AT_HEADER};
+use flujo_actors::consumer::{Delivery, Source, SourceError, SourceReadiness};
+use flujo_actors::event::{now_ms, Kind};
+use flujo_actors::messages::Batch;
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// How often the consumer computes its lag (librdkafka statistics interval).
+const LAG_INTERVAL_MS: u32 = 1_000;
+/// Pause after a consumer error, so a persistent error does not spin.
+const ERROR_PAUSE: Duration = Duration::from_millis(200);
+/// A persistent consumer error is logged at most this often (else at debug level).
+const ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
+/// Attempts of a commit that failed with a transient error, before giving up.
+const COMMIT_ATTEMPTS: u32 = 3;
+/// Deliveries kept awaiting their commit; older ones are forgotten (redelivered).
+const MAX_OUTSTANDING: usize = 64;
+
+/// What the rebalance callback and the source share.
+#[derive(Debug, Default)]
+struct GroupState {
+    /// Bumped at every revocation.
+    epoch: u64,
+    /// Partition → epoch of its last revocation.
+    revoked_at: HashMap<i32, u64>,
+    /// Partition → next offset to commit, for batches stored whose commit has not
+    /// been confirmed yet (it failed transiently). Empty between deliveries in normal
+    /// operation, since the consumer commits right after each store.
+    pending: BTreeMap<i32, i64>,
+    /// Last computed lag of this consumer.
+    lag: Option<i64>,
+    /// When a consumer error was last logged as a warning.
+    last_error_log: Option<Instant>,
+}
+
+/// The consumer's context: rebalance handling, lag from statistics, logs.
+struct SourceContext {
+    topic: String,
+    lag_slot: u64,
+    state: Arc<Mutex<GroupState>>,
+}
+
+fn lock(state: &Mutex<GroupState>) -> MutexGuard<'_, GroupState> {
+    // The state stays consistent at every await-free step; a panic elsewhere does
+    // not invalidate it.
+    state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl ClientContext for SourceContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        log_librdkafka(level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(topic = %self.topic, error = %error, "librdkafka: {reason}");
+    }
+
+    fn stats_raw(&self, statistics: &[u8]) {
+        let stats: Stats = match serde_json::from_slice(statistics) {
+            Ok(stats) => stats,
+            Err(e) => {
+                tracing::debug!(error = %e, "unreadable librdkafka statistics");
+                return;
+            }
+        };
+        let lag = lag::lag_of(&stats, &self.topic).unwrap_or(0);
+        lock(&self.state).lag = Some(lag);
+        report_lag(self.lag_slot, Some(lag));
+    }
+}
+
+/// The partitions of `topic` in a rebalance's list.
+fn partitions_of(tpl: &TopicPartitionList, topic: &str) -> Vec<i32> {
+    tpl.elements_for_topic(topic)
+        .iter()
+        .map(|e| e.partition())
+        .collect()
+}
+
+impl ConsumerContext for SourceContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(tpl) => {
+                let revoked = partitions_of(tpl, &self.topic);
+                // Offsets of stored batches whose commit is still owed must be
+                // committed now, while this member owns the partitions; afterwards
+                // the new owner would read those batches again. In normal operation
+                // there are none: rebalances are served only inside `next()`, and the
+                // consumer actor commits each delivery right after storing it, before
+                // it calls `next()` again.
+                let owed = {
+                    let mut state = lock(&self.state);
+                    state.epoch += 1;
+                    let epoch = state.epoch;
+                    let mut owed = TopicPartitionList::new();
+                    for &p in &revoked {
+                        state.revoked_at.insert(p, epoch);
+                        if let Some(next) = state.pending.remove(&p) {
+                            // A valid offset always fits; an invalid one is skipped.
+                            let _ = owed.add_partition_offset(&self.topic, p, Offset::Offset(next));
+                        }
+                    }
+                    owed
+                };
+                tracing::info!(topic = %self.topic, partitions = ?revoked, "partitions revoked");
+                if owed.count() > 0 {
+                    if consumer.assignment_lost() {
+                        tracing::warn!(topic = %self.topic, "assignment lost; stored offsets not committed, their messages will be redelivered");
+                    } else if let Err(e) = consumer.commit(&owed, CommitMode::Sync) {
+                        tracing::warn!(topic = %self.topic, error = %e, "commit on revoke failed; those messages will be redelivered");
+                    }
+                }
+            }
+            Rebalance::Assign(tpl) => {
+                let assigned = partitions_of(tpl, &self.topic);
+                tracing::info!(topic = %self.topic, partitions = ?assigned, "partitions assigned");
+            }
+            Rebalance::Error(e) => {
+                tracing::warn!(topic = %self.topic, error = %e, "rebalance error")
+            }
+        }
+    }
+}
+
+/// A delivery handed out and not yet committed.
+#[derive(Debug)]
+struct Outstanding {
+    /// Revocation epoch when the delivery was complete.
+    epoch: u64,
+    /// Partition → next offset to commit (highest offset of the delivery + 1).
+    offsets: BTreeMap<i32, i64>,
+}
+
+/// A delivery being gathered.
+struct Gathering {
+    /// Until when more messages are awaited.
+    deadline: tokio::time::Instant,
+    epoch: u64,
+    messages: usize,
+    events: Vec<(i32, Decoded)>,
+    offsets: BTreeMap<i32, i64>,
+    received_at: BTreeMap<i32, i64>,
+}
+
+/// Reads one topic (one event kind) in the consumer group. Hands out deliveries of
+/// up to `batch_max` events and commits a delivery's offsets only when told to.
+///
+/// `next()` is cancellation safe: a delivery being gathered when its future is
+/// dropped is kept and handed out by the next call.
+pub struct KafkaSource {
+    consumer: Arc<StreamConsumer<SourceContext>>,
+    state: Arc<Mutex<GroupState>>,
+    kind: Kind,
+    topic: String,
+    batch_max: usize,
+    poll_linger: Duration,
+    stop: CancellationToken,
+    next_token: u64,
+    outstanding: BTreeMap<u64, Outstanding>,
+    gathering: Option<Gathering>,
+    lag_slot: u64,
+}
+
+impl std::fmt::Debug for KafkaSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSource")
+            .field("kind", &self.kind)
+            .field("topic", &self.topic)
+            .field("outstanding", &self.outstanding.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl KafkaSource {
+    /// A consumer of the topic of `kind` in group `config.group_id`, starting at the
+    /// group's committed offsets (`earliest` when none). `next()` returns `None` once
+    /// `stop` is cancelled. Must be called inside a tokio runtime; the topic should
+    /// exist ([`ensure_topics`]).
+    pub fn new(
+        config: &KafkaConfig,
+        kind: Kind,
+        stop: CancellationToken,
+    ) -> Result<Self, KafkaSetupError> {
+        let topic = config.topic(kind).to_owned();
+        let state = Arc::new(Mutex::new(GroupState::default()));
+        let lag_slot = lag::new_slot();
+        let context = SourceContext {
+            topic: topic.clone(),
+            lag_slot,
+            state: state.clone(),
+        };
+        let consumer: StreamConsumer<SourceContext> = client_config(&config.brokers)
+            .set("group.id", &config.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("statistics.interval.ms", LAG_INTERVAL_MS.to_string())
+            .create_with_context(context)
+            .map_err(KafkaSetupError::Client)?;
+        consumer
+            .subscribe(&[&topic])
+            .map_err(KafkaSetupError::Client)?;
+        Ok(KafkaSource {
+            consumer: Arc::new(consumer),
+            state,
+            kind,
+            topic,
+            batch_max: config.batch_max.max(1),
+            poll_linger: Duration::from_millis(config.poll_linger_ms),
+            stop,
+            next_token: 0,
+            outstanding: BTreeMap::new(),
+            gathering: None,
+            lag_slot,
+        })
+    }
+
+    /// The topic this source reads.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// This source's last computed lag (Σ high watermark − position over its
+    /// assigned partitions), refreshed about every second while `next()` polls;
+    /// `None` before the first statistics arrived.
+    pub fn lag(&self) -> Option<i64> {
+        lock(&self.state).lag
+    }
+
+    /// Decodes one message into `gathering`; an undecodable one is logged and
+    /// skipped, but its offset still counts, so it cannot block its partition.
+    fn take(&self, gathering: &mut Gathering, message: &BorrowedMessage<'_>) {
+        let (partition, offset) = (message.partition(), message.offset());
+        gathering.messages += 1;
+        let next = gathering.offsets.entry(partition).or_insert(offset + 1);
+        *next = (*next).max(offset + 1);
+        let decoded = match message.payload() {
+            None => Err("empty payload".to_owned()),
+            Some(bytes) => wire::decode(self.kind, bytes).map_err(|e| e.to_string()),
+        };
+        match decoded {
+            Ok(event) => {
+                if let Some(at) = received_at(message) {
+                    let min = gathering.received_at.entry(partition).or_insert(at);
+                    *min = (*min).min(at);
+                }
+                gathering.events.push((partition, event));
+            }
+            Err(error) => tracing::error!(
+                topic = %self.topic, partition, offset, %error,
+                "undecodable message skipped"
+            ),
+        }
+    }
+
+    /// Drops from `gathering` what was read from partitions revoked since it was
+    /// last checked: their new owner reads those messages again.
+    fn drop_revoked(&self, gathering: &mut Gathering) {
+        let state = lock(&self.state);
+        if state.epoch == gathering.epoch {
+            return;
+        }
+        let since = gathering.epoch;
+        let revoked = |p: &i32| state.revoked_at.get(p).is_some_and(|&at| at > since);
+        gathering.events.retain(|(p, _)| !revoked(p));
+        gathering.offsets.retain(|p, _| !revoked(p));
+        gathering.received_at.retain(|p, _| !revoked(p));
+        gathering.epoch = state.epoch;
+    }
+
+    /// Logs a consumer error: a warning, unless one was logged recently.
+    fn log_error(&self, error: &KafkaError) {
+        let warn = {
+            let mut state = lock(&self.state);
+            let due = state
+                .last_error_log
+                .is_none_or(|at| at.elapsed() >= ERROR_LOG_EVERY);
+            if due {
+                state.last_error_log = Some(Instant::now());
+            }
+            due
+        };
+        if warn {
+            tracing::warn!(topic = %self.topic, %error, "kafka consumer error");
+        } else {
+            tracing::debug!(topic = %self.topic, %error, "kafka consumer error");
+        }
+    }
+
+    /// Waits for the first message (or `stop`); `None` when stopped.
+    async fn first(&self) -> Option<Gathering> {
+        loop {
+            let received = tokio::select! {
+                biased;
+                () = self.stop.cancelled() => return None,
+                received = self.consumer.recv() => received,
+            };
+            let mut gathering = Gathering {
+                deadline: tokio::time::Instant::now() + self.poll_linger,
+                epoch: lock(&self.state).epoch,
+                messages: 0,
+                events: Vec::new(),
+                offsets: BTreeMap::new(),
+                received_at: BTreeMap::new(),
+            };
+            match received {
+                Ok(message) => {
+                    self.take(&mut gathering, &message);
+                    return Some(gathering);
+                }
+                Err(e) => {
+                    self.log_error(&e);
+                    tokio::select! {
+                        () = self.stop.cancelled() => return None,
+                        () = tokio::time::sleep(ERROR_PAUSE) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Gathers a delivery: the first message, then more for at most `poll_linger`.
+    /// The delivery being gathered lives in `self` across every await, so dropping
+    /// the future (e.g. in a `select!`) loses nothing: the next call goes on with it.
+    async fn gather(&mut self) -> Option<Gathering> {
+        if self.gathering.is_none() {
+            let first = self.first().await?;
+            self.gathering = Some(first);
+        }
+        loop {
+            let gathering = self.gathering.as_ref()?;
+            if gathering.messages >= self.batch_max {
+                break;
+            }
+            let deadline = gathering.deadline;
+            let received = tokio::time::timeout_at(deadline, self.consumer.recv()).await;
+            let mut gathering = self.gathering.take()?;
+            self.drop_revoked(&mut gathering);
+            let done = match received {
+                Ok(Ok(message)) => {
+                    self.take(&mut gathering, &message);
+                    false
+                }
+                Ok(Err(e)) => {
+                    self.log_error(&e);
+                    false
+                }
+                Err(_) => true,
+            };
+            self.gathering = Some(gathering);
+            if done {
+                break;
+            }
+        }
+        let mut gathering = self.gathering.take()?;
+        self.drop_revoked(&mut gathering);
+        Some(gathering)
+    }
+
+    /// Commits `offsets` (partition → next offset); the error says whether it is
+    /// worth retrying.
+    async fn commit_offsets(&self, offsets: &BTreeMap<i32, i64>) -> Result<(), KafkaError> {
+        let mut tpl = TopicPartitionList::with_capacity(offsets.len());
+        for (&partition, &next) in offsets {
+            tpl.add_partition_offset(&self.topic, partition, Offset::Offset(next))?;
+        }
+        let consumer = self.consumer.clone();
+        tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync))
+            .await
+            .map_err(|_| KafkaError::Canceled)?
+    }
+}
+
+impl Drop for KafkaSource {
+    fn drop(&mut self) {
+        report_lag(self.lag_slot, None);
+    }
+}
+
+/// A commit refused because this member no longer owns the partitions (the group
+/// rebalanced or dropped it); its messages go to the new owner.
+fn lost_ownership(code: Option<RDKafkaErrorCode>) -> bool {
+    matches!(
+        code,
+        Some(
+            RDKafkaErrorCode::IllegalGeneration
+                | RDKafkaErrorCode::UnknownMemberId
+                | RDKafkaErrorCode::RebalanceInProgress
+                | RDKafkaErrorCode::AssignmentLost
+                | RDKafkaErrorCode::FencedInstanceId
+                | RDKafkaErrorCode::State
+        )
+    )
+}
+
+#[tonic::async_trait]
+impl Source for KafkaSource {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn readiness(&self) -> Arc<dyn SourceReadiness> {
+        Arc::new(TopicReadiness {
+            consumer: self.consumer.clone(),
+            topic: self.topic.clone(),
+        })
+    }
+
+    async fn next(&mut self) -> Option<Delivery> {
+        loop {
+            let gathering = self.gather().await?;
+            if gathering.offsets.is_empty() {
+                continue; // everything gathered was revoked meanwhile
+            }
+            let token = self.next_token;
+            self.next_token += 1;
+            self.outstanding.insert(
+                token,
+                Outstanding {
+                    epoch: gathering.epoch,
+                    offsets: gathering.offsets,
+                },
+            );
+            while self.outstanding.len() > MAX_OUTSTANDING {
+                if let Some((old, _)) = self.outstanding.pop_first() {
+                    tracing::warn!(topic = %self.topic, token = old, "delivery never committed; it will be redelivered after a restart or rebalance");
+                }
+            }
+            if gathering.events.is_empty() {
+                // Only undecodable messages: nothing to store, so move past them now.
+                if let Err(e) = self.commit(token).await {
+                    tracing::warn!(topic = %self.topic, error = %e, "commit of skipped messages failed");
+                }
+                continue;
+            }
+            let received_at_ms = gathering
+                .received_at
+                .values()
+                .copied()
+                .min()
+                .unwrap_or_else(now_ms);
+            let events = wire::events_of(self.kind, gathering.events.into_iter().map(|(_, e)| e));
+            return Some(Delivery {
+                batch: Batch {
+                    events: Arc::new(events),
+                    received_at_ms,
+                    admitted: None,
+                },
+                token,
+            });
+        }
+    }
+
+    async fn commit(&mut self, token: u64) -> Result<(), SourceError> {
+        let Some(delivery) = self.outstanding.remove(&token) else {
+            tracing::warn!(topic = %self.topic, token, "commit of an unknown delivery ignored");
+            return Ok(());
+        };
+        // Owed offsets: this delivery's, minus partitions revoked since it was
+        // handed out, plus earlier ones whose commit failed transiently.
+        let offsets = {
+            let mut state = lock(&self.state);
+            for (&partition, &next) in &delivery.offsets {
+                let revoked = state
+                    .revoked_at
+                    .get(&partition)
+                    .is_some_and(|&at| at > delivery.epoch);
+                if revoked {
+                    tracing::info!(topic = %self.topic, partition, "partition revoked before commit; its messages go to the new owner");
+                    continue;
+                }
+                let owed = state.pending.entry(partition).or_insert(next);
+                *owed = (*owed).max(next);
+            }
+            state.pending.clone()
+        };
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = self.commit_offsets(&offsets).await;
+            let code = result.as_ref().err().and_then(|e| e.rdkafka_error_code());
+            match result {
+                Ok(()) => {}
+                Err(_) if code == Some(RDKafkaErrorCode::NoOffset) => {}
+                Err(e) if lost_ownership(code) => {
+                    tracing::warn!(topic = %self.topic, error = %e, "commit refused after a group change; those messages will be redelivered to their new owner");
+                }
+                Err(e) if attempt < COMMIT_ATTEMPTS => {
+                    tracing::debug!(topic = %self.topic, error = %e, attempt, "commit failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+                    continue;
+                }
+                Err(e) => {
+                    // Kept pending: retried with the next commit, or on revoke.
+                    return Err(SourceError(format!(
+                        "kafka commit on {} failed: {e}",
+                        self.topic
+                    )));
+                }
+            }
+            // Done with these offsets (committed, or no longer ours to commit).
+            let mut state = lock(&self.state);
+            for (partition, next) in offsets {
+                if state
+                    .pending
+                    .get(&partition)
+                    .is_some_and(|&owed| owed <= next)
+                {
+                    state.pending.remove(&partition);
+                }
+            }
+            return Ok(());
+        }
+    }
+}
+
+/// The receive time carried by a message's header, if any.
+fn received_at(message: &BorrowedMessage<'_>) -> Option<i64> {
+    message
+        .headers()?
+        .iter()
+        .find(|h| h.key == RECEIVED_AT_HEADER)
+        .and_then(|h| h.value)
+        .and_then(wire::parse_received_at)
+}
+
+/// A source's readiness: the broker answers and its topic exists, asked on the
+/// consumer's own client.
+struct TopicReadiness {
+    consumer: Arc<StreamConsumer<SourceContext>>,
+    topic: String,
+}
+
+#[tonic::async_trait]
+impl SourceReadiness for TopicReadiness {
+    async fn ready(&self) -> Result<(), SourceError> {
+        let consumer = self.consumer.clone();
+        let topics = [self.topic.clone()];
+        tokio::task::spawn_blocking(move || check_topics(consumer.client(), &topics))
+            .await
+            .map_err(|e| SourceError(format!("kafka readiness check: {e}")))?
+            .map_err(SourceError)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ownership_errors_are_recognised() {
+        assert!(lost_ownership(Some(RDKafkaErrorCode::IllegalGeneration)));
+        assert!(lost_ownership(Some(RDKafkaErrorCode::RebalanceInProgress)));
+        assert!(!lost_ownership(Some(RDKafkaErrorCode::NotCoordinator)));
+        assert!(!lost_ownership(None));
+    }
+}

@@ -1,0 +1,375 @@
+//! Components: the buses and stores flujo talks to, one folder each, and the one
+//! registry that turns their configuration into `Arc<dyn Sink>`, `Box<dyn Source>`
+//! and `Arc<dyn Store>` (the seam traits of `flujo-actors`).
+//!
+//! # Layout
+//! - this file: [`Bus`], [`Routes`], [`StoreLocation`], [`Settings`] and the registry
+//!   [`Components`] (sinks, sources, store, Kafka topic creation).
+//! - [`wire`]: the message format both brokers share (canonical JSON, headers).
+//! - [`memory`]: the in-process bus and store (glue; implemented in `flujo-actors`).
+//! - [`kafka`]: `config`, `admin` (topics), `sink`, `source`, `lag`.
+//! - [`rabbitmq`]: `config`, `admin` (connections, queues), `sink`, `source`.
+//! - [`valkey`]: `config`, `store` and the Lua batch scripts.
+//! - [`probes`]: the `/readyz` probes of sinks, sources and stores.
+//!
+//! Components know nothing of the process configuration or the transports: the
+//! configuration builds a [`Settings`] and the role wiring asks the registry.
+
+pub mod kafka;
+pub mod memory;
+pub mod probes;
+pub mod rabbitmq;
+pub mod valkey;
+pub mod wire;
+
+use flujo_actors::bus::MemorySource;
+use flujo_actors::consumer::{Source, SourceReadiness};
+use flujo_actors::event::Kind;
+use flujo_actors::publisher::Sink;
+use flujo_actors::store::{Store, StoreError};
+use kafka::{KafkaConfig, KafkaSetupError, KafkaSink, KafkaSource};
+use probes::ComponentProbe;
+use rabbitmq::{RabbitConfig, RabbitSink, RabbitSource};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use valkey::{ValkeyConfig, ValkeyStore};
+
+/// How long the registry waits for a new RabbitMQ sink to connect before going on
+/// (a broker that is down only fails readiness, not the start).
+const RABBIT_FIRST_CONNECT: Duration = Duration::from_secs(3);
+
+/// A bus between the router and the consumers.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Bus {
+    /// In-process queue; nothing survives the process.
+    Memory,
+    /// Kafka topics (section `[kafka]`).
+    Kafka,
+    /// RabbitMQ queues (section `[rabbitmq]`).
+    Rabbitmq,
+}
+
+impl Bus {
+    /// True for a broker between processes.
+    pub fn is_broker(self) -> bool {
+        self != Bus::Memory
+    }
+
+    /// The name used in configuration and labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Bus::Memory => "memory",
+            Bus::Kafka => "kafka",
+            Bus::Rabbitmq => "rabbitmq",
+        }
+    }
+}
+
+impl fmt::Display for Bus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The buses each event kind is published to (and consumed from), deduplicated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Routes {
+    /// Buses of sales.
+    pub sale: Vec<Bus>,
+    /// Buses of tweets.
+    pub tweet: Vec<Bus>,
+}
+
+impl Routes {
+    /// The buses of `kind`.
+    pub fn of(&self, kind: Kind) -> &[Bus] {
+        match kind {
+            Kind::Sale => &self.sale,
+            Kind::Tweet => &self.tweet,
+        }
+    }
+
+    /// Every bus in use, each once, in a fixed order.
+    pub fn buses(&self) -> Vec<Bus> {
+        let mut all: Vec<Bus> = self.sale.iter().chain(&self.tweet).copied().collect();
+        all.sort();
+        all.dedup();
+        all
+    }
+}
+
+/// Where the KPIs live: `memory`, or a Valkey (or Redis) URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// In this process; gone with it.
+    Memory,
+    /// A Valkey server, `valkey://HOST:PORT` or `redis://HOST:PORT`.
+    Valkey(String),
+}
+
+impl StoreLocation {
+    /// The same location with the URL's password masked, for display.
+    pub fn masked(&self) -> StoreLocation {
+        match self {
+            StoreLocation::Memory => StoreLocation::Memory,
+            StoreLocation::Valkey(url) => StoreLocation::Valkey(mask_url_password(url)),
+        }
+    }
+}
+
+impl FromStr for StoreLocation {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "memory" => Ok(StoreLocation::Memory),
+            url if url.starts_with("valkey://") || url.starts_with("redis://") => {
+                Ok(StoreLocation::Valkey(url.to_owned()))
+            }
+            other => Err(format!(
+                "unknown store `{other}`; expected `memory` or `valkey://HOST:PORT`"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for StoreLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreLocation::Memory => f.write_str("memory"),
+            StoreLocation::Valkey(url) => f.write_str(url),
+        }
+    }
+}
+
+/// Replaces the password of `scheme://user:password@host` with `****`.
+pub fn mask_url_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((userinfo, host)) = rest.split_once('@') else {
+        return url.to_owned();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:****@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+/// What the registry needs to open components.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The `[kafka]` section.
+    pub kafka: KafkaConfig,
+    /// The `[rabbitmq]` section.
+    pub rabbitmq: RabbitConfig,
+    /// The `[valkey]` section.
+    pub valkey: ValkeyConfig,
+    /// Batches the memory bus holds.
+    pub memory_bus_capacity: usize,
+    /// How long a store remembers an applied event id.
+    pub dedup_window: Duration,
+}
+
+/// A component could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ComponentError {
+    /// librdkafka refused the producer.
+    #[error("cannot create the Kafka producer")]
+    KafkaProducer(#[source] KafkaSetupError),
+    /// librdkafka refused the consumer.
+    #[error("cannot create the Kafka consumer")]
+    KafkaConsumer(#[source] KafkaSetupError),
+    /// The store URL cannot be used.
+    #[error("bad store URL")]
+    StoreUrl(#[source] StoreError),
+}
+
+/// The registry of one process: the sinks of every bus in use (router role), the
+/// sources of every bus a kind is routed to and the store (consumer role).
+pub struct Components {
+    settings: Settings,
+    sinks: Vec<(Bus, Arc<dyn Sink>)>,
+    memory_source: Option<MemorySource>,
+}
+
+impl fmt::Debug for Components {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sinks: Vec<Bus> = self.sinks.iter().map(|(bus, _)| *bus).collect();
+        f.debug_struct("Components")
+            .field("sinks", &sinks)
+            .field("memory_source", &self.memory_source.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Components {
+    /// Opens what `buses` need: the Kafka topics (created now, or in the background
+    /// while the broker is away) when this process publishes or consumes, and one
+    /// sink per bus when it publishes. Call inside a tokio runtime.
+    pub async fn open(
+        settings: Settings,
+        buses: &[Bus],
+        publish: bool,
+        consume: bool,
+    ) -> Result<Components, ComponentError> {
+        if (publish || consume) && buses.contains(&Bus::Kafka) {
+            kafka::spawn_topic_creation(settings.kafka.clone()).await;
+        }
+        let mut sinks: Vec<(Bus, Arc<dyn Sink>)> = Vec::new();
+        let mut memory_source = None;
+        if publish {
+            for &bus in buses {
+                let sink: Arc<dyn Sink> = match bus {
+                    Bus::Memory => {
+                        let (sink, source) = memory::bus(settings.memory_bus_capacity);
+                        memory_source = Some(source);
+                        sink
+                    }
+                    Bus::Kafka => Arc::new(
+                        KafkaSink::new(&settings.kafka).map_err(ComponentError::KafkaProducer)?,
+                    ),
+                    Bus::Rabbitmq => {
+                        let sink = RabbitSink::new(settings.rabbitmq.clone());
+                        // Starts the reconnecting connection on this runtime.
+                        if let Err(e) = sink.wait_ready(RABBIT_FIRST_CONNECT).await {
+                            tracing::warn!(error = %e, "rabbitmq not reachable yet; will keep trying");
+                        }
+                        Arc::new(sink)
+                    }
+                };
+                sinks.push((bus, sink));
+            }
+        }
+        Ok(Components {
+            settings,
+            sinks,
+            memory_source,
+        })
+    }
+
+    /// Every sink with its bus (none unless opened to publish).
+    pub fn sinks(&self) -> &[(Bus, Arc<dyn Sink>)] {
+        &self.sinks
+    }
+
+    /// The sources a consumer reads: the memory bus (both kinds, when this process
+    /// publishes on it too), and one per kind and broker that kind is routed to.
+    /// Call inside a tokio runtime.
+    pub fn sources(
+        &mut self,
+        routes: &Routes,
+        stop: &CancellationToken,
+    ) -> Result<Vec<Box<dyn Source>>, ComponentError> {
+        let mut sources: Vec<Box<dyn Source>> = Vec::new();
+        if let Some(memory) = self.memory_source.take() {
+            sources.push(Box::new(memory));
+        }
+        for kind in Kind::ALL {
+            for &bus in routes.of(kind) {
+                match bus {
+                    Bus::Memory => {}
+                    Bus::Kafka => sources.push(Box::new(
+                        KafkaSource::new(&self.settings.kafka, kind, stop.clone())
+                            .map_err(ComponentError::KafkaConsumer)?,
+                    )),
+                    Bus::Rabbitmq => sources.push(Box::new(RabbitSource::new(
+                        self.settings.rabbitmq.clone(),
+                        kind,
+                        stop.clone(),
+                    ))),
+                }
+            }
+        }
+        Ok(sources)
+    }
+
+    /// Opens the KPI store at `location`. Call inside a tokio runtime.
+    pub fn open_store(&self, location: &StoreLocation) -> Result<Arc<dyn Store>, ComponentError> {
+        let window = self.settings.dedup_window;
+        match location {
+            StoreLocation::Memory => Ok(memory::store(window)),
+            StoreLocation::Valkey(url) => {
+                let valkey = &self.settings.valkey;
+                let store = ValkeyStore::connect(url, &valkey.prefix, window, valkey.pool_size)
+                    .map_err(ComponentError::StoreUrl)?;
+                Ok(Arc::new(store))
+            }
+        }
+    }
+}
+
+/// One readiness probe per bus the `sources` read (`source:kafka`, …), each asking
+/// every source of that bus.
+pub fn source_probes(sources: &[Box<dyn Source>]) -> Vec<ComponentProbe> {
+    let mut by_bus: Vec<(&'static str, Vec<Arc<dyn SourceReadiness>>)> = Vec::new();
+    for source in sources {
+        match by_bus.iter_mut().find(|(name, _)| *name == source.name()) {
+            Some((_, checks)) => checks.push(source.readiness()),
+            None => by_bus.push((source.name(), vec![source.readiness()])),
+        }
+    }
+    by_bus
+        .into_iter()
+        .map(|(name, checks)| ComponentProbe::sources(name, checks))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_passwords() {
+        assert_eq!(
+            mask_url_password("valkey://:s3cret@h:6379"),
+            "valkey://:****@h:6379"
+        );
+        assert_eq!(
+            mask_url_password("amqp://guest:guest@h/"),
+            "amqp://guest:****@h/"
+        );
+        assert_eq!(mask_url_password("memory"), "memory");
+    }
+
+    #[test]
+    fn store_locations_parse_and_print() {
+        assert_eq!("memory".parse(), Ok(StoreLocation::Memory));
+        let url = "valkey://:pw@h:6379";
+        let location: StoreLocation = url.parse().expect("valkey");
+        assert_eq!(location.to_string(), url);
+        assert_eq!(location.masked().to_string(), "valkey://:****@h:6379");
+        assert!("redis://h".parse::<StoreLocation>().is_ok());
+        let err = "postgres://x"
+            .parse::<StoreLocation>()
+            .expect_err("unknown");
+        assert!(err.contains("unknown store `postgres://x`"), "{err}");
+    }
+
+    #[test]
+    fn routes_list_each_bus_once() {
+        let routes = Routes {
+            sale: vec![Bus::Kafka],
+            tweet: vec![Bus::Rabbitmq, Bus::Kafka],
+        };
+        assert_eq!(routes.of(Kind::Tweet), [Bus::Rabbitmq, Bus::Kafka]);
+        assert_eq!(routes.buses(), vec![Bus::Kafka, Bus::Rabbitmq]);
+    }
+}

@@ -1,0 +1,71 @@
+//! The readiness probes of components: each sink, each bus's sources and the store
+//! answer `/readyz` through their own `ready` check.
+
+use crate::readiness::Probe;
+use flujo_actors::consumer::SourceReadiness;
+use flujo_actors::publisher::Sink;
+use flujo_actors::store::Store;
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use std::sync::Arc;
+
+/// A check that can be run again and again.
+type Check = Box<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
+
+/// The readiness of one component, under the name `/readyz` shows.
+pub struct ComponentProbe {
+    name: String,
+    check: Check,
+}
+
+impl ComponentProbe {
+    /// A sink's own readiness (`sink:NAME`).
+    pub fn sink(sink: Arc<dyn Sink>) -> Self {
+        ComponentProbe {
+            name: format!("sink:{}", sink.name()),
+            check: Box::new(move || {
+                let sink = sink.clone();
+                async move { sink.ready().await.map_err(|e| e.to_string()) }.boxed()
+            }),
+        }
+    }
+
+    /// The readiness of every source of one bus (`source:NAME`): ready when each of
+    /// them is (one per event kind read from that bus).
+    pub fn sources(name: &str, sources: Vec<Arc<dyn SourceReadiness>>) -> Self {
+        ComponentProbe {
+            name: format!("source:{name}"),
+            check: Box::new(move || {
+                let checks = sources.clone();
+                async move {
+                    let results = futures::future::join_all(checks.iter().map(|s| s.ready()));
+                    results
+                        .await
+                        .into_iter()
+                        .try_for_each(|r| r.map_err(|e| e.to_string()))
+                }
+                .boxed()
+            }),
+        }
+    }
+
+    /// The store's own readiness (`store:NAME`; Valkey answers `PING`).
+    pub fn store(store: Arc<dyn Store>) -> Self {
+        ComponentProbe {
+            name: format!("store:{}", store.name()),
+            check: Box::new(move || {
+                let store = store.clone();
+                async move { store.ready().await.map_err(|e| e.to_string()) }.boxed()
+            }),
+        }
+    }
+}
+
+impl Probe for ComponentProbe {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+    fn check(&self) -> BoxFuture<'_, Result<(), String>> {
+        (self.check)()
+    }
+}

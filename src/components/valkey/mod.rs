@@ -1,0 +1,93 @@
+//! The Valkey KPI store: [`ValkeyStore`] implements the [`Store`] trait over a Valkey
+//! (or Redis) server and answers every query with the same values, serialized to the
+//! same JSON, as [`flujo_actors::store::MemoryStore`] given the same applied batches.
+//!
+//! # Key schema
+//!
+//! Every key starts with the configured prefix `{p}` (default `flujo:`). Hashes,
+//! sorted sets and streams only, so Grafana's Redis data source can read them all.
+//! Floats are stored as decimal strings that parse back to the exact same `f64`
+//! (the shortest of 15, 16 or 17 significant digits that round-trips); counts are
+//! integers.
+//!
+//! | key | type | content |
+//! |---|---|---|
+//! | `{p}sales:total` | hash | `count`, `quantity_sum`, `price_sum`, `revenue`, `price_min`, `price_max` of all sales |
+//! | `{p}sales:category:{category}` | hash | the same fields for one category (`electronics`, `clothing`, `home`, `beauty`), plus `monitored_product` (set by the category's first sale, `HSETNX`) |
+//! | `{p}sales:products` | sorted set | member = `product_id`, score = quantity sold over all categories |
+//! | `{p}sales:products:{category}` | sorted set | member = `product_id`, score = quantity sold in the category |
+//! | `{p}sales:monitored:{category}:prices` | stream | one entry `price <p>` per sale of the category's monitored product, capped at the newest 1,000 (`XADD … MAXLEN = 1000`), oldest first |
+//! | `{p}tweets:total` | hash | `count`, `temperature_sum`, `humidity_sum`, `temperature_min`, `temperature_max` of all tweets |
+//! | `{p}tweets:weather` | hash | one count field per weather seen (`sunny`, `cloudy`, `rainy`, `foggy`, `snowy`, `stormy`) |
+//! | `{p}tweets:locations` | sorted set | member = location, score = tweet count |
+//! | `{p}tweets:location:{location}` | hash | the `tweets:total` fields for one location |
+//! | `{p}seen:sale:{id}`, `{p}seen:tweet:{id}` | string | dedup marker `1`, expiring after the dedup window (`PX`) |
+//!
+//! Averages are not stored: queries divide the sums by the count, as `MemoryStore` does.
+//! Rankings are read with `ZREVRANGE`: score descending, ties by member descending
+//! (byte order), the order shared by every flujo store.
+//!
+//! # Writes: one Lua script call per batch
+//!
+//! The scripts are `common.lua` (helpers) followed by `sales.lua` or `tweets.lua`.
+//! A batch of sales (or tweets) is one `EVALSHA` of a Lua script (loaded with
+//! `SCRIPT LOAD` and retried when the server answers `NOSCRIPT`, e.g. after a
+//! restart), so a batch is atomic and costs one round trip. `ARGV` carries the prefix,
+//! the dedup window in ms and the events flattened (sales: id, category, product_id,
+//! price, quantity; tweets: id, location, weather, temperature, humidity). For each
+//! event, in batch order, the script sets the dedup marker with `SET … NX PX window`;
+//! when the marker already exists the event is a duplicate and is skipped, otherwise
+//! it updates the aggregates. Sums are plain double additions in event order (Lua
+//! numbers are IEEE doubles, like `f64`), min/max are compared in Lua; each touched
+//! hash is read once (`HMGET`) and written once (`HSET`) per batch. The script returns
+//! one `0`/`1` flag per event, which becomes [`Applied::fresh`]. A dedup window of
+//! zero disables dedup, as it does in `MemoryStore`.
+//!
+//! The script builds key names from the prefix instead of receiving them in `KEYS`, so
+//! it targets a standalone Valkey (or one with replicas), not a Valkey Cluster.
+//!
+//! # Reads
+//!
+//! Each query is one pipelined `MULTI`/`EXEC` round trip (a consistent snapshot),
+//! except the location ranking: one round trip for the page of the sorted set, then
+//! one pipelined `HGETALL` per location of the page.
+//!
+//! # Connections
+//!
+//! `valkey.pool_size` redis [`ConnectionManager`]s, used in turn. Each is one
+//! multiplexed connection shared by concurrent calls (no checkout, no extra round
+//! trip) that reconnects by itself: when a call finds its connection broken (I/O
+//! error, timeout), the manager starts a new one in the background, and the call is
+//! retried once on it. So while the server is down calls fail with
+//! [`StoreError::Unavailable`], and once it is back they succeed again without
+//! restarting flujo. [`ValkeyStore::connect`] does not contact the server (the
+//! managers connect on first use): a missing Valkey makes [`Store::ready`]
+//! (readiness) fail, never the process.
+//!
+//! [`ConnectionManager`]: redis::aio::ConnectionManager
+//!
+//! # Limits
+//!
+//! - A script is atomic in the Valkey sense (no other command runs in between), but a
+//!   command that fails half-way through is not rolled back. With the keys as this
+//!   module writes them no command can fail; only keys of the wrong type put under
+//!   the prefix by hand could cause it.
+//! - A batch retried after a lost reply (the connection broke after the script ran)
+//!   reports its events as duplicates, exactly like a redelivered batch; the
+//!   aggregates are still changed once.
+//! - The sign of a zero min/max temperature (`-0.0` vs `0.0`, when both were seen) may
+//!   differ from `MemoryStore`, whose `f64::min` leaves it unspecified.
+//!
+//! # Layout
+//! - `config`: [`ValkeyConfig`], the `[valkey]` section.
+//! - `store`: [`ValkeyStore`], the [`Store`] over Valkey.
+//! - `common.lua`, `sales.lua`, `tweets.lua`: the batch scripts.
+
+mod config;
+mod store;
+
+pub use config::{ValkeyConfig, DEFAULT_PREFIX};
+pub use store::ValkeyStore;
+
+#[cfg(doc)]
+use flujo_actors::store::{Applied, Store, StoreError};

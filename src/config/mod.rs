@@ -1,0 +1,392 @@
+//! Configuration: defaults in code < `flujo.toml` (or `--config FILE`) < environment
+//! `FLUJO__SECTION__KEY` < command-line flags. Unknown keys and bad values fail at
+//! start with a message that names the key.
+//!
+//! # Layout
+//! - this file: [`Config`] (every key), loading with figment, the value checks and
+//!   [`ConfigError`].
+//! - [`sections`]: the sections of servers and actors (`[http]`, `[pipeline]`, …);
+//!   the components' sections (`[kafka]`, `[rabbitmq]`, `[valkey]`) live with them.
+//! - [`plan`]: [`Plan`], what a loaded configuration resolves to (roles, routes,
+//!   store, ack mode), once, at load.
+//! - `text`: serde for the values written as text (`role`, `store`).
+
+pub mod plan;
+pub mod sections;
+mod text;
+
+pub use crate::components::{Bus, StoreLocation};
+pub use plan::{Plan, Role, RoleSet};
+pub use sections::{
+    AggregatorConfig, GrpcConfig, HttpConfig, LogConfig, LogFormat, PipelineConfig, QueryConfig,
+    RoutesConfig, ShutdownConfig, TcpConfig,
+};
+
+use crate::components::kafka::KafkaConfig;
+use crate::components::rabbitmq::RabbitConfig;
+use crate::components::valkey::ValkeyConfig;
+use crate::components::{mask_url_password, Settings};
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use flujo_actors::messages::AckMode;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Paths the HTTP application defines itself; `http.sales_paths` and
+/// `http.tweet_paths` may not reuse them.
+pub const BUILTIN_PATHS: &[&str] = &[
+    "/v1/sales",
+    "/purchase",
+    "/v1/tweets",
+    "/input",
+    "/v1/kpis/sales",
+    "/v1/kpis/tweets",
+    "/v1/rankings/products",
+    "/v1/rankings/locations",
+    "/metrics",
+    "/healthz",
+    "/readyz",
+];
+
+/// Everything `flujo run` can be told.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Roles this process runs: `all`, or a comma-separated set of receiver, router, consumer.
+    #[serde(with = "text")]
+    pub role: RoleSet,
+    /// The bus between router and consumers: `memory`, `kafka` or `rabbitmq`.
+    pub bus: Bus,
+    /// Sinks per event kind; a kind not listed goes to `bus`.
+    pub routes: RoutesConfig,
+    /// Where KPIs live: `memory` or `valkey://HOST:PORT`.
+    #[serde(with = "text")]
+    pub store: StoreLocation,
+    /// gRPC URL of the router role, for a process that runs receivers but no router.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub router_url: Option<String>,
+    /// When clients get their 202: `durable` or `accepted`; unset = the bus's default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ack: Option<AckMode>,
+    /// Kafka bus.
+    pub kafka: KafkaConfig,
+    /// RabbitMQ bus.
+    pub rabbitmq: RabbitConfig,
+    /// Valkey store.
+    pub valkey: ValkeyConfig,
+    /// HTTP server.
+    pub http: HttpConfig,
+    /// gRPC server.
+    pub grpc: GrpcConfig,
+    /// TCP line server.
+    pub tcp: TcpConfig,
+    /// Actor pipeline sizing.
+    pub pipeline: PipelineConfig,
+    /// Aggregator behaviour.
+    pub aggregator: AggregatorConfig,
+    /// Query API.
+    pub query: QueryConfig,
+    /// Graceful shutdown.
+    pub shutdown: ShutdownConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            role: RoleSet::ALL,
+            bus: Bus::Memory,
+            routes: RoutesConfig::default(),
+            store: StoreLocation::Memory,
+            router_url: None,
+            ack: None,
+            kafka: Default::default(),
+            rabbitmq: Default::default(),
+            valkey: ValkeyConfig::default(),
+            http: HttpConfig::default(),
+            grpc: GrpcConfig::default(),
+            tcp: TcpConfig::default(),
+            pipeline: PipelineConfig::default(),
+            aggregator: AggregatorConfig::default(),
+            query: QueryConfig::default(),
+            shutdown: ShutdownConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// A configuration that cannot be used, naming the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The sources could not be read or a value has the wrong type.
+    #[error("bad configuration: {0}")]
+    Load(String),
+    /// A value is well-typed but not acceptable.
+    #[error("bad configuration: key `{key}`: {reason}")]
+    Invalid {
+        /// Dotted key, e.g. `pipeline.max_inflight_events`.
+        key: &'static str,
+        /// Why it is refused.
+        reason: String,
+    },
+}
+
+/// Values given on the command line; each wins over file and environment.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--config FILE`.
+    pub config_file: Option<PathBuf>,
+    /// `(dotted key, value)` pairs from flags.
+    pub values: Vec<(&'static str, String)>,
+}
+
+impl Config {
+    /// Loads defaults < file < environment < flags. The values are checked by
+    /// [`Plan::resolve`] (or [`Plan::load`], which does both).
+    pub fn load(overrides: &Overrides) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        figment = match &overrides.config_file {
+            Some(path) => {
+                if !path.exists() {
+                    return Err(ConfigError::Invalid {
+                        key: "--config",
+                        reason: format!("file {} does not exist", path.display()),
+                    });
+                }
+                figment.merge(Toml::file_exact(path))
+            }
+            None => figment.merge(Toml::file(Path::new("flujo.toml"))),
+        };
+        figment = figment.merge(Env::prefixed("FLUJO__").split("__"));
+        for (key, value) in &overrides.values {
+            figment = figment.merge(Serialized::default(key, value));
+        }
+        figment
+            .extract()
+            .map_err(|e| ConfigError::Load(describe(e)))
+    }
+
+    /// Refuses values that are well-typed but unusable (each on its own; the checks
+    /// across keys are [`Plan::resolve`]'s).
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: String| Err(ConfigError::Invalid { key, reason });
+        for (key, sinks) in [
+            ("routes.sale", &self.routes.sale),
+            ("routes.tweet", &self.routes.tweet),
+        ] {
+            if sinks.as_ref().is_some_and(|s| s.is_empty()) {
+                return invalid(key, "needs at least one sink".into());
+            }
+        }
+        if let Err(reason) = self.kafka.check() {
+            return invalid("kafka", reason);
+        }
+        if let Err(reason) = self.rabbitmq.validate() {
+            return invalid("rabbitmq", reason);
+        }
+        if let Err(reason) = self.valkey.check() {
+            return invalid("valkey", reason);
+        }
+        if self.http.max_body_bytes == 0 {
+            return invalid("http.max_body_bytes", "must be greater than 0".into());
+        }
+        if self.http.max_batch_events == 0 {
+            return invalid("http.max_batch_events", "must be greater than 0".into());
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (key, paths) in [
+            ("http.sales_paths", &self.http.sales_paths),
+            ("http.tweet_paths", &self.http.tweet_paths),
+        ] {
+            for p in paths {
+                let plain = p.len() > 1
+                    && p.starts_with('/')
+                    && !p.ends_with('/')
+                    && p.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "/-_.".contains(c));
+                if !plain {
+                    return invalid(
+                        key,
+                        format!(
+                            "path `{p}` must start with `/` and hold only letters, digits, `/-_.`"
+                        ),
+                    );
+                }
+                if BUILTIN_PATHS.contains(&p.as_str()) || !seen.insert(p.as_str()) {
+                    return invalid(key, format!("path `{p}` is already in use"));
+                }
+            }
+        }
+        if self.tcp.max_line_bytes == 0 {
+            return invalid("tcp.max_line_bytes", "must be greater than 0".into());
+        }
+        if self.pipeline.mailbox_capacity == 0 {
+            return invalid("pipeline.mailbox_capacity", "must be greater than 0".into());
+        }
+        if self.pipeline.bus_capacity == 0 {
+            return invalid("pipeline.bus_capacity", "must be greater than 0".into());
+        }
+        if self.pipeline.max_inflight_events < self.http.max_batch_events {
+            return invalid(
+                "pipeline.max_inflight_events",
+                format!(
+                    "must be at least http.max_batch_events ({}), got {}",
+                    self.http.max_batch_events, self.pipeline.max_inflight_events
+                ),
+            );
+        }
+        if self.pipeline.max_inflight_events > u32::MAX as usize {
+            return invalid(
+                "pipeline.max_inflight_events",
+                format!("must be at most {}", u32::MAX),
+            );
+        }
+        if self.aggregator.expire_interval_secs == 0 {
+            return invalid(
+                "aggregator.expire_interval_secs",
+                "must be greater than 0".into(),
+            );
+        }
+        if self.shutdown.deadline_secs == 0 {
+            return invalid("shutdown.deadline_secs", "must be greater than 0".into());
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return invalid(
+                "log.level",
+                format!("`{}` is not a log filter", self.log.level),
+            );
+        }
+        Ok(())
+    }
+
+    /// What the components registry needs from this configuration.
+    pub fn settings(&self) -> Settings {
+        Settings {
+            kafka: self.kafka.clone(),
+            rabbitmq: self.rabbitmq.clone(),
+            valkey: self.valkey.clone(),
+            memory_bus_capacity: self.pipeline.bus_capacity,
+            dedup_window: Duration::from_secs(self.aggregator.dedup_window_secs),
+        }
+    }
+
+    /// The effective configuration as TOML, with secrets masked.
+    pub fn to_masked_toml(&self) -> String {
+        let mut shown = self.clone();
+        shown.store = shown.store.masked();
+        shown.router_url = shown.router_url.as_deref().map(mask_url_password);
+        shown.rabbitmq.url = mask_url_password(&shown.rabbitmq.url);
+        toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+}
+
+/// Names each failing key as a user writes it (`http.addr`, and the variable
+/// `FLUJO__HTTP__ADDR` when it came from the environment).
+fn describe(errors: figment::Error) -> String {
+    errors
+        .into_iter()
+        .map(|e| {
+            let mut path: Vec<String> = e.path.iter().map(|p| p.to_lowercase()).collect();
+            if let figment::error::Kind::UnknownField(field, _) = &e.kind {
+                if path.last() != Some(&field.to_lowercase()) {
+                    path.push(field.to_lowercase());
+                }
+            }
+            let key = path.join(".");
+            let origin = match &e.metadata {
+                Some(m) if m.name.contains("environment") => {
+                    format!(
+                        " (environment variable FLUJO__{})",
+                        key.replace('.', "__").to_uppercase()
+                    )
+                }
+                Some(m) => match &m.source {
+                    Some(figment::Source::File(path)) => format!(" (in {})", path.display()),
+                    Some(figment::Source::Code(_)) => " (command-line flag)".to_owned(),
+                    _ => format!(" (from {})", m.name),
+                },
+                None => String::new(),
+            };
+            if key.is_empty() {
+                format!("{}{origin}", e.kind)
+            } else {
+                format!("key `{key}`{origin}: {}", e.kind)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API returns its own error
+    fn layers_file_env_flags_and_names_bad_keys() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "flujo.toml",
+                "[http]\naddr = \"127.0.0.1:1000\"\nmax_batch_events = 50\n[query]\ncache_ttl_ms = 5\n",
+            )?;
+            jail.set_env("FLUJO__HTTP__ADDR", "127.0.0.1:2000");
+            jail.set_env("FLUJO__QUERY__CACHE_TTL_MS", "7");
+            let flags = Overrides {
+                config_file: None,
+                values: vec![("http.addr", "127.0.0.1:3000".into())],
+            };
+            let c = Config::load(&flags).expect("loads");
+            assert_eq!(c.http.addr.port(), 3000, "flag wins");
+            assert_eq!(c.query.cache_ttl_ms, 7, "env beats file");
+            assert_eq!(c.http.max_batch_events, 50, "file beats default");
+            assert_eq!(c.shutdown.deadline_secs, 20, "default");
+
+            jail.set_env("FLUJO__HTTP__ADDR", "not-an-address");
+            let err = Config::load(&Overrides::default())
+                .expect_err("bad addr")
+                .to_string();
+            assert!(err.contains("http.addr"), "{err}");
+            jail.set_env("FLUJO__HTTP__ADDR", "127.0.0.1:2000");
+
+            jail.set_env("FLUJO__HTTP__MAX_BODY", "1");
+            let err = Config::load(&Overrides::default())
+                .expect_err("unknown")
+                .to_string();
+            assert!(err.contains("max_body"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn value_checks_name_the_key() {
+        let mut c = Config::default();
+        c.pipeline.max_inflight_events = 10;
+        let err = c.check().expect_err("too small").to_string();
+        assert!(err.contains("pipeline.max_inflight_events"), "{err}");
+        let mut c = Config::default();
+        c.http.tweet_paths = vec!["/metrics".into()];
+        let err = c.check().expect_err("builtin path").to_string();
+        assert!(err.contains("http.tweet_paths"), "{err}");
+        assert!(Config::default().to_masked_toml().contains("[http]"));
+    }
+
+    #[test]
+    fn masked_toml_hides_passwords() {
+        let c = Config {
+            store: "valkey://:s3cret@h:6379".parse().expect("store"),
+            ..Config::default()
+        };
+        let shown = c.to_masked_toml();
+        assert!(
+            shown.contains("store = \"valkey://:****@h:6379\""),
+            "{shown}"
+        );
+        assert!(shown.contains("role = \"all\""), "{shown}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("guest:guest"),
+            "{shown}"
+        );
+    }
+}

@@ -1,0 +1,192 @@
+//! The sections of the configuration that belong to the servers and actors (the
+//! components' sections live with their components).
+
+use super::Bus;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+
+/// Which sinks each kind is published to, e.g. `tweet = ["kafka", "rabbitmq"]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutesConfig {
+    /// Sinks of sales; unset = `[bus]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sale: Option<Vec<Bus>>,
+    /// Sinks of tweets; unset = `[bus]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tweet: Option<Vec<Bus>>,
+}
+
+/// HTTP server settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Listen address (ingest, query, metrics and health).
+    pub addr: SocketAddr,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Most events accepted in one request.
+    pub max_batch_events: usize,
+    /// Extra paths that take sales like `/v1/sales` (besides `/purchase`, always served).
+    pub sales_paths: Vec<String>,
+    /// Extra paths that take tweets like `/v1/tweets` (besides `/input`, always served).
+    pub tweet_paths: Vec<String>,
+}
+
+/// gRPC server settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrpcConfig {
+    /// Listen address of `flujo.v1.Ingest`, health and reflection.
+    pub addr: SocketAddr,
+}
+
+/// TCP line server settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TcpConfig {
+    /// Listen address.
+    pub addr: SocketAddr,
+    /// Longest accepted line, in bytes (without its newline).
+    pub max_line_bytes: usize,
+}
+
+/// Sizing of the actor pipeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    /// Receiver actors, one per arbiter thread; 0 = one per CPU.
+    pub receivers: usize,
+    /// Mailbox capacity of every actor, in messages.
+    pub mailbox_capacity: usize,
+    /// Events admitted and not yet settled before ingest answers 429.
+    pub max_inflight_events: usize,
+    /// Batches the memory bus holds.
+    pub bus_capacity: usize,
+}
+
+/// Aggregator settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AggregatorConfig {
+    /// How long an applied event id is remembered, in seconds.
+    pub dedup_window_secs: u64,
+    /// How often expired ids are forgotten, in seconds.
+    pub expire_interval_secs: u64,
+}
+
+/// Query API settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueryConfig {
+    /// How long a read is cached, in milliseconds; 0 disables the cache.
+    pub cache_ttl_ms: u64,
+}
+
+/// Shutdown settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    /// Time allowed to drain everything after SIGTERM, in seconds.
+    pub deadline_secs: u64,
+}
+
+/// Log output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `tracing` filter, e.g. `info` or `flujo=debug`; `RUST_LOG` overrides it.
+    pub level: String,
+    /// `text` or `json`.
+    pub format: LogFormat,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            max_body_bytes: 4 * 1024 * 1024,
+            max_batch_events: 10_000,
+            sales_paths: Vec::new(),
+            tweet_paths: Vec::new(),
+        }
+    }
+}
+
+impl Default for GrpcConfig {
+    fn default() -> Self {
+        GrpcConfig {
+            addr: SocketAddr::from(([0, 0, 0, 0], 50051)),
+        }
+    }
+}
+
+impl Default for TcpConfig {
+    fn default() -> Self {
+        TcpConfig {
+            addr: SocketAddr::from(([0, 0, 0, 0], 7070)),
+            max_line_bytes: 64 * 1024,
+        }
+    }
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            receivers: 0,
+            mailbox_capacity: 1024,
+            max_inflight_events: 200_000,
+            bus_capacity: 4096,
+        }
+    }
+}
+
+impl Default for AggregatorConfig {
+    fn default() -> Self {
+        AggregatorConfig {
+            dedup_window_secs: 24 * 3600,
+            expire_interval_secs: 10,
+        }
+    }
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        QueryConfig { cache_ttl_ms: 1000 }
+    }
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig { deadline_secs: 20 }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+impl LogFormat {
+    /// The name used in configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
