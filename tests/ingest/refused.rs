@@ -262,12 +262,16 @@ async fn too_many_events_or_too_large_a_body_is_a_413() {
     let text = "x".repeat(4 * 1024 * 1024);
     let big =
         json!({"location": "A", "weather": "sunny", "temperature": 1, "humidity": 1, "text": text});
-    let (status, body) = status_json(
-        server
-            .post_raw("/v1/tweets", Some("application/json"), big.to_string())
-            .await,
-    )
-    .await;
+    let resp = server
+        .post_raw("/v1/tweets", Some("application/json"), big.to_string())
+        .await;
+    // The rest of the body was not read: the connection must not be reused.
+    assert_eq!(
+        resp.headers().get("connection").map(|v| v.as_bytes()),
+        Some(&b"close"[..]),
+        "a 413 for an unread body closes the connection"
+    );
+    let (status, body) = status_json(resp).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
     let padded = format!("[{}]", " ".repeat(5 * 1024 * 1024));
     let (status, body) = status_json(

@@ -22,6 +22,9 @@ pub struct ApiError {
     pub field: Option<String>,
     /// Seconds after which a retry may succeed.
     pub retry_after: Option<u64>,
+    /// The request body was left unread, so the connection cannot carry another
+    /// request: answer with `Connection: close` so the client does not reuse it.
+    pub close_connection: bool,
 }
 
 #[derive(Serialize)]
@@ -40,6 +43,18 @@ impl ApiError {
             index: None,
             field: None,
             retry_after: None,
+            close_connection: false,
+        }
+    }
+
+    /// 413 for a body over the limit, which was not read to its end.
+    pub fn body_too_large(limit: usize) -> Self {
+        ApiError {
+            close_connection: true,
+            ..ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("body larger than {limit} bytes; split the batch"),
+            )
         }
     }
 
@@ -107,6 +122,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if self.close_connection {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
     }

@@ -119,12 +119,9 @@ async fn accept(
 ) -> Result<(StatusCode, Json<IngestAccepted>), ApiError> {
     let encoding = encoding(headers)?;
     let limit = state.limits.max_body_bytes;
-    let bytes = to_bytes(body, limit).await.map_err(|_| {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("body larger than {limit} bytes; split the batch"),
-        )
-    })?;
+    let bytes = to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError::body_too_large(limit))?;
     let objects = decode(&bytes, encoding)?;
     if objects.is_empty() {
         return Err(ApiError::new(
