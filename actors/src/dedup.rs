@@ -135,10 +135,14 @@ impl IdWindow {
     }
 
     /// How far back the window really reaches at `now_ms`: the configured window
-    /// when it is not full, less when the cap forced ids out early.
+    /// while it is not full, else the age of its oldest generation (the cap, not
+    /// the clock, is then what forgets ids).
     pub fn held_ms(&self, now_ms: u64) -> u64 {
         match self.generations.front() {
-            Some(oldest) if self.evicted > 0 => now_ms.saturating_sub(oldest.opened_ms),
+            // Full: the cap, not the clock, decides how far back the window reaches.
+            Some(oldest) if self.len + self.generation_capacity > self.max_ids() => {
+                now_ms.saturating_sub(oldest.opened_ms)
+            }
             _ => self.window_ms,
         }
         .min(self.window_ms)

@@ -186,6 +186,8 @@ pub struct Settings {
     pub memory_bus_capacity: usize,
     /// How long a store remembers an applied event id.
     pub dedup_window: Duration,
+    /// The most ids a store remembers per kind.
+    pub dedup_max_ids: usize,
 }
 
 /// A component could not be opened.
@@ -303,13 +305,14 @@ impl Components {
 
     /// Opens the KPI store at `location`. Call inside a tokio runtime.
     pub fn open_store(&self, location: &StoreLocation) -> Result<Arc<dyn Store>, ComponentError> {
-        let window = self.settings.dedup_window;
+        let (window, max_ids) = (self.settings.dedup_window, self.settings.dedup_max_ids);
         match location {
-            StoreLocation::Memory => Ok(memory::store(window)),
+            StoreLocation::Memory => Ok(memory::store(window, max_ids)),
             StoreLocation::Valkey(url) => {
                 let valkey = &self.settings.valkey;
                 let store = ValkeyStore::connect(url, &valkey.prefix, window, valkey.pool_size)
-                    .map_err(ComponentError::StoreUrl)?;
+                    .map_err(ComponentError::StoreUrl)?
+                    .with_max_ids(max_ids);
                 Ok(Arc::new(store))
             }
         }

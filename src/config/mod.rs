@@ -33,6 +33,9 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// The longest dedup window accepted: a year.
+pub const MAX_DEDUP_WINDOW_SECS: u64 = 365 * 24 * 3600;
+
 /// Paths the HTTP application defines itself; `http.sales_paths` and
 /// `http.tweet_paths` may not reuse them.
 pub const BUILTIN_PATHS: &[&str] = &[
@@ -243,6 +246,15 @@ impl Config {
                 format!("must be at most {}", u32::MAX),
             );
         }
+        if self.aggregator.dedup_max_ids == 0 {
+            return invalid("aggregator.dedup_max_ids", "must be greater than 0".into());
+        }
+        if self.aggregator.dedup_window_secs > MAX_DEDUP_WINDOW_SECS {
+            return invalid(
+                "aggregator.dedup_window_secs",
+                format!("must be at most {MAX_DEDUP_WINDOW_SECS} (a year)"),
+            );
+        }
         if self.aggregator.expire_interval_secs == 0 {
             return invalid(
                 "aggregator.expire_interval_secs",
@@ -269,6 +281,7 @@ impl Config {
             valkey: self.valkey.clone(),
             memory_bus_capacity: self.pipeline.bus_capacity,
             dedup_window: Duration::from_secs(self.aggregator.dedup_window_secs),
+            dedup_max_ids: self.aggregator.dedup_max_ids,
         }
     }
 

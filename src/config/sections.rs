@@ -69,8 +69,12 @@ pub struct PipelineConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AggregatorConfig {
-    /// How long an applied event id is remembered, in seconds.
+    /// How long an applied event id is remembered, in seconds, so that a resend (by
+    /// a client, the receiver's forward or a producer) is applied once; 0 disables.
     pub dedup_window_secs: u64,
+    /// The most ids remembered per kind; when the window holds that many, the
+    /// oldest are forgotten first (`flujo_dedup_evicted_total`).
+    pub dedup_max_ids: usize,
     /// How often expired ids are forgotten, in seconds.
     pub expire_interval_secs: u64,
 }
@@ -154,7 +158,8 @@ impl Default for PipelineConfig {
 impl Default for AggregatorConfig {
     fn default() -> Self {
         AggregatorConfig {
-            dedup_window_secs: 24 * 3600,
+            dedup_window_secs: 600,
+            dedup_max_ids: flujo_actors::dedup::DEFAULT_MAX_IDS,
             expire_interval_secs: 10,
         }
     }

@@ -37,13 +37,26 @@ async fn batches_are_idempotent_and_kinds_have_separate_ids() {
     keys_before.sort();
     keys_after.sort();
     assert_eq!(keys_after, keys_before);
-    assert!(keys_after.contains(&format!("{}seen:sale:a", keys.prefix)));
-    assert!(keys_after.contains(&format!("{}seen:tweet:a", keys.prefix)));
-
-    // The dedup markers expire with the window.
+    // Ids are kept as 16-byte hashes in the window's first generation, one set per kind.
+    for kind in ["sale", "tweet"] {
+        let generation = format!("{}dedup:{kind}:1", keys.prefix);
+        assert!(
+            keys_after.contains(&generation),
+            "{generation} in {keys_after:?}"
+        );
+        assert!(keys_after.contains(&format!("{}dedup:{kind}", keys.prefix)));
+    }
     let mut con = redis_connection(&keys.url).expect("admin");
+    let members: Vec<Vec<u8>> = redis::cmd("SMEMBERS")
+        .arg(format!("{}dedup:sale:1", keys.prefix))
+        .query(&mut con)
+        .expect("SMEMBERS");
+    assert_eq!(members.len(), 3, "three distinct sale ids");
+    assert!(members.iter().all(|m| m.len() == 16), "hashes, not ids");
+
+    // The generation expires a window after its last write.
     let ttl: i64 = redis::cmd("PTTL")
-        .arg(format!("{}seen:sale:a", keys.prefix))
+        .arg(format!("{}dedup:sale:1", keys.prefix))
         .query(&mut con)
         .expect("PTTL");
     assert!(ttl > 0 && ttl <= DAY.as_millis() as i64, "ttl {ttl}");
@@ -159,7 +172,20 @@ async fn one_script_call_per_batch() {
     calls.remove("info");
     // Commands the scripts run count too; anything else came from the client.
     let inside_scripts = [
-        "set", "hmget", "hset", "hsetnx", "hget", "hincrby", "zincrby", "xadd",
+        "hmget",
+        "hset",
+        "hsetnx",
+        "hget",
+        "hincrby",
+        "zincrby",
+        "xadd",
+        "smismember",
+        "sadd",
+        "scard",
+        "pexpire",
+        "exists",
+        "unlink",
+        "hdel",
     ];
     calls.retain(|name, _| !inside_scripts.contains(&name.as_str()));
     assert_eq!(
@@ -182,8 +208,11 @@ async fn zero_window_disables_dedup_like_memory_store() {
         assert_eq!(valkey.apply_sales(&batch).await.expect("valkey"), want);
     }
     assert_eq!(answers(&valkey).await, answers(&memory).await);
-    let markers = keys_under(&keys.url, &format!("{}seen:", keys.prefix)).expect("scan");
-    assert!(markers.is_empty(), "no dedup markers without a window");
+    let markers = keys_under(&keys.url, &format!("{}dedup:", keys.prefix)).expect("scan");
+    assert!(
+        markers.is_empty(),
+        "no id window without a window: {markers:?}"
+    );
 }
 
 #[tokio::test]
@@ -228,4 +257,111 @@ async fn largest_batches_apply_in_one_call() {
         "two 10,000-event batches took {took:?}"
     );
     eprintln!("two 10,000-event batches applied in {took:?}");
+}
+
+#[tokio::test]
+async fn a_resend_after_the_window_is_applied_again() {
+    let window = Duration::from_millis(300);
+    let (valkey, _keys) = shared_store(window, 1).await;
+    let memory = MemoryStore::new(window);
+    let batch = [sale("late", Category::Home, "P", 2.5, 1)];
+    for store in [&valkey as &dyn Store, &memory] {
+        assert_eq!(
+            store
+                .apply_sales(&batch)
+                .await
+                .expect("apply")
+                .fresh_count(),
+            1
+        );
+        assert_eq!(
+            store
+                .apply_sales(&batch)
+                .await
+                .expect("apply")
+                .fresh_count(),
+            0
+        );
+    }
+    // What the README promises: a resend later than the window counts again.
+    tokio::time::sleep(window * 2).await;
+    for store in [&valkey as &dyn Store, &memory] {
+        assert_eq!(
+            store
+                .apply_sales(&batch)
+                .await
+                .expect("apply")
+                .fresh_count(),
+            1,
+            "{}: the window is over",
+            store.name()
+        );
+    }
+    assert_eq!(answers(&valkey).await, answers(&memory).await);
+}
+
+#[tokio::test]
+async fn a_full_window_forgets_the_oldest_ids_first() {
+    // 64 ids at most: 8 generations of 8.
+    let (valkey, _keys) = shared_store(DAY, 1).await;
+    let valkey = valkey.with_max_ids(64);
+    let batch = |from: usize, to: usize| -> Vec<Sale> {
+        (from..to)
+            .map(|i| sale(&format!("id{i}"), Category::Home, "P", 1.0, 1))
+            .collect()
+    };
+    assert_eq!(
+        valkey
+            .apply_sales(&batch(0, 500))
+            .await
+            .expect("apply")
+            .fresh_count(),
+        500
+    );
+    let windows = valkey.dedup_windows().await.expect("windows");
+    let (kind, w) = windows[0];
+    assert_eq!(kind, Kind::Sale);
+    assert!(w.ids <= 64 && w.ids >= 56, "held {} ids", w.ids);
+    assert_eq!(
+        w.evicted as usize + w.ids,
+        500,
+        "every forgotten id is counted"
+    );
+    assert!(
+        w.held_ms < DAY.as_millis() as u64,
+        "the cap shortened the window"
+    );
+    // The newest ids are still remembered, the oldest were forgotten.
+    assert_eq!(
+        valkey
+            .apply_sales(&batch(490, 500))
+            .await
+            .expect("apply")
+            .fresh_count(),
+        0
+    );
+    assert_eq!(
+        valkey
+            .apply_sales(&batch(0, 10))
+            .await
+            .expect("apply")
+            .fresh_count(),
+        10
+    );
+}
+
+#[tokio::test]
+async fn the_window_costs_at_most_64_bytes_an_id() {
+    let (valkey, _keys) = shared_store(DAY, 1).await;
+    let n = 50_000;
+    for chunk in 0..n / 10_000 {
+        let sales: Vec<Sale> = (0..10_000)
+            .map(|i| sale(&format!("m{chunk}-{i}"), Category::ALL[i % 4], "P", 1.0, 1))
+            .collect();
+        valkey.apply_sales(&sales).await.expect("apply");
+    }
+    let (_, w) = valkey.dedup_windows().await.expect("windows")[0];
+    assert_eq!(w.ids, n);
+    let per_id = w.bytes as f64 / n as f64;
+    assert!(per_id <= 64.0, "{per_id:.1} bytes per id");
 }

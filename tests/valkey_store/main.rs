@@ -18,7 +18,7 @@ mod support;
 use batches::*;
 
 use flujo::components::valkey::ValkeyStore;
-use flujo_actors::event::{Category, Sale, Tweet, Weather};
+use flujo_actors::event::{Category, Kind, Sale, Tweet, Weather};
 use flujo_actors::store::{Applied, MemoryStore, Page, Store, MONITORED_PRICES};
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;

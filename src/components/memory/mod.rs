@@ -14,7 +14,8 @@ pub fn bus(capacity: usize) -> (Arc<dyn Sink>, MemorySource) {
     (Arc::new(sink), source)
 }
 
-/// An in-memory KPI store remembering applied ids for `dedup_window`.
-pub fn store(dedup_window: Duration) -> Arc<dyn Store> {
-    Arc::new(MemoryStore::new(dedup_window))
+/// An in-memory KPI store remembering applied ids for `dedup_window`, at most
+/// `max_ids` of each kind.
+pub fn store(dedup_window: Duration, max_ids: usize) -> Arc<dyn Store> {
+    Arc::new(MemoryStore::with_max_ids(dedup_window, max_ids))
 }

@@ -1,5 +1,9 @@
 local p = ARGV[1]
 local window = ARGV[2]
+-- ARGV[3] = now (ms), ARGV[4] = ids per window generation, then the events, five
+-- values each, the first of which is the event id's 16-byte hash.
+local HEAD = 4
+local WIDTH = 5
 
 -- The shortest decimal form (15, 16 or 17 significant digits) that parses back to
 -- exactly the same double: Lua's tostring keeps only 14 digits.
@@ -9,12 +13,6 @@ local function fmt(x)
     if tonumber(s) == x then return s end
   end
   return string.format('%.17g', x)
-end
-
--- True when the event id was not applied within the window (and marks it applied).
-local function first_time(kind, id)
-  if window == '0' then return true end
-  return redis.call('SET', p .. 'seen:' .. kind .. ':' .. id, '1', 'NX', 'PX', window) ~= false
 end
 
 -- Integer increments of sorted-set scores or hash fields, summed in Lua and written

@@ -1,6 +1,7 @@
 //! [`ValkeyStore`]: the [`Store`] over Valkey (key schema and guarantees in [`super`]).
 
-use flujo_actors::event::{Category, Sale, Tweet, Weather};
+use flujo_actors::dedup::{id_hash, WindowStats, DEFAULT_MAX_IDS, GENERATIONS};
+use flujo_actors::event::{now_ms, Category, Kind, Sale, Tweet, Weather};
 use flujo_actors::store::{
     Applied, CategoryStats, LocationRank, MonitoredPrices, Page, ProductRank, Ranking, SaleStats,
     SalesKpis, Store, StoreError, TweetKpis, TweetStats, MONITORED_PRICES,
@@ -11,8 +12,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-/// Longest dedup window passed to `PX` (Valkey refuses expiry times near `i64::MAX`).
-const MAX_WINDOW_MS: u64 = 1 << 62;
+/// Longest dedup window passed to `PEXPIRE` (about 100 years; Valkey refuses expiry
+/// times near `i64::MAX`).
+const MAX_WINDOW_MS: u64 = 100 * 365 * 24 * 3_600_000;
 /// Bound on establishing one connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bound on one request (a batch script of 10,000 events takes well under a second).
@@ -28,6 +30,10 @@ const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(5);
 
 /// The helpers shared by both batch scripts.
 const LUA_COMMON: &str = include_str!("common.lua");
+/// The bounded id window (after [`LUA_COMMON`]).
+const LUA_WINDOW: &str = include_str!("window.lua");
+/// The batch driver both scripts end with (after [`LUA_WINDOW`]).
+const LUA_BATCH: &str = include_str!("batch.lua");
 /// The sales batch script (after [`LUA_COMMON`]).
 const LUA_SALES: &str = include_str!("sales.lua");
 /// The tweets batch script (after [`LUA_COMMON`]).
@@ -39,6 +45,8 @@ pub struct ValkeyStore {
     next_connection: AtomicUsize,
     prefix: String,
     window_ms: u64,
+    /// The most ids one window generation holds (`dedup_max_ids` / 8).
+    generation_cap: usize,
     sales_script: Script,
     tweets_script: Script,
 }
@@ -48,6 +56,7 @@ impl std::fmt::Debug for ValkeyStore {
         f.debug_struct("ValkeyStore")
             .field("prefix", &self.prefix)
             .field("window_ms", &self.window_ms)
+            .field("generation_cap", &self.generation_cap)
             .field("connections", &self.connections.len())
             .finish()
     }
@@ -165,8 +174,10 @@ fn page_bounds(page: Page) -> Option<(isize, isize)> {
 
 impl ValkeyStore {
     /// A store on the server at `url` (`redis://host:port`, or `valkey://…`, which is
-    /// rewritten to `redis://`), with every key under `prefix`, dedup markers kept for
-    /// `dedup_window`, and `connections` self-reconnecting connections (at least one).
+    /// rewritten to `redis://`), with every key under `prefix`, applied ids remembered
+    /// for `dedup_window` (at most [`DEFAULT_MAX_IDS`] of each kind; see
+    /// [`ValkeyStore::with_max_ids`]), and `connections` self-reconnecting connections
+    /// (at least one).
     ///
     /// Only the URL is checked here; the server is contacted on first use, so a Valkey
     /// that is down shows in [`Store::ready`] rather than failing the start. Call
@@ -188,10 +199,9 @@ impl ValkeyStore {
             .map(|_| ConnectionManager::new_lazy_with_config(client.clone(), config.clone()))
             .collect::<Result<Vec<_>, _>>()
             .map_err(unavailable)?;
-        // Byte for byte the scripts flujo always ran (same SHA1 for EVALSHA).
         let script = |body: &str| {
             Script::new(&format!(
-                "local MONITORED = '{MONITORED_PRICES}'\n\n{LUA_COMMON}\n\n{body}"
+                "local MONITORED = '{MONITORED_PRICES}'\n\n{LUA_COMMON}\n{LUA_WINDOW}\n{LUA_BATCH}\n{body}"
             ))
         };
         Ok(ValkeyStore {
@@ -200,8 +210,55 @@ impl ValkeyStore {
             prefix: prefix.to_owned(),
             window_ms: u64::try_from(dedup_window.as_millis())
                 .map_or(MAX_WINDOW_MS, |ms| ms.min(MAX_WINDOW_MS)),
+            generation_cap: DEFAULT_MAX_IDS.div_ceil(GENERATIONS),
             sales_script: script(LUA_SALES),
             tweets_script: script(LUA_TWEETS),
+        })
+    }
+
+    /// Remembers at most `max_ids` ids of each kind: when the window holds that
+    /// many, the oldest are forgotten first (and counted as evicted).
+    pub fn with_max_ids(mut self, max_ids: usize) -> Self {
+        self.generation_cap = max_ids.div_ceil(GENERATIONS).max(1);
+        self
+    }
+
+    /// The id window of `kind` now (one round trip for its description, one for
+    /// the size and memory of its generations).
+    async fn window_stats(&self, kind: Kind, now_ms: u64) -> Result<WindowStats, StoreError> {
+        let meta = self.key(&format!("dedup:{}", kind.as_str()));
+        let (fields,): (HashMap<String, u64>,) = self.query(redis::pipe().hgetall(&meta)).await?;
+        let (Some(&oldest), Some(&newest)) = (fields.get("oldest"), fields.get("newest")) else {
+            return Ok(WindowStats {
+                ids: 0,
+                evicted: 0,
+                held_ms: self.window_ms,
+                bytes: 0,
+            });
+        };
+        let mut pipe = redis::pipe();
+        for g in oldest..=newest {
+            let key = format!("{meta}:{g}");
+            pipe.scard(&key);
+            pipe.cmd("MEMORY").arg("USAGE").arg(&key);
+        }
+        let sizes: Vec<Option<u64>> = self.query(&pipe).await?;
+        let ids: u64 = sizes.iter().step_by(2).flatten().sum();
+        let bytes: u64 = sizes.iter().skip(1).step_by(2).flatten().sum();
+        let max_ids = (self.generation_cap * GENERATIONS) as u64;
+        let opened = fields.get(&format!("opened:{oldest}")).copied();
+        let held_ms = match opened {
+            // Full: the cap, not the clock, decides how far back the window reaches.
+            Some(opened) if ids + self.generation_cap as u64 > max_ids => {
+                now_ms.saturating_sub(opened).min(self.window_ms)
+            }
+            _ => self.window_ms,
+        };
+        Ok(WindowStats {
+            ids: ids as usize,
+            evicted: fields.get("evicted").copied().unwrap_or(0),
+            held_ms,
+            bytes: bytes as usize,
         })
     }
 
@@ -263,7 +320,11 @@ impl ValkeyStore {
             return Ok(Applied::default());
         }
         let mut invocation = script.prepare_invoke();
-        invocation.arg(&self.prefix).arg(self.window_ms);
+        invocation
+            .arg(&self.prefix)
+            .arg(self.window_ms)
+            .arg(now_ms().max(0))
+            .arg(self.generation_cap);
         push(&mut invocation);
         // A retry after a broken connection is safe: if the first call did run, the
         // retry finds every id seen and changes nothing (as a redelivery would).
@@ -306,7 +367,7 @@ impl Store for ValkeyStore {
     async fn apply_sales(&self, sales: &[Sale]) -> Result<Applied, StoreError> {
         self.run_batch(&self.sales_script, sales.len(), |inv| {
             for s in sales {
-                inv.arg(&s.id)
+                inv.arg(&id_hash(&s.id).to_le_bytes()[..])
                     .arg(s.category.as_str())
                     .arg(&s.product_id)
                     .arg(lua_float(s.price))
@@ -319,7 +380,7 @@ impl Store for ValkeyStore {
     async fn apply_tweets(&self, tweets: &[Tweet]) -> Result<Applied, StoreError> {
         self.run_batch(&self.tweets_script, tweets.len(), |inv| {
             for t in tweets {
-                inv.arg(&t.id)
+                inv.arg(&id_hash(&t.id).to_le_bytes()[..])
                     .arg(&t.location)
                     .arg(t.weather.as_str())
                     .arg(lua_float(t.temperature))
@@ -493,6 +554,15 @@ impl Store for ValkeyStore {
         } else {
             Err(unavailable(format!("PING answered {pong:?}")))
         }
+    }
+
+    async fn dedup_windows(&self) -> Result<Vec<(Kind, WindowStats)>, StoreError> {
+        let now = u64::try_from(now_ms()).unwrap_or(0);
+        let mut windows = Vec::with_capacity(Kind::ALL.len());
+        for kind in Kind::ALL {
+            windows.push((kind, self.window_stats(kind, now).await?));
+        }
+        Ok(windows)
     }
 }
 
