@@ -158,7 +158,7 @@ impl Default for PipelineConfig {
 impl Default for AggregatorConfig {
     fn default() -> Self {
         AggregatorConfig {
-            dedup_window_secs: 600,
+            dedup_window_secs: 24 * 3600,
             dedup_max_ids: flujo_actors::dedup::DEFAULT_MAX_IDS,
             expire_interval_secs: 10,
         }

@@ -21,7 +21,8 @@
 //! | `{p}tweets:weather` | hash | one count field per weather seen (`sunny`, `cloudy`, `rainy`, `foggy`, `snowy`, `stormy`) |
 //! | `{p}tweets:locations` | sorted set | member = location, score = tweet count |
 //! | `{p}tweets:location:{location}` | hash | the `tweets:total` fields for one location |
-//! | `{p}seen:sale:{id}`, `{p}seen:tweet:{id}` | string | dedup marker `1`, expiring after the dedup window (`PX`) |
+//! | `{p}dedup:sale`, `{p}dedup:tweet` | hash | the id window of a kind: `oldest`, `newest` (generation numbers), `opened:{n}` (ms generation n opened), `evicted` (ids forgotten early because the window was full) |
+//! | `{p}dedup:sale:{n}`, `{p}dedup:tweet:{n}` | set | generation n of the id window: the 16-byte XXH3 hashes of applied ids, expiring a window after its last write |
 //!
 //! Averages are not stored: queries divide the sums by the count, as `MemoryStore` does.
 //! Rankings are read with `ZREVRANGE`: score descending, ties by member descending
@@ -29,19 +30,22 @@
 //!
 //! # Writes: one Lua script call per batch
 //!
-//! The scripts are `common.lua` (helpers) followed by `sales.lua` or `tweets.lua`.
-//! A batch of sales (or tweets) is one `EVALSHA` of a Lua script (loaded with
-//! `SCRIPT LOAD` and retried when the server answers `NOSCRIPT`, e.g. after a
-//! restart), so a batch is atomic and costs one round trip. `ARGV` carries the prefix,
-//! the dedup window in ms and the events flattened (sales: id, category, product_id,
-//! price, quantity; tweets: id, location, weather, temperature, humidity). For each
-//! event, in batch order, the script sets the dedup marker with `SET … NX PX window`;
-//! when the marker already exists the event is a duplicate and is skipped, otherwise
-//! it updates the aggregates. Sums are plain double additions in event order (Lua
-//! numbers are IEEE doubles, like `f64`), min/max are compared in Lua; each touched
-//! hash is read once (`HMGET`) and written once (`HSET`) per batch. The script returns
-//! one `0`/`1` flag per event, which becomes [`Applied::fresh`]. A dedup window of
-//! zero disables dedup, as it does in `MemoryStore`.
+//! The scripts are `common.lua` (helpers), `window.lua` (the id window), `batch.lua`
+//! (the batch driver), then `sales.lua` or `tweets.lua`. A batch of sales (or
+//! tweets) is one `EVALSHA` of a Lua script (loaded with `SCRIPT LOAD` and retried
+//! when the server answers `NOSCRIPT`, e.g. after a restart), so a batch is atomic and
+//! costs one round trip. `ARGV` carries the prefix, the dedup window in ms, the time
+//! now, the most ids one window generation holds, and the events flattened (sales:
+//! id hash, category, product_id, price, quantity; tweets: id hash, location, weather,
+//! temperature, humidity). The script first asks the window's generations which id
+//! hashes they hold (`SMISMEMBER`, one call per generation), adds the new ones to the
+//! newest generation (`SADD`; a new generation opens when it is full or a window/8
+//! old, and with 8 open the oldest is dropped whole with `UNLINK`), then updates the
+//! aggregates for the new events only. Sums are plain double additions in event order
+//! (Lua numbers are IEEE doubles, like `f64`), min/max are compared in Lua; each
+//! touched hash is read once (`HMGET`) and written once (`HSET`) per batch. The script
+//! returns one `0`/`1` flag per event, which becomes [`Applied::fresh`]. A dedup
+//! window of zero disables dedup, as it does in `MemoryStore`.
 //!
 //! The script builds key names from the prefix instead of receiving them in `KEYS`, so
 //! it targets a standalone Valkey (or one with replicas), not a Valkey Cluster.
@@ -81,7 +85,7 @@
 //! # Layout
 //! - `config`: [`ValkeyConfig`], the `[valkey]` section.
 //! - `store`: [`ValkeyStore`], the [`Store`] over Valkey.
-//! - `common.lua`, `sales.lua`, `tweets.lua`: the batch scripts.
+//! - `common.lua`, `window.lua`, `batch.lua`, `sales.lua`, `tweets.lua`: the batch scripts.
 
 mod config;
 mod store;
