@@ -15,8 +15,9 @@ use std::collections::{HashSet, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Duration;
 
-/// How many generations share `max_ids`: more means finer-grained expiry and
-/// eviction, fewer means fewer lookups per id.
+/// How many generations share `max_ids` (at least; in process up to twice as many,
+/// so each generation's table is sized exactly): more means finer-grained expiry
+/// and eviction, fewer means fewer lookups per id.
 pub const GENERATIONS: usize = 8;
 
 /// The default cap on ids remembered per kind: 2,097,152 ids, about 40 MB of
@@ -91,24 +92,31 @@ pub struct WindowStats {
 pub struct IdWindow {
     window_ms: u64,
     generation_capacity: usize,
+    max_generations: usize,
     generations: VecDeque<Generation>,
     len: usize,
     evicted: u64,
 }
 
 impl IdWindow {
-    /// A window that remembers ids for `window` and holds at most `max_ids`
-    /// (rounded up to what the generations' tables really hold).
+    /// A window that remembers ids for `window` and holds at most `max_ids` (a
+    /// little less when that splits unevenly into tables: at least 7/8 of it).
     pub fn new(window: Duration, max_ids: usize) -> Self {
         let wanted = max_ids.div_ceil(GENERATIONS).max(1);
-        // Ask for the real capacity the table gets, so it never grows later.
-        let generation_capacity = HashSet128::with_capacity_and_hasher(wanted, Default::default())
-            .capacity()
-            .max(wanted);
+        // A table holds 7/8 of a power of two: take the largest such capacity that
+        // fits, so no table is allocated bigger than the ids it will hold, and as
+        // many generations of it as fit in `max_ids` (8 to 15).
+        let generation_capacity = (1..usize::BITS)
+            .map(|bits| table_capacity(1 << bits))
+            .take_while(|&c| c <= wanted)
+            .last()
+            .unwrap_or(1);
+        let max_generations = (max_ids / generation_capacity).max(GENERATIONS);
         IdWindow {
             window_ms: u64::try_from(window.as_millis()).unwrap_or(u64::MAX),
             generation_capacity,
-            generations: VecDeque::with_capacity(GENERATIONS + 1),
+            max_generations,
+            generations: VecDeque::with_capacity(max_generations + 1),
             len: 0,
             evicted: 0,
         }
@@ -116,7 +124,7 @@ impl IdWindow {
 
     /// The most ids held at once.
     pub fn max_ids(&self) -> usize {
-        self.generation_capacity * GENERATIONS
+        self.generation_capacity * self.max_generations
     }
 
     /// Ids held now.
@@ -182,7 +190,7 @@ impl IdWindow {
         if self.contains(hash) {
             return Seen::Duplicate;
         }
-        let slice_ms = (self.window_ms / GENERATIONS as u64).max(1);
+        let slice_ms = (self.window_ms / self.max_generations as u64).max(1);
         let open_new = match self.generations.back() {
             None => true,
             Some(g) => {
@@ -191,7 +199,7 @@ impl IdWindow {
             }
         };
         if open_new {
-            if self.generations.len() == GENERATIONS {
+            if self.generations.len() == self.max_generations {
                 self.drop_oldest(true);
             }
             self.generations.push_back(Generation {
@@ -228,6 +236,15 @@ impl IdWindow {
                 self.evicted += g.ids.len() as u64;
             }
         }
+    }
+}
+
+/// The ids a hashbrown table of `buckets` (a power of two) holds: 7/8 of them.
+fn table_capacity(buckets: usize) -> usize {
+    if buckets < 8 {
+        buckets - 1
+    } else {
+        buckets / 8 * 7
     }
 }
 
@@ -271,7 +288,7 @@ mod tests {
     fn the_cap_evicts_the_oldest_first_and_counts_them() {
         let mut w = IdWindow::new(Duration::from_secs(3600), 80);
         let cap = w.max_ids();
-        assert!(cap >= 80);
+        assert!((75..=80).contains(&cap), "{cap}");
         for i in 0..cap * 3 {
             w.insert(id_hash(&i.to_string()), i as u64);
             assert!(w.len() <= cap);
@@ -292,6 +309,7 @@ mod tests {
         }
         let per_id = w.allocated_bytes() as f64 / w.max_ids() as f64;
         assert!(per_id <= 32.0, "{per_id} bytes per id");
+        assert!(w.max_ids() <= 100_000 && w.max_ids() >= 100_000 * 7 / 8);
         assert_eq!(w.len() as u64 + w.evicted(), 1_000_000);
     }
 

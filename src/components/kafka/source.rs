@@ -5,6 +5,7 @@ use super::admin::check_topics;
 use super::lag::{self, report_lag, Stats};
 use super::{client_config, log_librdkafka, KafkaConfig, KafkaSetupError, NAME};
 use crate::components::wire::{self, Decoded, RECEIVED_AT_HEADER};
+use flujo_actors::backoff::Backoff;
 use flujo_actors::consumer::{Delivery, Source, SourceError, SourceReadiness};
 use flujo_actors::event::{now_ms, Kind};
 use flujo_actors::messages::Batch;
@@ -494,6 +495,7 @@ impl Source for KafkaSource {
             return Ok(());
         }
         let mut attempt = 0;
+        let mut backoff = Backoff::request();
         loop {
             attempt += 1;
             let result = self.commit_offsets(&offsets).await;
@@ -506,7 +508,7 @@ impl Source for KafkaSource {
                 }
                 Err(e) if attempt < COMMIT_ATTEMPTS => {
                     tracing::debug!(topic = %self.topic, error = %e, attempt, "commit failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+                    backoff.wait().await;
                     continue;
                 }
                 Err(e) => {
