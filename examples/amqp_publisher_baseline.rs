@@ -27,57 +27,33 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-const CATEGORIES: [&str; 4] = ["electronics", "clothing", "home", "beauty"];
+mod broker_baseline;
+use broker_baseline::{now_ms, parse_options, print_summary, sale, Run};
 
 /// Command-line options (`--name value`).
 struct Options {
     url: String,
     queue: String,
-    seconds: f64,
-    window: usize,
-    messages: u64,
-    consume: bool,
+    run: Run,
 }
 
 fn options() -> anyhow::Result<Options> {
     let mut o = Options {
         url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
         queue: format!("bench-baseline-{}", std::process::id()),
-        seconds: 10.0,
-        window: 10_000,
-        messages: u64::MAX,
-        consume: false,
+        run: Run::new(10_000),
     };
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    for pair in args.chunks(2) {
-        let [name, value] = pair else {
-            anyhow::bail!("expected `--name value` pairs, got {args:?}");
-        };
-        match name.as_str() {
-            "--url" => o.url = value.clone(),
-            "--queue" => o.queue = value.clone(),
-            "--seconds" => o.seconds = value.parse()?,
-            "--window" => o.window = value.parse()?,
-            "--messages" => o.messages = value.parse()?,
-            "--consume" => o.consume = value.parse()?,
-            other => anyhow::bail!("unknown option {other}"),
+    parse_options(|name, value| {
+        match name {
+            "--url" => o.url = value.to_owned(),
+            "--queue" => o.queue = value.to_owned(),
+            _ => return o.run.set(name, value),
         }
-    }
+        Ok(())
+    })?;
     Ok(o)
-}
-
-/// A sale in flujo's canonical JSON (the message body flujo's router publishes).
-fn sale(n: u64, ts: u64) -> String {
-    let category = CATEGORIES[(n % 4) as usize];
-    let product = 1 + (n * 7919) % 200;
-    let price = 5.0 + ((n * 104_729) % 99_500) as f64 / 100.0;
-    let quantity = 1 + n % 5;
-    format!(
-        r#"{{"id":"lgbaseline{:08x}-s{n}","ts":{ts},"category":"{category}","product_id":"P{product}","price":{price},"quantity":{quantity}}}"#,
-        n >> 32
-    )
 }
 
 #[tokio::main]
@@ -104,7 +80,7 @@ async fn main() -> anyhow::Result<()> {
         .with_content_type("application/json".into());
 
     let started = Instant::now();
-    let until = started + Duration::from_secs_f64(o.seconds);
+    let until = started + Duration::from_secs_f64(o.run.seconds);
     // Each message is one future: hand the frames to the connection, then await the
     // broker's confirm. Up to `window` of them run at once, so the socket is never
     // idle waiting for one confirm (flujo's router, too, has many batches in flight).
@@ -128,19 +104,15 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     let ok = |c: &Result<Confirmation, lapin::Error>| matches!(c, Ok(Confirmation::Ack(None)));
-    while Instant::now() < until && sent < o.messages {
-        while pending.len() >= o.window {
+    while Instant::now() < until && sent < o.run.messages {
+        while pending.len() >= o.run.window {
             if let Some(c) = pending.next().await {
                 if !ok(&c) {
                     failed += 1;
                 }
             }
         }
-        let ts = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or_default();
-        let body = sale(sent, ts);
+        let (body, _) = sale(sent, now_ms());
         bytes += body.len() as u64;
         sent += 1;
         pending.push(publish(body));
@@ -158,22 +130,20 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let seconds = started.elapsed().as_secs_f64();
-    let consumed = if o.consume {
-        let (n, secs) = consume_all(&channel, &o.queue, sent - failed).await?;
-        format!(
-            " consumed={n} consume_seconds={secs:.2} consume_msgs_per_s={:.0}",
-            n as f64 / secs
-        )
+    let consumed = if o.run.consume {
+        Some(consume_all(&channel, &o.queue, sent - failed).await?)
     } else {
-        String::new()
+        None
     };
     let _ = channel
         .queue_delete(o.queue.as_str().into(), QueueDeleteOptions::default())
         .await;
     let _ = connection.close(200, "OK".into()).await;
-    println!(
-        "amqp_publisher_baseline messages={sent} bytes={bytes} seconds={seconds:.2} msgs_per_s={:.0} failed={failed}{consumed}",
-        (sent - failed) as f64 / seconds
+    print_summary(
+        "amqp_publisher_baseline",
+        (sent, bytes, failed),
+        seconds,
+        consumed,
     );
     Ok(())
 }

@@ -30,73 +30,41 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::ClientConfig;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-const CATEGORIES: [&str; 4] = ["electronics", "clothing", "home", "beauty"];
+mod broker_baseline;
+use broker_baseline::{now_ms, parse_options, print_summary, sale, Run};
 
 /// Command-line options (`--name value`).
 struct Options {
     brokers: String,
     topic: String,
-    seconds: f64,
-    window: usize,
     partitions: i32,
-    messages: u64,
-    consume: bool,
     delete_only: Vec<String>,
+    run: Run,
 }
 
 fn options() -> anyhow::Result<Options> {
     let mut o = Options {
         brokers: "127.0.0.1:9092".into(),
         topic: format!("bench-baseline-{}", std::process::id()),
-        seconds: 10.0,
-        window: 100_000,
         partitions: 3,
-        messages: u64::MAX,
-        consume: false,
         delete_only: Vec::new(),
+        run: Run::new(100_000),
     };
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    for pair in args.chunks(2) {
-        let [name, value] = pair else {
-            anyhow::bail!("expected `--name value` pairs, got {args:?}");
-        };
-        match name.as_str() {
-            "--brokers" => o.brokers = value.clone(),
-            "--topic" => o.topic = value.clone(),
-            "--seconds" => o.seconds = value.parse()?,
-            "--window" => o.window = value.parse()?,
+    parse_options(|name, value| {
+        match name {
+            "--brokers" => o.brokers = value.to_owned(),
+            "--topic" => o.topic = value.to_owned(),
             "--partitions" => o.partitions = value.parse()?,
-            "--consume" => o.consume = value.parse()?,
-            "--messages" => o.messages = value.parse()?,
             "--delete-topics" => {
                 o.delete_only = value.split(',').map(str::to_owned).collect();
             }
-            other => anyhow::bail!("unknown option {other}"),
+            _ => return o.run.set(name, value),
         }
-    }
+        Ok(())
+    })?;
     Ok(o)
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or_default()
-}
-
-/// A sale in flujo's canonical JSON (the message body flujo's router publishes).
-fn sale(n: u64, ts: u64) -> (String, &'static str) {
-    let category = CATEGORIES[(n % 4) as usize];
-    let product = 1 + (n * 7919) % 200;
-    let price = 5.0 + ((n * 104_729) % 99_500) as f64 / 100.0;
-    let quantity = 1 + n % 5;
-    let body = format!(
-        r#"{{"id":"lgbaseline{:08x}-s{n}","ts":{ts},"category":"{category}","product_id":"P{product}","price":{price},"quantity":{quantity}}}"#,
-        n >> 32
-    );
-    (body, category)
 }
 
 fn admin(o: &Options) -> anyhow::Result<AdminClient<DefaultClientContext>> {
@@ -166,11 +134,11 @@ async fn main() -> anyhow::Result<()> {
         .create()?;
 
     let started = Instant::now();
-    let until = started + Duration::from_secs_f64(o.seconds);
+    let until = started + Duration::from_secs_f64(o.run.seconds);
     let mut pending = FuturesUnordered::new();
     let (mut sent, mut bytes, mut failed) = (0u64, 0u64, 0u64);
-    while Instant::now() < until && sent < o.messages {
-        while pending.len() >= o.window {
+    while Instant::now() < until && sent < o.run.messages {
+        while pending.len() >= o.run.window {
             if let Some(Ok(Err(_)) | Err(_)) = pending.next().await {
                 failed += 1;
             }
@@ -207,21 +175,18 @@ async fn main() -> anyhow::Result<()> {
     }
     producer.flush(Duration::from_secs(30))?;
     let seconds = started.elapsed().as_secs_f64();
-    let consumed = if o.consume {
+    let consumed = if o.run.consume {
         let (brokers, topic, want) = (o.brokers.clone(), o.topic.clone(), sent - failed);
-        let (n, secs) =
-            tokio::task::spawn_blocking(move || consume_all(&brokers, &topic, want)).await??;
-        format!(
-            " consumed={n} consume_seconds={secs:.2} consume_msgs_per_s={:.0}",
-            n as f64 / secs
-        )
+        Some(tokio::task::spawn_blocking(move || consume_all(&brokers, &topic, want)).await??)
     } else {
-        String::new()
+        None
     };
     delete_topics(&o, std::slice::from_ref(&o.topic)).await?;
-    println!(
-        "kafka_producer_baseline messages={sent} bytes={bytes} seconds={seconds:.2} msgs_per_s={:.0} failed={failed}{consumed}",
-        (sent - failed) as f64 / seconds
+    print_summary(
+        "kafka_producer_baseline",
+        (sent, bytes, failed),
+        seconds,
+        consumed,
     );
     Ok(())
 }

@@ -26,7 +26,7 @@ import os
 import random
 import uuid
 
-from locust import HttpUser, between, task
+from locust import HttpUser, between
 
 BATCH = int(os.environ.get("FLUJO_LOCUST_BATCH", "20"))
 WAIT = float(os.environ.get("FLUJO_LOCUST_WAIT", "0.2"))
@@ -88,65 +88,86 @@ def canonical_tweet():
     }
 
 
-class SalesUser(HttpUser):
+def seed_sale():
+    """A sale in the seeds' Spanish form."""
+    return {
+        "categoria": random.randint(1, 4),
+        "producto_id": f"P{random.randint(1, 200)}",
+        "precio": round(random.uniform(1, 2000), 2),
+        "cantidad_vendida": random.randint(1, 10),
+    }
+
+
+def seed_tweet():
+    """A tweet in the seeds' form."""
+    return {
+        "municipality": random.choice(MUNICIPALITIES),
+        "weather": random.choice(WEATHERS),
+        "temperature": random.randint(-5, 40),
+        "humidity": random.randint(5, 100),
+    }
+
+
+def single(path, make_event):
+    """A task posting one event from ``make_event`` to ``path``, named after the path."""
+    def post(user):
+        ingest(user, path, json.dumps(make_event()), 1, path)
+    return post
+
+
+def batch(path, make_event, ndjson=False):
+    """A task posting ``BATCH`` events from ``make_event`` to ``path``, as a JSON
+    array or as NDJSON, named ``path [array]`` or ``path [ndjson]``."""
+    def post(user):
+        events = [make_event() for _ in range(BATCH)]
+        if ndjson:
+            body, form = "\n".join(json.dumps(e) for e in events), "ndjson"
+        else:
+            body, form = json.dumps(events), "array"
+        ingest(user, path, body, BATCH, f"{path} [{form}]", ndjson=ndjson)
+    return post
+
+
+def sales_dashboards(user):
+    """What the sales dashboards read: the KPIs, one category's ranking and prices."""
+    read(user, "/v1/kpis/sales", "/v1/kpis/sales")
+    category = random.choice(CATEGORIES)
+    read(user, f"/v1/rankings/products?category={category}&limit=10",
+         "/v1/rankings/products")
+    read(user, f"/v1/sales/monitored/{category}/prices?limit=50",
+         "/v1/sales/monitored/[category]/prices")
+
+
+def tweets_dashboards(user):
+    """What the weather dashboards read: the KPIs and the location ranking."""
+    read(user, "/v1/kpis/tweets", "/v1/kpis/tweets")
+    read(user, "/v1/rankings/locations?limit=10", "/v1/rankings/locations")
+
+
+class FlujoUser(HttpUser):
+    """What both users share: the same weight, a short random wait between tasks."""
+
+    abstract = True
+    weight = 1
+    wait_time = between(0, WAIT)
+
+
+class SalesUser(FlujoUser):
     """A store front: single purchases in the seeds' form, batches from a POS."""
 
-    weight = 1
-    wait_time = between(0, WAIT)
-
-    @task(6)
-    def purchase(self):
-        sale = {
-            "categoria": random.randint(1, 4),
-            "producto_id": f"P{random.randint(1, 200)}",
-            "precio": round(random.uniform(1, 2000), 2),
-            "cantidad_vendida": random.randint(1, 10),
-        }
-        ingest(self, "/purchase", json.dumps(sale), 1, "/purchase")
-
-    @task(2)
-    def sales_batch(self):
-        batch = [canonical_sale() for _ in range(BATCH)]
-        ingest(self, "/v1/sales", json.dumps(batch), BATCH, "/v1/sales [array]")
-
-    @task(1)
-    def sales_ndjson(self):
-        batch = [canonical_sale() for _ in range(BATCH)]
-        body = "\n".join(json.dumps(s) for s in batch)
-        ingest(self, "/v1/sales", body, BATCH, "/v1/sales [ndjson]", ndjson=True)
-
-    @task(1)
-    def dashboards(self):
-        read(self, "/v1/kpis/sales", "/v1/kpis/sales")
-        category = random.choice(CATEGORIES)
-        read(self, f"/v1/rankings/products?category={category}&limit=10",
-             "/v1/rankings/products")
-        read(self, f"/v1/sales/monitored/{category}/prices?limit=50",
-             "/v1/sales/monitored/[category]/prices")
+    tasks = {
+        single("/purchase", seed_sale): 6,
+        batch("/v1/sales", canonical_sale): 2,
+        batch("/v1/sales", canonical_sale, ndjson=True): 1,
+        sales_dashboards: 1,
+    }
 
 
-class TweetsUser(HttpUser):
+class TweetsUser(FlujoUser):
     """Weather stations tweeting: single tweets in the seeds' form, and batches."""
 
-    weight = 1
-    wait_time = between(0, WAIT)
-
-    @task(6)
-    def tweet(self):
-        tweet = {
-            "municipality": random.choice(MUNICIPALITIES),
-            "weather": random.choice(WEATHERS),
-            "temperature": random.randint(-5, 40),
-            "humidity": random.randint(5, 100),
-        }
-        ingest(self, "/input", json.dumps(tweet), 1, "/input")
-
-    @task(3)
-    def tweets_batch(self):
-        batch = [canonical_tweet() for _ in range(BATCH)]
-        ingest(self, "/v1/tweets", json.dumps(batch), BATCH, "/v1/tweets [array]")
-
-    @task(1)
-    def dashboards(self):
-        read(self, "/v1/kpis/tweets", "/v1/kpis/tweets")
-        read(self, "/v1/rankings/locations?limit=10", "/v1/rankings/locations")
+    tasks = {
+        single("/input", seed_tweet): 6,
+        batch("/v1/tweets", canonical_tweet): 3,
+        tweets_dashboards: 1,
+    }

@@ -11,29 +11,79 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::generate::CATEGORIES;
+use super::verify::Field;
 
 /// Page size used when reading rankings (the API's maximum `limit`).
 pub const PAGE: usize = 1000;
 
-/// Sales KPIs of one scope (global or one category).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct SaleKpi {
-    /// Number of sales.
-    pub count: u64,
-    /// Σ quantity.
-    pub quantity_sum: u64,
-    /// Σ unit price.
-    pub price_sum: f64,
-    /// Σ price × quantity.
-    pub revenue: f64,
-    /// quantity_sum / count.
-    pub avg_quantity: Option<f64>,
-    /// price_sum / count.
-    pub avg_price: Option<f64>,
-    /// Lowest unit price.
-    pub price_min: Option<f64>,
-    /// Highest unit price.
-    pub price_max: Option<f64>,
+/// Declares a flat KPI object of the query API: the struct (each field read from the
+/// JSON key of its name) and its `differences`, which `--verify` uses to compare it
+/// field by field, in the API's order, each by its type's [`Field`] rule.
+macro_rules! kpi_object {
+    (
+        $(#[doc = $doc:literal])*
+        $name:ident {
+            $($(#[doc = $field_doc:literal])* $field:ident: $ty:ty,)*
+        }
+    ) => {
+        $(#[doc = $doc])*
+        #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+        pub struct $name {
+            $($(#[doc = $field_doc])* pub $field: $ty,)*
+        }
+
+        impl $name {
+            /// The fields `got` reports differently from `self`, in the API's
+            /// order: `(field, expected, got)`.
+            pub fn differences(&self, got: &Self) -> Vec<(&'static str, String, String)> {
+                let mut out = Vec::new();
+                $(
+                    if let Some((e, g)) = self.$field.differs(&got.$field) {
+                        out.push((stringify!($field), e, g));
+                    }
+                )*
+                out
+            }
+        }
+    };
+}
+
+kpi_object! {
+    /// Sales KPIs of one scope (global or one category).
+    SaleKpi {
+        /// Number of sales.
+        count: u64,
+        /// Σ quantity.
+        quantity_sum: u64,
+        /// Σ unit price.
+        price_sum: f64,
+        /// Σ price × quantity.
+        revenue: f64,
+        /// quantity_sum / count.
+        avg_quantity: Option<f64>,
+        /// price_sum / count.
+        avg_price: Option<f64>,
+        /// Lowest unit price.
+        price_min: Option<f64>,
+        /// Highest unit price.
+        price_max: Option<f64>,
+    }
+}
+
+kpi_object! {
+    /// Tweet KPIs of one scope (all tweets, or one location).
+    TweetKpi {
+        /// Number of tweets.
+        count: u64,
+        /// Mean temperature.
+        avg_temperature: Option<f64>,
+        /// Mean humidity.
+        avg_humidity: Option<f64>,
+        /// Lowest temperature.
+        temperature_min: Option<f64>,
+        /// Highest temperature.
+        temperature_max: Option<f64>,
+    }
 }
 
 /// Sales KPIs of one category, with its monitored product.
@@ -57,26 +107,11 @@ pub struct SalesKpis {
     pub categories: BTreeMap<String, CategoryKpi>,
 }
 
-/// Tweet KPIs of one scope.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct TweetTotal {
-    /// Number of tweets.
-    pub count: u64,
-    /// Mean temperature.
-    pub avg_temperature: Option<f64>,
-    /// Mean humidity.
-    pub avg_humidity: Option<f64>,
-    /// Lowest temperature.
-    pub temperature_min: Option<f64>,
-    /// Highest temperature.
-    pub temperature_max: Option<f64>,
-}
-
 /// `GET /v1/kpis/tweets`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TweetKpis {
     /// All tweets.
-    pub total: TweetTotal,
+    pub total: TweetKpi,
     /// Tweets per weather.
     #[serde(default)]
     pub weather: BTreeMap<String, u64>,
@@ -96,16 +131,9 @@ pub struct ProductItem {
 pub struct LocationItem {
     /// The location.
     pub location: String,
-    /// Tweets from it.
-    pub count: u64,
-    /// Mean temperature there.
-    pub avg_temperature: Option<f64>,
-    /// Mean humidity there.
-    pub avg_humidity: Option<f64>,
-    /// Lowest temperature there.
-    pub temperature_min: Option<f64>,
-    /// Highest temperature there.
-    pub temperature_max: Option<f64>,
+    /// Its tweet KPIs.
+    #[serde(flatten)]
+    pub kpi: TweetKpi,
 }
 
 /// A complete ranking (all pages), or one page of it.
@@ -136,9 +164,11 @@ pub struct MonitoredPrices {
     pub prices: Vec<f64>,
 }
 
-/// Everything `--verify` compares, read at one moment.
+/// Everything `--verify` compares, with each category's monitored price stream
+/// as `P`: what the query API reported ([`Snapshot`]) or what it must report
+/// (`Expected`, whose price streams are checked by membership).
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Snapshot {
+pub struct ApiState<P> {
     /// Sales KPIs.
     pub sales: SalesKpis,
     /// Tweet KPIs.
@@ -150,8 +180,11 @@ pub struct Snapshot {
     /// Location ranking, complete.
     pub locations: Ranking<LocationItem>,
     /// Monitored prices per category (`limit=1000`).
-    pub monitored: BTreeMap<String, MonitoredPrices>,
+    pub monitored: BTreeMap<String, P>,
 }
+
+/// The query API's answers, read at one moment.
+pub type Snapshot = ApiState<MonitoredPrices>;
 
 /// Reads the query API of one target.
 #[derive(Debug, Clone)]

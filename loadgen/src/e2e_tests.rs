@@ -16,9 +16,10 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::api::{MonitoredPrices, Snapshot};
 use super::expected::expected;
+use super::fixtures::line_server;
 use super::generate::{Batch, KindMix, Sale, Tweet, CATEGORIES, LOCATIONS, WEATHERS};
 use super::load::{lock, Rate};
-use super::report::{EXIT_OK, EXIT_REQUEST_FAILURES, EXIT_VERIFY_FAILED};
+use super::report::{Report, EXIT_OK, EXIT_REQUEST_FAILURES, EXIT_VERIFY_FAILED};
 use super::transport::Transport;
 use super::truth::Truth;
 use super::{execute, LoadgenArgs};
@@ -273,18 +274,30 @@ fn args(target: &str) -> LoadgenArgs {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn verify_passes_against_a_correct_server_with_backpressure() {
-    let (url, fake) = start(Behaviour {
+/// A correct fake that answers every 7th POST with 429 and returns ranking pages
+/// of at most `page_cap` entries.
+async fn start_throttled(page_cap: usize) -> (String, Arc<Fake>) {
+    start(Behaviour {
         throttle_every: Some(7),
-        page_cap: 7,
+        page_cap,
         ..Behaviour::default()
     })
-    .await;
-    let report = execute(&args(&url)).await.expect("run");
+    .await
+}
+
+/// Runs loadgen with `a` and asserts that `--verify` passed.
+async fn execute_verified(a: &LoadgenArgs) -> Report {
+    let report = execute(a).await.expect("run");
     let verify = report.verify.clone().expect("verified");
     assert!(verify.ok, "{:?}", verify.differences);
     assert_eq!(report.exit_code(), EXIT_OK);
+    report
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_passes_against_a_correct_server_with_backpressure() {
+    let (url, fake) = start_throttled(7).await;
+    let report = execute_verified(&args(&url)).await;
     assert_eq!(report.errors, 0);
     assert!(report.retries > 0, "429s are retried");
     // 2000 events/s × 0.5 s = 1000 events, in 334 batches of 3.
@@ -304,58 +317,35 @@ async fn verify_passes_against_a_correct_server_with_backpressure() {
 /// on its own (so a throttled line is answered `err busy` while the others
 /// of its batch are stored), answered `ok <id>` or `err ...`.
 async fn start_tcp(fake: Arc<Fake>) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let fake = fake.clone();
-            tokio::spawn(async move {
-                let _ = stream.set_nodelay(true);
-                let (read, mut write) = stream.into_split();
-                let mut lines = BufReader::new(read).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    let mut v: Value = serde_json::from_str(&line).unwrap_or_default();
-                    let path = match v.as_object_mut().and_then(|m| m.remove("kind")) {
-                        Some(k) if k == "sale" => "/v1/sales",
-                        _ => "/v1/tweets",
-                    };
-                    let (status, _, body) = fake.ingest(path, v.to_string().as_bytes());
-                    let reply = match status {
-                        202 => format!("ok {}", body["ids"][0].as_str().unwrap_or("")),
-                        429 => "err busy: slow down".to_string(),
-                        _ => format!("err {}", body["error"]),
-                    };
-                    if write
-                        .write_all(format!("{reply}\n").as_bytes())
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-            });
-        }
-    });
+    let addr = line_server(
+        || {},
+        move |line| {
+            let mut v: Value = serde_json::from_str(line).unwrap_or_default();
+            let path = match v.as_object_mut().and_then(|m| m.remove("kind")) {
+                Some(k) if k == "sale" => "/v1/sales",
+                _ => "/v1/tweets",
+            };
+            let (status, _, body) = fake.ingest(path, v.to_string().as_bytes());
+            Some(match status {
+                202 => format!("ok {}", body["ids"][0].as_str().unwrap_or("")),
+                429 => "err busy: slow down".to_string(),
+                _ => format!("err {}", body["error"]),
+            })
+        },
+    )
+    .await;
     format!("tcp://{addr}")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_transport_verifies_through_the_query_url() {
-    let (url, fake) = start(Behaviour {
-        throttle_every: Some(7),
-        page_cap: 50,
-        ..Behaviour::default()
-    })
-    .await;
+    let (url, fake) = start_throttled(50).await;
     let target = start_tcp(fake.clone()).await;
     let mut a = args(&target);
     a.transport = Transport::Tcp;
     a.query = Some(url);
     a.batch = 10;
-    let report = execute(&a).await.expect("run");
-    let verify = report.verify.clone().expect("verified");
-    assert!(verify.ok, "{:?}", verify.differences);
-    assert_eq!(report.exit_code(), EXIT_OK);
+    let report = execute_verified(&a).await;
     assert!(report.retries > 0, "busy lines are resent");
     let st = lock(&fake.state);
     assert_eq!(

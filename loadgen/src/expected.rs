@@ -9,10 +9,10 @@
 use std::collections::BTreeMap;
 
 use super::api::{
-    categories_of, CategoryKpi, LocationItem, ProductItem, Ranking, SaleKpi, SalesKpis, Snapshot,
-    TweetKpis, TweetTotal,
+    categories_of, ApiState, CategoryKpi, LocationItem, ProductItem, Ranking, SaleKpi, SalesKpis,
+    Snapshot, TweetKpi, TweetKpis,
 };
-use super::truth::{SaleAgg, Truth, TweetAgg};
+use super::truth::{sort_ranked, SaleAgg, Truth, TweetAgg};
 
 /// Capacity of a monitored product's price stream.
 pub const PRICE_STREAM: usize = 1000;
@@ -31,22 +31,9 @@ pub struct ExpectedPrices {
     pub allowed: Vec<f64>,
 }
 
-/// The complete expected state.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Expected {
-    /// Expected sales KPIs.
-    pub sales: SalesKpis,
-    /// Expected tweet KPIs.
-    pub tweets: TweetKpis,
-    /// Expected global product ranking (complete).
-    pub products: Ranking<ProductItem>,
-    /// Expected product ranking per category (complete).
-    pub products_by_category: BTreeMap<String, Ranking<ProductItem>>,
-    /// Expected location ranking (complete).
-    pub locations: Ranking<LocationItem>,
-    /// Expected monitored prices per category.
-    pub monitored: BTreeMap<String, ExpectedPrices>,
-}
+/// The complete expected state: what the query API must answer, with each
+/// category's price stream as the [`ExpectedPrices`] it must hold.
+pub type Expected = ApiState<ExpectedPrices>;
 
 /// Combines the baseline with the truth.
 pub fn expected(baseline: &Snapshot, truth: &Truth) -> Expected {
@@ -138,22 +125,9 @@ pub fn combine_tweets(base: &TweetKpis, truth: &Truth) -> TweetKpis {
     for (w, n) in &truth.weather {
         *weather.entry(w.clone()).or_default() += n;
     }
-    let base_agg = tweet_agg_of(
-        base.total.count,
-        base.total.avg_temperature,
-        base.total.avg_humidity,
-        base.total.temperature_min,
-        base.total.temperature_max,
-    );
-    let all = combine_tweet_agg(&base_agg, &truth.tweets);
+    let all = combine_tweet_agg(&sums_of(&base.total), &truth.tweets);
     TweetKpis {
-        total: TweetTotal {
-            count: all.count,
-            avg_temperature: ratio(all.temperature_sum, all.count),
-            avg_humidity: ratio(all.humidity_sum, all.count),
-            temperature_min: all.temperature_min,
-            temperature_max: all.temperature_max,
-        },
+        total: kpi_of(&all),
         weather,
     }
 }
@@ -163,29 +137,16 @@ pub fn combine_products(
     base: &[ProductItem],
     added: &BTreeMap<String, u64>,
 ) -> Ranking<ProductItem> {
-    let mut quantity: BTreeMap<String, u64> = BTreeMap::new();
-    for item in base {
-        *quantity.entry(item.product_id.clone()).or_default() += item.quantity;
-    }
-    for (product, q) in added {
-        *quantity.entry(product.clone()).or_default() += q;
-    }
-    let mut items: Vec<ProductItem> = quantity
+    let base = base.iter().map(|i| (i.product_id.clone(), i.quantity));
+    let added = added.iter().map(|(product, q)| (product.clone(), *q));
+    let items = totals(base.chain(added), |a, b| a + b)
         .into_iter()
         .map(|(product_id, quantity)| ProductItem {
             product_id,
             quantity,
         })
         .collect();
-    items.sort_by(|a, b| {
-        b.quantity
-            .cmp(&a.quantity)
-            .then_with(|| b.product_id.cmp(&a.product_id))
-    });
-    Ranking {
-        total: items.len() as u64,
-        items,
-    }
+    ranked(items, |i| (i.quantity, &i.product_id))
 }
 
 /// The location ranking from baseline entries plus added tweets.
@@ -193,38 +154,36 @@ pub fn combine_locations(
     base: &[LocationItem],
     added: &BTreeMap<String, TweetAgg>,
 ) -> Ranking<LocationItem> {
-    let mut per: BTreeMap<String, TweetAgg> = BTreeMap::new();
-    for item in base {
-        let agg = tweet_agg_of(
-            item.count,
-            item.avg_temperature,
-            item.avg_humidity,
-            item.temperature_min,
-            item.temperature_max,
-        );
-        let entry = per.entry(item.location.clone()).or_default();
-        *entry = combine_tweet_agg(entry, &agg);
-    }
-    for (location, agg) in added {
-        let entry = per.entry(location.clone()).or_default();
-        *entry = combine_tweet_agg(entry, agg);
-    }
-    let mut items: Vec<LocationItem> = per
+    let base = base.iter().map(|i| (i.location.clone(), sums_of(&i.kpi)));
+    let added = added
+        .iter()
+        .map(|(location, a)| (location.clone(), a.clone()));
+    let items = totals(base.chain(added), combine_tweet_agg)
         .into_iter()
         .map(|(location, a)| LocationItem {
             location,
-            count: a.count,
-            avg_temperature: ratio(a.temperature_sum, a.count),
-            avg_humidity: ratio(a.humidity_sum, a.count),
-            temperature_min: a.temperature_min,
-            temperature_max: a.temperature_max,
+            kpi: kpi_of(&a),
         })
         .collect();
-    items.sort_by(|a, b| {
-        b.count
-            .cmp(&a.count)
-            .then_with(|| b.location.cmp(&a.location))
-    });
+    ranked(items, |i| (i.kpi.count, &i.location))
+}
+
+/// Per key, the `add`ed values of `entries` (in their order, from the default).
+fn totals<V: Default>(
+    entries: impl Iterator<Item = (String, V)>,
+    add: impl Fn(&V, &V) -> V,
+) -> BTreeMap<String, V> {
+    let mut out: BTreeMap<String, V> = BTreeMap::new();
+    for (key, value) in entries {
+        let total = out.entry(key).or_default();
+        *total = add(total, &value);
+    }
+    out
+}
+
+/// A complete ranking of `items`, in the stores' order (see [`sort_ranked`]).
+fn ranked<T>(mut items: Vec<T>, rank: impl Fn(&T) -> (u64, &str)) -> Ranking<T> {
+    sort_ranked(&mut items, rank);
     Ranking {
         total: items.len() as u64,
         items,
@@ -247,19 +206,24 @@ pub fn expected_prices(product: &str, base: &[f64], added: &[f64]) -> ExpectedPr
 }
 
 /// Sums reconstructed from a reported count and averages.
-fn tweet_agg_of(
-    count: u64,
-    avg_temperature: Option<f64>,
-    avg_humidity: Option<f64>,
-    temperature_min: Option<f64>,
-    temperature_max: Option<f64>,
-) -> TweetAgg {
+fn sums_of(kpi: &TweetKpi) -> TweetAgg {
     TweetAgg {
-        count,
-        temperature_sum: avg_temperature.unwrap_or(0.0) * count as f64,
-        humidity_sum: avg_humidity.unwrap_or(0.0) * count as f64,
-        temperature_min,
-        temperature_max,
+        count: kpi.count,
+        temperature_sum: kpi.avg_temperature.unwrap_or(0.0) * kpi.count as f64,
+        humidity_sum: kpi.avg_humidity.unwrap_or(0.0) * kpi.count as f64,
+        temperature_min: kpi.temperature_min,
+        temperature_max: kpi.temperature_max,
+    }
+}
+
+/// The KPIs the API reports for `agg`: averages from the sums.
+fn kpi_of(agg: &TweetAgg) -> TweetKpi {
+    TweetKpi {
+        count: agg.count,
+        avg_temperature: ratio(agg.temperature_sum, agg.count),
+        avg_humidity: ratio(agg.humidity_sum, agg.count),
+        temperature_min: agg.temperature_min,
+        temperature_max: agg.temperature_max,
     }
 }
 
@@ -287,8 +251,7 @@ fn ratio(sum: f64, count: u64) -> Option<f64> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::fixtures::{sale, tweet};
-    use super::super::generate::Batch;
+    use super::super::fixtures::{sale, truth_of, tweet};
     use super::*;
 
     fn item(p: &str, q: u64) -> ProductItem {
@@ -300,12 +263,14 @@ mod tests {
 
     #[test]
     fn empty_baseline_gives_the_truth() {
-        let mut truth = Truth::default();
-        truth.add_batch(&Batch::Sales(vec![
-            sale("home", "P3", 10.0, 2),
-            sale("home", "P1", 5.0, 2),
-            sale("beauty", "P10", 1.0, 9),
-        ]));
+        let truth = truth_of(
+            vec![
+                sale("home", "P3", 10.0, 2),
+                sale("home", "P1", 5.0, 2),
+                sale("beauty", "P10", 1.0, 9),
+            ],
+            vec![],
+        );
         let e = expected(&Snapshot::default(), &truth);
         assert_eq!(e.sales.total.count, 3);
         assert_eq!(e.sales.total.avg_quantity, Some(13.0 / 3.0));
@@ -363,7 +328,7 @@ mod tests {
                 prices: vec![0.5, 29.5],
             },
         );
-        baseline.tweets.total = TweetTotal {
+        baseline.tweets.total = TweetKpi {
             count: 4,
             avg_temperature: Some(10.0),
             avg_humidity: Some(50.0),
@@ -373,22 +338,16 @@ mod tests {
         baseline.tweets.weather.insert("sunny".to_string(), 4);
         baseline.locations.items = vec![LocationItem {
             location: "Oslo".to_string(),
-            count: 4,
-            avg_temperature: Some(10.0),
-            avg_humidity: Some(50.0),
-            temperature_min: Some(-5.0),
-            temperature_max: Some(30.0),
+            kpi: baseline.tweets.total.clone(),
         }];
 
-        let mut truth = Truth::default();
-        truth.add_batch(&Batch::Sales(vec![
-            sale("home", "P1", 100.0, 4),
-            sale("home", "P7", 1.0, 1),
-        ]));
-        truth.add_batch(&Batch::Tweets(vec![
-            tweet("Oslo", "rainy", 20.0, 100.0),
-            tweet("Lima", "sunny", 40.0, 0.0),
-        ]));
+        let truth = truth_of(
+            vec![sale("home", "P1", 100.0, 4), sale("home", "P7", 1.0, 1)],
+            vec![
+                tweet("Oslo", "rainy", 20.0, 100.0),
+                tweet("Lima", "sunny", 40.0, 0.0),
+            ],
+        );
         let e = expected(&baseline, &truth);
 
         let t = &e.sales.total;
@@ -418,9 +377,9 @@ mod tests {
         assert_eq!(e.tweets.weather["sunny"], 5);
         assert_eq!(e.tweets.weather["rainy"], 1);
         let oslo = &e.locations.items[0];
-        assert_eq!((oslo.location.as_str(), oslo.count), ("Oslo", 5));
-        assert_eq!(oslo.avg_temperature, Some(12.0));
-        assert_eq!(oslo.avg_humidity, Some(60.0));
+        assert_eq!((oslo.location.as_str(), oslo.kpi.count), ("Oslo", 5));
+        assert_eq!(oslo.kpi.avg_temperature, Some(12.0));
+        assert_eq!(oslo.kpi.avg_humidity, Some(60.0));
         assert_eq!(e.locations.items[1].location, "Lima");
         assert_eq!(e.locations.total, 2);
     }

@@ -1,6 +1,13 @@
 //! Small helpers shared by the unit tests of the loadgen modules.
 
-use super::generate::{Sale, Tweet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+
+use super::generate::{Batch, Sale, Tweet};
+use super::truth::Truth;
 
 /// A sale with an id derived from its fields.
 pub fn sale(category: &'static str, product: &str, price: f64, quantity: u64) -> Sale {
@@ -28,4 +35,47 @@ pub fn tweet(
         humidity,
         text: None,
     }
+}
+
+/// The truth of a run whose server acknowledged a batch of `sales`, then one of
+/// `tweets`.
+pub fn truth_of(sales: Vec<Sale>, tweets: Vec<Tweet>) -> Truth {
+    let mut truth = Truth::default();
+    truth.add_batch(&Batch::Sales(sales));
+    truth.add_batch(&Batch::Tweets(tweets));
+    truth
+}
+
+/// A line server on a local port: every line it receives, on any connection, is
+/// answered with `reply(line)` and a newline, or ends its connection when `reply`
+/// gives `None`. `accepted` runs once per connection. Returns the address.
+pub async fn line_server(
+    accepted: impl Fn() + Send + 'static,
+    reply: impl Fn(&str) -> Option<String> + Send + Sync + 'static,
+) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let reply = Arc::new(reply);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            accepted();
+            let reply = reply.clone();
+            tokio::spawn(async move {
+                stream.set_nodelay(true).expect("nodelay");
+                let (read, mut write) = stream.into_split();
+                let mut lines = BufReader::new(read).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let Some(answer) = reply(&line) else { return };
+                    if write
+                        .write_all(format!("{answer}\n").as_bytes())
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
 }

@@ -488,10 +488,9 @@ async fn progress(shared: Arc<Shared>, start: Instant) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixtures::line_server;
     use crate::transport::Transport;
     use std::collections::{HashMap, HashSet};
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-    use tokio::net::TcpListener;
 
     /// What the fake TCP server below received and stored.
     #[derive(Default)]
@@ -505,52 +504,35 @@ mod tests {
     /// multiple of 5, answers `err busy` the first time it sees those whose
     /// number is a multiple of 3, and stores (once per id) everything else.
     async fn fake_tcp() -> (String, Arc<Mutex<TcpLog>>) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let target = format!("tcp://{}", listener.local_addr().expect("addr"));
         let log = Arc::new(Mutex::new(TcpLog::default()));
         let shared = log.clone();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let log = shared.clone();
-                tokio::spawn(async move {
-                    stream.set_nodelay(true).expect("nodelay");
-                    let (read, mut write) = stream.into_split();
-                    let mut lines = BufReader::new(read).lines();
-                    while let Ok(Some(line)) = lines.next_line().await {
-                        let v: serde_json::Value = serde_json::from_str(&line).expect("json");
-                        let id = v["id"].as_str().expect("id").to_string();
-                        let k: u64 = id
-                            .rsplit('s')
-                            .next()
-                            .and_then(|n| n.parse().ok())
-                            .expect("k");
-                        let reply = {
-                            let mut log = lock(&log);
-                            let seen = log.received.entry(id.clone()).or_default();
-                            *seen += 1;
-                            if k.is_multiple_of(5) {
-                                "err field `price`: nope".to_string()
-                            } else if k.is_multiple_of(3) && *seen == 1 {
-                                "err busy: router mailbox full".to_string()
-                            } else {
-                                if log.stored.insert(id.clone()) {
-                                    log.quantity_sum += v["quantity"].as_u64().expect("quantity");
-                                }
-                                format!("ok {id}")
-                            }
-                        };
-                        if write
-                            .write_all(format!("{reply}\n").as_bytes())
-                            .await
-                            .is_err()
-                        {
-                            return;
-                        }
+        let addr = line_server(
+            || {},
+            move |line| {
+                let v: serde_json::Value = serde_json::from_str(line).expect("json");
+                let id = v["id"].as_str().expect("id").to_string();
+                let k: u64 = id
+                    .rsplit('s')
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .expect("k");
+                let mut log = lock(&shared);
+                let seen = log.received.entry(id.clone()).or_default();
+                *seen += 1;
+                Some(if k.is_multiple_of(5) {
+                    "err field `price`: nope".to_string()
+                } else if k.is_multiple_of(3) && *seen == 1 {
+                    "err busy: router mailbox full".to_string()
+                } else {
+                    if log.stored.insert(id.clone()) {
+                        log.quantity_sum += v["quantity"].as_u64().expect("quantity");
                     }
-                });
-            }
-        });
-        (target, log)
+                    format!("ok {id}")
+                })
+            },
+        )
+        .await;
+        (format!("tcp://{addr}"), log)
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

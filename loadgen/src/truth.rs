@@ -172,7 +172,7 @@ impl Truth {
             .flatten()
             .map(|(p, q)| (p.clone(), *q))
             .collect();
-        items.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| b.0.cmp(&a.0)));
+        sort_ranked(&mut items, |(product, quantity)| (*quantity, product));
         items
     }
 
@@ -184,7 +184,7 @@ impl Truth {
             .iter()
             .map(|(l, agg)| (l.clone(), agg.clone()))
             .collect();
-        items.sort_by(|a, b| b.1.count.cmp(&a.1.count).then_with(|| b.0.cmp(&a.0)));
+        sort_ranked(&mut items, |(location, agg)| (agg.count, location));
         items
     }
 
@@ -204,6 +204,12 @@ impl Truth {
             }
         }
     }
+}
+
+/// Sorts `items` the way the stores rank: by the value of `rank` descending, ties
+/// by its key descending (the order of a Valkey sorted set read with `ZREVRANGE`).
+pub fn sort_ranked<T>(items: &mut [T], rank: impl Fn(&T) -> (u64, &str)) {
+    items.sort_by(|a, b| rank(b).cmp(&rank(a)));
 }
 
 /// The truth of a server that applies each event id once per kind (SPEC's dedup): a

@@ -2,16 +2,14 @@
 //! API reports with the [`Expected`] state, re-reading every 500 ms until the
 //! two agree or the timeout passes.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Display;
 use std::time::Duration;
 
 use serde::Serialize;
 use tokio::time::{sleep, Instant};
 
-use super::api::{
-    LocationItem, MonitoredPrices, ProductItem, QueryClient, Ranking, SaleKpi, Snapshot, TweetTotal,
-};
+use super::api::{LocationItem, MonitoredPrices, ProductItem, QueryClient, Ranking, Snapshot};
 use super::expected::{Expected, ExpectedPrices};
 use super::truth::Truth;
 
@@ -124,28 +122,13 @@ pub async fn verify(
 /// Every difference between the expectation and a snapshot.
 pub fn compare(expected: &Expected, got: &Snapshot) -> Vec<Difference> {
     let mut d = Diffs::default();
-    d.sale_kpi("kpis/sales total", &expected.sales.total, &got.sales.total);
-    let categories: BTreeSet<&String> = expected
-        .sales
-        .categories
-        .keys()
-        .chain(got.sales.categories.keys())
-        .collect();
-    for category in categories {
+    d.kpi(
+        "kpis/sales total",
+        expected.sales.total.differences(&got.sales.total),
+    );
+    for (category, e, g) in by_key(&expected.sales.categories, &got.sales.categories) {
         let path = format!("kpis/sales categories.{category}");
-        let e = expected
-            .sales
-            .categories
-            .get(category)
-            .cloned()
-            .unwrap_or_default();
-        let g = got
-            .sales
-            .categories
-            .get(category)
-            .cloned()
-            .unwrap_or_default();
-        d.sale_kpi(&path, &e.kpi, &g.kpi);
+        d.kpi(&path, e.kpi.differences(&g.kpi));
         d.eq(
             &path,
             "monitored_product",
@@ -154,59 +137,38 @@ pub fn compare(expected: &Expected, got: &Snapshot) -> Vec<Difference> {
         );
     }
 
-    d.tweet_total(
+    d.kpi(
         "kpis/tweets total",
-        &expected.tweets.total,
-        &got.tweets.total,
+        expected.tweets.total.differences(&got.tweets.total),
     );
-    let weathers: BTreeSet<&String> = expected
-        .tweets
-        .weather
-        .keys()
-        .chain(got.tweets.weather.keys())
-        .collect();
-    for w in weathers {
-        let e = expected.tweets.weather.get(w).copied().unwrap_or(0);
-        let g = got.tweets.weather.get(w).copied().unwrap_or(0);
+    for (w, e, g) in by_key(&expected.tweets.weather, &got.tweets.weather) {
         d.eq("kpis/tweets weather", w, &e, &g);
     }
 
     d.products("rankings/products", &expected.products, &got.products);
-    let categories: BTreeSet<&String> = expected
-        .products_by_category
-        .keys()
-        .chain(got.products_by_category.keys())
-        .collect();
-    for category in categories {
-        let e = expected
-            .products_by_category
-            .get(category)
-            .cloned()
-            .unwrap_or_default();
-        let g = got
-            .products_by_category
-            .get(category)
-            .cloned()
-            .unwrap_or_default();
+    let by_category = by_key(&expected.products_by_category, &got.products_by_category);
+    for (category, e, g) in by_category {
         d.products(&format!("rankings/products?category={category}"), &e, &g);
     }
     d.locations("rankings/locations", &expected.locations, &got.locations);
 
-    let categories: BTreeSet<&String> = expected
-        .monitored
-        .keys()
-        .chain(got.monitored.keys())
-        .collect();
-    for category in categories {
-        let e = expected
-            .monitored
-            .get(category)
-            .cloned()
-            .unwrap_or_default();
-        let g = got.monitored.get(category).cloned().unwrap_or_default();
+    for (category, e, g) in by_key(&expected.monitored, &got.monitored) {
         d.prices(&format!("sales/monitored/{category}/prices"), &e, &g);
     }
     d.0
+}
+
+/// Every key of either map, in order, with its value in each (the default where
+/// a map lacks it).
+fn by_key<'a, E: Clone + Default, G: Clone + Default>(
+    expected: &'a BTreeMap<String, E>,
+    got: &'a BTreeMap<String, G>,
+) -> impl Iterator<Item = (&'a String, E, G)> {
+    let keys: BTreeSet<&String> = expected.keys().chain(got.keys()).collect();
+    keys.into_iter().map(|key| {
+        let e = expected.get(key).cloned().unwrap_or_default();
+        (key, e, got.get(key).cloned().unwrap_or_default())
+    })
 }
 
 /// Floats agree to 1e-9 relative (1e-9 absolute near zero).
@@ -215,17 +177,40 @@ pub fn close(a: f64, b: f64) -> bool {
     diff <= 1e-9 || diff <= 1e-9 * a.abs().max(b.abs())
 }
 
-fn close_opt(a: Option<f64>, b: Option<f64>) -> bool {
-    match (a, b) {
-        (Some(x), Some(y)) => close(x, y),
-        (None, None) => true,
-        _ => false,
-    }
-}
-
 fn shown<T: Display>(v: &Option<T>) -> String {
     v.as_ref()
         .map_or_else(|| "null".to_string(), ToString::to_string)
+}
+
+/// A KPI value as `--verify` compares it: counts exactly, sums and statistics
+/// (`null` only against `null`) to [`close`] tolerance.
+pub trait Field {
+    /// `(expected, got)` as a [`Difference`] shows them, when `got` differs from
+    /// `self`.
+    fn differs(&self, got: &Self) -> Option<(String, String)>;
+}
+
+impl Field for u64 {
+    fn differs(&self, got: &Self) -> Option<(String, String)> {
+        (self != got).then(|| (self.to_string(), got.to_string()))
+    }
+}
+
+impl Field for f64 {
+    fn differs(&self, got: &Self) -> Option<(String, String)> {
+        (!close(*self, *got)).then(|| (self.to_string(), got.to_string()))
+    }
+}
+
+impl Field for Option<f64> {
+    fn differs(&self, got: &Self) -> Option<(String, String)> {
+        let same = match (self, got) {
+            (Some(x), Some(y)) => close(*x, *y),
+            (None, None) => true,
+            _ => false,
+        };
+        (!same).then(|| (shown(self), shown(got)))
+    }
 }
 
 /// Accumulates differences.
@@ -248,50 +233,11 @@ impl Diffs {
         }
     }
 
-    fn float(&mut self, path: &str, field: &str, e: f64, g: f64) {
-        if !close(e, g) {
-            self.push(path, field, e.to_string(), g.to_string());
+    /// The `differences` of a KPI object, under `path`.
+    fn kpi(&mut self, path: &str, differences: Vec<(&str, String, String)>) {
+        for (field, e, g) in differences {
+            self.push(path, field, e, g);
         }
-    }
-
-    fn float_opt(&mut self, path: &str, field: &str, e: Option<f64>, g: Option<f64>) {
-        if !close_opt(e, g) {
-            self.push(path, field, shown(&e), shown(&g));
-        }
-    }
-
-    fn sale_kpi(&mut self, path: &str, e: &SaleKpi, g: &SaleKpi) {
-        self.eq(path, "count", &e.count, &g.count);
-        self.eq(path, "quantity_sum", &e.quantity_sum, &g.quantity_sum);
-        self.float(path, "price_sum", e.price_sum, g.price_sum);
-        self.float(path, "revenue", e.revenue, g.revenue);
-        self.float_opt(path, "avg_quantity", e.avg_quantity, g.avg_quantity);
-        self.float_opt(path, "avg_price", e.avg_price, g.avg_price);
-        self.float_opt(path, "price_min", e.price_min, g.price_min);
-        self.float_opt(path, "price_max", e.price_max, g.price_max);
-    }
-
-    fn tweet_total(&mut self, path: &str, e: &TweetTotal, g: &TweetTotal) {
-        self.eq(path, "count", &e.count, &g.count);
-        self.float_opt(
-            path,
-            "avg_temperature",
-            e.avg_temperature,
-            g.avg_temperature,
-        );
-        self.float_opt(path, "avg_humidity", e.avg_humidity, g.avg_humidity);
-        self.float_opt(
-            path,
-            "temperature_min",
-            e.temperature_min,
-            g.temperature_min,
-        );
-        self.float_opt(
-            path,
-            "temperature_max",
-            e.temperature_max,
-            g.temperature_max,
-        );
     }
 
     /// Rankings are compared position by position, which catches a wrong
@@ -312,31 +258,14 @@ impl Diffs {
         self.eq(path, "items.len", &e.items.len(), &g.items.len());
         for (n, (ei, gi)) in e.items.iter().zip(&g.items).enumerate() {
             let field = format!("items[{n}]");
-            if (&ei.location, ei.count) != (&gi.location, gi.count) {
-                let show = |i: &LocationItem| format!("{} count {}", i.location, i.count);
+            if (&ei.location, ei.kpi.count) != (&gi.location, gi.kpi.count) {
+                let show = |i: &LocationItem| format!("{} count {}", i.location, i.kpi.count);
                 self.push(path, &field, show(ei), show(gi));
                 continue;
             }
+            // Same count: only the averages and extremes can differ.
             let p = format!("{path} {}", ei.location);
-            self.float_opt(
-                &p,
-                "avg_temperature",
-                ei.avg_temperature,
-                gi.avg_temperature,
-            );
-            self.float_opt(&p, "avg_humidity", ei.avg_humidity, gi.avg_humidity);
-            self.float_opt(
-                &p,
-                "temperature_min",
-                ei.temperature_min,
-                gi.temperature_min,
-            );
-            self.float_opt(
-                &p,
-                "temperature_max",
-                ei.temperature_max,
-                gi.temperature_max,
-            );
+            self.kpi(&p, ei.kpi.differences(&gi.kpi));
         }
     }
 
@@ -391,8 +320,7 @@ fn contains_close(values: &[f64], x: f64) -> bool {
 mod tests {
     use super::super::api::CategoryKpi;
     use super::super::expected::expected;
-    use super::super::fixtures::{sale, tweet};
-    use super::super::generate::Batch;
+    use super::super::fixtures::{sale, truth_of, tweet};
     use super::*;
 
     /// What an exact server would report for `e`.
@@ -422,18 +350,19 @@ mod tests {
     }
 
     fn sample() -> Expected {
-        let mut truth = Truth::default();
-        truth.add_batch(&Batch::Sales(vec![
-            sale("home", "P3", 10.25, 2),
-            sale("home", "P1", 5.5, 3),
-            sale("home", "P3", 7.0, 1),
-            sale("beauty", "P2", 1.1, 9),
-        ]));
-        truth.add_batch(&Batch::Tweets(vec![
-            tweet("Oslo", "rainy", 2.5, 80.0),
-            tweet("Lima", "sunny", 25.0, 40.0),
-            tweet("Lima", "cloudy", 18.1, 60.0),
-        ]));
+        let truth = truth_of(
+            vec![
+                sale("home", "P3", 10.25, 2),
+                sale("home", "P1", 5.5, 3),
+                sale("home", "P3", 7.0, 1),
+                sale("beauty", "P2", 1.1, 9),
+            ],
+            vec![
+                tweet("Oslo", "rainy", 2.5, 80.0),
+                tweet("Lima", "sunny", 25.0, 40.0),
+                tweet("Lima", "cloudy", 18.1, 60.0),
+            ],
+        );
         expected(&Snapshot::default(), &truth)
     }
 
@@ -441,6 +370,13 @@ mod tests {
         d.iter()
             .map(|x| (x.path.as_str(), x.field.as_str()))
             .collect()
+    }
+
+    /// What [`compare`] finds once `change` is made to an exact snapshot of `e`.
+    fn compare_changed(e: &Expected, change: impl FnOnce(&mut Snapshot)) -> Vec<Difference> {
+        let mut got = exact_snapshot(e);
+        change(&mut got);
+        compare(e, &got)
     }
 
     #[test]
@@ -451,19 +387,16 @@ mod tests {
 
     #[test]
     fn float_noise_within_tolerance_is_accepted() {
-        let e = sample();
-        let mut got = exact_snapshot(&e);
-        got.sales.total.revenue *= 1.0 + 1e-12;
-        got.sales.total.price_sum += 1e-13;
-        assert_eq!(compare(&e, &got), []);
+        let d = compare_changed(&sample(), |got| {
+            got.sales.total.revenue *= 1.0 + 1e-12;
+            got.sales.total.price_sum += 1e-13;
+        });
+        assert_eq!(d, []);
     }
 
     #[test]
     fn finds_a_wrong_count() {
-        let e = sample();
-        let mut got = exact_snapshot(&e);
-        got.tweets.total.count += 1;
-        let d = compare(&e, &got);
+        let d = compare_changed(&sample(), |got| got.tweets.total.count += 1);
         assert_eq!(fields(&d), [("kpis/tweets total", "count")]);
         assert_eq!((d[0].expected.as_str(), d[0].got.as_str()), ("3", "4"));
     }
@@ -471,30 +404,23 @@ mod tests {
     #[test]
     fn finds_a_wrong_float() {
         let e = sample();
-        let mut got = exact_snapshot(&e);
-        if let Some(home) = got.sales.categories.get_mut("home") {
-            home.kpi.revenue += 0.01;
-        }
-        assert_eq!(
-            fields(&compare(&e, &got)),
-            [("kpis/sales categories.home", "revenue")]
-        );
-        let mut got = exact_snapshot(&e);
-        got.locations.items[0].avg_humidity = None;
-        assert_eq!(
-            fields(&compare(&e, &got)),
-            [("rankings/locations Lima", "avg_humidity")]
-        );
+        let d = compare_changed(&e, |got| {
+            if let Some(home) = got.sales.categories.get_mut("home") {
+                home.kpi.revenue += 0.01;
+            }
+        });
+        assert_eq!(fields(&d), [("kpis/sales categories.home", "revenue")]);
+        let d = compare_changed(&e, |got| got.locations.items[0].kpi.avg_humidity = None);
+        assert_eq!(fields(&d), [("rankings/locations Lima", "avg_humidity")]);
     }
 
     #[test]
     fn finds_a_wrong_ranking_order() {
         let e = sample();
         assert_eq!(e.products.items[0].product_id, "P2");
-        let mut got = exact_snapshot(&e);
-        got.products.items.swap(0, 1);
+        let d = compare_changed(&e, |got| got.products.items.swap(0, 1));
         assert_eq!(
-            fields(&compare(&e, &got)),
+            fields(&d),
             [
                 ("rankings/products", "items[0]"),
                 ("rankings/products", "items[1]")
@@ -506,25 +432,26 @@ mod tests {
             (home[0].product_id.as_str(), home[1].product_id.as_str()),
             ("P3", "P1")
         );
-        let mut got = exact_snapshot(&e);
-        if let Some(r) = got.products_by_category.get_mut("home") {
-            r.items.swap(0, 1);
-        }
-        assert_eq!(compare(&e, &got).len(), 2);
+        let d = compare_changed(&e, |got| {
+            if let Some(r) = got.products_by_category.get_mut("home") {
+                r.items.swap(0, 1);
+            }
+        });
+        assert_eq!(d.len(), 2);
     }
 
     #[test]
     fn finds_a_wrong_monitored_product() {
         let e = sample();
-        let mut got = exact_snapshot(&e);
-        got.sales.categories.insert(
-            "home".to_string(),
-            CategoryKpi {
-                monitored_product: Some("P1".to_string()),
-                ..e.sales.categories["home"].clone()
-            },
-        );
-        let d = compare(&e, &got);
+        let d = compare_changed(&e, |got| {
+            got.sales.categories.insert(
+                "home".to_string(),
+                CategoryKpi {
+                    monitored_product: Some("P1".to_string()),
+                    ..e.sales.categories["home"].clone()
+                },
+            );
+        });
         assert_eq!(
             fields(&d),
             [("kpis/sales categories.home", "monitored_product")]
@@ -535,22 +462,21 @@ mod tests {
     #[test]
     fn finds_wrong_monitored_prices() {
         let e = sample();
-        let mut got = exact_snapshot(&e);
-        if let Some(m) = got.monitored.get_mut("home") {
-            m.prices[0] = 99.0;
-        }
+        let d = compare_changed(&e, |got| {
+            if let Some(m) = got.monitored.get_mut("home") {
+                m.prices[0] = 99.0;
+            }
+        });
         assert_eq!(
-            fields(&compare(&e, &got)),
+            fields(&d),
             [("sales/monitored/home/prices", "prices (sorted multiset)")]
         );
-        let mut got = exact_snapshot(&e);
-        if let Some(m) = got.monitored.get_mut("home") {
-            m.prices.pop();
-        }
-        assert_eq!(
-            fields(&compare(&e, &got)),
-            [("sales/monitored/home/prices", "prices.len")]
-        );
+        let d = compare_changed(&e, |got| {
+            if let Some(m) = got.monitored.get_mut("home") {
+                m.prices.pop();
+            }
+        });
+        assert_eq!(fields(&d), [("sales/monitored/home/prices", "prices.len")]);
     }
 
     #[test]

@@ -307,38 +307,35 @@ mod tests {
 
     #[test]
     fn server_statuses_are_classified_by_code() {
-        assert_eq!(
-            classify_status(&Status::resource_exhausted("full")),
-            Attempt::Backpressure {
-                label: "RESOURCE_EXHAUSTED".into(),
-                retry_after: None
-            }
-        );
-        assert_eq!(
-            classify_status(&Status::unavailable("sink down")),
-            Attempt::Backpressure {
-                label: "UNAVAILABLE".into(),
-                retry_after: None
-            }
-        );
-        assert_eq!(
-            classify_status(&Status::invalid_argument("event 0: bad price")),
-            Attempt::Rejected {
-                label: "INVALID_ARGUMENT".into(),
-                transient: false
-            }
-        );
-        assert_eq!(
-            classify_status(&Status::internal("oops")),
-            Attempt::Rejected {
-                label: "INTERNAL".into(),
-                transient: true
-            }
-        );
-        assert_eq!(
-            classify_status(&Status::deadline_exceeded("late")),
-            Attempt::Unknown { label: "timeout" }
-        );
+        let backpressure = |label: &str| Attempt::Backpressure {
+            label: label.into(),
+            retry_after: None,
+        };
+        let rejected = |label: &str, transient| Attempt::Rejected {
+            label: label.into(),
+            transient,
+        };
+        for (status, want) in [
+            (
+                Status::resource_exhausted("full"),
+                backpressure("RESOURCE_EXHAUSTED"),
+            ),
+            (
+                Status::unavailable("sink down"),
+                backpressure("UNAVAILABLE"),
+            ),
+            (
+                Status::invalid_argument("event 0: bad price"),
+                rejected("INVALID_ARGUMENT", false),
+            ),
+            (Status::internal("oops"), rejected("INTERNAL", true)),
+            (
+                Status::deadline_exceeded("late"),
+                Attempt::Unknown { label: "timeout" },
+            ),
+        ] {
+            assert_eq!(classify_status(&status), want, "{status:?}");
+        }
     }
 
     #[test]

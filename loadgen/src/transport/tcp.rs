@@ -213,10 +213,11 @@ impl TcpSender {
 
 #[cfg(test)]
 mod tests {
-    use super::super::super::fixtures::{sale, tweet};
+    use super::super::super::fixtures::{line_server, sale, tweet};
     use super::*;
     use serde_json::Value;
-    use tokio::net::TcpListener;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
 
     #[test]
     fn events_become_tagged_lines() {
@@ -334,35 +335,21 @@ mod tests {
     async fn fake(
         answer: fn(u64, &str) -> String,
         close_after: Option<u64>,
-    ) -> (String, std::sync::Arc<std::sync::atomic::AtomicU64>) {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr").to_string();
-        let connections = std::sync::Arc::new(AtomicU64::new(0));
+    ) -> (String, Arc<AtomicU64>) {
+        let connections = Arc::new(AtomicU64::new(0));
         let count = connections.clone();
-        tokio::spawn(async move {
-            let lines = std::sync::Arc::new(AtomicU64::new(0));
-            while let Ok((stream, _)) = listener.accept().await {
+        let lines = AtomicU64::new(0);
+        let addr = line_server(
+            move || {
                 count.fetch_add(1, Ordering::Relaxed);
-                let lines = lines.clone();
-                tokio::spawn(async move {
-                    stream.set_nodelay(true).expect("nodelay");
-                    let (read, mut write) = stream.into_split();
-                    let mut read = BufReader::new(read).lines();
-                    while let Ok(Some(line)) = read.next_line().await {
-                        let n = lines.fetch_add(1, Ordering::Relaxed);
-                        if close_after.is_some_and(|c| n >= c) {
-                            return;
-                        }
-                        let reply = answer(n, &line) + "\n";
-                        if write.write_all(reply.as_bytes()).await.is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        (addr, connections)
+            },
+            move |line| {
+                let n = lines.fetch_add(1, Ordering::Relaxed);
+                close_after.is_none_or(|c| n < c).then(|| answer(n, line))
+            },
+        )
+        .await;
+        (addr.to_string(), connections)
     }
 
     fn id_of(line: &str) -> String {
@@ -408,7 +395,7 @@ mod tests {
             answers.iter().filter(|a| **a == Attempt::Accepted).count(),
             2500
         );
-        assert_eq!(connections.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert_eq!(connections.load(Ordering::Relaxed), 1);
     }
 
     #[tokio::test]
@@ -427,7 +414,7 @@ mod tests {
             ]
         );
         let _ = sender.send(&batch(1)).await;
-        assert_eq!(connections.load(std::sync::atomic::Ordering::Relaxed), 2);
+        assert_eq!(connections.load(Ordering::Relaxed), 2);
     }
 
     #[tokio::test]
