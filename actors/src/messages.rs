@@ -163,6 +163,28 @@ batch_message!(
     "Result<Applied, StoreError>"
 );
 
+/// Makes `$actor` an actor (in a plain `actix::Context`) that handles `$message`
+/// by passing its batch on: the handler takes the batch out of the message (so it
+/// stops counting in the mailbox depth) and answers with the `'static` future
+/// `self.$method(batch)`, which resolves once the next stage confirmed the batch.
+#[macro_export]
+macro_rules! pass_batches_on {
+    ($actor:ty, $message:ty, $method:ident) => {
+        impl ::actix::Actor for $actor {
+            type Context = ::actix::Context<Self>;
+        }
+
+        impl ::actix::Handler<$message> for $actor {
+            type Result =
+                ::actix::ResponseFuture<::std::result::Result<(), $crate::messages::PipelineError>>;
+
+            fn handle(&mut self, msg: $message, _: &mut Self::Context) -> Self::Result {
+                ::std::boxed::Box::pin(self.$method(msg.into_batch()))
+            }
+        }
+    };
+}
+
 /// A failure between stages.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum PipelineError {

@@ -5,8 +5,8 @@
 use crate::mailbox::Mailbox;
 use crate::messages::{Batch, PipelineError, Publish};
 use crate::metrics::{EVENTS_PUBLISHED, EVENTS_PUBLISH_FAILED, PUBLISH_DURATION};
-use actix::prelude::*;
 use async_trait::async_trait;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -41,19 +41,11 @@ impl Publisher {
     pub fn new(sink: Arc<dyn Sink>) -> Self {
         Publisher { sink }
     }
-}
 
-impl Actor for Publisher {
-    type Context = Context<Self>;
-}
-
-impl Handler<Publish> for Publisher {
-    type Result = ResponseFuture<Result<(), PipelineError>>;
-
-    fn handle(&mut self, msg: Publish, _: &mut Self::Context) -> Self::Result {
-        let batch = msg.into_batch();
+    /// Puts `batch` on the sink; resolves once the sink confirmed it.
+    fn publish(&self, batch: Batch) -> impl Future<Output = Result<(), PipelineError>> + 'static {
         let sink = self.sink.clone();
-        Box::pin(async move {
+        async move {
             let (kind, n) = (batch.kind().as_str(), batch.events.len() as u64);
             let started = Instant::now();
             let result = sink.publish(batch).await;
@@ -76,6 +68,8 @@ impl Handler<Publish> for Publisher {
                     })
                 }
             }
-        })
+        }
     }
 }
+
+crate::pass_batches_on!(Publisher, Publish, publish);

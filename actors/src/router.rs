@@ -3,10 +3,11 @@
 
 use crate::event::Kind;
 use crate::mailbox::Mailbox;
-use crate::messages::{PipelineError, Publish, Route};
+use crate::messages::{Batch, PipelineError, Publish, Route};
 use crate::publisher::Publisher;
-use actix::prelude::*;
+use actix::Addr;
 use std::collections::HashMap;
+use std::future::Future;
 
 /// The router's mailbox (`actor="router"`); a forwarder to a remote router uses it too.
 pub const MAILBOX: Mailbox = Mailbox("router");
@@ -21,20 +22,12 @@ impl Router {
     pub fn new(routes: HashMap<Kind, Vec<Addr<Publisher>>>) -> Self {
         Router { routes }
     }
-}
 
-impl Actor for Router {
-    type Context = Context<Self>;
-}
-
-impl Handler<Route> for Router {
-    type Result = ResponseFuture<Result<(), PipelineError>>;
-
-    fn handle(&mut self, msg: Route, _: &mut Self::Context) -> Self::Result {
-        let batch = msg.into_batch();
+    /// Sends `batch` to every publisher of its kind; resolves once all confirmed.
+    fn route(&self, batch: Batch) -> impl Future<Output = Result<(), PipelineError>> + 'static {
         let kind = batch.kind();
         let publishers = self.routes.get(&kind).cloned().unwrap_or_default();
-        Box::pin(async move {
+        async move {
             if publishers.is_empty() {
                 return Err(PipelineError::NoRoute(kind));
             }
@@ -50,6 +43,8 @@ impl Handler<Route> for Router {
                 }
             }
             outcome
-        })
+        }
     }
 }
+
+crate::pass_batches_on!(Router, Route, route);

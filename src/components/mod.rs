@@ -100,10 +100,7 @@ pub struct Routes {
 impl Routes {
     /// The buses of `kind`.
     pub fn of(&self, kind: Kind) -> &[Bus] {
-        match kind {
-            Kind::Sale => &self.sale,
-            Kind::Tweet => &self.tweet,
-        }
+        kind.pick(&self.sale, &self.tweet)
     }
 
     /// Every bus in use, each once, in a fixed order.
@@ -170,6 +167,25 @@ pub fn mask_url_password(url: &str) -> String {
     match userinfo.split_once(':') {
         Some((user, _)) => format!("{scheme}://{user}:****@{host}"),
         None => url.to_owned(),
+    }
+}
+
+/// A client handle that `Debug` shows as `..` (librdkafka's have no `Debug`), so
+/// that the struct holding it can derive `Debug`. Derefs to the handle.
+#[derive(Clone)]
+pub struct Opaque<T>(pub T);
+
+impl<T> std::ops::Deref for Opaque<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> fmt::Debug for Opaque<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("..")
     }
 }
 

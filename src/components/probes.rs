@@ -21,13 +21,7 @@ pub struct ComponentProbe {
 impl ComponentProbe {
     /// A sink's own readiness (`sink:NAME`).
     pub fn sink(sink: Arc<dyn Sink>) -> Self {
-        ComponentProbe {
-            name: format!("sink:{}", sink.name()),
-            check: Box::new(move || {
-                let sink = sink.clone();
-                async move { sink.ready().await.map_err(|e| e.to_string()) }.boxed()
-            }),
-        }
+        Self::ready_of(format!("sink:{}", sink.name()), sink, |s| s.ready())
     }
 
     /// The readiness of every source of one bus (`source:NAME`): ready when each of
@@ -51,11 +45,24 @@ impl ComponentProbe {
 
     /// The store's own readiness (`store:NAME`; Valkey answers `PING`).
     pub fn store(store: Arc<dyn Store>) -> Self {
+        Self::ready_of(format!("store:{}", store.name()), store, |s| s.ready())
+    }
+
+    /// A probe named `name` that asks `component` with its `ready` check.
+    fn ready_of<T, E>(
+        name: String,
+        component: Arc<T>,
+        ready: for<'a> fn(&'a T) -> BoxFuture<'a, Result<(), E>>,
+    ) -> Self
+    where
+        T: ?Sized + Send + Sync + 'static,
+        E: ToString + 'static,
+    {
         ComponentProbe {
-            name: format!("store:{}", store.name()),
+            name,
             check: Box::new(move || {
-                let store = store.clone();
-                async move { store.ready().await.map_err(|e| e.to_string()) }.boxed()
+                let component = component.clone();
+                async move { ready(&component).await.map_err(|e| e.to_string()) }.boxed()
             }),
         }
     }

@@ -11,9 +11,9 @@
 
 use crate::transports::grpc::proto::ingest_client::IngestClient;
 use crate::transports::grpc::proto::{Sale as SaleMsg, SaleBatch, Tweet as TweetMsg, TweetBatch};
-use actix::prelude::*;
 use flujo_actors::event::{Events, Sale, Tweet};
-use flujo_actors::messages::{PipelineError, Route};
+use flujo_actors::messages::{Batch, PipelineError, Route};
+use std::future::Future;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
@@ -32,7 +32,40 @@ impl RemoteRouter {
             client: IngestClient::new(channel(url)?),
         })
     }
+
+    /// Sends `batch` to the remote router; resolves with its answer.
+    fn forward(&self, batch: Batch) -> impl Future<Output = Result<(), PipelineError>> + 'static {
+        let mut client = self.client.clone();
+        async move {
+            let result = match batch.events.as_ref() {
+                Events::Sales(sales) => {
+                    let sales = sales.iter().map(sale_message).collect();
+                    client.publish_sales(SaleBatch { sales }).await
+                }
+                Events::Tweets(tweets) => {
+                    let tweets = tweets.iter().map(tweet_message).collect();
+                    client.publish_tweets(TweetBatch { tweets }).await
+                }
+            };
+            match result {
+                Ok(_) => Ok(()),
+                Err(status) if status.code() == Code::ResourceExhausted => {
+                    Err(PipelineError::Backpressure(status.message().to_owned()))
+                }
+                Err(status) => Err(PipelineError::SinkUnavailable {
+                    sink: SINK,
+                    reason: format!(
+                        "{}: {}",
+                        crate::transports::grpc::code_name(status.code()),
+                        status.message()
+                    ),
+                }),
+            }
+        }
+    }
 }
+
+flujo_actors::pass_batches_on!(RemoteRouter, Route, forward);
 
 /// A lazily connecting gRPC channel to `url` (`grpc://` is taken as `http://`).
 pub fn channel(url: &str) -> anyhow::Result<Channel> {
@@ -66,45 +99,6 @@ fn tweet_message(t: &Tweet) -> TweetMsg {
         temperature: t.temperature,
         humidity: t.humidity,
         text: t.text.clone().unwrap_or_default(),
-    }
-}
-
-impl Actor for RemoteRouter {
-    type Context = Context<Self>;
-}
-
-impl Handler<Route> for RemoteRouter {
-    type Result = ResponseFuture<Result<(), PipelineError>>;
-
-    fn handle(&mut self, msg: Route, _: &mut Self::Context) -> Self::Result {
-        let batch = msg.into_batch();
-        let mut client = self.client.clone();
-        Box::pin(async move {
-            let result = match batch.events.as_ref() {
-                Events::Sales(sales) => {
-                    let sales = sales.iter().map(sale_message).collect();
-                    client.publish_sales(SaleBatch { sales }).await
-                }
-                Events::Tweets(tweets) => {
-                    let tweets = tweets.iter().map(tweet_message).collect();
-                    client.publish_tweets(TweetBatch { tweets }).await
-                }
-            };
-            match result {
-                Ok(_) => Ok(()),
-                Err(status) if status.code() == Code::ResourceExhausted => {
-                    Err(PipelineError::Backpressure(status.message().to_owned()))
-                }
-                Err(status) => Err(PipelineError::SinkUnavailable {
-                    sink: SINK,
-                    reason: format!(
-                        "{}: {}",
-                        crate::transports::grpc::code_name(status.code()),
-                        status.message()
-                    ),
-                }),
-            }
-        })
     }
 }
 

@@ -57,6 +57,14 @@ impl Kind {
 
     /// Both kinds, in a fixed order.
     pub const ALL: [Kind; 2] = [Kind::Sale, Kind::Tweet];
+
+    /// Whichever of `sale` and `tweet` belongs to this kind (a per-kind setting).
+    pub fn pick<T>(self, sale: T, tweet: T) -> T {
+        match self {
+            Kind::Sale => sale,
+            Kind::Tweet => tweet,
+        }
+    }
 }
 
 impl fmt::Display for Kind {

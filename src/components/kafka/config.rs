@@ -55,10 +55,7 @@ impl Default for KafkaConfig {
 impl KafkaConfig {
     /// The topic that carries events of `kind`.
     pub fn topic(&self, kind: Kind) -> &str {
-        match kind {
-            Kind::Sale => &self.sales_topic,
-            Kind::Tweet => &self.tweets_topic,
-        }
+        kind.pick(&self.sales_topic, &self.tweets_topic)
     }
 
     /// Checks the values; the error names the offending key (`kafka.KEY`).

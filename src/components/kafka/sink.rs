@@ -4,7 +4,7 @@
 use super::admin::check_topics;
 use super::{client_config, KafkaConfig, KafkaSetupError, LogContext, NAME};
 use crate::components::wire::{self, RECEIVED_AT_HEADER};
-use flujo_actors::event::Kind;
+use crate::components::Opaque;
 use flujo_actors::messages::Batch;
 use flujo_actors::publisher::{Sink, SinkError};
 use rdkafka::error::RDKafkaErrorCode;
@@ -24,19 +24,10 @@ const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(5);
 
 /// Publishes batches to Kafka: each event to the topic of its kind, as canonical
 /// JSON, keyed by category (sales) or location (tweets).
+#[derive(Debug)]
 pub struct KafkaSink {
-    producer: FutureProducer<LogContext>,
-    sales_topic: String,
-    tweets_topic: String,
-}
-
-impl std::fmt::Debug for KafkaSink {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KafkaSink")
-            .field("sales_topic", &self.sales_topic)
-            .field("tweets_topic", &self.tweets_topic)
-            .finish_non_exhaustive()
-    }
+    producer: Opaque<FutureProducer<LogContext>>,
+    config: KafkaConfig,
 }
 
 impl KafkaSink {
@@ -66,9 +57,8 @@ impl KafkaSink {
             .create_with_context(LogContext)
             .map_err(KafkaSetupError::Client)?;
         Ok(KafkaSink {
-            producer,
-            sales_topic: config.sales_topic.clone(),
-            tweets_topic: config.tweets_topic.clone(),
+            producer: Opaque(producer),
+            config: config.clone(),
         })
     }
 
@@ -117,10 +107,7 @@ impl Sink for KafkaSink {
 
     async fn publish(&self, batch: Batch) -> Result<(), SinkError> {
         let received_at = batch.received_at_ms.to_string();
-        let topic = match batch.kind() {
-            Kind::Sale => &self.sales_topic,
-            Kind::Tweet => &self.tweets_topic,
-        };
+        let topic = self.config.topic(batch.kind());
         let payloads = wire::encode_events(&batch.events)
             .map_err(|e| SinkError(format!("encoding event: {e}")))?;
         let keys = wire::partition_keys(&batch.events);
@@ -152,7 +139,10 @@ impl Sink for KafkaSink {
 
     async fn ready(&self) -> Result<(), SinkError> {
         let producer = self.producer.clone();
-        let topics = [self.sales_topic.clone(), self.tweets_topic.clone()];
+        let topics = [
+            self.config.sales_topic.clone(),
+            self.config.tweets_topic.clone(),
+        ];
         tokio::task::spawn_blocking(move || check_topics(producer.client(), &topics))
             .await
             .map_err(|e| SinkError(format!("kafka readiness check: {e}")))?

@@ -5,6 +5,7 @@ use super::admin::check_topics;
 use super::lag::{self, report_lag, Stats};
 use super::{client_config, log_librdkafka, KafkaConfig, KafkaSetupError, NAME};
 use crate::components::wire::{self, Decoded, RECEIVED_AT_HEADER};
+use crate::components::Opaque;
 use flujo_actors::backoff::Backoff;
 use flujo_actors::consumer::{Delivery, Source, SourceError, SourceReadiness};
 use flujo_actors::event::{now_ms, Kind};
@@ -149,6 +150,7 @@ struct Outstanding {
 }
 
 /// A delivery being gathered.
+#[derive(Debug)]
 struct Gathering {
     /// Until when more messages are awaited.
     deadline: tokio::time::Instant,
@@ -164,8 +166,9 @@ struct Gathering {
 ///
 /// `next()` is cancellation safe: a delivery being gathered when its future is
 /// dropped is kept and handed out by the next call.
+#[derive(Debug)]
 pub struct KafkaSource {
-    consumer: Arc<StreamConsumer<SourceContext>>,
+    consumer: Opaque<Arc<StreamConsumer<SourceContext>>>,
     state: Arc<Mutex<GroupState>>,
     kind: Kind,
     topic: String,
@@ -176,16 +179,6 @@ pub struct KafkaSource {
     outstanding: BTreeMap<u64, Outstanding>,
     gathering: Option<Gathering>,
     lag_slot: u64,
-}
-
-impl std::fmt::Debug for KafkaSource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KafkaSource")
-            .field("kind", &self.kind)
-            .field("topic", &self.topic)
-            .field("outstanding", &self.outstanding.len())
-            .finish_non_exhaustive()
-    }
 }
 
 impl KafkaSource {
@@ -218,7 +211,7 @@ impl KafkaSource {
             .subscribe(&[&topic])
             .map_err(KafkaSetupError::Client)?;
         Ok(KafkaSource {
-            consumer: Arc::new(consumer),
+            consumer: Opaque(Arc::new(consumer)),
             state,
             kind,
             topic,
@@ -418,7 +411,7 @@ impl Source for KafkaSource {
 
     fn readiness(&self) -> Arc<dyn SourceReadiness> {
         Arc::new(TopicReadiness {
-            consumer: self.consumer.clone(),
+            consumer: self.consumer.0.clone(),
             topic: self.topic.clone(),
         })
     }

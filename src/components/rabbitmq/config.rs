@@ -55,10 +55,7 @@ impl fmt::Debug for RabbitConfig {
 impl RabbitConfig {
     /// The queue that carries events of `kind`.
     pub fn queue(&self, kind: Kind) -> &str {
-        match kind {
-            Kind::Sale => &self.sales_queue,
-            Kind::Tweet => &self.tweets_queue,
-        }
+        kind.pick(&self.sales_queue, &self.tweets_queue)
     }
 
     /// Checks the values a broker would refuse or that make no sense, naming the key.

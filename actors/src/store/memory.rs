@@ -1,279 +1,105 @@
-//! The KPI store: the `Store` trait (what the aggregator writes and the query API
-//! reads) and `MemoryStore`, the embedded default. A Valkey store implements the same
-//! trait and must answer the same queries with the same values.
-//!
-//! Ordering rules shared by every implementation: product rankings by quantity
-//! descending, ties by `product_id` descending; location rankings by count
-//! descending, ties by `location` descending (the order of a Valkey sorted set read
-//! with ZREVRANGE). Floating sums are plain f64 additions in apply order.
+//! [`MemoryStore`]: every aggregate in process memory, lost at exit.
 
+use super::{
+    Applied, CategoryStats, LocationRank, MonitoredPrices, Page, ProductRank, Ranking, SaleStats,
+    SalesKpis, Store, StoreError, TweetKpis, TweetStats, MONITORED_PRICES,
+};
 use crate::dedup::{id_hash, IdWindow, Seen, WindowStats, DEFAULT_MAX_IDS};
-use crate::event::{Category, Events, Kind, Sale, Tweet, Weather};
+use crate::event::{Category, Kind, Sale, Tweet, Weather};
 use async_trait::async_trait;
-use serde::Serialize;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
-/// Length of each monitored product's price stream.
-pub const MONITORED_PRICES: usize = 1_000;
-
-/// A failure of the store itself (not of the data).
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The store cannot be reached or refused the operation.
-    #[error("store unavailable: {0}")]
-    Unavailable(String),
+/// Count, sum and extremes of one measure.
+#[derive(Debug, Clone, Copy, Default)]
+struct Series {
+    count: u64,
+    sum: f64,
+    min: f64,
+    max: f64,
 }
 
-/// Which events of an applied batch changed the aggregates (`true`) and which were
-/// duplicates of already-applied ids (`false`), in batch order.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Applied {
-    /// One flag per event of the batch.
-    pub fresh: Vec<bool>,
-}
-
-impl Applied {
-    /// Number of events that changed the aggregates.
-    pub fn fresh_count(&self) -> usize {
-        self.fresh.iter().filter(|&&f| f).count()
+impl Series {
+    fn add(&mut self, x: f64) {
+        if self.count == 0 {
+            (self.min, self.max) = (x, x);
+        } else {
+            (self.min, self.max) = (self.min.min(x), self.max.max(x));
+        }
+        self.count += 1;
+        self.sum += x;
     }
-    /// Number of duplicates skipped.
-    pub fn duplicate_count(&self) -> usize {
-        self.fresh.len() - self.fresh_count()
+
+    /// `value` unless the series is empty.
+    fn unless_empty(&self, value: f64) -> Option<f64> {
+        (self.count > 0).then_some(value)
     }
-}
 
-/// A page request: `limit` items starting at `offset`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Page {
-    /// Items wanted, 1–1000.
-    pub limit: usize,
-    /// Items skipped.
-    pub offset: usize,
-}
-
-/// Sales aggregates of one scope (all sales, or one category).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Default)]
-pub struct SaleStats {
-    /// Number of sales.
-    pub count: u64,
-    /// Σ quantity.
-    pub quantity_sum: u64,
-    /// Σ unit price.
-    pub price_sum: f64,
-    /// Σ price × quantity.
-    pub revenue: f64,
-    /// quantity_sum / count, `null` when empty.
-    pub avg_quantity: Option<f64>,
-    /// price_sum / count, `null` when empty.
-    pub avg_price: Option<f64>,
-    /// Lowest unit price, `null` when empty.
-    pub price_min: Option<f64>,
-    /// Highest unit price, `null` when empty.
-    pub price_max: Option<f64>,
-}
-
-/// Sales aggregates of one category, with its monitored product.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct CategoryStats {
-    /// The category's aggregates.
-    #[serde(flatten)]
-    pub stats: SaleStats,
-    /// The first product seen in the category.
-    pub monitored_product: Option<String>,
-}
-
-/// Answer of `GET /v1/kpis/sales`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct SalesKpis {
-    /// All sales.
-    pub total: SaleStats,
-    /// Per category, every category present.
-    pub categories: BTreeMap<&'static str, CategoryStats>,
-}
-
-/// Tweet aggregates of one scope (all tweets, or one location).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Default)]
-pub struct TweetStats {
-    /// Number of tweets.
-    pub count: u64,
-    /// Mean temperature, `null` when empty.
-    pub avg_temperature: Option<f64>,
-    /// Mean humidity, `null` when empty.
-    pub avg_humidity: Option<f64>,
-    /// Lowest temperature, `null` when empty.
-    pub temperature_min: Option<f64>,
-    /// Highest temperature, `null` when empty.
-    pub temperature_max: Option<f64>,
-}
-
-/// Answer of `GET /v1/kpis/tweets`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct TweetKpis {
-    /// All tweets.
-    pub total: TweetStats,
-    /// Count per weather, every weather present.
-    pub weather: BTreeMap<&'static str, u64>,
-}
-
-/// One product of a ranking.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ProductRank {
-    /// Product id.
-    pub product_id: String,
-    /// Units sold.
-    pub quantity: u64,
-}
-
-/// One location of the ranking.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct LocationRank {
-    /// City or municipality.
-    pub location: String,
-    /// The location's tweet aggregates.
-    #[serde(flatten)]
-    pub stats: TweetStats,
-}
-
-/// A page of a ranking, with the number of ranked items.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Ranking<T> {
-    /// Items ranked in all.
-    pub total: usize,
-    /// The requested page.
-    pub items: Vec<T>,
-}
-
-/// Answer of `GET /v1/sales/monitored/{category}/prices`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct MonitoredPrices {
-    /// The monitored product, `null` before the category's first sale.
-    pub product_id: Option<String>,
-    /// Its newest prices, newest last.
-    pub prices: Vec<f64>,
-}
-
-/// Where the aggregator writes and the query API reads.
-#[async_trait]
-pub trait Store: Send + Sync + 'static {
-    /// Short name for logs and readiness (`memory`, `valkey`).
-    fn name(&self) -> &'static str;
-    /// Applies a batch of sales atomically, skipping ids already applied.
-    async fn apply_sales(&self, sales: &[Sale]) -> Result<Applied, StoreError>;
-    /// Applies a batch of tweets atomically, skipping ids already applied.
-    async fn apply_tweets(&self, tweets: &[Tweet]) -> Result<Applied, StoreError>;
-    /// Global and per-category sales aggregates.
-    async fn sales_kpis(&self) -> Result<SalesKpis, StoreError>;
-    /// Global tweet aggregates and counts per weather.
-    async fn tweet_kpis(&self) -> Result<TweetKpis, StoreError>;
-    /// Products by quantity sold, globally or in one category.
-    async fn product_ranking(
-        &self,
-        category: Option<Category>,
-        page: Page,
-    ) -> Result<Ranking<ProductRank>, StoreError>;
-    /// Locations by tweet count.
-    async fn location_ranking(&self, page: Page) -> Result<Ranking<LocationRank>, StoreError>;
-    /// The monitored product of a category and its newest `limit` prices.
-    async fn monitored_prices(
-        &self,
-        category: Category,
-        limit: usize,
-    ) -> Result<MonitoredPrices, StoreError>;
-    /// Checks that the store answers (readiness; Valkey: `PING`).
-    async fn ready(&self) -> Result<(), StoreError>;
-    /// Forgets dedup entries older than the window (stores with native TTLs do nothing).
-    async fn expire(&self) -> Result<(), StoreError> {
-        Ok(())
-    }
-    /// The id windows' state per kind, for metrics (empty when the store keeps none).
-    async fn dedup_windows(&self) -> Result<Vec<(Kind, WindowStats)>, StoreError> {
-        Ok(Vec::new())
+    /// The mean of another measure summed over the same events.
+    fn mean_of(&self, sum: f64) -> Option<f64> {
+        self.unless_empty(sum / self.count as f64)
     }
 }
 
 /// Running sums of one scope of sales.
 #[derive(Debug, Clone, Copy, Default)]
 struct SaleSums {
-    count: u64,
+    price: Series,
     quantity_sum: u64,
-    price_sum: f64,
     revenue: f64,
-    price_min: f64,
-    price_max: f64,
-}
-
-impl SaleSums {
-    fn add(&mut self, s: &Sale) {
-        if self.count == 0 {
-            self.price_min = s.price;
-            self.price_max = s.price;
-        } else {
-            self.price_min = self.price_min.min(s.price);
-            self.price_max = self.price_max.max(s.price);
-        }
-        self.count += 1;
-        self.quantity_sum += s.quantity;
-        self.price_sum += s.price;
-        self.revenue += s.price * s.quantity as f64;
-    }
-
-    fn stats(&self) -> SaleStats {
-        let some = |x| (self.count > 0).then_some(x);
-        SaleStats {
-            count: self.count,
-            quantity_sum: self.quantity_sum,
-            price_sum: self.price_sum,
-            revenue: self.revenue,
-            avg_quantity: some(self.quantity_sum as f64 / self.count as f64),
-            avg_price: some(self.price_sum / self.count as f64),
-            price_min: some(self.price_min),
-            price_max: some(self.price_max),
-        }
-    }
 }
 
 /// Running sums of one scope of tweets.
 #[derive(Debug, Clone, Copy, Default)]
 struct TweetSums {
-    count: u64,
-    temperature_sum: f64,
+    temperature: Series,
     humidity_sum: f64,
-    temperature_min: f64,
-    temperature_max: f64,
+}
+
+impl SaleSums {
+    fn add(&mut self, s: &Sale) {
+        self.price.add(s.price);
+        self.quantity_sum += s.quantity;
+        self.revenue += s.price * s.quantity as f64;
+    }
+
+    fn stats(&self) -> SaleStats {
+        let price = &self.price;
+        SaleStats {
+            count: price.count,
+            quantity_sum: self.quantity_sum,
+            price_sum: price.sum,
+            revenue: self.revenue,
+            avg_quantity: price.mean_of(self.quantity_sum as f64),
+            avg_price: price.mean_of(price.sum),
+            price_min: price.unless_empty(price.min),
+            price_max: price.unless_empty(price.max),
+        }
+    }
 }
 
 impl TweetSums {
     fn add(&mut self, t: &Tweet) {
-        if self.count == 0 {
-            self.temperature_min = t.temperature;
-            self.temperature_max = t.temperature;
-        } else {
-            self.temperature_min = self.temperature_min.min(t.temperature);
-            self.temperature_max = self.temperature_max.max(t.temperature);
-        }
-        self.count += 1;
-        self.temperature_sum += t.temperature;
+        self.temperature.add(t.temperature);
         self.humidity_sum += t.humidity;
     }
 
     fn stats(&self) -> TweetStats {
-        let some = |x| (self.count > 0).then_some(x);
+        let temperature = &self.temperature;
         TweetStats {
-            count: self.count,
-            avg_temperature: some(self.temperature_sum / self.count as f64),
-            avg_humidity: some(self.humidity_sum / self.count as f64),
-            temperature_min: some(self.temperature_min),
-            temperature_max: some(self.temperature_max),
+            count: temperature.count,
+            avg_temperature: temperature.mean_of(temperature.sum),
+            avg_humidity: temperature.mean_of(self.humidity_sum),
+            temperature_min: temperature.unless_empty(temperature.min),
+            temperature_max: temperature.unless_empty(temperature.max),
         }
     }
 }
 
-#[derive(Debug)]
+/// The sales aggregates.
+#[derive(Debug, Default)]
 struct SalesState {
-    seen: IdWindow,
     total: SaleSums,
     by_category: [SaleSums; 4],
     quantity_by_product: HashMap<String, u64>,
@@ -281,36 +107,85 @@ struct SalesState {
     monitored: [Option<(String, VecDeque<f64>)>; 4],
 }
 
-#[derive(Debug)]
+impl SalesState {
+    fn add(&mut self, s: &Sale) {
+        let c = s.category.index();
+        self.total.add(s);
+        self.by_category[c].add(s);
+        *self
+            .quantity_by_product
+            .entry(s.product_id.clone())
+            .or_default() += s.quantity;
+        *self.quantity_by_category_product[c]
+            .entry(s.product_id.clone())
+            .or_default() += s.quantity;
+        let monitored =
+            self.monitored[c].get_or_insert_with(|| (s.product_id.clone(), VecDeque::new()));
+        if monitored.0 == s.product_id {
+            if monitored.1.len() == MONITORED_PRICES {
+                monitored.1.pop_front();
+            }
+            monitored.1.push_back(s.price);
+        }
+    }
+}
+
+/// The tweet aggregates.
+#[derive(Debug, Default)]
 struct TweetsState {
-    seen: IdWindow,
     total: TweetSums,
     by_weather: [u64; 6],
     by_location: HashMap<String, TweetSums>,
 }
 
-impl SalesState {
-    fn new(seen: IdWindow) -> Self {
-        SalesState {
-            seen,
-            total: SaleSums::default(),
-            by_category: Default::default(),
-            quantity_by_product: HashMap::new(),
-            quantity_by_category_product: Default::default(),
-            monitored: Default::default(),
-        }
+impl TweetsState {
+    fn add(&mut self, t: &Tweet) {
+        self.total.add(t);
+        self.by_weather[t.weather.index()] += 1;
+        self.by_location
+            .entry(t.location.clone())
+            .or_default()
+            .add(t);
     }
 }
 
-impl TweetsState {
-    fn new(seen: IdWindow) -> Self {
-        TweetsState {
-            seen,
-            total: TweetSums::default(),
-            by_weather: [0; 6],
-            by_location: HashMap::new(),
-        }
+/// One kind's aggregates and the window of the ids applied to them.
+#[derive(Debug)]
+struct Deduped<A> {
+    seen: IdWindow,
+    aggregates: A,
+}
+
+impl<A: Default> Deduped<A> {
+    fn new(dedup_window: Duration, max_ids: usize) -> Mutex<Self> {
+        Mutex::new(Deduped {
+            seen: IdWindow::new(dedup_window, max_ids),
+            aggregates: A::default(),
+        })
     }
+}
+
+/// Applies to `deduped` each event whose id its window has not seen, in batch order.
+fn apply_new<A, E>(
+    deduped: &Mutex<Deduped<A>>,
+    events: &[E],
+    id: fn(&E) -> &str,
+    add: fn(&mut A, &E),
+) -> Applied {
+    let now = clock_ms();
+    let mut guard = lock(deduped);
+    let Deduped { seen, aggregates } = &mut *guard;
+    let fresh = events
+        .iter()
+        .map(|e| {
+            if seen.insert(id_hash(id(e)), now) == Seen::Duplicate {
+                return false;
+            }
+            add(aggregates, e);
+            true
+        })
+        .collect();
+    Applied { fresh }
 }
 
 /// The embedded store: every aggregate in process memory, lost at exit.
@@ -319,8 +194,8 @@ impl TweetsState {
 /// tweets have separate id spaces), so a resend within the window is a duplicate.
 #[derive(Debug)]
 pub struct MemoryStore {
-    sales: Mutex<SalesState>,
-    tweets: Mutex<TweetsState>,
+    sales: Mutex<Deduped<SalesState>>,
+    tweets: Mutex<Deduped<TweetsState>>,
 }
 
 impl MemoryStore {
@@ -334,8 +209,8 @@ impl MemoryStore {
     /// `max_ids` of each kind; older ids are forgotten first when the cap is reached.
     pub fn with_max_ids(dedup_window: Duration, max_ids: usize) -> Self {
         MemoryStore {
-            sales: Mutex::new(SalesState::new(IdWindow::new(dedup_window, max_ids))),
-            tweets: Mutex::new(TweetsState::new(IdWindow::new(dedup_window, max_ids))),
+            sales: Deduped::new(dedup_window, max_ids),
+            tweets: Deduped::new(dedup_window, max_ids),
         }
     }
 
@@ -358,14 +233,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Sorts items by value descending, ties by name descending, and cuts a page.
-fn rank_page<T, K: Ord + Copy>(
+/// Sorts items by `(value, name)` descending (ties by name descending), and cuts a page.
+fn rank_page<T, K: Ord>(
     mut items: Vec<T>,
-    key: impl Fn(&T) -> (std::cmp::Reverse<K>, std::cmp::Reverse<&str>),
     page: Page,
+    key: impl Fn(&T) -> (K, &str),
 ) -> Ranking<T> {
     let total = items.len();
-    items.sort_unstable_by(|a, b| key(a).cmp(&key(b)));
+    items.sort_unstable_by(|a, b| key(b).cmp(&key(a)));
     let items = items
         .into_iter()
         .skip(page.offset)
@@ -381,57 +256,15 @@ impl Store for MemoryStore {
     }
 
     async fn apply_sales(&self, sales: &[Sale]) -> Result<Applied, StoreError> {
-        let now = clock_ms();
-        let mut st = lock(&self.sales);
-        let fresh = sales
-            .iter()
-            .map(|s| {
-                if st.seen.insert(id_hash(&s.id), now) == Seen::Duplicate {
-                    return false;
-                }
-                let c = s.category.index();
-                st.total.add(s);
-                st.by_category[c].add(s);
-                *st.quantity_by_product
-                    .entry(s.product_id.clone())
-                    .or_default() += s.quantity;
-                *st.quantity_by_category_product[c]
-                    .entry(s.product_id.clone())
-                    .or_default() += s.quantity;
-                let monitored =
-                    st.monitored[c].get_or_insert_with(|| (s.product_id.clone(), VecDeque::new()));
-                if monitored.0 == s.product_id {
-                    if monitored.1.len() == MONITORED_PRICES {
-                        monitored.1.pop_front();
-                    }
-                    monitored.1.push_back(s.price);
-                }
-                true
-            })
-            .collect();
-        Ok(Applied { fresh })
+        Ok(apply_new(&self.sales, sales, |s| &s.id, SalesState::add))
     }
 
     async fn apply_tweets(&self, tweets: &[Tweet]) -> Result<Applied, StoreError> {
-        let now = clock_ms();
-        let mut st = lock(&self.tweets);
-        let fresh = tweets
-            .iter()
-            .map(|t| {
-                if st.seen.insert(id_hash(&t.id), now) == Seen::Duplicate {
-                    return false;
-                }
-                st.total.add(t);
-                st.by_weather[t.weather.index()] += 1;
-                st.by_location.entry(t.location.clone()).or_default().add(t);
-                true
-            })
-            .collect();
-        Ok(Applied { fresh })
+        Ok(apply_new(&self.tweets, tweets, |t| &t.id, TweetsState::add))
     }
 
     async fn sales_kpis(&self) -> Result<SalesKpis, StoreError> {
-        let st = lock(&self.sales);
+        let st = &lock(&self.sales).aggregates;
         let categories = Category::ALL
             .iter()
             .map(|&c| {
@@ -449,7 +282,7 @@ impl Store for MemoryStore {
     }
 
     async fn tweet_kpis(&self) -> Result<TweetKpis, StoreError> {
-        let st = lock(&self.tweets);
+        let st = &lock(&self.tweets).aggregates;
         let weather = Weather::ALL
             .iter()
             .map(|&w| (w.as_str(), st.by_weather[w.index()]))
@@ -465,54 +298,34 @@ impl Store for MemoryStore {
         category: Option<Category>,
         page: Page,
     ) -> Result<Ranking<ProductRank>, StoreError> {
-        let st = lock(&self.sales);
-        let source = match category {
-            Some(c) => &st.quantity_by_category_product[c.index()],
-            None => &st.quantity_by_product,
-        };
-        let items = source
-            .iter()
-            .map(|(p, &q)| ProductRank {
-                product_id: p.clone(),
-                quantity: q,
-            })
-            .collect();
-        drop_guard_after(st, || {
-            rank_page(
-                items,
-                |r| {
-                    (
-                        std::cmp::Reverse(r.quantity),
-                        std::cmp::Reverse(r.product_id.as_str()),
-                    )
-                },
-                page,
-            )
-        })
+        let items: Vec<_> = {
+            let st = &lock(&self.sales).aggregates;
+            let source = match category {
+                Some(c) => &st.quantity_by_category_product[c.index()],
+                None => &st.quantity_by_product,
+            };
+            source
+                .iter()
+                .map(|(p, &q)| ProductRank {
+                    product_id: p.clone(),
+                    quantity: q,
+                })
+                .collect()
+        }; // The lock is released before the (possibly long) sort.
+        Ok(rank_page(items, page, |r| (r.quantity, &r.product_id)))
     }
 
     async fn location_ranking(&self, page: Page) -> Result<Ranking<LocationRank>, StoreError> {
-        let st = lock(&self.tweets);
-        let items = st
+        let items: Vec<_> = lock(&self.tweets)
+            .aggregates
             .by_location
             .iter()
             .map(|(l, sums)| LocationRank {
                 location: l.clone(),
                 stats: sums.stats(),
             })
-            .collect();
-        drop_guard_after(st, || {
-            rank_page(
-                items,
-                |r| {
-                    (
-                        std::cmp::Reverse(r.stats.count),
-                        std::cmp::Reverse(r.location.as_str()),
-                    )
-                },
-                page,
-            )
-        })
+            .collect(); // The lock is released before the (possibly long) sort.
+        Ok(rank_page(items, page, |r| (r.stats.count, &r.location)))
     }
 
     async fn monitored_prices(
@@ -520,21 +333,22 @@ impl Store for MemoryStore {
         category: Category,
         limit: usize,
     ) -> Result<MonitoredPrices, StoreError> {
-        let st = lock(&self.sales);
-        Ok(match &st.monitored[category.index()] {
-            Some((product, prices)) => MonitoredPrices {
-                product_id: Some(product.clone()),
-                prices: prices
-                    .iter()
-                    .skip(prices.len().saturating_sub(limit))
-                    .copied()
-                    .collect(),
+        Ok(
+            match &lock(&self.sales).aggregates.monitored[category.index()] {
+                Some((product, prices)) => MonitoredPrices {
+                    product_id: Some(product.clone()),
+                    prices: prices
+                        .iter()
+                        .skip(prices.len().saturating_sub(limit))
+                        .copied()
+                        .collect(),
+                },
+                None => MonitoredPrices {
+                    product_id: None,
+                    prices: Vec::new(),
+                },
             },
-            None => MonitoredPrices {
-                product_id: None,
-                prices: Vec::new(),
-            },
-        })
+        )
     }
 
     async fn ready(&self) -> Result<(), StoreError> {
@@ -551,20 +365,6 @@ impl Store for MemoryStore {
     async fn dedup_windows(&self) -> Result<Vec<(Kind, WindowStats)>, StoreError> {
         let [sales, tweets] = self.dedup_stats();
         Ok(vec![(Kind::Sale, sales), (Kind::Tweet, tweets)])
-    }
-}
-
-/// Releases the store lock before the (possibly long) sort of a ranking.
-fn drop_guard_after<G, R>(guard: G, f: impl FnOnce() -> R) -> Result<R, StoreError> {
-    drop(guard);
-    Ok(f())
-}
-
-/// Applies a batch of either kind.
-pub async fn apply(store: &dyn Store, events: &Events) -> Result<Applied, StoreError> {
-    match events {
-        Events::Sales(s) => store.apply_sales(s).await,
-        Events::Tweets(t) => store.apply_tweets(t).await,
     }
 }
 
@@ -720,14 +520,18 @@ mod tests {
     async fn product_rankings_order_ties_and_pages() {
         let s = store();
         use Category::*;
-        s.apply_sales(&[
-            sale("1", Home, "B", 1.0, 5),
-            sale("2", Home, "A", 1.0, 5),
-            sale("3", Beauty, "C", 1.0, 9),
-            sale("4", Beauty, "A", 1.0, 1),
-        ])
-        .await
-        .expect("apply");
+        // (category, product, quantity); ids 1 to 4, unit price 1.0.
+        let rows = [
+            (Home, "B", 5),
+            (Home, "A", 5),
+            (Beauty, "C", 9),
+            (Beauty, "A", 1),
+        ];
+        let sales: Vec<_> = (1..)
+            .zip(rows)
+            .map(|(id, (c, p, q))| sale(&id.to_string(), c, p, 1.0, q))
+            .collect();
+        s.apply_sales(&sales).await.expect("apply");
         let global = s.product_ranking(None, PAGE).await.expect("rank");
         let names: Vec<_> = global
             .items

@@ -1,0 +1,206 @@
+//! The KPI store: the `Store` trait (what the aggregator writes and the query API
+//! reads), its answer types, and [`MemoryStore`], the embedded default (in
+//! `memory`). A Valkey store implements the same trait and must answer the same
+//! queries with the same values.
+//!
+//! Ordering rules shared by every implementation: product rankings by quantity
+//! descending, ties by `product_id` descending; location rankings by count
+//! descending, ties by `location` descending (the order of a Valkey sorted set read
+//! with ZREVRANGE). Floating sums are plain f64 additions in apply order.
+
+mod memory;
+
+pub use memory::MemoryStore;
+
+use crate::dedup::WindowStats;
+use crate::event::{Category, Events, Kind, Sale, Tweet};
+use async_trait::async_trait;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// Length of each monitored product's price stream.
+pub const MONITORED_PRICES: usize = 1_000;
+
+/// A failure of the store itself (not of the data).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store cannot be reached or refused the operation.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Which events of an applied batch changed the aggregates (`true`) and which were
+/// duplicates of already-applied ids (`false`), in batch order.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Applied {
+    /// One flag per event of the batch.
+    pub fresh: Vec<bool>,
+}
+
+impl Applied {
+    /// Number of events that changed the aggregates.
+    pub fn fresh_count(&self) -> usize {
+        self.fresh.iter().filter(|&&f| f).count()
+    }
+    /// Number of duplicates skipped.
+    pub fn duplicate_count(&self) -> usize {
+        self.fresh.len() - self.fresh_count()
+    }
+}
+
+/// A page request: `limit` items starting at `offset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    /// Items wanted, 1–1000.
+    pub limit: usize,
+    /// Items skipped.
+    pub offset: usize,
+}
+
+/// Sales aggregates of one scope (all sales, or one category).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Default)]
+pub struct SaleStats {
+    /// Number of sales.
+    pub count: u64,
+    /// Σ quantity.
+    pub quantity_sum: u64,
+    /// Σ unit price.
+    pub price_sum: f64,
+    /// Σ price × quantity.
+    pub revenue: f64,
+    /// quantity_sum / count, `null` when empty.
+    pub avg_quantity: Option<f64>,
+    /// price_sum / count, `null` when empty.
+    pub avg_price: Option<f64>,
+    /// Lowest unit price, `null` when empty.
+    pub price_min: Option<f64>,
+    /// Highest unit price, `null` when empty.
+    pub price_max: Option<f64>,
+}
+
+/// Sales aggregates of one category, with its monitored product.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CategoryStats {
+    /// The category's aggregates.
+    #[serde(flatten)]
+    pub stats: SaleStats,
+    /// The first product seen in the category.
+    pub monitored_product: Option<String>,
+}
+
+/// Answer of `GET /v1/kpis/sales`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SalesKpis {
+    /// All sales.
+    pub total: SaleStats,
+    /// Per category, every category present.
+    pub categories: BTreeMap<&'static str, CategoryStats>,
+}
+
+/// Tweet aggregates of one scope (all tweets, or one location).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Default)]
+pub struct TweetStats {
+    /// Number of tweets.
+    pub count: u64,
+    /// Mean temperature, `null` when empty.
+    pub avg_temperature: Option<f64>,
+    /// Mean humidity, `null` when empty.
+    pub avg_humidity: Option<f64>,
+    /// Lowest temperature, `null` when empty.
+    pub temperature_min: Option<f64>,
+    /// Highest temperature, `null` when empty.
+    pub temperature_max: Option<f64>,
+}
+
+/// Answer of `GET /v1/kpis/tweets`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TweetKpis {
+    /// All tweets.
+    pub total: TweetStats,
+    /// Count per weather, every weather present.
+    pub weather: BTreeMap<&'static str, u64>,
+}
+
+/// One product of a ranking.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProductRank {
+    /// Product id.
+    pub product_id: String,
+    /// Units sold.
+    pub quantity: u64,
+}
+
+/// One location of the ranking.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LocationRank {
+    /// City or municipality.
+    pub location: String,
+    /// The location's tweet aggregates.
+    #[serde(flatten)]
+    pub stats: TweetStats,
+}
+
+/// A page of a ranking, with the number of ranked items.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Ranking<T> {
+    /// Items ranked in all.
+    pub total: usize,
+    /// The requested page.
+    pub items: Vec<T>,
+}
+
+/// Answer of `GET /v1/sales/monitored/{category}/prices`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MonitoredPrices {
+    /// The monitored product, `null` before the category's first sale.
+    pub product_id: Option<String>,
+    /// Its newest prices, newest last.
+    pub prices: Vec<f64>,
+}
+
+/// Where the aggregator writes and the query API reads.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Short name for logs and readiness (`memory`, `valkey`).
+    fn name(&self) -> &'static str;
+    /// Applies a batch of sales atomically, skipping ids already applied.
+    async fn apply_sales(&self, sales: &[Sale]) -> Result<Applied, StoreError>;
+    /// Applies a batch of tweets atomically, skipping ids already applied.
+    async fn apply_tweets(&self, tweets: &[Tweet]) -> Result<Applied, StoreError>;
+    /// Global and per-category sales aggregates.
+    async fn sales_kpis(&self) -> Result<SalesKpis, StoreError>;
+    /// Global tweet aggregates and counts per weather.
+    async fn tweet_kpis(&self) -> Result<TweetKpis, StoreError>;
+    /// Products by quantity sold, globally or in one category.
+    async fn product_ranking(
+        &self,
+        category: Option<Category>,
+        page: Page,
+    ) -> Result<Ranking<ProductRank>, StoreError>;
+    /// Locations by tweet count.
+    async fn location_ranking(&self, page: Page) -> Result<Ranking<LocationRank>, StoreError>;
+    /// The monitored product of a category and its newest `limit` prices.
+    async fn monitored_prices(
+        &self,
+        category: Category,
+        limit: usize,
+    ) -> Result<MonitoredPrices, StoreError>;
+    /// Checks that the store answers (readiness; Valkey: `PING`).
+    async fn ready(&self) -> Result<(), StoreError>;
+    /// Forgets dedup entries older than the window (stores with native TTLs do nothing).
+    async fn expire(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// The id windows' state per kind, for metrics (empty when the store keeps none).
+    async fn dedup_windows(&self) -> Result<Vec<(Kind, WindowStats)>, StoreError> {
+        Ok(Vec::new())
+    }
+}
+
+/// Applies a batch of either kind.
+pub async fn apply(store: &dyn Store, events: &Events) -> Result<Applied, StoreError> {
+    match events {
+        Events::Sales(s) => store.apply_sales(s).await,
+        Events::Tweets(t) => store.apply_tweets(t).await,
+    }
+}
