@@ -70,8 +70,7 @@ async fn send_concurrently(server: &TestServer, reqs: Vec<Request>, concurrency:
 async fn kpis_rankings_and_price_streams_match_the_ground_truth() {
     let server = TestServer::start(&[("FLUJO__QUERY__CACHE_TTL_MS", "0")]);
     let mut rng = StdRng::seed_from_u64(0x005e_edf1_u64);
-    let mut sales = DedupTruth::default();
-    let mut tweets = DedupTruth::default();
+    let (mut sales, mut tweets) = (DedupTruth::default(), DedupTruth::default());
     // Sales and tweets use the same ids ("ev-1", "ev-2", ...): their id spaces are
     // separate, so a tweet never shadows a sale.
     let (mut sale_n, mut tweet_n) = (0u64, 0u64);
@@ -223,24 +222,10 @@ async fn kpis_rankings_and_price_streams_match_the_ground_truth() {
     };
     let global = sales.product_ranking(None);
     assert!(global.len() > 30, "several products: {}", global.len());
-    assert_ranking_pages(
-        &server,
-        "/v1/rankings/products",
-        &global,
-        7,
-        true,
-        product_check,
-    )
-    .await;
-    assert_ranking_pages(
-        &server,
-        "/v1/rankings/products",
-        &global,
-        1000,
-        true,
-        product_check,
-    )
-    .await;
+    for limit in [7, 1000] {
+        let base = "/v1/rankings/products";
+        assert_ranking_pages(&server, base, &global, limit, true, product_check).await;
+    }
     for (i, c) in CATEGORIES.iter().enumerate() {
         let want = sales.product_ranking(Some(c));
         let base = format!("/v1/rankings/products?category={c}");
@@ -255,24 +240,10 @@ async fn kpis_rankings_and_price_streams_match_the_ground_truth() {
 
     let locations = tweets.location_ranking();
     assert_eq!(locations.len(), LOCATIONS.len());
-    assert_ranking_pages(
-        &server,
-        "/v1/rankings/locations",
-        &locations,
-        2,
-        true,
-        assert_location_item,
-    )
-    .await;
-    assert_ranking_pages(
-        &server,
-        "/v1/rankings/locations",
-        &locations,
-        1000,
-        true,
-        assert_location_item,
-    )
-    .await;
+    for limit in [2, 1000] {
+        let base = "/v1/rankings/locations";
+        assert_ranking_pages(&server, base, &locations, limit, true, assert_location_item).await;
+    }
 
     for (i, c) in CATEGORIES.iter().enumerate() {
         for limit in [1000usize, 7, 1] {

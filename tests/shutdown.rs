@@ -3,7 +3,7 @@
 
 mod support;
 
-use serde_json::{json, Value};
+use serde_json::json;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -34,14 +34,9 @@ fn classify(result: Result<reqwest::Response, reqwest::Error>) -> Outcome {
     }
 }
 
+/// A body of 100 sales of `task`'s `round`.
 fn batch(task: usize, round: usize) -> String {
-    let events: Vec<Value> = (0..100)
-        .map(|i| {
-            json!({"id": format!("{task}-{round}-{i}"), "category": CATEGORIES[i % 4],
-                   "product_id": format!("P{}", i % 10), "price": 1.0, "quantity": 1})
-        })
-        .collect();
-    Value::from(events).to_string()
+    sales_array(&format!("{task}-{round}-"), 100, 10, 1.0)
 }
 
 #[tokio::test]

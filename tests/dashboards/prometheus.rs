@@ -228,12 +228,7 @@ pub(crate) async fn side_traffic(server: &TestServer) {
         server.get_plain("/v1/kpis/sales").await;
         server.get_plain("/v1/kpis/tweets").await;
     }
-    let resp = server
-        .client
-        .get(server.url("/readyz"))
-        .send()
-        .await
-        .expect("GET /readyz");
+    let resp = server.get("/readyz").await.expect("GET /readyz");
     assert_eq!(resp.status(), StatusCode::OK, "/readyz");
 }
 

@@ -210,12 +210,8 @@ async fn valkey_holds_every_dashboard_key() {
             &["--store", &store],
         );
         let ready = wait_until(Duration::from_secs(30), || async {
-            server
-                .client
-                .get(server.url("/readyz"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
+            let answer = server.get("/readyz").await;
+            answer.is_ok_and(|r| r.status().is_success())
         })
         .await;
         assert!(

@@ -5,7 +5,7 @@ use super::*;
 /// Fires `batches` concurrent 10,000-event PublishSales over a few connections;
 /// returns, per batch, the Ack or the refusal.
 pub(crate) async fn burst(
-    clients: &[IngestClient<Channel>],
+    clients: &[Ingest],
     round: usize,
     batches: usize,
 ) -> Vec<Result<Ack, Status>> {

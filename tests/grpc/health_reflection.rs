@@ -43,15 +43,12 @@ pub(crate) async fn next_reflection(
         .expect("a message response")
 }
 
-/// Asks reflection for the list of services, then for the file holding `symbol`:
-/// the names listed, and the stream with the file's answer still to read.
+/// Asks reflection for the list of services, asserting it names `symbol`, then for
+/// the file holding `symbol`: the stream with the file's answer still to read.
 pub(crate) async fn list_and_describe(
     server: &TestServer,
     symbol: &str,
-) -> (
-    Vec<String>,
-    tonic::Streaming<tonic_reflection::pb::v1::ServerReflectionResponse>,
-) {
+) -> tonic::Streaming<tonic_reflection::pb::v1::ServerReflectionResponse> {
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
@@ -76,8 +73,12 @@ pub(crate) async fn list_and_describe(
     let MessageResponse::ListServicesResponse(list) = next_reflection(&mut responses).await else {
         panic!("ListServices did not answer a service list");
     };
-    let names = list.service.into_iter().map(|s| s.name).collect();
-    (names, responses)
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(
+        names.iter().any(|n| n == symbol),
+        "{symbol} is served but reflection lists only {names:?}"
+    );
+    responses
 }
 
 #[tokio::test]
@@ -85,11 +86,7 @@ async fn reflection_lists_the_ingest_service() {
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
     let server = TestServer::start(&[]);
-    let (names, mut responses) = list_and_describe(&server, "flujo.v1.Ingest").await;
-    assert!(
-        names.iter().any(|n| n == "flujo.v1.Ingest"),
-        "reflection lists flujo.v1.Ingest: {names:?}"
-    );
+    let mut responses = list_and_describe(&server, "flujo.v1.Ingest").await;
     let MessageResponse::FileDescriptorResponse(files) = next_reflection(&mut responses).await
     else {
         panic!("FileContainingSymbol did not answer file descriptors");
@@ -122,11 +119,7 @@ async fn reflection_describes_the_health_service() {
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
     let server = TestServer::start(&[]);
-    let (names, mut responses) = list_and_describe(&server, "grpc.health.v1.Health").await;
-    assert!(
-        names.iter().any(|n| n == "grpc.health.v1.Health"),
-        "grpc.health.v1.Health is served but reflection lists only {names:?}"
-    );
+    let mut responses = list_and_describe(&server, "grpc.health.v1.Health").await;
     let answer = tokio::time::timeout(CALL_TIMEOUT, responses.next())
         .await
         .expect("a reflection answer in time")

@@ -57,26 +57,28 @@ async fn channel(server: &TestServer) -> Channel {
         .unwrap_or_else(|e| panic!("connect to {}: {e}", server.grpc_uri()))
 }
 
-async fn ingest_client(server: &TestServer) -> IngestClient<Channel> {
+/// A client of the Ingest service over a channel to the test server.
+type Ingest = IngestClient<Channel>;
+
+async fn ingest_client(server: &TestServer) -> Ingest {
     IngestClient::new(channel(server).await)
+}
+
+/// Code of `name` in a proto enum whose values follow `names` (from 1; 0 is
+/// UNSPECIFIED); `what` names the enum in the panic of an unknown name.
+fn enum_code(names: &[&str], name: &str, what: &str) -> i32 {
+    let position = names.iter().position(|n| *n == name);
+    position.map_or_else(|| panic!("not a {what}: {name}"), |i| i as i32 + 1)
 }
 
 /// Category code of the proto enum (1–4, in [`CATEGORIES`] order).
 fn category_code(category: &str) -> i32 {
-    CATEGORIES
-        .iter()
-        .position(|c| *c == category)
-        .map(|i| i as i32 + 1)
-        .unwrap_or_else(|| panic!("not a category: {category}"))
+    enum_code(&CATEGORIES, category, "category")
 }
 
 /// Weather code of the proto enum (1–6, in [`WEATHERS`] order).
 fn weather_code(weather: &str) -> i32 {
-    WEATHERS
-        .iter()
-        .position(|w| *w == weather)
-        .map(|i| i as i32 + 1)
-        .unwrap_or_else(|| panic!("not a weather: {weather}"))
+    enum_code(&WEATHERS, weather, "weather")
 }
 
 fn pb_sale(s: &Sale) -> pb::Sale {
@@ -114,20 +116,14 @@ fn tweet_event(t: pb::Tweet) -> Event {
     }
 }
 
-async fn publish_sales(
-    client: &mut IngestClient<Channel>,
-    sales: Vec<pb::Sale>,
-) -> Result<Ack, Status> {
+async fn publish_sales(client: &mut Ingest, sales: Vec<pb::Sale>) -> Result<Ack, Status> {
     client
         .publish_sales(SaleBatch { sales })
         .await
         .map(tonic::Response::into_inner)
 }
 
-async fn publish_tweets(
-    client: &mut IngestClient<Channel>,
-    tweets: Vec<pb::Tweet>,
-) -> Result<Ack, Status> {
+async fn publish_tweets(client: &mut Ingest, tweets: Vec<pb::Tweet>) -> Result<Ack, Status> {
     client
         .publish_tweets(TweetBatch { tweets })
         .await

@@ -65,8 +65,7 @@ async fn python_client_from_the_proto() {
     );
 
     // What the Python client sent (see the script) is exactly what is counted.
-    let mut sales = DedupTruth::default();
-    let mut tweets = DedupTruth::default();
+    let (mut sales, mut tweets) = (DedupTruth::default(), DedupTruth::default());
     let generated = stdout
         .lines()
         .find_map(|l| l.strip_prefix("generated id: "))

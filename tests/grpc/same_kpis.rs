@@ -219,8 +219,7 @@ async fn every_transport_gives_the_same_kpis() {
         send_over_tcp(&c, &w)
     );
 
-    let mut sales = DedupTruth::default();
-    let mut tweets = DedupTruth::default();
+    let (mut sales, mut tweets) = (DedupTruth::default(), DedupTruth::default());
     for s in w.first.iter().chain(&w.sales) {
         sales.apply_sale(s);
     }

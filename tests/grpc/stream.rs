@@ -36,8 +36,7 @@ pub(crate) fn assert_stream_refused(ack: &Ack, field: &str, what: &str) {
 async fn the_stream_acks_every_event_in_order() {
     let server = TestServer::start(&[("FLUJO__QUERY__CACHE_TTL_MS", "0")]);
     let mut client = ingest_client(&server).await;
-    let mut sales = DedupTruth::default();
-    let mut tweets = DedupTruth::default();
+    let (mut sales, mut tweets) = (DedupTruth::default(), DedupTruth::default());
 
     // 1. Everything sent at once; bad events in the middle.
     enum Want {
@@ -200,28 +199,16 @@ async fn the_stream_acks_every_event_in_order() {
 /// price stream (newest last) shows.
 #[tokio::test]
 async fn the_stream_keeps_the_order_of_its_sales() {
-    // Mailboxes large enough that no event is refused as backpressure here: a
-    // refused event would have to be resent, out of order by the client's own doing.
-    let server = TestServer::start(&[
-        ("FLUJO__QUERY__CACHE_TTL_MS", "0"),
-        ("FLUJO__PIPELINE__MAILBOX_CAPACITY", "100000"),
-    ]);
+    let server = TestServer::start_for_order();
     let mut client = ingest_client(&server).await;
+    let order = "the order of the gRPC stream";
     // Reordering is a race: rounds of 800 streamed sales, checked after each round.
     let mut sales = DedupTruth::default();
     for round in 0..20u64 {
-        // The first sale of each category is its "MON" product, and most later ones
-        // are too (other products in between); prices increase event by event.
         let mut events = Vec::new();
         let mut ids = Vec::new();
         for i in round * 800..(round + 1) * 800 {
-            let category = CATEGORIES[(i % 4) as usize];
-            let product = if i < 4 || i % 8 != 7 {
-                format!("MON-{category}")
-            } else {
-                format!("OTHER-{}", i % 5)
-            };
-            let s = sale(&format!("ord-{i}"), category, &product, (i + 1) as f64, 1);
+            let s = order_sale(i);
             events.push(sale_event(pb_sale(&s)));
             ids.push(s.id.clone());
             sales.apply_sale(&s);
@@ -256,14 +243,6 @@ async fn the_stream_keeps_the_order_of_its_sales() {
         for task in noise {
             task.await.expect("a noise client failed");
         }
-        let kpis = server.wait_sales(sales.sales.count).await;
-        assert_monitored_in_order(
-            &server,
-            &kpis,
-            &sales,
-            &format!("round {round}"),
-            "the order of the gRPC stream",
-        )
-        .await;
+        assert_monitored_in_order(&server, &sales, &format!("round {round}"), order).await;
     }
 }

@@ -7,8 +7,7 @@ use super::*;
 async fn batches_are_acked_with_their_ids() {
     let server = TestServer::start(&[("FLUJO__QUERY__CACHE_TTL_MS", "0")]);
     let mut client = ingest_client(&server).await;
-    let mut sales = DedupTruth::default();
-    let mut tweets = DedupTruth::default();
+    let (mut sales, mut tweets) = (DedupTruth::default(), DedupTruth::default());
 
     let batch = vec![
         sale("g-s-1", "electronics", "TV", 499.99, 2),
@@ -17,13 +16,8 @@ async fn batches_are_acked_with_their_ids() {
         sale("", "beauty", "SOAP", 2.75, 10),
         sale("g-s-5", "electronics", "PHONE", 899.0, 1),
     ];
-    let ack = publish_sales(&mut client, batch.iter().map(pb_sale).collect())
-        .await
-        .expect("PublishSales");
-    let sent: Vec<&str> = batch.iter().map(|s| s.id.as_str()).collect();
-    let ids = assert_batch_ack(&ack, &sent);
-    for (mut s, id) in batch.into_iter().zip(ids) {
-        s.id = id;
+    let ack = publish_sales(&mut client, batch.iter().map(pb_sale).collect()).await;
+    for s in with_acked_ids(&ack.expect("PublishSales"), batch, |s| &mut s.id) {
         sales.apply_sale(&s);
     }
     // A sale with its own event time is accepted as well.
@@ -42,13 +36,8 @@ async fn batches_are_acked_with_their_ids() {
     ];
     let mut protos: Vec<pb::Tweet> = batch.iter().map(pb_tweet).collect();
     protos[2].text = "niebla en la ciudad".into();
-    let ack = publish_tweets(&mut client, protos)
-        .await
-        .expect("PublishTweets");
-    let sent: Vec<&str> = batch.iter().map(|t| t.id.as_str()).collect();
-    let ids = assert_batch_ack(&ack, &sent);
-    for (mut t, id) in batch.into_iter().zip(ids) {
-        t.id = id;
+    let ack = publish_tweets(&mut client, protos).await;
+    for t in with_acked_ids(&ack.expect("PublishTweets"), batch, |t| &mut t.id) {
         tweets.apply_tweet(&t);
     }
 
@@ -69,6 +58,17 @@ async fn batches_are_acked_with_their_ids() {
         json!("Guatemala"),
         "{ranking}"
     );
+}
+
+/// Asserts `ack` accepted `events` in order (see [`assert_batch_ack`]) and returns
+/// them with the ids it answered (`id` reaches an event's id).
+fn with_acked_ids<T>(ack: &Ack, mut events: Vec<T>, id: fn(&mut T) -> &mut String) -> Vec<T> {
+    let sent: Vec<String> = events.iter_mut().map(|e| id(e).clone()).collect();
+    let sent: Vec<&str> = sent.iter().map(String::as_str).collect();
+    for (e, acked) in events.iter_mut().zip(assert_batch_ack(ack, &sent)) {
+        *id(e) = acked;
+    }
+    events
 }
 
 /// A good sale for the refusal tests.
@@ -93,6 +93,13 @@ pub(crate) fn good_tweet(i: usize) -> pb::Tweet {
         humidity: 50.0,
         text: String::new(),
     }
+}
+
+/// `n` good events of `good`, the one at `bad` changed by `edit`.
+pub(crate) fn with_bad<T>(n: usize, bad: usize, good: fn(usize) -> T, edit: fn(&mut T)) -> Vec<T> {
+    let mut events: Vec<T> = (0..n).map(good).collect();
+    edit(&mut events[bad]);
+    events
 }
 
 /// Asserts `status` is INVALID_ARGUMENT naming event `index` and `field` in its
@@ -147,16 +154,12 @@ async fn a_bad_event_is_invalid_argument_naming_index_and_field() {
         ("129-char id", |s| s.id = "i".repeat(129), "id"),
     ];
     for (what, edit, field) in &sale_cases {
-        // The bad sale is the eighth of ten.
-        let mut batch: Vec<pb::Sale> = (0..10).map(good_sale).collect();
-        edit(&mut batch[7]);
-        let status = publish_sales(&mut client, batch).await.expect_err(what);
-        assert_invalid(&status, 7, field, what);
-        // Alone it is index 0.
-        let mut one = good_sale(0);
-        edit(&mut one);
-        let status = publish_sales(&mut client, vec![one]).await.expect_err(what);
-        assert_invalid(&status, 0, field, what);
+        // The bad sale is the eighth of ten; alone it is index 0.
+        for (n, bad) in [(10, 7), (1, 0)] {
+            let batch = with_bad(n, bad, good_sale, *edit);
+            let status = publish_sales(&mut client, batch).await.expect_err(what);
+            assert_invalid(&status, bad, field, what);
+        }
     }
     type TweetEdit = fn(&mut pb::Tweet);
     let tweet_cases: Vec<(&str, TweetEdit, &str)> = vec![
@@ -175,10 +178,8 @@ async fn a_bad_event_is_invalid_argument_naming_index_and_field() {
         ("281-char text", |t| t.text = "t".repeat(281), "text"),
     ];
     for (what, edit, field) in &tweet_cases {
-        let mut batch: Vec<pb::Tweet> = (0..4).map(good_tweet).collect();
-        edit(&mut batch[2]);
-        let status = publish_tweets(&mut client, batch).await.expect_err(what);
-        assert_invalid(&status, 2, field, what);
+        let status = publish_tweets(&mut client, with_bad(4, 2, good_tweet, *edit)).await;
+        assert_invalid(&status.expect_err(what), 2, field, what);
     }
 
     // Nothing of those batches was stored: a marker sent afterwards is the only event
@@ -186,16 +187,12 @@ async fn a_bad_event_is_invalid_argument_naming_index_and_field() {
     // event of an earlier batch would be too).
     let mut marker = good_sale(0);
     (marker.id, marker.category) = ("marker".into(), 4);
-    let ack = publish_sales(&mut client, vec![marker])
-        .await
-        .expect("marker");
-    assert_batch_ack(&ack, &["marker"]);
+    let ack = publish_sales(&mut client, vec![marker]).await;
+    assert_batch_ack(&ack.expect("marker"), &["marker"]);
     let mut marker = good_tweet(0);
     (marker.id, marker.weather) = ("marker".into(), 3);
-    let ack = publish_tweets(&mut client, vec![marker])
-        .await
-        .expect("marker");
-    assert_batch_ack(&ack, &["marker"]);
+    let ack = publish_tweets(&mut client, vec![marker]).await;
+    assert_batch_ack(&ack.expect("marker"), &["marker"]);
     let sales = server.wait_sales(1).await;
     assert_eq!(sales["categories"]["beauty"]["count"], json!(1), "{sales}");
     let tweets = server.wait_tweets(1).await;

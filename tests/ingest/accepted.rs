@@ -5,8 +5,7 @@ use super::*;
 #[tokio::test]
 async fn every_path_and_encoding_is_accepted() {
     let server = TestServer::start(&[("FLUJO__QUERY__CACHE_TTL_MS", "0")]);
-    let mut sales = DedupTruth::default();
-    let mut tweets = DedupTruth::default();
+    let (mut sales, mut tweets) = (DedupTruth::default(), DedupTruth::default());
     let encodings = [
         Encoding::Object,
         Encoding::Array,
@@ -14,55 +13,44 @@ async fn every_path_and_encoding_is_accepted() {
         Encoding::NdjsonCrlf,
     ];
     let mut n = 0;
-    for path in ["/v1/sales", "/purchase"] {
+    for path in ["/v1/sales", "/purchase", "/v1/tweets", "/input"] {
+        let of_sales = path == "/v1/sales" || path == "/purchase";
         for encoding in encodings {
-            let size = if encoding == Encoding::Object { 1 } else { 5 };
-            let batch: Vec<Sale> = (0..size)
-                .map(|i| {
-                    n += 1;
-                    sale(
+            // One event as an object; 5 sales or 4 tweets in the other encodings.
+            let size = match (encoding, of_sales) {
+                (Encoding::Object, _) => 1,
+                (_, true) => 5,
+                (_, false) => 4,
+            };
+            let (mut json, mut sent) = (Vec::new(), Vec::new());
+            for i in 0..size {
+                n += 1;
+                if of_sales {
+                    let s = sale(
                         &format!("s-{n}"),
                         CATEGORIES[i % 4],
                         &format!("P{}", i % 3),
                         1.25 * (n as f64),
                         (n % 7 + 1) as u64,
-                    )
-                })
-                .collect();
-            let json: Vec<Value> = batch
-                .iter()
-                .map(|s| sale_json(s, SaleForm::English))
-                .collect();
-            let ids = server.send_ok(path, &json, encoding).await;
-            let sent: Vec<&str> = batch.iter().map(|s| s.id.as_str()).collect();
-            assert_eq!(ids, sent, "{path} {encoding:?}: ids in request order");
-            batch.iter().for_each(|s| {
-                sales.apply_sale(s);
-            });
-        }
-    }
-    for path in ["/v1/tweets", "/input"] {
-        for encoding in encodings {
-            let size = if encoding == Encoding::Object { 1 } else { 4 };
-            let batch: Vec<Tweet> = (0..size)
-                .map(|i| {
-                    n += 1;
-                    tweet(
+                    );
+                    json.push(sale_json(&s, SaleForm::English));
+                    sent.push(s.id.clone());
+                    sales.apply_sale(&s);
+                } else {
+                    let t = tweet(
                         &format!("t-{n}"),
                         ["Guatemala", "Mixco", "Antigua"][i % 3],
                         WEATHERS[n % 6],
                         (n as f64) - 10.5,
                         (n * 3 % 100) as f64,
-                    )
-                })
-                .collect();
-            let json: Vec<Value> = batch.iter().map(|t| tweet_json(t, false)).collect();
+                    );
+                    json.push(tweet_json(&t, false));
+                    sent.push(t.id.clone());
+                    tweets.apply_tweet(&t);
+                }
+            }
             let ids = server.send_ok(path, &json, encoding).await;
-            let sent: Vec<&str> = batch.iter().map(|t| t.id.as_str()).collect();
             assert_eq!(ids, sent, "{path} {encoding:?}: ids in request order");
-            batch.iter().for_each(|t| {
-                tweets.apply_tweet(t);
-            });
         }
     }
 

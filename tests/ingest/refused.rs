@@ -3,6 +3,16 @@
 
 use super::*;
 
+/// POSTs `body` to `path` as `ct`, which must be answered 400 with an `error` string;
+/// returns the answer.
+pub(crate) async fn assert_400(server: &TestServer, path: &str, ct: &str, body: &str) -> Value {
+    let resp = server.post_raw(path, Some(ct), body.to_owned()).await;
+    let (status, json) = status_json(resp).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{path} {body:?}: {json}");
+    assert!(json["error"].is_string(), "{json}");
+    json
+}
+
 #[tokio::test]
 async fn invalid_json_is_a_400() {
     let server = TestServer::start(&[]);
@@ -19,9 +29,7 @@ async fn invalid_json_is_a_400() {
             "{\"location\": \"A\"\n{oops\n",
         ),
     ] {
-        let resp = server.post_raw(path, Some(ct), body).await;
-        let (status, json) = status_json(resp).await;
-        assert_eq!(status, StatusCode::BAD_REQUEST, "{path} {body:?}: {json}");
+        let json = assert_400(&server, path, ct, body).await;
         assert!(
             json["error"].as_str().is_some_and(|e| !e.is_empty()),
             "{path} {body:?}: {json}"
@@ -50,6 +58,15 @@ pub(crate) fn good_tweet() -> Value {
     json!({"location": "Mixco", "weather": "sunny", "temperature": 20, "humidity": 50})
 }
 
+/// The good sale or tweet of `path`.
+pub(crate) fn good_event(path: &str) -> Value {
+    if path.contains("sales") || path == "/purchase" {
+        good_sale()
+    } else {
+        good_tweet()
+    }
+}
+
 pub(crate) fn with(mut v: Value, key: &str, value: Value) -> Value {
     v[key] = value;
     v
@@ -64,112 +81,53 @@ pub(crate) fn without(mut v: Value, key: &str) -> Value {
 async fn a_bad_event_is_a_400_naming_it_and_nothing_of_its_batch_is_stored() {
     let server = TestServer::start(&[("FLUJO__QUERY__CACHE_TTL_MS", "0")]);
     let seed = json!({"categoria": 1, "producto_id": "P", "precio": 1.0, "cantidad_vendida": 1});
-    let cases: Vec<(&str, Value, &str)> = vec![
-        (
-            "/v1/sales",
-            with(good_sale(), "category", json!(5)),
-            "category",
-        ),
-        (
-            "/v1/sales",
-            with(good_sale(), "category", json!(0)),
-            "category",
-        ),
-        (
-            "/v1/sales",
-            with(good_sale(), "category", json!("toys")),
-            "category",
-        ),
-        ("/v1/sales", with(good_sale(), "price", json!(0)), "price"),
-        (
-            "/v1/sales",
-            with(good_sale(), "price", json!(-3.5)),
-            "price",
-        ),
-        (
-            "/v1/sales",
-            with(good_sale(), "quantity", json!(0)),
-            "quantity",
-        ),
-        (
-            "/v1/sales",
-            with(good_sale(), "quantity", json!(1_000_001)),
-            "quantity",
-        ),
-        (
-            "/v1/sales",
-            with(good_sale(), "quantity", json!(1.5)),
-            "quantity",
-        ),
-        (
-            "/v1/sales",
-            with(good_sale(), "product_id", json!("p".repeat(65))),
-            "product_id",
-        ),
-        (
-            "/v1/sales",
-            with(good_sale(), "product_id", json!("")),
-            "product_id",
-        ),
-        (
-            "/v1/sales",
-            with(good_sale(), "colour", json!("red")),
-            "colour",
-        ),
-        ("/v1/sales", without(good_sale(), "price"), "price"),
-        ("/v1/sales", without(good_sale(), "category"), "category"),
-        (
-            "/v1/sales",
-            with(good_sale(), "id", json!("i".repeat(129))),
-            "id",
-        ),
-        // Aliases are reported under the canonical name.
-        ("/purchase", with(seed.clone(), "precio", json!(0)), "price"),
-        (
-            "/purchase",
-            with(seed.clone(), "categoria", json!(9)),
-            "category",
-        ),
-        ("/purchase", without(seed, "cantidad_vendida"), "quantity"),
-        (
-            "/v1/tweets",
-            with(good_tweet(), "temperature", json!(60.5)),
-            "temperature",
-        ),
-        (
-            "/v1/tweets",
-            with(good_tweet(), "temperature", json!(-91)),
-            "temperature",
-        ),
-        (
-            "/v1/tweets",
-            with(good_tweet(), "humidity", json!(101)),
-            "humidity",
-        ),
-        (
-            "/v1/tweets",
-            with(good_tweet(), "weather", json!("windy")),
-            "weather",
-        ),
-        ("/v1/tweets", without(good_tweet(), "location"), "location"),
-        ("/v1/tweets", without(good_tweet(), "humidity"), "humidity"),
-        (
-            "/v1/tweets",
-            with(good_tweet(), "colour", json!("red")),
-            "colour",
-        ),
-        (
-            "/input",
-            with(good_tweet(), "text", json!("t".repeat(281))),
-            "text",
-        ),
+    // Fields with values they refuse, each set on a good event of the path.
+    let sale_fields = vec![
+        ("category", vec![json!(5), json!(0), json!("toys")]),
+        ("price", vec![json!(0), json!(-3.5)]),
+        ("quantity", vec![json!(0), json!(1_000_001), json!(1.5)]),
+        ("product_id", vec![json!("p".repeat(65)), json!("")]),
+        ("colour", vec![json!("red")]),
+        ("id", vec![json!("i".repeat(129))]),
     ];
+    let tweet_fields = vec![
+        ("temperature", vec![json!(60.5), json!(-91)]),
+        ("humidity", vec![json!(101)]),
+        ("weather", vec![json!("windy")]),
+        ("colour", vec![json!("red")]),
+    ];
+    let input_fields = vec![("text", vec![json!("t".repeat(281))])];
+    let mut cases: Vec<(&str, Value, &str)> = Vec::new();
+    for (path, fields) in [
+        ("/v1/sales", sale_fields),
+        ("/v1/tweets", tweet_fields),
+        ("/input", input_fields),
+    ] {
+        for (field, values) in fields {
+            for value in values {
+                cases.push((path, with(good_event(path), field, value), field));
+            }
+        }
+    }
+    // Required fields left out.
+    for (path, field) in [
+        ("/v1/sales", "price"),
+        ("/v1/sales", "category"),
+        ("/v1/tweets", "location"),
+        ("/v1/tweets", "humidity"),
+    ] {
+        cases.push((path, without(good_event(path), field), field));
+    }
+    // Aliases are reported under the canonical name.
+    for (alias, value, field) in [
+        ("precio", json!(0), "price"),
+        ("categoria", json!(9), "category"),
+    ] {
+        cases.push(("/purchase", with(seed.clone(), alias, value), field));
+    }
+    cases.push(("/purchase", without(seed, "cantidad_vendida"), "quantity"));
     for (path, bad, field) in &cases {
-        let good = if path.contains("sales") || *path == "/purchase" {
-            good_sale()
-        } else {
-            good_tweet()
-        };
+        let good = good_event(path);
         // The bad event is the third of four, in every encoding that holds several.
         let batch = vec![good.clone(), good.clone(), bad.clone(), good];
         for encoding in [Encoding::Array, Encoding::Ndjson, Encoding::NdjsonCrlf] {
@@ -226,15 +184,14 @@ async fn a_bad_event_is_a_400_naming_it_and_nothing_of_its_batch_is_stored() {
 #[tokio::test]
 async fn an_empty_batch_is_a_400() {
     let server = TestServer::start(&[]);
-    for (path, ct, body) in [
+    let empty_batches = [
         ("/v1/sales", "application/json", "[]"),
         ("/v1/tweets", "application/json", "[ ]"),
         ("/purchase", "application/x-ndjson", ""),
         ("/input", "application/x-ndjson", "\n\r\n  \n"),
-    ] {
-        let (status, json) = status_json(server.post_raw(path, Some(ct), body).await).await;
-        assert_eq!(status, StatusCode::BAD_REQUEST, "{path} {body:?}: {json}");
-        assert!(json["error"].is_string(), "{json}");
+    ];
+    for (path, ct, body) in empty_batches {
+        assert_400(&server, path, ct, body).await;
     }
     server.assert_alive().await;
 }
@@ -274,12 +231,8 @@ async fn too_many_events_or_too_large_a_body_is_a_413() {
     let (status, body) = status_json(resp).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
     let padded = format!("[{}]", " ".repeat(5 * 1024 * 1024));
-    let (status, body) = status_json(
-        server
-            .post_raw("/purchase", Some("application/json"), padded)
-            .await,
-    )
-    .await;
+    let resp = server.post_raw("/purchase", Some("application/json"), padded);
+    let (status, body) = status_json(resp.await).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
 
     let kpis = server.wait_sales(10_000).await;

@@ -93,15 +93,7 @@ pub(crate) async fn burst(
     batches: usize,
 ) -> Vec<(StatusCode, Option<String>)> {
     let bodies: Vec<String> = (0..batches)
-        .map(|b| {
-            let events: Vec<Value> = (0..10_000)
-                .map(|i| {
-                    json!({"id": format!("bp-{round}-{b}-{i}"), "category": CATEGORIES[i % 4],
-                           "product_id": format!("P{}", i % 50), "price": 1.5, "quantity": 1})
-                })
-                .collect();
-            Value::from(events).to_string()
-        })
+        .map(|b| sales_array(&format!("bp-{round}-{b}-"), 10_000, 50, 1.5))
         .collect();
     let sends = bodies.into_iter().map(|body| async move {
         let resp = server

@@ -6,11 +6,10 @@ use super::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offsets_are_committed_only_when_told() {
     let config = config().await;
-    ensure_topics(&config).await.expect("topics");
+    let sink = topics_and_sink(&config).await;
     let started = Instant::now();
-    let sink = KafkaSink::new(&config).expect("sink");
     let first = Events::Sales(actor_sales("c", 20));
-    let first_ids: BTreeSet<String> = Events::ids(&first).into_iter().collect();
+    let first_ids = id_set(&first);
     sink.publish(batch(first, 1)).await.expect("publish");
 
     // A delivery taken and never committed (the process died before the store).
@@ -42,19 +41,10 @@ async fn offsets_are_committed_only_when_told() {
 
     // After the commit, the group moves on: only new events come.
     let second = Events::Sales(actor_sales("d", 5));
-    let second_ids: BTreeSet<String> = Events::ids(&second).into_iter().collect();
+    let second_ids = id_set(&second);
     sink.publish(batch(second, 2)).await.expect("publish");
     let mut c = KafkaSource::new(&config, Kind::Sale, CancellationToken::new()).expect("c");
-    let mut seen: Vec<String> = read_until(&mut c, &second_ids, true, GROUP_TIMEOUT)
-        .await
-        .iter()
-        .flat_map(|d| d.batch.events.ids())
-        .collect();
-    // Anything else of the topic would come within this quiet period.
-    while let Ok(Some(d)) = tokio::time::timeout(Duration::from_secs(2), c.next()).await {
-        seen.extend(d.batch.events.ids());
-        c.commit(d.token).await.expect("commit");
-    }
+    let seen = read_all(&mut c, &second_ids).await;
     let old: Vec<&String> = seen.iter().filter(|id| first_ids.contains(*id)).collect();
     assert!(old.is_empty(), "committed events came again: {old:?}");
     assert_eq!(
@@ -70,13 +60,12 @@ async fn two_sources_in_a_group_share_the_partitions() {
         batch_max: 25,
         ..config().await
     };
-    ensure_topics(&config).await.expect("topics");
+    let sink = topics_and_sink(&config).await;
     assert_eq!(
         partitions_of(&config.brokers, &config.tweets_topic).await,
         3
     );
     let started = Instant::now();
-    let sink = KafkaSink::new(&config).expect("sink");
     let mut all: BTreeSet<String> = BTreeSet::new();
 
     // Phase 1: only `a` is in the group.
@@ -163,11 +152,10 @@ async fn two_sources_in_a_group_share_the_partitions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_commit_after_its_partitions_were_revoked_is_harmless() {
     let config = config().await;
-    ensure_topics(&config).await.expect("topics");
+    let sink = topics_and_sink(&config).await;
     let started = Instant::now();
-    let sink = KafkaSink::new(&config).expect("sink");
     let events = Events::Tweets(actor_tweets("r", 60, 30));
-    let all: BTreeSet<String> = Events::ids(&events).into_iter().collect();
+    let all = id_set(&events);
     sink.publish(batch(events, 1)).await.expect("publish");
 
     // `a` takes a delivery and, before it commits, `b` joins the group.

@@ -51,6 +51,25 @@ async fn config() -> KafkaConfig {
     }
 }
 
+/// Creates the topics of `config` (when missing) and a sink publishing to them.
+async fn topics_and_sink(config: &KafkaConfig) -> KafkaSink {
+    ensure_topics(config).await.expect("topics");
+    KafkaSink::new(config).expect("sink")
+}
+
+/// The ids of `events`, as a set.
+fn id_set(events: &Events) -> BTreeSet<String> {
+    events.ids().into_iter().collect()
+}
+
+/// Each event of `batches` by its id, with the receive time of its batch.
+fn by_id<T>(batches: &[(Vec<T>, i64)], id: impl Fn(&T) -> &str) -> HashMap<String, (&T, i64)> {
+    let events = batches
+        .iter()
+        .flat_map(|(v, at)| v.iter().map(move |e| (e, *at)));
+    events.map(|(e, at)| (id(e).to_owned(), (e, at))).collect()
+}
+
 /// Partition count of `topic` per the broker's metadata.
 async fn partitions_of(brokers: &str, topic: &str) -> usize {
     let (brokers, topic) = (brokers.to_owned(), topic.to_owned());
@@ -84,10 +103,27 @@ struct Plain {
     received_at: Option<String>,
 }
 
-/// Reads `count` messages of `topic` from the beginning of every partition with a
-/// plain `BaseConsumer` (manual assignment, no group), independent of `KafkaSource`.
-async fn read_plain(brokers: &str, topic: &str, partitions: i32, count: usize) -> Vec<Plain> {
-    let (brokers, topic) = (brokers.to_owned(), topic.to_owned());
+/// The event `m` carries, found by its id in `by_id` (`what` names its kind in
+/// messages): asserts `m` is its canonical JSON with its batch's receive time.
+fn plain_event<'a, T: serde::Serialize>(
+    m: &Plain,
+    by_id: &HashMap<String, (&'a T, i64)>,
+    what: &str,
+) -> &'a T {
+    let id = m.json["id"].as_str().expect("id");
+    let (event, at) = by_id[id];
+    let json = serde_json::to_value(event).expect("json");
+    assert_eq!(m.json, json, "{what} {id}");
+    assert_eq!(m.received_at.as_deref(), Some(at.to_string().as_str()));
+    event
+}
+
+/// Reads `count` messages of `topic` (of `config`) from the beginning of every
+/// partition with a plain `BaseConsumer` (manual assignment, no group), independent
+/// of `KafkaSource`.
+async fn read_plain(config: &KafkaConfig, topic: &str, count: usize) -> Vec<Plain> {
+    let (brokers, topic, partitions) =
+        (config.brokers.clone(), topic.to_owned(), config.partitions);
     tokio::task::spawn_blocking(move || {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", &brokers)
@@ -178,6 +214,22 @@ async fn wait_until(timeout: Duration, what: &str, mut done: impl FnMut() -> boo
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Reads (and commits) deliveries until every id of `want` was seen, then whatever
+/// else comes within a quiet period of 2 s: every id seen, in delivery order.
+async fn read_all(source: &mut KafkaSource, want: &BTreeSet<String>) -> Vec<String> {
+    let deliveries = read_until(source, want, true, GROUP_TIMEOUT).await;
+    let mut seen: Vec<String> = deliveries
+        .iter()
+        .flat_map(|d| d.batch.events.ids())
+        .collect();
+    // Anything else of the topic would come within this quiet period.
+    while let Ok(Some(d)) = tokio::time::timeout(Duration::from_secs(2), source.next()).await {
+        seen.extend(d.batch.events.ids());
+        source.commit(d.token).await.expect("commit");
+    }
+    seen
 }
 
 /// Reads deliveries from `source` until every id of `want` was seen (committing

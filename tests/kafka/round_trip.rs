@@ -35,9 +35,8 @@ async fn topics_are_created_once_with_the_configured_partitions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn events_travel_as_canonical_json_keyed_and_come_back_exactly() {
     let config = config().await;
-    ensure_topics(&config).await.expect("topics");
+    let sink = topics_and_sink(&config).await;
     let started = Instant::now();
-    let sink = KafkaSink::new(&config).expect("sink");
     assert_eq!(sink.name(), "kafka");
 
     // Several batches per kind, each with its own receive time.
@@ -60,29 +59,14 @@ async fn events_travel_as_canonical_json_keyed_and_come_back_exactly() {
     println!("published 180 events: {:?}", started.elapsed());
 
     // An independent plain consumer sees canonical JSON, keys and headers.
-    let sales_by_id: HashMap<String, (&Sale, i64)> = sale_batches
-        .iter()
-        .flat_map(|(v, at)| v.iter().map(move |s| (s.id.clone(), (s, *at))))
-        .collect();
-    let plain = read_plain(
-        &config.brokers,
-        &config.sales_topic,
-        config.partitions,
-        sales_by_id.len(),
-    )
-    .await;
+    let sales_by_id = by_id(&sale_batches, |s: &Sale| &s.id);
+    let plain = read_plain(&config, &config.sales_topic, sales_by_id.len()).await;
     let mut per_key: BTreeMap<String, Vec<&Plain>> = BTreeMap::new();
     for m in &plain {
-        let id = m.json["id"].as_str().expect("id");
-        let (sale, at) = sales_by_id[id];
-        assert_eq!(
-            m.json,
-            serde_json::to_value(sale).expect("json"),
-            "sale {id}"
-        );
+        let sale = plain_event(m, &sales_by_id, "sale");
+        let id = &sale.id;
         assert_canonical_sale_fields(&format!("sale {id}"), &m.json);
         assert_eq!(m.key, sale.category.as_str(), "key of sale {id}");
-        assert_eq!(m.received_at.as_deref(), Some(at.to_string().as_str()));
         per_key.entry(m.key.clone()).or_default().push(m);
     }
     assert_eq!(per_key.len(), 4, "every category");
@@ -103,25 +87,10 @@ async fn events_travel_as_canonical_json_keyed_and_come_back_exactly() {
             .collect();
         assert_eq!(order, expected, "order within {key}");
     }
-    let tweets_by_id: HashMap<String, (&Tweet, i64)> = tweet_batches
-        .iter()
-        .flat_map(|(v, at)| v.iter().map(move |t| (t.id.clone(), (t, *at))))
-        .collect();
-    let plain = read_plain(
-        &config.brokers,
-        &config.tweets_topic,
-        config.partitions,
-        tweets_by_id.len(),
-    )
-    .await;
+    let tweets_by_id = by_id(&tweet_batches, |t: &Tweet| &t.id);
+    let plain = read_plain(&config, &config.tweets_topic, tweets_by_id.len()).await;
     for m in &plain {
-        let id = m.json["id"].as_str().expect("id");
-        let (tweet, at) = tweets_by_id[id];
-        assert_eq!(
-            m.json,
-            serde_json::to_value(tweet).expect("json"),
-            "tweet {id}"
-        );
+        let tweet = plain_event(m, &tweets_by_id, "tweet");
         let fields: BTreeSet<&str> = m
             .json
             .as_object()
@@ -135,8 +104,7 @@ async fn events_travel_as_canonical_json_keyed_and_come_back_exactly() {
             expected.insert("text");
         }
         assert_eq!(fields, expected);
-        assert_eq!(m.key, tweet.location, "key of tweet {id}");
-        assert_eq!(m.received_at.as_deref(), Some(at.to_string().as_str()));
+        assert_eq!(m.key, tweet.location, "key of tweet {}", tweet.id);
     }
     println!("plain consumer checked: {:?}", started.elapsed());
 
@@ -221,13 +189,12 @@ async fn events_travel_as_canonical_json_keyed_and_come_back_exactly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undecodable_messages_are_skipped_without_blocking() {
     let config = config().await;
-    ensure_topics(&config).await.expect("topics");
+    let sink = topics_and_sink(&config).await;
     // Garbage in every partition, by a plain producer, between valid events.
     let producer: rdkafka::producer::FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &config.brokers)
         .create()
         .expect("producer");
-    let sink = KafkaSink::new(&config).expect("sink");
     let good1 = Events::Sales(actor_sales("u1", 8));
     sink.publish(batch(good1.clone(), 1))
         .await
@@ -265,15 +232,7 @@ async fn undecodable_messages_are_skipped_without_blocking() {
         .collect();
 
     let mut a = KafkaSource::new(&config, Kind::Sale, CancellationToken::new()).expect("a");
-    let mut seen: Vec<String> = read_until(&mut a, &good, true, GROUP_TIMEOUT)
-        .await
-        .iter()
-        .flat_map(|d| d.batch.events.ids())
-        .collect();
-    while let Ok(Some(d)) = tokio::time::timeout(Duration::from_secs(2), a.next()).await {
-        seen.extend(d.batch.events.ids());
-        a.commit(d.token).await.expect("commit");
-    }
+    let mut seen = read_all(&mut a, &good).await;
     seen.sort();
     assert_eq!(
         seen,
@@ -284,7 +243,7 @@ async fn undecodable_messages_are_skipped_without_blocking() {
 
     // The skipped messages were committed with the rest: the group does not see them again.
     let marker = Events::Sales(actor_sales("u3", 3));
-    let marker_ids: BTreeSet<String> = Events::ids(&marker).into_iter().collect();
+    let marker_ids = id_set(&marker);
     sink.publish(batch(marker, 3)).await.expect("publish");
     let mut b = KafkaSource::new(&config, Kind::Sale, CancellationToken::new()).expect("b");
     let again = read_until(&mut b, &marker_ids, true, GROUP_TIMEOUT).await;
@@ -298,8 +257,7 @@ async fn bulk_batches_come_back_in_bounded_deliveries() {
         batch_max: 500,
         ..config().await
     };
-    ensure_topics(&config).await.expect("topics");
-    let sink = KafkaSink::new(&config).expect("sink");
+    let sink = topics_and_sink(&config).await;
     let started = Instant::now();
     // Batches of 1,000 published concurrently, as concurrent requests would.
     let batches: Vec<Events> = (0..6)

@@ -23,32 +23,46 @@ pub(crate) fn base64_decode(s: &str) -> Vec<u8> {
     out
 }
 
-/// The decoded data of a rendered Secret.
-pub(crate) fn secret_data(r: &Rendered, name: &str) -> BTreeMap<String, String> {
-    let secret = r
-        .by_ref("Secret", name)
-        .unwrap_or_else(|| panic!("{}: Secret {name} is referred to but missing", r.overlay));
-    secret["data"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .map(|(k, v)| {
-            let bytes = base64_decode(v.as_str().unwrap_or_default());
-            (k.clone(), String::from_utf8(bytes).expect("UTF-8 secret"))
-        })
+/// The `data` of the rendered `kind` object `name` (referred to, so it must exist),
+/// each value read with `value`.
+fn data_of(
+    r: &Rendered,
+    kind: &str,
+    name: &str,
+    value: impl Fn(&str) -> String,
+) -> BTreeMap<String, String> {
+    let object = r
+        .by_ref(kind, name)
+        .unwrap_or_else(|| panic!("{}: {kind} {name} is referred to but missing", r.overlay));
+    let data = object["data"].as_object().into_iter().flatten();
+    data.map(|(k, v)| (k.clone(), value(v.as_str().unwrap_or_default())))
         .collect()
 }
 
+/// The decoded data of a rendered Secret.
+pub(crate) fn secret_data(r: &Rendered, name: &str) -> BTreeMap<String, String> {
+    data_of(r, "Secret", name, |v| {
+        String::from_utf8(base64_decode(v)).expect("UTF-8 secret")
+    })
+}
+
+/// The data of a rendered ConfigMap.
 pub(crate) fn configmap_data(r: &Rendered, name: &str) -> BTreeMap<String, String> {
-    let cm = r
-        .by_ref("ConfigMap", name)
-        .unwrap_or_else(|| panic!("{}: ConfigMap {name} is referred to but missing", r.overlay));
-    cm["data"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
-        .collect()
+    data_of(r, "ConfigMap", name, str::to_owned)
+}
+
+/// The value a `secretKeyRef` or `configMapKeyRef` refers to: its key in the data
+/// (`data` of a name) of the `kind` object it names.
+fn referred_value(
+    key_ref: &serde_json::Map<String, Value>,
+    kind: &str,
+    data: impl Fn(&str) -> BTreeMap<String, String>,
+) -> String {
+    let name = key_ref["name"].as_str().unwrap_or_default();
+    let key = key_ref["key"].as_str().unwrap_or_default();
+    data(name)
+        .remove(key)
+        .unwrap_or_else(|| panic!("{kind} {name} has no key {key}"))
 }
 
 /// `$(NAME)` expanded from the variables defined before, `$$` as `$`, as the kubelet
@@ -94,17 +108,9 @@ pub(crate) fn container_env(r: &Rendered, container: &Value) -> BTreeMap<String,
         let value = if let Some(v) = var["value"].as_str() {
             expand(v, &env)
         } else if let Some(key_ref) = var["valueFrom"]["secretKeyRef"].as_object() {
-            let secret = key_ref["name"].as_str().unwrap_or_default();
-            let key = key_ref["key"].as_str().unwrap_or_default();
-            secret_data(r, secret)
-                .remove(key)
-                .unwrap_or_else(|| panic!("Secret {secret} has no key {key}"))
+            referred_value(key_ref, "Secret", |name| secret_data(r, name))
         } else if let Some(key_ref) = var["valueFrom"]["configMapKeyRef"].as_object() {
-            let cm = key_ref["name"].as_str().unwrap_or_default();
-            let key = key_ref["key"].as_str().unwrap_or_default();
-            configmap_data(r, cm)
-                .remove(key)
-                .unwrap_or_else(|| panic!("ConfigMap {cm} has no key {key}"))
+            referred_value(key_ref, "ConfigMap", |name| configmap_data(r, name))
         } else {
             continue; // fieldRef and the like: not used by flujo's configuration
         };

@@ -108,15 +108,11 @@ async fn sink_and_source_survive_a_lost_connection() {
 
         // Before: a committed batch, then one read but not committed.
         let a = actor_tweets("a", 3, 3);
-        sink.publish(batch(Events::Tweets(a.clone()), 1))
-            .await
-            .expect("confirmed");
+        publish(&sink, Events::Tweets(a.clone()), 1, "confirmed").await;
         let got = read_events(&mut source, a.len()).await;
         assert_eq!(all_tweets(&got), a);
         let c = actor_tweets("c", 4, 3);
-        sink.publish(batch(Events::Tweets(c.clone()), 2))
-            .await
-            .expect("confirmed");
+        publish(&sink, Events::Tweets(c.clone()), 2, "confirmed").await;
         // Read all of c without committing (it may take several deliveries).
         let mut pending = Vec::new();
         while all_tweets(&pending).len() < c.len() {
@@ -183,9 +179,8 @@ async fn sink_and_source_survive_a_lost_connection() {
             .await
             .expect("the sink recovers on its own");
         let d = actor_tweets("d", 3, 3);
-        sink.publish(batch(Events::Tweets(d.clone()), 4))
-            .await
-            .expect("publishes again after recovery");
+        let again = "publishes again after recovery";
+        publish(&sink, Events::Tweets(d.clone()), 4, again).await;
         let (mut source, seen) = tokio::time::timeout(Duration::from_secs(90), reader)
             .await
             .expect("reader finishes")
@@ -217,9 +212,7 @@ async fn sink_and_source_survive_a_lost_connection() {
         assert!(generation > 1, "the source reconnected");
         source.commit(pending.token).await.expect("stale commit");
         let e = actor_tweets("e", 2, 3);
-        sink.publish(batch(Events::Tweets(e.clone()), 5))
-            .await
-            .expect("confirmed");
+        publish(&sink, Events::Tweets(e.clone()), 5, "confirmed").await;
         let mut tail = Vec::new();
         while !e.iter().all(|t| tail.contains(t)) {
             let got = next_delivery(&mut source).await;
@@ -230,9 +223,7 @@ async fn sink_and_source_survive_a_lost_connection() {
         }
         assert!(tail.iter().all(|t| e.contains(t)), "only e is left");
         let f = actor_tweets("f", 1, 3);
-        sink.publish(batch(Events::Tweets(f.clone()), 6))
-            .await
-            .expect("confirmed");
+        publish(&sink, Events::Tweets(f.clone()), 6, "confirmed").await;
         let got = next_delivery(&mut source).await;
         assert_eq!(
             all_tweets(std::slice::from_ref(&got)),
@@ -290,9 +281,7 @@ async fn recovers_when_the_broker_closes_the_connection() {
             &source_name,
         );
         let a = actor_sales("a", 2);
-        sink.publish(batch(Events::Sales(a.clone()), 1))
-            .await
-            .expect("confirmed");
+        publish(&sink, Events::Sales(a.clone()), 1, "confirmed").await;
         assert_eq!(all_sales(&read_events(&mut source, 2).await), a);
 
         // Only this test's two connections are closed (others may be in use).
@@ -330,22 +319,16 @@ async fn recovers_when_the_broker_closes_the_connection() {
 
         // The sink reconnects by itself; a publish may fail meanwhile, never hang.
         let b = actor_sales("b", 3);
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let result = tokio::time::timeout(
-                Duration::from_secs(10),
-                sink.publish(batch(Events::Sales(b.clone()), 2)),
-            )
-            .await
-            .expect("publish answers");
-            match result {
-                Ok(()) => break,
-                Err(e) => {
-                    assert!(Instant::now() < deadline, "sink did not recover: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
+        until_ok(
+            "sink did not recover",
+            Duration::from_millis(100),
+            || async {
+                let publishing = sink.publish(batch(Events::Sales(b.clone()), 2));
+                let answer = tokio::time::timeout(Duration::from_secs(10), publishing).await;
+                answer.expect("publish answers")
+            },
+        )
+        .await;
         // The source resumes; b may come more than once if an attempt was confirmed
         // but its answer lost; ids are what the aggregator deduplicates on.
         let mut seen = Vec::new();
@@ -361,16 +344,16 @@ async fn recovers_when_the_broker_closes_the_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_queue_is_reported_and_declared_again() {
-    run_test(async {
-        let (config, _cleanup, sink) = queues_and_sink("deleted").await;
-        sink.publish(batch(Events::Sales(actor_sales("before", 2)), 1))
-            .await
-            .expect("confirmed");
+    with_queues("deleted", |config, sink| async move {
+        publish(
+            &sink,
+            Events::Sales(actor_sales("before", 2)),
+            1,
+            "confirmed",
+        )
+        .await;
 
-        let connection = Connection::connect(&config.url, ConnectionProperties::default())
-            .await
-            .expect("connect");
-        let channel = connection.create_channel().await.expect("channel");
+        let (connection, channel) = open_channel(&config.url).await;
         channel
             .queue_delete(
                 config.sales_queue.as_str().into(),
@@ -389,10 +372,9 @@ async fn a_deleted_queue_is_reported_and_declared_again() {
         assert!(err.0.contains("unroutable"), "{err}");
         // ...and the queue is back for the retry.
         let again = actor_sales("retry", 2);
-        sink.publish(batch(Events::Sales(again.clone()), 3))
-            .await
-            .expect("confirmed after re-declare");
-        let mut source = RabbitSource::new(config.clone(), Kind::Sale, CancellationToken::new());
+        let redeclared = "confirmed after re-declare";
+        publish(&sink, Events::Sales(again.clone()), 3, redeclared).await;
+        let mut source = sales_source(&config);
         assert_eq!(all_sales(&read_events(&mut source, 2).await), again);
     })
     .await;

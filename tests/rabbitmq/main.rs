@@ -27,7 +27,7 @@ use lapin::options::{
     BasicGetOptions, BasicPublishOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::future::Future;
@@ -88,12 +88,45 @@ async fn ready_sink(config: &RabbitConfig, name: &str) -> RabbitSink {
     sink
 }
 
-/// Queues of their own (deleted when the guard drops) and a sink connected to them.
-async fn queues_and_sink(label: &str) -> (RabbitConfig, QueueCleanup, RabbitSink) {
-    let config = test_config(label);
-    let cleanup = queue_cleanup(&config);
-    let sink = ready_sink(&config, &unique(&format!("{label}-sink"))).await;
-    (config, cleanup, sink)
+/// Runs a test body as [`run_test`] does, with queues of its own (deleted at the end,
+/// also when the test failed) and a sink connected to them.
+async fn with_queues<F, Fut>(label: &str, body: F)
+where
+    F: FnOnce(RabbitConfig, RabbitSink) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    run_test(async {
+        let config = test_config(label);
+        let _cleanup = queue_cleanup(&config);
+        let sink = ready_sink(&config, &unique(&format!("{label}-sink"))).await;
+        body(config, sink).await;
+    })
+    .await;
+}
+
+/// Publishes `events` received at `at`; `what` fails the test unless RabbitMQ
+/// confirmed them.
+async fn publish(sink: &RabbitSink, events: Events, at: i64, what: &str) {
+    sink.publish(batch(events, at)).await.expect(what);
+}
+
+/// A source of the sales queue of `config`, never cancelled.
+fn sales_source(config: &RabbitConfig) -> RabbitSource {
+    RabbitSource::new(config.clone(), Kind::Sale, CancellationToken::new())
+}
+
+/// Calls `attempt` until it succeeds, `pause` apart; once [`WAIT`] passed, fails with
+/// `what` and the last error.
+async fn until_ok<E, F>(what: &str, pause: Duration, mut attempt: impl FnMut() -> F)
+where
+    E: std::fmt::Display,
+    F: Future<Output = Result<(), E>>,
+{
+    let deadline = Instant::now() + WAIT;
+    while let Err(e) = attempt().await {
+        assert!(Instant::now() < deadline, "{what}: {e}");
+        tokio::time::sleep(pause).await;
+    }
 }
 
 async fn next_delivery(source: &mut RabbitSource) -> Delivery {
@@ -117,32 +150,43 @@ async fn read_events(source: &mut RabbitSource, n: usize) -> Vec<Delivery> {
     deliveries
 }
 
-fn all_sales(deliveries: &[Delivery]) -> Vec<Sale> {
-    deliveries
-        .iter()
-        .flat_map(|d| match d.batch.events.as_ref() {
-            Events::Sales(s) => s.clone(),
-            Events::Tweets(_) => panic!("tweets on the sales queue"),
-        })
-        .collect()
+/// The sales and the tweets of `deliveries`, in delivery order.
+fn split_events(deliveries: &[Delivery]) -> (Vec<Sale>, Vec<Tweet>) {
+    let (mut sales, mut tweets) = (Vec::new(), Vec::new());
+    for d in deliveries {
+        match d.batch.events.as_ref() {
+            Events::Sales(s) => sales.extend_from_slice(s),
+            Events::Tweets(t) => tweets.extend_from_slice(t),
+        }
+    }
+    (sales, tweets)
 }
 
+/// The sales of deliveries of a sales queue, in order.
+fn all_sales(deliveries: &[Delivery]) -> Vec<Sale> {
+    let (sales, tweets) = split_events(deliveries);
+    assert!(tweets.is_empty(), "tweets on the sales queue");
+    sales
+}
+
+/// The tweets of deliveries of a tweets queue, in order.
 fn all_tweets(deliveries: &[Delivery]) -> Vec<Tweet> {
-    deliveries
-        .iter()
-        .flat_map(|d| match d.batch.events.as_ref() {
-            Events::Tweets(t) => t.clone(),
-            Events::Sales(_) => panic!("sales on the tweets queue"),
-        })
-        .collect()
+    let (sales, tweets) = split_events(deliveries);
+    assert!(sales.is_empty(), "sales on the tweets queue");
+    tweets
+}
+
+/// A connection of the test's own to RabbitMQ at `url`, and a channel on it.
+async fn open_channel(url: &str) -> (Connection, Channel) {
+    let connecting = Connection::connect(url, ConnectionProperties::default());
+    let connection = connecting.await.expect("connect");
+    let channel = connection.create_channel().await.expect("channel");
+    (connection, channel)
 }
 
 /// Ready messages in `queue` (passive declare).
 async fn ready_messages(url: &str, queue: &str) -> u32 {
-    let connection = Connection::connect(url, ConnectionProperties::default())
-        .await
-        .expect("connect");
-    let channel = connection.create_channel().await.expect("channel");
+    let (connection, channel) = open_channel(url).await;
     let q = channel
         .queue_declare(
             queue.into(),
@@ -155,10 +199,11 @@ async fn ready_messages(url: &str, queue: &str) -> u32 {
     q.message_count()
 }
 
-/// Waits until `queue` holds no ready message, failing with `what` after `within`.
-async fn wait_queue_empty(url: &str, queue: &str, within: Duration, what: &str) {
+/// Waits until the sales queue of `config` holds no ready message, failing with
+/// `what` after `within`.
+async fn wait_sales_drained(config: &RabbitConfig, within: Duration, what: &str) {
     let deadline = Instant::now() + within;
-    while ready_messages(url, queue).await != 0 {
+    while ready_messages(&config.url, &config.sales_queue).await != 0 {
         assert!(Instant::now() < deadline, "{what}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -25,9 +25,7 @@ async fn round_trip_keeps_events_order_and_receive_time() {
                 received_at.insert(e.id.clone(), at);
             }
             sent_sales.extend(s.clone());
-            sink.publish(batch(Events::Sales(s), at))
-                .await
-                .expect("sales confirmed");
+            publish(&sink, Events::Sales(s), at, "sales confirmed").await;
         }
         for (i, n) in [2usize, 6].into_iter().enumerate() {
             let t = actor_tweets(&format!("t{i}"), n, 3);
@@ -36,14 +34,10 @@ async fn round_trip_keeps_events_order_and_receive_time() {
                 received_at.insert(e.id.clone(), at);
             }
             sent_tweets.extend(t.clone());
-            sink.publish(batch(Events::Tweets(t), at))
-                .await
-                .expect("tweets confirmed");
+            publish(&sink, Events::Tweets(t), at, "tweets confirmed").await;
         }
         // An empty batch is a no-op.
-        sink.publish(batch(Events::Sales(vec![]), 1))
-            .await
-            .expect("empty batch");
+        publish(&sink, Events::Sales(vec![]), 1, "empty batch").await;
 
         let cancel = CancellationToken::new();
         let mut sale_source = RabbitSource::new(config.clone(), Kind::Sale, cancel.clone());
@@ -75,13 +69,8 @@ async fn round_trip_keeps_events_order_and_receive_time() {
 
         // On the wire: persistent canonical JSON with the receive-time header.
         let raw = actor_sales("raw", 1);
-        sink.publish(batch(Events::Sales(raw.clone()), 42))
-            .await
-            .expect("confirmed");
-        let connection = Connection::connect(&config.url, ConnectionProperties::default())
-            .await
-            .expect("connect");
-        let channel = connection.create_channel().await.expect("channel");
+        publish(&sink, Events::Sales(raw.clone()), 42, "confirmed").await;
+        let (connection, channel) = open_channel(&config.url).await;
         let got = channel
             .basic_get(
                 config.sales_queue.as_str().into(),
@@ -117,20 +106,17 @@ async fn round_trip_keeps_events_order_and_receive_time() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_is_acked_before_commit() {
-    run_test(async {
-        let (config, _cleanup, sink) = queues_and_sink("commit").await;
+    with_queues("commit", |config, sink| async move {
         let sent = actor_sales("c", 5);
-        sink.publish(batch(Events::Sales(sent.clone()), 7))
-            .await
-            .expect("confirmed");
+        publish(&sink, Events::Sales(sent.clone()), 7, "confirmed").await;
 
         // Read, then drop the source without committing: everything comes again.
-        let mut first = RabbitSource::new(config.clone(), Kind::Sale, CancellationToken::new());
+        let mut first = sales_source(&config);
         let delivery = next_delivery(&mut first).await;
         assert_eq!(all_sales(std::slice::from_ref(&delivery)), sent);
         drop(first);
 
-        let mut second = RabbitSource::new(config.clone(), Kind::Sale, CancellationToken::new());
+        let mut second = sales_source(&config);
         let mut again = Vec::new();
         while again.len() < sent.len() {
             let d = next_delivery(&mut second).await;
@@ -143,13 +129,12 @@ async fn nothing_is_acked_before_commit() {
         drop(second);
 
         // Committed: a new source gets nothing, and the queue is empty.
-        let mut third = RabbitSource::new(config.clone(), Kind::Sale, CancellationToken::new());
+        let mut third = sales_source(&config);
         let nothing = tokio::time::timeout(Duration::from_millis(1500), third.next()).await;
         assert!(nothing.is_err(), "committed messages must not come again");
         drop(third);
-        wait_queue_empty(
-            &config.url,
-            &config.sales_queue,
+        wait_sales_drained(
+            &config,
             Duration::from_secs(2),
             "queue not empty after commit",
         )
@@ -159,19 +144,34 @@ async fn nothing_is_acked_before_commit() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_batch_is_confirmed_in_one_go() {
+    with_queues("large", |config, sink| async move {
+        let sent = actor_sales("big", 5000);
+        let started = Instant::now();
+        tokio::time::timeout(WAIT, sink.publish(batch(Events::Sales(sent.clone()), 5)))
+            .await
+            .expect("5,000 confirms within the wait")
+            .expect("confirmed");
+        eprintln!("5,000 events confirmed in {:?}", started.elapsed());
+        assert_eq!(ready_messages(&config.url, &config.sales_queue).await, 5000);
+        let mut source = sales_source(&config);
+        let deliveries = read_events(&mut source, sent.len()).await;
+        assert!(deliveries
+            .iter()
+            .all(|d| d.batch.events.len() <= config.batch_max));
+        assert_eq!(all_sales(&deliveries), sent);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undecodable_messages_are_acked_away() {
-    run_test(async {
-        let (config, _cleanup, sink) = queues_and_sink("poison").await;
+    with_queues("poison", |config, sink| async move {
         let good_a = actor_sales("a", 2);
         let good_b = actor_sales("b", 2);
-        sink.publish(batch(Events::Sales(good_a.clone()), 10))
-            .await
-            .expect("confirmed");
+        publish(&sink, Events::Sales(good_a.clone()), 10, "confirmed").await;
         // Garbage and a tweet on the sales queue, between two good batches.
-        let connection = Connection::connect(&config.url, ConnectionProperties::default())
-            .await
-            .expect("connect");
-        let channel = connection.create_channel().await.expect("channel");
+        let (connection, channel) = open_channel(&config.url).await;
         let tweet = serde_json::to_vec(&actor_tweets("x", 1, 3)[0]).expect("json");
         for body in [
             b"not json".as_slice(),
@@ -190,44 +190,14 @@ async fn undecodable_messages_are_acked_away() {
                 .expect("publish garbage");
         }
         let _ = connection.close(200, "OK".into()).await;
-        sink.publish(batch(Events::Sales(good_b.clone()), 20))
-            .await
-            .expect("confirmed");
+        publish(&sink, Events::Sales(good_b.clone()), 20, "confirmed").await;
 
-        let mut source = RabbitSource::new(config.clone(), Kind::Sale, CancellationToken::new());
+        let mut source = sales_source(&config);
         let deliveries = read_events(&mut source, 4).await;
         let got = all_sales(&deliveries);
         assert_eq!(got, [good_a, good_b].concat());
         drop(source);
-        wait_queue_empty(
-            &config.url,
-            &config.sales_queue,
-            Duration::from_secs(3),
-            "garbage left in the queue",
-        )
-        .await;
-    })
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_large_batch_is_confirmed_in_one_go() {
-    run_test(async {
-        let (config, _cleanup, sink) = queues_and_sink("large").await;
-        let sent = actor_sales("big", 5000);
-        let started = Instant::now();
-        tokio::time::timeout(WAIT, sink.publish(batch(Events::Sales(sent.clone()), 5)))
-            .await
-            .expect("5,000 confirms within the wait")
-            .expect("confirmed");
-        eprintln!("5,000 events confirmed in {:?}", started.elapsed());
-        assert_eq!(ready_messages(&config.url, &config.sales_queue).await, 5000);
-        let mut source = RabbitSource::new(config.clone(), Kind::Sale, CancellationToken::new());
-        let deliveries = read_events(&mut source, sent.len()).await;
-        assert!(deliveries
-            .iter()
-            .all(|d| d.batch.events.len() <= config.batch_max));
-        assert_eq!(all_sales(&deliveries), sent);
+        wait_sales_drained(&config, Duration::from_secs(3), "garbage left in the queue").await;
     })
     .await;
 }

@@ -46,23 +46,12 @@ fn carries_batches_between_actix_actors() {
         ];
         for events in batches {
             // The sink connects in the background: the first attempts may be refused.
-            let deadline = Instant::now() + WAIT;
-            loop {
-                let sent = publisher
-                    .send(Publish::new(batch(
-                        events.clone(),
-                        flujo_actors::event::now_ms(),
-                    )))
-                    .await
-                    .expect("publisher running");
-                match sent {
-                    Ok(()) => break,
-                    Err(e) => {
-                        assert!(Instant::now() < deadline, "never published: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                }
-            }
+            until_ok("never published", Duration::from_millis(50), || {
+                let publish = Publish::new(batch(events.clone(), flujo_actors::event::now_ms()));
+                let sent = publisher.send(publish);
+                async { sent.await.expect("publisher running") }
+            })
+            .await;
         }
         let deadline = Instant::now() + WAIT;
         while stored_counts(store.as_ref()).await != (47, 25) {

@@ -32,8 +32,7 @@ pub(crate) async fn three_roles_survive_consumer_sigkill(bus: Bus) {
         Bus::Kafka => "kafka-kill",
         Bus::Rabbitmq => "rabbit-kill",
     };
-    let t0 = Instant::now();
-    let log = |what: &str| println!("{label} {:>7.2?}: {what}", t0.elapsed());
+    let log = progress(label);
     match bus {
         Bus::Kafka => require_kafka(Duration::from_secs(15)).await,
         Bus::Rabbitmq => require_rabbitmq().await,
@@ -51,10 +50,8 @@ pub(crate) async fn three_roles_survive_consumer_sigkill(bus: Bus) {
     wait_ready(&receiver, "receiver", READY_TIMEOUT).await;
     log("three roles up");
 
-    let work = Arc::new(Workload::new(label, 2500, 1500, &[0.4, 0.7]));
-    send_firsts(&receiver, &work).await;
-    let flow = Flow::new(&work);
-    let client = spawn_client(&receiver, work.clone(), flow.clone());
+    let work = Workload::new(label, 2500, 1500, &[0.4, 0.7]);
+    let (work, flow, client) = start_client(&receiver, work).await;
     log(&format!(
         "first sales accepted; client sends {} requests in phases {:?}",
         work.reqs.len(),
@@ -160,20 +157,19 @@ pub(crate) async fn three_roles_survive_consumer_sigkill(bus: Bus) {
     drop((router, receiver));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn kafka_three_roles_survive_consumer_sigkill() {
-    bounded(
-        "kafka_three_roles_survive_consumer_sigkill",
-        three_roles_survive_consumer_sigkill(Bus::Kafka),
-    )
-    .await;
+/// A test of [`three_roles_survive_consumer_sigkill`] over one bus.
+macro_rules! three_roles_test {
+    ($name:ident, $bus:expr) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $name() {
+            bounded(
+                stringify!($name),
+                three_roles_survive_consumer_sigkill($bus),
+            )
+            .await;
+        }
+    };
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn rabbitmq_three_roles_survive_consumer_sigkill() {
-    bounded(
-        "rabbitmq_three_roles_survive_consumer_sigkill",
-        three_roles_survive_consumer_sigkill(Bus::Rabbitmq),
-    )
-    .await;
-}
+three_roles_test!(kafka_three_roles_survive_consumer_sigkill, Bus::Kafka);
+three_roles_test!(rabbitmq_three_roles_survive_consumer_sigkill, Bus::Rabbitmq);

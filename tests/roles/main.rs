@@ -140,17 +140,17 @@ impl Names {
 
     /// The environment every process of the test gets.
     fn envs(&self) -> Vec<(String, String)> {
-        [
-            ("FLUJO__KAFKA__SALES_TOPIC", &self.sales_topic),
-            ("FLUJO__KAFKA__TWEETS_TOPIC", &self.tweets_topic),
-            ("FLUJO__KAFKA__GROUP_ID", &self.group),
-            ("FLUJO__RABBITMQ__SALES_QUEUE", &self.sales_queue),
-            ("FLUJO__RABBITMQ__TWEETS_QUEUE", &self.tweets_queue),
-            ("FLUJO__VALKEY__PREFIX", &self.prefix),
+        let var = |section: &str, key: &str, value: &String| {
+            (format!("FLUJO__{section}__{key}"), value.clone())
+        };
+        vec![
+            var("KAFKA", "SALES_TOPIC", &self.sales_topic),
+            var("KAFKA", "TWEETS_TOPIC", &self.tweets_topic),
+            var("KAFKA", "GROUP_ID", &self.group),
+            var("RABBITMQ", "SALES_QUEUE", &self.sales_queue),
+            var("RABBITMQ", "TWEETS_QUEUE", &self.tweets_queue),
+            var("VALKEY", "PREFIX", &self.prefix),
         ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.clone()))
-        .collect()
     }
 }
 
@@ -249,6 +249,12 @@ async fn start(envs: &[(String, String)], args: Vec<String>) -> TestServer {
     spawn_flujo(envs, args, false).await
 }
 
+/// Prints a progress line of the test `label`, with the time since this was called.
+fn progress(label: &str) -> impl Fn(&str) + '_ {
+    let t0 = Instant::now();
+    move |what| println!("{label} {:>7.2?}: {what}", t0.elapsed())
+}
+
 /// The last `n` lines of a process's stderr, for failure messages.
 fn tail(server: &TestServer, n: usize) -> String {
     let all = server.stderr();
@@ -278,13 +284,8 @@ fn signal(server: &TestServer, sig: &str) {
 
 /// `GET /readyz`: status and body.
 async fn readyz(server: &TestServer) -> (StatusCode, Value) {
-    let resp = server
-        .client
-        .get(server.url("/readyz"))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("GET /readyz: {e}"));
-    status_json(resp).await
+    let resp = server.get("/readyz").await;
+    status_json(resp.unwrap_or_else(|e| panic!("GET /readyz: {e}"))).await
 }
 
 /// Waits until `/readyz` answers 200, or fails naming what is not ready.

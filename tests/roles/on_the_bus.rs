@@ -7,8 +7,7 @@ use super::*;
 async fn receiver_durable_202_means_on_the_bus() {
     bounded("receiver_durable_202_means_on_the_bus", async {
         let label = "durable";
-        let t0 = Instant::now();
-        let log = |what: &str| println!("{label} {:>7.2?}: {what}", t0.elapsed());
+        let log = progress(label);
         require_kafka(Duration::from_secs(15)).await;
         require_valkey().await;
         let names = Names::new(label);
@@ -22,10 +21,8 @@ async fn receiver_durable_202_means_on_the_bus() {
         wait_ready(&receiver, "receiver", READY_TIMEOUT).await;
         log("router and receiver up, no consumer");
 
-        let work = Arc::new(Workload::new(label, 1200, 800, &[0.4, 0.6]));
-        send_firsts(&receiver, &work).await;
-        let flow = Flow::new(&work);
-        let client = spawn_client(&receiver, work.clone(), flow.clone());
+        let work = Workload::new(label, 1200, 800, &[0.4, 0.6]);
+        let (work, flow, client) = start_client(&receiver, work).await;
 
         // The router dies mid-stream (SIGKILL) and comes back on the same address:
         // what the receiver answers 202 meanwhile cannot be on the bus, so it must

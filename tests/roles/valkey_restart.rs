@@ -7,11 +7,10 @@ use super::*;
 async fn valkey_restart_mid_stream() {
     bounded("valkey_restart_mid_stream", async {
         let label = "valkey-restart";
-        let t0 = Instant::now();
-        let log = |what: &str| println!("{label} {:>7.2?}: {what}", t0.elapsed());
-        require_kafka(Duration::from_secs(15)).await;
+        let log = progress(label);
         let names = Names::new(label);
         let _cleanup = Cleanup::new(&names, false, false);
+        require_kafka(Duration::from_secs(15)).await;
         let mut valkey = tokio::task::spawn_blocking(OwnValkey::start)
             .await
             .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
@@ -25,10 +24,8 @@ async fn valkey_restart_mid_stream() {
             valkey.port
         ));
 
-        let work = Arc::new(Workload::new(label, 2000, 1500, &[0.3, 0.6]));
-        send_firsts(&flujo, &work).await;
-        let flow = Flow::new(&work);
-        let client = spawn_client(&flujo, work.clone(), flow.clone());
+        let work = Workload::new(label, 2000, 1500, &[0.3, 0.6]);
+        let (work, flow, client) = start_client(&flujo, work).await;
 
         flow.reached(0, 0.5, Duration::from_secs(60)).await;
         let firsts = work.firsts.len() as u64;

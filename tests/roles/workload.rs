@@ -309,6 +309,19 @@ pub(crate) fn spawn_client(
     })
 }
 
+/// Sends the workload's first sales alone, then starts the client on the rest: the
+/// workload, the flow of its phases and the client task.
+pub(crate) async fn start_client(
+    receiver: &TestServer,
+    work: Workload,
+) -> (Arc<Workload>, Arc<Flow>, tokio::task::JoinHandle<()>) {
+    let work = Arc::new(work);
+    send_firsts(receiver, &work).await;
+    let flow = Flow::new(&work);
+    let client = spawn_client(receiver, work.clone(), flow.clone());
+    (work, flow, client)
+}
+
 /// Waits for the client, re-raising its panic.
 pub(crate) async fn join_client(client: tokio::task::JoinHandle<()>) {
     if let Err(e) = client.await {
@@ -339,8 +352,7 @@ pub(crate) fn client_done(sales: &Truth, tweets: &Truth, flow: &Flow) -> String 
 /// Ground truth of everything answered 202: the first sales, then every accepted
 /// request.
 pub(crate) fn truth(work: &Workload, flow: &Flow) -> (DedupTruth, DedupTruth) {
-    let mut sales = DedupTruth::default();
-    let mut tweets = DedupTruth::default();
+    let (mut sales, mut tweets) = (DedupTruth::default(), DedupTruth::default());
     for s in &work.firsts {
         sales.apply_sale(s);
     }

@@ -128,59 +128,47 @@ pub fn assert_product_ranking(page: &Value, want: &[(String, u64)], what: &str) 
     assert_eq!(got, want, "{what}");
 }
 
+/// Asserts `k[field]` matches each `(field, want)` to 1e-9 (`what.field` in messages).
+fn assert_nums(what: &str, k: &Value, fields: &[(&str, Option<f64>)]) {
+    for (field, want) in fields {
+        assert_num(&format!("{what}.{field}"), &k[*field], *want);
+    }
+}
+
 /// Asserts a K object of `/v1/kpis/sales` (count, sums, averages, min/max) matches
 /// `agg`.
 pub fn assert_sale_agg(what: &str, agg: &SaleAgg, k: &Value) {
     let avg = |sum: f64| (agg.count > 0).then(|| sum / agg.count as f64);
     assert_int(&format!("{what}.count"), &k["count"], agg.count);
-    assert_int(
-        &format!("{what}.quantity_sum"),
-        &k["quantity_sum"],
-        agg.quantity_sum,
+    let quantity_sum = &format!("{what}.quantity_sum");
+    assert_int(quantity_sum, &k["quantity_sum"], agg.quantity_sum);
+    assert_nums(
+        what,
+        k,
+        &[
+            ("price_sum", Some(agg.price_sum)),
+            ("revenue", Some(agg.revenue)),
+            ("avg_quantity", avg(agg.quantity_sum as f64)),
+            ("avg_price", avg(agg.price_sum)),
+            ("price_min", agg.price_min),
+            ("price_max", agg.price_max),
+        ],
     );
-    assert_num(
-        &format!("{what}.price_sum"),
-        &k["price_sum"],
-        Some(agg.price_sum),
-    );
-    assert_num(&format!("{what}.revenue"), &k["revenue"], Some(agg.revenue));
-    assert_num(
-        &format!("{what}.avg_quantity"),
-        &k["avg_quantity"],
-        avg(agg.quantity_sum as f64),
-    );
-    assert_num(
-        &format!("{what}.avg_price"),
-        &k["avg_price"],
-        avg(agg.price_sum),
-    );
-    assert_num(&format!("{what}.price_min"), &k["price_min"], agg.price_min);
-    assert_num(&format!("{what}.price_max"), &k["price_max"], agg.price_max);
 }
 
 /// Asserts an object with a tweet count, averages and min/max matches `agg`.
 pub fn assert_tweet_agg(what: &str, agg: &TweetAgg, k: &Value) {
     let avg = |sum: f64| (agg.count > 0).then(|| sum / agg.count as f64);
     assert_int(&format!("{what}.count"), &k["count"], agg.count);
-    assert_num(
-        &format!("{what}.avg_temperature"),
-        &k["avg_temperature"],
-        avg(agg.temperature_sum),
-    );
-    assert_num(
-        &format!("{what}.avg_humidity"),
-        &k["avg_humidity"],
-        avg(agg.humidity_sum),
-    );
-    assert_num(
-        &format!("{what}.temperature_min"),
-        &k["temperature_min"],
-        agg.temperature_min,
-    );
-    assert_num(
-        &format!("{what}.temperature_max"),
-        &k["temperature_max"],
-        agg.temperature_max,
+    assert_nums(
+        what,
+        k,
+        &[
+            ("avg_temperature", avg(agg.temperature_sum)),
+            ("avg_humidity", avg(agg.humidity_sum)),
+            ("temperature_min", agg.temperature_min),
+            ("temperature_max", agg.temperature_max),
+        ],
     );
 }
 
@@ -289,16 +277,17 @@ pub fn assert_canonical_sale_fields(what: &str, json: &Value) {
     );
 }
 
-/// Asserts that in `kpis` (`/v1/kpis/sales`) each category's monitored product is the
-/// truth's, and that its price stream holds the truth's prices in the truth's order
-/// (`order` names that order in messages, e.g. "the order of the gRPC stream").
+/// Waits until `/v1/kpis/sales` counts the truth's sales, then asserts each category's
+/// monitored product is the truth's, and that its price stream holds the truth's
+/// prices in the truth's order (`order` names that order in messages, e.g. "the order
+/// of the gRPC stream").
 pub async fn assert_monitored_in_order(
     server: &super::server::TestServer,
-    kpis: &Value,
     truth: &Truth,
     what: &str,
     order: &str,
 ) {
+    let kpis = server.wait_sales(truth.sales.count).await;
     for c in CATEGORIES {
         let (product, prices) = truth.monitored_prices(c, 1000);
         assert_eq!(

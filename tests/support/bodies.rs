@@ -21,6 +21,16 @@ pub enum Encoding {
     NdjsonCrlf,
 }
 
+/// A JSON array of `n` valid sales, as a body: ids `{prefix}{i}`, the categories in
+/// turn, `products` product ids in turn, each at `price`, quantity 1.
+pub fn sales_array(prefix: &str, n: usize, products: usize, price: f64) -> String {
+    let sale = |i: usize| {
+        json!({"id": format!("{prefix}{i}"), "category": CATEGORIES[i % 4],
+               "product_id": format!("P{}", i % products), "price": price, "quantity": 1})
+    };
+    Value::from((0..n).map(sale).collect::<Vec<Value>>()).to_string()
+}
+
 /// Content-Type and body for `events` in `encoding`.
 pub fn encode(events: &[Value], encoding: Encoding) -> (&'static str, String) {
     match encoding {
@@ -137,6 +147,19 @@ pub fn sale(id: &str, category: &'static str, product: &str, price: f64, quantit
         price,
         quantity,
     }
+}
+
+/// Sale `i` of a test of the order of events (rounds of them, `i` counting on across
+/// rounds): the first sale of each category is its "MON" product, and most later ones
+/// are too (other products in between); prices increase sale by sale.
+pub fn order_sale(i: u64) -> Sale {
+    let category = CATEGORIES[(i % 4) as usize];
+    let product = if i < 4 || i % 8 != 7 {
+        format!("MON-{category}")
+    } else {
+        format!("OTHER-{}", i % 5)
+    };
+    sale(&format!("ord-{i}"), category, &product, (i + 1) as f64, 1)
 }
 
 /// A tweet with these fields and no text.

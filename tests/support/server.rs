@@ -74,6 +74,16 @@ impl TestServer {
         TestServer::start_with_args(envs, &[])
     }
 
+    /// A server for tests of the order of events: no read cache, and mailboxes large
+    /// enough that no event is refused as backpressure (a refused event would have to
+    /// be resent, out of order by the client's own doing).
+    pub fn start_for_order() -> TestServer {
+        TestServer::start(&[
+            ("FLUJO__QUERY__CACHE_TTL_MS", "0"),
+            ("FLUJO__PIPELINE__MAILBOX_CAPACITY", "100000"),
+        ])
+    }
+
     /// Like [`TestServer::start`], with extra arguments after `run`.
     pub fn start_with_args(envs: &[(&str, &str)], args: &[&str]) -> TestServer {
         let mut all = vec![
@@ -285,15 +295,16 @@ impl TestServer {
         status_json(resp).await
     }
 
+    /// GET `path` as a plain client would (the read cache may answer): the response,
+    /// or the error of a server that does not answer.
+    pub async fn get(&self, path: &str) -> reqwest::Result<reqwest::Response> {
+        self.client.get(self.url(path)).send().await
+    }
+
     /// GET `path` as a plain client would (the read cache may answer).
     pub async fn get_plain(&self, path: &str) -> (StatusCode, Value) {
-        let resp = self
-            .client
-            .get(self.url(path))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
-        status_json(resp).await
+        let resp = self.get(path).await;
+        status_json(resp.unwrap_or_else(|e| panic!("GET {path}: {e}"))).await
     }
 
     /// GET `path` (fresh) and insist on a 200.
@@ -305,24 +316,15 @@ impl TestServer {
 
     /// The `/metrics` text.
     pub async fn metrics(&self) -> String {
-        let resp = self
-            .client
-            .get(self.url("/metrics"))
-            .send()
-            .await
-            .expect("GET /metrics");
+        let resp = self.get("/metrics").await.expect("GET /metrics");
         assert_eq!(resp.status(), StatusCode::OK);
         resp.text().await.expect("metrics body")
     }
 
     /// Asserts the process still serves `/healthz`.
     pub async fn assert_alive(&self) {
-        let resp = self
-            .client
-            .get(self.url("/healthz"))
-            .send()
-            .await
-            .expect("GET /healthz: the server must still be up");
+        let resp = self.get("/healthz").await;
+        let resp = resp.expect("GET /healthz: the server must still be up");
         assert_eq!(resp.status(), StatusCode::OK, "/healthz");
     }
 
