@@ -190,7 +190,13 @@ impl IdWindow {
         if self.contains(hash) {
             return Seen::Duplicate;
         }
-        let slice_ms = (self.window_ms / self.max_generations as u64).max(1);
+        // A generation takes new ids for window/(G-1): when the (G+1)th opens, the
+        // oldest one's newest id is a whole window old and already expired, so only
+        // the cap ever drops ids early.
+        let slice_ms = self
+            .window_ms
+            .div_ceil(self.max_generations as u64 - 1)
+            .max(1);
         let open_new = match self.generations.back() {
             None => true,
             Some(g) => {
@@ -311,6 +317,20 @@ mod tests {
         assert!(per_id <= 32.0, "{per_id} bytes per id");
         assert!(w.max_ids() <= 100_000 && w.max_ids() >= 100_000 * 7 / 8);
         assert_eq!(w.len() as u64 + w.evicted(), 1_000_000);
+    }
+
+    #[test]
+    fn rotation_by_time_never_forgets_an_id_inside_the_window() {
+        // 8 s window, a few ids a second (far below the cap).
+        let mut w = IdWindow::new(Duration::from_secs(8), 1_000);
+        w.insert(id_hash("x"), 0);
+        w.insert(id_hash("a"), 999);
+        for t in (1_000..=8_000).step_by(100) {
+            w.insert(id_hash(&t.to_string()), t);
+            assert_eq!(w.evicted(), 0, "nothing is evicted below the cap (t={t})");
+        }
+        assert_eq!(w.insert(id_hash("a"), 8_000), Seen::Duplicate, "7 s old");
+        assert_eq!(w.insert(id_hash("a"), 20_000), Seen::New, "windows later");
     }
 
     #[test]

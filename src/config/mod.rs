@@ -33,6 +33,10 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// The most ids the dedup window may hold per kind (about 1.9 GB of tables in
+/// process, allocated a generation at a time).
+pub const MAX_DEDUP_IDS: usize = 100_000_000;
+
 /// The longest dedup window accepted: a year.
 pub const MAX_DEDUP_WINDOW_SECS: u64 = 365 * 24 * 3600;
 
@@ -246,8 +250,11 @@ impl Config {
                 format!("must be at most {}", u32::MAX),
             );
         }
-        if self.aggregator.dedup_max_ids == 0 {
-            return invalid("aggregator.dedup_max_ids", "must be greater than 0".into());
+        if !(1..=MAX_DEDUP_IDS).contains(&self.aggregator.dedup_max_ids) {
+            return invalid(
+                "aggregator.dedup_max_ids",
+                format!("must be between 1 and {MAX_DEDUP_IDS}"),
+            );
         }
         if self.aggregator.dedup_window_secs > MAX_DEDUP_WINDOW_SECS {
             return invalid(
@@ -382,6 +389,16 @@ mod tests {
         c.http.tweet_paths = vec!["/metrics".into()];
         let err = c.check().expect_err("builtin path").to_string();
         assert!(err.contains("http.tweet_paths"), "{err}");
+        for ids in [0, MAX_DEDUP_IDS + 1] {
+            let mut c = Config::default();
+            c.aggregator.dedup_max_ids = ids;
+            let err = c.check().expect_err("dedup cap").to_string();
+            assert!(err.contains("aggregator.dedup_max_ids"), "{err}");
+        }
+        let mut c = Config::default();
+        c.aggregator.dedup_window_secs = MAX_DEDUP_WINDOW_SECS + 1;
+        let err = c.check().expect_err("dedup window").to_string();
+        assert!(err.contains("aggregator.dedup_window_secs"), "{err}");
         assert!(Config::default().to_masked_toml().contains("[http]"));
     }
 

@@ -39,7 +39,7 @@
 //! id hash, category, product_id, price, quantity; tweets: id hash, location, weather,
 //! temperature, humidity). The script first asks the window's generations which id
 //! hashes they hold (`SMISMEMBER`, one call per generation), adds the new ones to the
-//! newest generation (`SADD`; a new generation opens when it is full or a window/8
+//! newest generation (`SADD`; a new generation opens when it is full or a window/7
 //! old, and with 8 open the oldest is dropped whole with `UNLINK`), then updates the
 //! aggregates for the new events only. Sums are plain double additions in event order
 //! (Lua numbers are IEEE doubles, like `f64`), min/max are compared in Lua; each

@@ -3,7 +3,7 @@
 -- first, described by the hash `{p}dedup:{kind}` (`oldest`, `newest`: generation
 -- numbers; `opened:{n}`: ms generation n opened; `evicted`: ids forgotten early
 -- because the window was full). A generation takes new ids until it holds
--- ARGV[4] ids or a window/8 has passed; with 8 generations open the oldest is
+-- ARGV[4] ids or a window/7 has passed; with 8 generations open the oldest is
 -- dropped whole. Each generation key expires a whole window after its last
 -- write, so an id is remembered at least a window unless the cap forced it out.
 local now = tonumber(ARGV[3])
@@ -58,7 +58,9 @@ local function fresh_ids(kind, hashes)
       oldest = oldest + 1
     end
   end
-  local slice = math.max(1, math.floor(tonumber(window) / GENERATIONS))
+  -- window/(G-1) each: when the (G+1)th generation opens, the oldest one's newest
+  -- id is a whole window old (its key already expired), so only the cap drops ids.
+  local slice = math.max(1, math.ceil(tonumber(window) / (GENERATIONS - 1)))
   if not newest or now - tonumber(redis.call('HGET', meta, 'opened:' .. newest) or 0) >= slice then
     open_generation()
   end
