@@ -109,7 +109,9 @@ at = lambda f: rows[min(len(rows) - 1, int(len(rows) * f))]
 mib = lambda kib: f"{kib / 1024:.0f} MiB"
 half, end = at(0.5), rows[-1]
 growth = (end["rss_kib"] - half["rss_kib"]) / 1024
-fill = [r for r in rows if r["seconds"] <= window and r["events_applied"] > 0]
+# While the window fills: before the cap first forgot ids, within the window.
+fill = [r for r in rows
+        if r["seconds"] <= window and r["dedup_evicted"] == 0 and r["events_applied"] > 0]
 per_event = "n/a"
 if scenario == "valkey" and fill:
     r = fill[-1]
