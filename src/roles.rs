@@ -88,7 +88,7 @@ impl Node {
                 let kpis = kpis.clone();
                 move |_| Aggregator::new(kpis, expire_every, mailbox)
             });
-            let sources = components.sources(&plan.routes, &stop_sources)?;
+            let sources = components.sources(&plan.routes, &kpis, &stop_sources)?;
             for probe in components::source_probes(&sources) {
                 probes.push(Arc::new(probe));
             }

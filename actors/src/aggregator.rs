@@ -9,9 +9,10 @@ use crate::mailbox::Mailbox;
 use crate::messages::Apply;
 use crate::metrics::{
     DEDUP_BYTES, DEDUP_EVICTED, DEDUP_IDS, DEDUP_WINDOW, END_TO_END_DURATION, EVENTS_APPLIED,
-    EVENTS_DUPLICATE, REVENUE_CENTS, SALES, SALES_QUANTITY, STORE_APPLY_DURATION, TWEETS,
+    EVENTS_DUPLICATE, EVENTS_REPLAYED, REVENUE_CENTS, SALES, SALES_QUANTITY, STORE_APPLY_DURATION,
+    TWEETS,
 };
-use crate::store::{self, Applied, Store, StoreError};
+use crate::store::{self, Applied, Positions, Store, StoreError};
 use crate::supervision::Restarts;
 use actix::prelude::*;
 use std::sync::Arc;
@@ -89,6 +90,7 @@ fn record(events: &Events, applied: &Applied) {
     let kind = events.kind().as_str();
     metrics::counter!(EVENTS_APPLIED, "kind" => kind).increment(applied.fresh_count() as u64);
     metrics::counter!(EVENTS_DUPLICATE, "kind" => kind).increment(applied.duplicate_count() as u64);
+    metrics::counter!(EVENTS_REPLAYED, "kind" => kind).increment(applied.replayed as u64);
     match events {
         Events::Sales(sales) => {
             for (s, _) in sales.iter().zip(&applied.fresh).filter(|(_, &f)| f) {
@@ -116,7 +118,9 @@ impl Handler<Apply> for Aggregator {
         let started = Instant::now();
         AtomicResponse::new(Box::pin(
             async move {
-                let result = store::apply(store.as_ref(), &batch.events).await;
+                const NONE: &Positions = &Positions::NONE;
+                let at = batch.positions.as_deref().unwrap_or(NONE);
+                let result = store::apply(store.as_ref(), &batch.events, at).await;
                 (result, batch)
             }
             .into_actor(self)

@@ -3,7 +3,7 @@
 use crate::admission::Admitted;
 use crate::event::{Events, Kind, RawBatch, ValidationError};
 use crate::mailbox::Queued;
-use crate::store::{Applied, StoreError};
+use crate::store::{Applied, Positions, StoreError};
 use crate::{aggregator, publisher, receiver, router};
 use actix::Message;
 use std::sync::Arc;
@@ -50,6 +50,8 @@ pub struct Batch {
     pub received_at_ms: i64,
     /// Room held in the pipeline until the last copy of the batch is dropped.
     pub admitted: Option<Arc<Admitted>>,
+    /// Where the events sit in their source, when it has offsets (Kafka).
+    pub positions: Option<Arc<Positions>>,
 }
 
 impl Batch {

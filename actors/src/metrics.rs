@@ -19,6 +19,9 @@ pub const EVENTS_CONSUMED: &str = "flujo_events_consumed_total";
 pub const EVENTS_APPLIED: &str = "flujo_events_applied_total";
 /// Events skipped because their id was already applied (`kind`).
 pub const EVENTS_DUPLICATE: &str = "flujo_events_duplicate_total";
+/// Events skipped because the store's position for their source stream was already
+/// past them: a redelivery after a crash or rebalance, or a zombie consumer (`kind`).
+pub const EVENTS_REPLAYED: &str = "flujo_events_replayed_total";
 /// Ids forgotten before their dedup window ended, because the window held
 /// `aggregator.dedup_max_ids` ids (`kind`).
 pub const DEDUP_EVICTED: &str = "flujo_dedup_evicted_total";
@@ -142,6 +145,11 @@ pub const ALL: &[MetricSpec] = &[
         name: EVENTS_DUPLICATE,
         kind: MetricKind::Counter,
         help: "Events skipped because their id was already applied.",
+    },
+    MetricSpec {
+        name: EVENTS_REPLAYED,
+        kind: MetricKind::Counter,
+        help: "Events skipped because the store's position for their source stream was past them.",
     },
     MetricSpec {
         name: DEDUP_EVICTED,

@@ -93,6 +93,7 @@ impl Handler<Ingest> for Receiver {
             events: Arc::new(events),
             received_at_ms: now_ms(),
             admitted: Some(Arc::new(admitted)),
+            positions: None,
         };
         match self.ack {
             AckMode::Accepted => {

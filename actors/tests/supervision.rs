@@ -35,15 +35,22 @@ impl Store for UnreliableStore {
     fn name(&self) -> &'static str {
         "unreliable"
     }
-    async fn apply_sales(&self, sales: &[Sale]) -> Result<Applied, StoreError> {
+    async fn apply_sales_at(&self, sales: &[Sale], at: &Positions) -> Result<Applied, StoreError> {
         let _pass = self.gate.acquire().await;
         if self.attempts.fetch_add(1, Ordering::SeqCst) < self.fail_first {
             return Err(StoreError::Unavailable("injected failure".into()));
         }
-        self.inner.apply_sales(sales).await
+        self.inner.apply_sales_at(sales, at).await
     }
-    async fn apply_tweets(&self, tweets: &[Tweet]) -> Result<Applied, StoreError> {
-        self.inner.apply_tweets(tweets).await
+    async fn apply_tweets_at(
+        &self,
+        tweets: &[Tweet],
+        at: &Positions,
+    ) -> Result<Applied, StoreError> {
+        self.inner.apply_tweets_at(tweets, at).await
+    }
+    async fn positions(&self, streams: &[String]) -> Result<Vec<Option<i64>>, StoreError> {
+        self.inner.positions(streams).await
     }
     async fn sales_kpis(&self) -> Result<SalesKpis, StoreError> {
         self.inner.sales_kpis().await

@@ -290,10 +290,12 @@ impl Components {
 
     /// The sources a consumer reads: the memory bus (both kinds, when this process
     /// publishes on it too), and one per kind and broker that kind is routed to.
+    /// Sources with offsets (Kafka) resume at the positions stored in `store`.
     /// Call inside a tokio runtime.
     pub fn sources(
         &mut self,
         routes: &Routes,
+        store: &Arc<dyn Store>,
         stop: &CancellationToken,
     ) -> Result<Vec<Box<dyn Source>>, ComponentError> {
         let mut sources: Vec<Box<dyn Source>> = Vec::new();
@@ -305,7 +307,7 @@ impl Components {
                 match bus {
                     Bus::Memory => {}
                     Bus::Kafka => sources.push(Box::new(
-                        KafkaSource::new(&self.settings.kafka, kind, stop.clone())
+                        KafkaSource::new(&self.settings.kafka, kind, store.clone(), stop.clone())
                             .map_err(ComponentError::KafkaConsumer)?,
                     )),
                     Bus::Rabbitmq => sources.push(Box::new(RabbitSource::new(

@@ -13,7 +13,8 @@ async fn offsets_are_committed_only_when_told() {
     sink.publish(batch(first, 1)).await.expect("publish");
 
     // A delivery taken and never committed (the process died before the store).
-    let mut a = KafkaSource::new(&config, Kind::Sale, CancellationToken::new()).expect("a");
+    let mut a =
+        KafkaSource::new(&config, Kind::Sale, empty_store(), CancellationToken::new()).expect("a");
     let delivery = tokio::time::timeout(GROUP_TIMEOUT, a.next())
         .await
         .expect("first delivery in time")
@@ -29,7 +30,8 @@ async fn offsets_are_committed_only_when_told() {
     );
 
     // The same group reads them again; this time they are stored and committed.
-    let mut b = KafkaSource::new(&config, Kind::Sale, CancellationToken::new()).expect("b");
+    let mut b =
+        KafkaSource::new(&config, Kind::Sale, empty_store(), CancellationToken::new()).expect("b");
     let again = read_until(&mut b, &first_ids, true, GROUP_TIMEOUT).await;
     let again_ids: BTreeSet<String> = again.iter().flat_map(|d| d.batch.events.ids()).collect();
     assert!(
@@ -43,7 +45,8 @@ async fn offsets_are_committed_only_when_told() {
     let second = Events::Sales(actor_sales("d", 5));
     let second_ids = id_set(&second);
     sink.publish(batch(second, 2)).await.expect("publish");
-    let mut c = KafkaSource::new(&config, Kind::Sale, CancellationToken::new()).expect("c");
+    let mut c =
+        KafkaSource::new(&config, Kind::Sale, empty_store(), CancellationToken::new()).expect("c");
     let seen = read_all(&mut c, &second_ids).await;
     let old: Vec<&String> = seen.iter().filter(|id| first_ids.contains(*id)).collect();
     assert!(old.is_empty(), "committed events came again: {old:?}");
@@ -75,7 +78,7 @@ async fn two_sources_in_a_group_share_the_partitions() {
     let stop = CancellationToken::new();
     let a_seen = Arc::new(Mutex::new(Seen::default()));
     let a = spawn_consumer(
-        KafkaSource::new(&config, Kind::Tweet, stop.clone()).expect("a"),
+        KafkaSource::new(&config, Kind::Tweet, empty_store(), stop.clone()).expect("a"),
         a_seen.clone(),
     );
     wait_until(GROUP_TIMEOUT, "a reads its first delivery", || {
@@ -87,7 +90,7 @@ async fn two_sources_in_a_group_share_the_partitions() {
     // Phase 2: `b` joins (a rebalance) while more events arrive.
     let b_seen = Arc::new(Mutex::new(Seen::default()));
     let b = spawn_consumer(
-        KafkaSource::new(&config, Kind::Tweet, stop.clone()).expect("b"),
+        KafkaSource::new(&config, Kind::Tweet, empty_store(), stop.clone()).expect("b"),
         b_seen.clone(),
     );
     for round in 0..6 {
@@ -160,7 +163,7 @@ async fn a_commit_after_its_partitions_were_revoked_is_harmless() {
 
     // `a` takes a delivery and, before it commits, `b` joins the group.
     let stop = CancellationToken::new();
-    let mut a = KafkaSource::new(&config, Kind::Tweet, stop.clone()).expect("a");
+    let mut a = KafkaSource::new(&config, Kind::Tweet, empty_store(), stop.clone()).expect("a");
     let held = tokio::time::timeout(GROUP_TIMEOUT, a.next())
         .await
         .expect("first delivery in time")
@@ -168,7 +171,7 @@ async fn a_commit_after_its_partitions_were_revoked_is_harmless() {
     let held_ids: BTreeSet<String> = held.batch.events.ids().into_iter().collect();
     let b_seen = Arc::new(Mutex::new(Seen::default()));
     let b = spawn_consumer(
-        KafkaSource::new(&config, Kind::Tweet, stop.clone()).expect("b"),
+        KafkaSource::new(&config, Kind::Tweet, empty_store(), stop.clone()).expect("b"),
         b_seen.clone(),
     );
     // `a` keeps polling, so it takes part in the rebalance; every partition it held is

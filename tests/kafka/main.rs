@@ -4,6 +4,7 @@
 //! against a broker that holds older data.
 
 mod groups;
+mod positions;
 mod round_trip;
 #[path = "../support/mod.rs"]
 mod support;
@@ -29,7 +30,8 @@ const GROUP_TIMEOUT: Duration = Duration::from_secs(45);
 /// Bound of a broker request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A configuration with fresh topics and group, after checking the broker answers.
+/// A configuration with fresh topics and group (in `group` assignment), after
+/// checking the broker answers.
 /// Also sends the code's logs to the test output (`RUST_LOG`, default `warn`).
 async fn config() -> KafkaConfig {
     let _ = tracing_subscriber::fmt()
@@ -47,6 +49,9 @@ async fn config() -> KafkaConfig {
         sales_topic: format!("t-{id}-sales"),
         tweets_topic: format!("t-{id}-tweets"),
         group_id: format!("g-{id}"),
+        // These tests are about the group's offsets and sharing; static
+        // assignment has its own (positions.rs).
+        assignment: "group".into(),
         ..KafkaConfig::default()
     }
 }
@@ -55,6 +60,14 @@ async fn config() -> KafkaConfig {
 async fn topics_and_sink(config: &KafkaConfig) -> KafkaSink {
     ensure_topics(config).await.expect("topics");
     KafkaSink::new(config).expect("sink")
+}
+
+/// A store that holds no positions, for sources whose deliveries a test reads
+/// without applying them.
+fn empty_store() -> Arc<dyn flujo_actors::store::Store> {
+    Arc::new(flujo_actors::store::MemoryStore::new(Duration::from_secs(
+        60,
+    )))
 }
 
 /// The ids of `events`, as a set.

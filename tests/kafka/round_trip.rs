@@ -110,8 +110,10 @@ async fn events_travel_as_canonical_json_keyed_and_come_back_exactly() {
 
     // Both sources in one group (as in a consumer process) read everything back.
     let stop = CancellationToken::new();
-    let sale_source = KafkaSource::new(&config, Kind::Sale, stop.clone()).expect("source");
-    let tweet_source = KafkaSource::new(&config, Kind::Tweet, stop.clone()).expect("source");
+    let sale_source =
+        KafkaSource::new(&config, Kind::Sale, empty_store(), stop.clone()).expect("source");
+    let tweet_source =
+        KafkaSource::new(&config, Kind::Tweet, empty_store(), stop.clone()).expect("source");
     assert_eq!(sale_source.name(), "kafka");
     let sale_seen = Arc::new(Mutex::new(Seen::default()));
     let tweet_seen = Arc::new(Mutex::new(Seen::default()));
@@ -231,7 +233,8 @@ async fn undecodable_messages_are_skipped_without_blocking() {
         .chain(Events::ids(&good2))
         .collect();
 
-    let mut a = KafkaSource::new(&config, Kind::Sale, CancellationToken::new()).expect("a");
+    let mut a =
+        KafkaSource::new(&config, Kind::Sale, empty_store(), CancellationToken::new()).expect("a");
     let mut seen = read_all(&mut a, &good).await;
     seen.sort();
     assert_eq!(
@@ -245,7 +248,8 @@ async fn undecodable_messages_are_skipped_without_blocking() {
     let marker = Events::Sales(actor_sales("u3", 3));
     let marker_ids = id_set(&marker);
     sink.publish(batch(marker, 3)).await.expect("publish");
-    let mut b = KafkaSource::new(&config, Kind::Sale, CancellationToken::new()).expect("b");
+    let mut b =
+        KafkaSource::new(&config, Kind::Sale, empty_store(), CancellationToken::new()).expect("b");
     let again = read_until(&mut b, &marker_ids, true, GROUP_TIMEOUT).await;
     let again: BTreeSet<String> = again.iter().flat_map(|d| d.batch.events.ids()).collect();
     assert_eq!(again, marker_ids);
@@ -281,7 +285,8 @@ async fn bulk_batches_come_back_in_bounded_deliveries() {
         all.len() as f64 / publish_time.as_secs_f64()
     );
     let started = Instant::now();
-    let mut source = KafkaSource::new(&config, Kind::Sale, CancellationToken::new()).expect("src");
+    let mut source = KafkaSource::new(&config, Kind::Sale, empty_store(), CancellationToken::new())
+        .expect("src");
     // Two deliveries a little apart, so that statistics (every second) arrive in
     // between: the lag is then what is left of the topic.
     let mut deliveries = Vec::new();

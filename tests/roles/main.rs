@@ -355,13 +355,17 @@ async fn counts_of_running(server: &mut TestServer) -> Option<(u64, u64)> {
     counts(server).await
 }
 
-/// `flujo_events_duplicate_total` by kind: redelivered events the dedup ignored.
+/// `flujo_events_duplicate_total` and `flujo_events_replayed_total` by kind: events
+/// skipped by id and by position.
 async fn duplicates(server: &TestServer) -> Vec<String> {
     server
         .metrics()
         .await
         .lines()
-        .filter(|l| l.starts_with("flujo_events_duplicate_total"))
+        .filter(|l| {
+            l.starts_with("flujo_events_duplicate_total")
+                || l.starts_with("flujo_events_replayed_total")
+        })
         .map(str::to_owned)
         .collect()
 }

@@ -41,5 +41,6 @@ pub fn batch(events: Events, received_at_ms: i64) -> Batch {
         events: Arc::new(events),
         received_at_ms,
         admitted: None,
+        positions: None,
     }
 }

@@ -10,6 +10,7 @@
 
 mod batches;
 mod parity;
+mod positions;
 mod restart;
 #[path = "../support/mod.rs"]
 mod support;

@@ -1,8 +1,8 @@
 //! [`MemoryStore`]: every aggregate in process memory, lost at exit.
 
 use super::{
-    Applied, CategoryStats, LocationRank, MonitoredPrices, Page, ProductRank, Ranking, SaleStats,
-    SalesKpis, Store, StoreError, TweetKpis, TweetStats, MONITORED_PRICES,
+    Applied, CategoryStats, LocationRank, MonitoredPrices, Page, Positions, ProductRank, Ranking,
+    SaleStats, SalesKpis, Store, StoreError, TweetKpis, TweetStats, MONITORED_PRICES,
 };
 use crate::dedup::{id_hash, IdWindow, Seen, WindowStats, DEFAULT_MAX_IDS};
 use crate::event::{Category, Kind, Sale, Tweet, Weather};
@@ -149,10 +149,12 @@ impl TweetsState {
     }
 }
 
-/// One kind's aggregates and the window of the ids applied to them.
+/// One kind's aggregates, the window of the ids applied to them, and the next
+/// offset of each source stream applied to them.
 #[derive(Debug)]
 struct Deduped<A> {
     seen: IdWindow,
+    positions: HashMap<String, i64>,
     aggregates: A,
 }
 
@@ -160,24 +162,45 @@ impl<A: Default> Deduped<A> {
     fn new(dedup_window: Duration, max_ids: usize) -> Mutex<Self> {
         Mutex::new(Deduped {
             seen: IdWindow::new(dedup_window, max_ids),
+            positions: HashMap::new(),
             aggregates: A::default(),
         })
     }
 }
 
-/// Applies to `deduped` each event whose id its window has not seen, in batch order.
+/// Applies to `deduped`, in batch order, each event past its stream's stored
+/// position whose id the window has not seen, then stores the positions reached.
 fn apply_new<A, E>(
     deduped: &Mutex<Deduped<A>>,
     events: &[E],
+    at: &Positions,
     id: fn(&E) -> &str,
     add: fn(&mut A, &E),
-) -> Applied {
+) -> Result<Applied, StoreError> {
+    at.check(events.len())?;
     let now = clock_ms();
     let mut guard = lock(deduped);
-    let Deduped { seen, aggregates } = &mut *guard;
+    let Deduped {
+        seen,
+        positions,
+        aggregates,
+    } = &mut *guard;
+    let stored: Vec<i64> = at
+        .streams
+        .iter()
+        .map(|s| positions.get(s).copied().unwrap_or(i64::MIN))
+        .collect();
+    let mut replayed = 0;
     let fresh = events
         .iter()
-        .map(|e| {
+        .enumerate()
+        .map(|(i, e)| {
+            if let Some(&(stream, offset)) = at.offsets.get(i) {
+                if offset < stored[stream as usize] {
+                    replayed += 1;
+                    return false;
+                }
+            }
             if seen.insert(id_hash(id(e)), now) == Seen::Duplicate {
                 return false;
             }
@@ -185,7 +208,11 @@ fn apply_new<A, E>(
             true
         })
         .collect();
-    Applied { fresh }
+    for (stream, next) in at.streams.iter().zip(at.next_offsets()) {
+        let slot = positions.entry(stream.clone()).or_insert(next);
+        *slot = (*slot).max(next);
+    }
+    Ok(Applied { fresh, replayed })
 }
 
 /// The embedded store: every aggregate in process memory, lost at exit.
@@ -255,12 +282,31 @@ impl Store for MemoryStore {
         "memory"
     }
 
-    async fn apply_sales(&self, sales: &[Sale]) -> Result<Applied, StoreError> {
-        Ok(apply_new(&self.sales, sales, |s| &s.id, SalesState::add))
+    async fn apply_sales_at(&self, sales: &[Sale], at: &Positions) -> Result<Applied, StoreError> {
+        apply_new(&self.sales, sales, at, |s| &s.id, SalesState::add)
     }
 
-    async fn apply_tweets(&self, tweets: &[Tweet]) -> Result<Applied, StoreError> {
-        Ok(apply_new(&self.tweets, tweets, |t| &t.id, TweetsState::add))
+    async fn apply_tweets_at(
+        &self,
+        tweets: &[Tweet],
+        at: &Positions,
+    ) -> Result<Applied, StoreError> {
+        apply_new(&self.tweets, tweets, at, |t| &t.id, TweetsState::add)
+    }
+
+    async fn positions(&self, streams: &[String]) -> Result<Vec<Option<i64>>, StoreError> {
+        // A stream carries one kind, so its position is in one of the two maps.
+        let (sales, tweets) = (lock(&self.sales), lock(&self.tweets));
+        Ok(streams
+            .iter()
+            .map(|s| {
+                sales
+                    .positions
+                    .get(s)
+                    .or_else(|| tweets.positions.get(s))
+                    .copied()
+            })
+            .collect())
     }
 
     async fn sales_kpis(&self) -> Result<SalesKpis, StoreError> {

@@ -29,12 +29,17 @@ pub enum StoreError {
     Unavailable(String),
 }
 
-/// Which events of an applied batch changed the aggregates (`true`) and which were
-/// duplicates of already-applied ids (`false`), in batch order.
+/// Which events of an applied batch changed the aggregates (`true`) and which did
+/// not (`false`), in batch order: duplicates of ids applied within the window, and
+/// events at or below the position the store already holds for their source stream
+/// (counted apart in `replayed`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Applied {
     /// One flag per event of the batch.
     pub fresh: Vec<bool>,
+    /// How many of the events not applied were skipped by position (a redelivery,
+    /// or a zombie consumer), not by id.
+    pub replayed: usize,
 }
 
 impl Applied {
@@ -42,9 +47,66 @@ impl Applied {
     pub fn fresh_count(&self) -> usize {
         self.fresh.iter().filter(|&&f| f).count()
     }
-    /// Number of duplicates skipped.
+    /// Number of events skipped as duplicates of an id applied within the window.
     pub fn duplicate_count(&self) -> usize {
-        self.fresh.len() - self.fresh_count()
+        self.fresh.len() - self.fresh_count() - self.replayed
+    }
+}
+
+/// Where the events of a batch sit in their source, for sources with offsets (a
+/// Kafka partition is one *stream*). A store keeps, per stream, the next offset it
+/// has not applied, and writes it in the same atomic step as the aggregates: an
+/// event whose offset is below it was applied already, whoever sends it again.
+///
+/// Sources without offsets (the memory bus, RabbitMQ queues) send
+/// [`Positions::default`]: their redeliveries are caught by the id window.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Positions {
+    /// The streams of the batch, e.g. `kafka:{group}:{topic}:{partition}`.
+    pub streams: Vec<String>,
+    /// Per event, in batch order: its stream (an index into `streams`) and offset.
+    /// Empty, or exactly as long as the batch.
+    pub offsets: Vec<(u32, i64)>,
+}
+
+impl Positions {
+    /// No positions (a source without offsets).
+    pub const NONE: Positions = Positions {
+        streams: Vec::new(),
+        offsets: Vec::new(),
+    };
+
+    /// True when the batch carries no positions.
+    pub fn is_empty(&self) -> bool {
+        self.offsets.is_empty()
+    }
+
+    /// Per stream, the next offset after the batch's highest one.
+    pub fn next_offsets(&self) -> Vec<i64> {
+        let mut next = vec![i64::MIN; self.streams.len()];
+        for &(stream, offset) in &self.offsets {
+            let slot = &mut next[stream as usize];
+            *slot = (*slot).max(offset.saturating_add(1));
+        }
+        next
+    }
+
+    /// Checks the shape against a batch of `len` events.
+    pub fn check(&self, len: usize) -> Result<(), StoreError> {
+        let fits = self.offsets.is_empty()
+            || (self.offsets.len() == len
+                && self
+                    .offsets
+                    .iter()
+                    .all(|&(s, _)| (s as usize) < self.streams.len()));
+        if fits {
+            Ok(())
+        } else {
+            Err(StoreError::Unavailable(format!(
+                "positions of {} events for a batch of {len}",
+                self.offsets.len()
+            )))
+        }
     }
 }
 
@@ -163,10 +225,27 @@ pub struct MonitoredPrices {
 pub trait Store: Send + Sync + 'static {
     /// Short name for logs and readiness (`memory`, `valkey`).
     fn name(&self) -> &'static str;
-    /// Applies a batch of sales atomically, skipping ids already applied.
-    async fn apply_sales(&self, sales: &[Sale]) -> Result<Applied, StoreError>;
-    /// Applies a batch of tweets atomically, skipping ids already applied.
-    async fn apply_tweets(&self, tweets: &[Tweet]) -> Result<Applied, StoreError>;
+    /// Applies a batch of sales atomically, skipping events below their stream's
+    /// stored position and ids already applied within the window, and stores the
+    /// positions the batch reached in the same step.
+    async fn apply_sales_at(&self, sales: &[Sale], at: &Positions) -> Result<Applied, StoreError>;
+    /// Applies a batch of tweets atomically, as [`Store::apply_sales_at`].
+    async fn apply_tweets_at(
+        &self,
+        tweets: &[Tweet],
+        at: &Positions,
+    ) -> Result<Applied, StoreError>;
+    /// Applies a batch of sales that carries no positions (dedup by id only).
+    async fn apply_sales(&self, sales: &[Sale]) -> Result<Applied, StoreError> {
+        self.apply_sales_at(sales, &Positions::NONE).await
+    }
+    /// Applies a batch of tweets that carries no positions (dedup by id only).
+    async fn apply_tweets(&self, tweets: &[Tweet]) -> Result<Applied, StoreError> {
+        self.apply_tweets_at(tweets, &Positions::NONE).await
+    }
+    /// The stored next offset of each of `streams` (`None`: nothing applied yet),
+    /// where a source resumes when it is given the stream.
+    async fn positions(&self, streams: &[String]) -> Result<Vec<Option<i64>>, StoreError>;
     /// Global and per-category sales aggregates.
     async fn sales_kpis(&self) -> Result<SalesKpis, StoreError>;
     /// Global tweet aggregates and counts per weather.
@@ -197,10 +276,14 @@ pub trait Store: Send + Sync + 'static {
     }
 }
 
-/// Applies a batch of either kind.
-pub async fn apply(store: &dyn Store, events: &Events) -> Result<Applied, StoreError> {
+/// Applies a batch of either kind, at `at`.
+pub async fn apply(
+    store: &dyn Store,
+    events: &Events,
+    at: &Positions,
+) -> Result<Applied, StoreError> {
     match events {
-        Events::Sales(s) => store.apply_sales(s).await,
-        Events::Tweets(t) => store.apply_tweets(t).await,
+        Events::Sales(s) => store.apply_sales_at(s, at).await,
+        Events::Tweets(t) => store.apply_tweets_at(t, at).await,
     }
 }

@@ -33,6 +33,77 @@ pub struct KafkaConfig {
     pub batch_max: usize,
     /// How long the consumer keeps gathering a delivery after its first message, in ms.
     pub poll_linger_ms: u64,
+    /// How the consumer gets its partitions: `all` (the default: this process
+    /// reads every partition of its topics, with no group membership), `K/N`
+    /// (member K of N, counted from 0, reads the partitions p with p mod N = K,
+    /// e.g. a StatefulSet ordinal), or `group` (the broker's group coordinator
+    /// shares the partitions among the group's members and rebalances them). The
+    /// first two never wait on the coordinator, so a restarted consumer resumes at
+    /// once (as Flink's and Spark's Kafka sources assign partitions themselves).
+    /// Exactness does not depend on the choice: positions are stored with the
+    /// KPIs, and the group's committed offsets only serve lag monitoring.
+    pub assignment: String,
+    /// `group` assignment: the member's session timeout in ms (librdkafka
+    /// `session.timeout.ms`): how long the coordinator waits for a silent member
+    /// before giving its partitions to others.
+    pub session_timeout_ms: u32,
+    /// `group` assignment: static membership (`group.instance.id`, suffixed with
+    /// `-sales` / `-tweets` per source), e.g. the pod name. A member restarted with
+    /// the same id gets its partitions back without a rebalance. Empty: dynamic.
+    pub group_instance_id: String,
+}
+
+/// How a Kafka source gets its partitions (`kafka.assignment`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Assignment {
+    /// The group coordinator assigns partitions (subscribe).
+    Group,
+    /// Partitions p with p mod `count` = `member` (every one when `count` is 1),
+    /// assigned by the process itself.
+    Static {
+        /// This process's number, from 0.
+        member: u32,
+        /// How many processes share the partitions.
+        count: u32,
+    },
+}
+
+impl Assignment {
+    /// Parses `group`, `all` or `K/N`.
+    pub fn parse(text: &str) -> Result<Assignment, String> {
+        let text = text.trim();
+        match text {
+            "group" | "" => return Ok(Assignment::Group),
+            "all" => {
+                return Ok(Assignment::Static {
+                    member: 0,
+                    count: 1,
+                })
+            }
+            _ => {}
+        }
+        let parsed = text.split_once('/').and_then(|(k, n)| {
+            Some((k.trim().parse::<u32>().ok()?, n.trim().parse::<u32>().ok()?))
+        });
+        match parsed {
+            Some((member, count)) if count >= 1 && member < count => {
+                Ok(Assignment::Static { member, count })
+            }
+            _ => Err(format!(
+                "{text:?} is not `group`, `all` or `K/N` with 0 <= K < N"
+            )),
+        }
+    }
+
+    /// The partitions of a topic of `partitions` this process reads (static only).
+    pub fn partitions(self, partitions: i32) -> Vec<i32> {
+        match self {
+            Assignment::Group => Vec::new(),
+            Assignment::Static { member, count } => (0..partitions)
+                .filter(|p| *p as u32 % count == member)
+                .collect(),
+        }
+    }
 }
 
 impl Default for KafkaConfig {
@@ -48,6 +119,9 @@ impl Default for KafkaConfig {
             linger_ms: 5,
             batch_max: 1000,
             poll_linger_ms: 5,
+            assignment: "all".into(),
+            session_timeout_ms: 45_000,
+            group_instance_id: String::new(),
         }
     }
 }
@@ -91,7 +165,25 @@ impl KafkaConfig {
         if self.batch_max < 1 {
             return bad("batch_max", "must be at least 1");
         }
+        if let Err(why) = Assignment::parse(&self.assignment) {
+            return bad("assignment", &why);
+        }
+        if !(1_000..=3_600_000).contains(&self.session_timeout_ms) {
+            return bad("session_timeout_ms", "must be 1000-3600000");
+        }
+        let legal = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+        if !self.group_instance_id.chars().all(legal) || self.group_instance_id.len() > 200 {
+            return bad(
+                "group_instance_id",
+                "must be at most 200 characters of [a-zA-Z0-9._-]",
+            );
+        }
         Ok(())
+    }
+
+    /// The parsed `assignment` (checked by [`KafkaConfig::check`]; `group` if bad).
+    pub fn assignment(&self) -> Assignment {
+        Assignment::parse(&self.assignment).unwrap_or(Assignment::Group)
     }
 }
 
@@ -123,6 +215,27 @@ mod tests {
             ..KafkaConfig::default()
         };
         assert!(bad.check().expect_err("bad").contains("kafka.sales_topic"));
+        let bad = KafkaConfig {
+            assignment: "3/3".into(),
+            ..KafkaConfig::default()
+        };
+        assert!(bad.check().expect_err("bad").contains("kafka.assignment"));
+    }
+
+    #[test]
+    fn assignments_parse_and_split_partitions() {
+        assert_eq!(Assignment::parse("group"), Ok(Assignment::Group));
+        let all = Assignment::parse("all").expect("all");
+        assert_eq!(all.partitions(3), vec![0, 1, 2]);
+        let second = Assignment::parse("1/2").expect("1/2");
+        assert_eq!(second.partitions(6), vec![1, 3, 5]);
+        assert_eq!(
+            Assignment::parse(" 0 / 4 ").expect("0/4").partitions(2),
+            vec![0]
+        );
+        for bad in ["2/2", "x/2", "1/0", "-1/2", "some"] {
+            assert!(Assignment::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

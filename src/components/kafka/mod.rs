@@ -36,7 +36,7 @@ mod source;
 
 pub use super::wire::RECEIVED_AT_HEADER;
 pub use admin::{ensure_topics, spawn_topic_creation, KafkaSetupError};
-pub use config::KafkaConfig;
+pub use config::{Assignment, KafkaConfig};
 pub use sink::KafkaSink;
 pub use source::KafkaSource;
 

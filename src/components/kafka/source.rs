@@ -2,6 +2,7 @@
 //! offsets only once the aggregator stored it (see the guarantees in [`super`]).
 
 use super::admin::check_topics;
+use super::config::Assignment;
 use super::lag::{self, report_lag, Stats};
 use super::{client_config, log_librdkafka, KafkaConfig, KafkaSetupError, NAME};
 use crate::components::wire::{self, Decoded, RECEIVED_AT_HEADER};
@@ -10,6 +11,7 @@ use flujo_actors::backoff::Backoff;
 use flujo_actors::consumer::{Delivery, Source, SourceError, SourceReadiness};
 use flujo_actors::event::{now_ms, Kind};
 use flujo_actors::messages::Batch;
+use flujo_actors::store::{Positions, Store};
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{
@@ -45,6 +47,8 @@ struct GroupState {
     /// been confirmed yet (it failed transiently). Empty between deliveries in normal
     /// operation, since the consumer commits right after each store.
     pending: BTreeMap<i32, i64>,
+    /// Partitions assigned whose position has not been read from the store yet.
+    unpositioned: Vec<i32>,
     /// Last computed lag of this consumer.
     lag: Option<i64>,
     /// When a consumer error was last logged as a warning.
@@ -113,6 +117,7 @@ impl ConsumerContext for SourceContext {
                     let mut owed = TopicPartitionList::new();
                     for &p in &revoked {
                         state.revoked_at.insert(p, epoch);
+                        state.unpositioned.retain(|&q| q != p);
                         if let Some(next) = state.pending.remove(&p) {
                             // A valid offset always fits; an invalid one is skipped.
                             let _ = owed.add_partition_offset(&self.topic, p, Offset::Offset(next));
@@ -132,6 +137,14 @@ impl ConsumerContext for SourceContext {
             Rebalance::Assign(tpl) => {
                 let assigned = partitions_of(tpl, &self.topic);
                 tracing::info!(topic = %self.topic, partitions = ?assigned, "partitions assigned");
+                // The source reads their positions from the store and seeks there
+                // before it hands out anything more (see `KafkaSource::position`).
+                let mut state = lock(&self.state);
+                for p in assigned {
+                    if !state.unpositioned.contains(&p) {
+                        state.unpositioned.push(p);
+                    }
+                }
             }
             Rebalance::Error(e) => {
                 tracing::warn!(topic = %self.topic, error = %e, "rebalance error")
@@ -156,7 +169,8 @@ struct Gathering {
     deadline: tokio::time::Instant,
     epoch: u64,
     messages: usize,
-    events: Vec<(i32, Decoded)>,
+    /// Each event with its partition and offset.
+    events: Vec<(i32, i64, Decoded)>,
     offsets: BTreeMap<i32, i64>,
     received_at: BTreeMap<i32, i64>,
 }
@@ -179,16 +193,30 @@ pub struct KafkaSource {
     outstanding: BTreeMap<u64, Outstanding>,
     gathering: Option<Gathering>,
     lag_slot: u64,
+    /// Where positions are stored with the KPIs.
+    store: Opaque<Arc<dyn Store>>,
+    /// `kafka:{group}:{topic}:`, the start of this source's stream names.
+    stream_prefix: String,
+    /// Partition → the store's next offset, for the partitions held now: messages
+    /// below it were applied already and are skipped.
+    floors: HashMap<i32, i64>,
+    /// Partition → the offset after the last message taken since it was assigned.
+    taken: HashMap<i32, i64>,
+    /// A static assignment not made yet (`None` once made, or in a group).
+    static_assignment: Option<Assignment>,
 }
 
 impl KafkaSource {
-    /// A consumer of the topic of `kind` in group `config.group_id`, starting at the
-    /// group's committed offsets (`earliest` when none). `next()` returns `None` once
-    /// `stop` is cancelled. Must be called inside a tokio runtime; the topic should
-    /// exist ([`ensure_topics`]).
+    /// A consumer of the topic of `kind` in group `config.group_id`. Each partition
+    /// it is given resumes at the position `store` holds for it (the group's
+    /// committed offset, or `earliest`, when the store holds none), and every
+    /// delivery carries its events' positions for the store to apply atomically.
+    /// `next()` returns `None` once `stop` is cancelled. Must be called inside a
+    /// tokio runtime; the topic should exist ([`ensure_topics`]).
     pub fn new(
         config: &KafkaConfig,
         kind: Kind,
+        store: Arc<dyn Store>,
         stop: CancellationToken,
     ) -> Result<Self, KafkaSetupError> {
         let topic = config.topic(kind).to_owned();
@@ -199,21 +227,39 @@ impl KafkaSource {
             lag_slot,
             state: state.clone(),
         };
-        let consumer: StreamConsumer<SourceContext> = client_config(&config.brokers)
+        let assignment = config.assignment();
+        let mut client = client_config(&config.brokers);
+        client
             .set("group.id", &config.group_id)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("statistics.interval.ms", LAG_INTERVAL_MS.to_string())
+            // One strategy: a coordinator settles on the first member's choice.
+            .set("partition.assignment.strategy", "range")
+            .set("session.timeout.ms", config.session_timeout_ms.to_string())
+            .set(
+                "max.poll.interval.ms",
+                config.session_timeout_ms.max(300_000).to_string(),
+            );
+        if !config.group_instance_id.is_empty() {
+            // One member per source: the two kinds' consumers must not fence each other.
+            let id = format!("{}-{}", config.group_instance_id, topic);
+            client.set("group.instance.id", id);
+        }
+        let consumer: StreamConsumer<SourceContext> = client
             .create_with_context(context)
             .map_err(KafkaSetupError::Client)?;
-        consumer
-            .subscribe(&[&topic])
-            .map_err(KafkaSetupError::Client)?;
+        if assignment == Assignment::Group {
+            consumer
+                .subscribe(&[&topic])
+                .map_err(KafkaSetupError::Client)?;
+        }
         Ok(KafkaSource {
             consumer: Opaque(Arc::new(consumer)),
             state,
             kind,
+            stream_prefix: format!("kafka:{}:{topic}:", config.group_id),
             topic,
             batch_max: config.batch_max.max(1),
             poll_linger: Duration::from_millis(config.poll_linger_ms),
@@ -222,6 +268,13 @@ impl KafkaSource {
             outstanding: BTreeMap::new(),
             gathering: None,
             lag_slot,
+            store: Opaque(store),
+            floors: HashMap::new(),
+            taken: HashMap::new(),
+            static_assignment: match assignment {
+                Assignment::Group => None,
+                fixed => Some(fixed),
+            },
         })
     }
 
@@ -237,10 +290,142 @@ impl KafkaSource {
         lock(&self.state).lag
     }
 
+    /// The name of a partition's stream in the store.
+    fn stream(&self, partition: i32) -> String {
+        format!("{}{partition}", self.stream_prefix)
+    }
+
+    /// Makes a static assignment (`kafka.assignment` `all` or `K/N`) once the topic's
+    /// partition count is known, retrying while the broker is away; returns early
+    /// when stopped. Partitions added to the topic later are not picked up until
+    /// the process restarts.
+    async fn assign_static(&mut self) {
+        let Some(assignment) = self.static_assignment else {
+            return;
+        };
+        let mut backoff = Backoff::request();
+        loop {
+            let consumer = self.consumer.clone();
+            let topic = self.topic.clone();
+            let assigned = tokio::task::spawn_blocking(move || -> Result<Vec<i32>, String> {
+                let metadata = consumer
+                    .fetch_metadata(Some(&topic), Duration::from_secs(5))
+                    .map_err(|e| e.to_string())?;
+                let count = metadata
+                    .topics()
+                    .iter()
+                    .find(|t| t.name() == topic && t.error().is_none())
+                    .map_or(0, |t| t.partitions().len());
+                if count == 0 {
+                    return Err(format!("topic {topic} has no partitions yet"));
+                }
+                let partitions = assignment.partitions(count as i32);
+                let mut tpl = TopicPartitionList::new();
+                for &p in &partitions {
+                    tpl.add_partition_offset(&topic, p, Offset::Stored)
+                        .map_err(|e| e.to_string())?;
+                }
+                consumer.assign(&tpl).map_err(|e| e.to_string())?;
+                Ok(partitions)
+            })
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+            match assigned {
+                Ok(partitions) => {
+                    tracing::info!(topic = %self.topic, ?partitions, "partitions assigned (static)");
+                    lock(&self.state).unpositioned = partitions;
+                    self.static_assignment = None;
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(topic = %self.topic, error = %e, "static assignment failed; retrying")
+                }
+            }
+            tokio::select! {
+                () = self.stop.cancelled() => return,
+                () = backoff.wait() => {}
+            }
+        }
+    }
+
+    /// Reads the store's position of every partition assigned since the last call
+    /// and seeks there, so a consumer resumes where the KPIs are, not where the
+    /// group commit is. Retries while the store is down (nothing can be applied
+    /// then anyway); returns early when stopped.
+    async fn position(&mut self) {
+        self.assign_static().await;
+        let assigned = lock(&self.state).unpositioned.clone();
+        if assigned.is_empty() {
+            return;
+        }
+        let streams: Vec<String> = assigned.iter().map(|&p| self.stream(p)).collect();
+        let mut backoff = Backoff::request();
+        let stored = loop {
+            match self.store.positions(&streams).await {
+                Ok(stored) => break stored,
+                Err(e) => {
+                    tracing::warn!(topic = %self.topic, error = %e, "reading positions from the store failed; retrying")
+                }
+            }
+            tokio::select! {
+                () = self.stop.cancelled() => return,
+                () = backoff.wait() => {}
+            }
+        };
+        let mut seek = TopicPartitionList::new();
+        for (&partition, position) in assigned.iter().zip(stored) {
+            let Some(position) = position else {
+                self.floors.remove(&partition);
+                continue;
+            };
+            self.floors.insert(partition, position);
+            // Past what was taken already (or nothing taken yet): seek. Otherwise
+            // the messages in hand are past the position and reading goes on.
+            let behind = self.taken.get(&partition).is_none_or(|&t| t < position);
+            if behind {
+                // A valid offset always fits; an invalid one is skipped.
+                let _ = seek.add_partition_offset(&self.topic, partition, Offset::Offset(position));
+            }
+        }
+        if seek.count() > 0 {
+            tracing::info!(topic = %self.topic, positions = ?self.floors, "resuming at the store's positions");
+            let consumer = self.consumer.clone();
+            let sought = tokio::task::spawn_blocking(move || {
+                consumer.seek_partitions(seek, Duration::from_secs(5))
+            })
+            .await;
+            match sought {
+                Ok(Ok(result)) => {
+                    for e in result.elements() {
+                        if let Err(error) = e.error() {
+                            tracing::warn!(topic = %self.topic, partition = e.partition(), %error, "seek failed; the messages before the stored position are read and skipped");
+                        }
+                    }
+                }
+                Ok(Err(error)) => {
+                    tracing::warn!(topic = %self.topic, %error, "seek failed; the messages before the stored position are read and skipped")
+                }
+                Err(error) => tracing::warn!(topic = %self.topic, %error, "seek task failed"),
+            }
+        }
+        lock(&self.state)
+            .unpositioned
+            .retain(|p| !assigned.contains(p));
+    }
+
     /// Decodes one message into `gathering`; an undecodable one is logged and
-    /// skipped, but its offset still counts, so it cannot block its partition.
-    fn take(&self, gathering: &mut Gathering, message: &BorrowedMessage<'_>) {
+    /// skipped, but its offset still counts, so it cannot block its partition. A
+    /// message below its partition's stored position is dropped: it was applied.
+    fn take(&mut self, gathering: &mut Gathering, message: &BorrowedMessage<'_>) {
         let (partition, offset) = (message.partition(), message.offset());
+        if self
+            .floors
+            .get(&partition)
+            .is_some_and(|&floor| offset < floor)
+        {
+            return;
+        }
+        self.taken.insert(partition, offset + 1);
         gathering.messages += 1;
         let next = gathering.offsets.entry(partition).or_insert(offset + 1);
         *next = (*next).max(offset + 1);
@@ -254,7 +439,7 @@ impl KafkaSource {
                     let min = gathering.received_at.entry(partition).or_insert(at);
                     *min = (*min).min(at);
                 }
-                gathering.events.push((partition, event));
+                gathering.events.push((partition, offset, event));
             }
             Err(error) => tracing::error!(
                 topic = %self.topic, partition, offset, %error,
@@ -272,7 +457,7 @@ impl KafkaSource {
         }
         let since = gathering.epoch;
         let revoked = |p: &i32| state.revoked_at.get(p).is_some_and(|&at| at > since);
-        gathering.events.retain(|(p, _)| !revoked(p));
+        gathering.events.retain(|(p, _, _)| !revoked(p));
         gathering.offsets.retain(|p, _| !revoked(p));
         gathering.received_at.retain(|p, _| !revoked(p));
         gathering.epoch = state.epoch;
@@ -297,13 +482,15 @@ impl KafkaSource {
         }
     }
 
-    /// Waits for the first message (or `stop`); `None` when stopped.
-    async fn first(&self) -> Option<Gathering> {
+    /// Waits for the first message not applied yet (or `stop`); `None` when stopped.
+    async fn first(&mut self) -> Option<Gathering> {
         loop {
+            self.position().await;
+            let consumer = self.consumer.0.clone();
             let received = tokio::select! {
                 biased;
                 () = self.stop.cancelled() => return None,
-                received = self.consumer.recv() => received,
+                received = consumer.recv() => received,
             };
             let mut gathering = Gathering {
                 deadline: tokio::time::Instant::now() + self.poll_linger,
@@ -316,7 +503,9 @@ impl KafkaSource {
             match received {
                 Ok(message) => {
                     self.take(&mut gathering, &message);
-                    return Some(gathering);
+                    if gathering.messages > 0 {
+                        return Some(gathering);
+                    }
                 }
                 Err(e) => {
                     self.log_error(&e);
@@ -343,7 +532,9 @@ impl KafkaSource {
                 break;
             }
             let deadline = gathering.deadline;
-            let received = tokio::time::timeout_at(deadline, self.consumer.recv()).await;
+            self.position().await;
+            let consumer = self.consumer.0.clone();
+            let received = tokio::time::timeout_at(deadline, consumer.recv()).await;
             let mut gathering = self.gathering.take()?;
             self.drop_revoked(&mut gathering);
             let done = match received {
@@ -449,12 +640,27 @@ impl Source for KafkaSource {
                 .copied()
                 .min()
                 .unwrap_or_else(now_ms);
-            let events = wire::events_of(self.kind, gathering.events.into_iter().map(|(_, e)| e));
+            let mut positions = Positions::default();
+            let mut decoded = Vec::with_capacity(gathering.events.len());
+            for (partition, offset, event) in gathering.events {
+                let stream = self.stream(partition);
+                let index = match positions.streams.iter().position(|s| *s == stream) {
+                    Some(i) => i,
+                    None => {
+                        positions.streams.push(stream);
+                        positions.streams.len() - 1
+                    }
+                };
+                positions.offsets.push((index as u32, offset));
+                decoded.push(event);
+            }
+            let events = wire::events_of(self.kind, decoded.into_iter());
             return Some(Delivery {
                 batch: Batch {
                     events: Arc::new(events),
                     received_at_ms,
                     admitted: None,
+                    positions: Some(Arc::new(positions)),
                 },
                 token,
             });

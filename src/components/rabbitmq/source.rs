@@ -295,6 +295,7 @@ impl RabbitSource {
                 events: Arc::new(wire::events_of(self.kind, events)),
                 received_at_ms: received_at.unwrap_or_else(now_ms),
                 admitted: None,
+                positions: None,
             },
             token: encode_token(generation, tag),
         })

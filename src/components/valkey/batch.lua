@@ -13,18 +13,50 @@ local function accumulate(s, x, min, max, deltas)
   for f, d in pairs(deltas) do s[f] = s[f] + d end
 end
 
--- Applies the batch of `kind`: `apply(b)` for each event whose id is new within
--- the window (`b` = the index in ARGV of its first value after the id hash), then
--- writes the touched aggregates once. Returns one '1' (applied) or '0' (duplicate)
--- per event.
+-- Which events lie below the stored position of their stream (true): they were
+-- applied already, by an earlier delivery or by another consumer. Stores, in the
+-- same step, each stream's next offset after the batch (never moving it back).
+local function replayed_events(n)
+  local replay = {}
+  if STREAMS == 0 then return replay end
+  local keys = {}
+  for s = 1, STREAMS do keys[s] = p .. 'position:' .. ARGV[5 + s] end
+  local stored = redis.call('MGET', unpack(keys))
+  local floor, reached = {}, {}
+  for s = 1, STREAMS do floor[s] = tonumber(stored[s]) end
+  for i = 1, n do
+    local base = HEAD + (i - 1) * WIDTH
+    local s, offset = tonumber(ARGV[base + 6]), tonumber(ARGV[base + 7])
+    replay[i] = floor[s] ~= nil and offset < floor[s]
+    if reached[s] == nil or offset + 1 > reached[s] then reached[s] = offset + 1 end
+  end
+  for s = 1, STREAMS do
+    if reached[s] and (floor[s] == nil or reached[s] > floor[s]) then
+      redis.call('SET', keys[s], string.format('%d', reached[s]))
+    end
+  end
+  return replay
+end
+
+-- Applies the batch of `kind`: `apply(b)` for each event past its stream's position
+-- whose id is new within the window (`b` = the index in ARGV of its first value
+-- after the id hash), then writes the touched aggregates once. Returns one flag per
+-- event: '1' applied, '0' a duplicate id, '2' below its stream's position.
 local function apply_batch(kind, int_fields, float_fields, apply)
   local n = (#ARGV - HEAD) / WIDTH
-  local hashes = {}
-  for i = 1, n do hashes[i] = ARGV[HEAD + (i - 1) * WIDTH + 1] end
+  local replay = replayed_events(n)
+  local hashes, at = {}, {}
+  for i = 1, n do
+    if not replay[i] then
+      hashes[#hashes + 1] = ARGV[HEAD + (i - 1) * WIDTH + 1]
+      at[#at + 1] = i
+    end
+  end
   local fresh = fresh_ids(kind, hashes)
   local flags = {}
-  for i = 1, n do
-    if fresh[i] then
+  for i = 1, n do flags[i] = '2' end
+  for j, i in ipairs(at) do
+    if fresh[j] then
       flags[i] = '1'
       apply(HEAD + (i - 1) * WIDTH + 2)
     else

@@ -1,9 +1,12 @@
 local p = ARGV[1]
 local window = ARGV[2]
--- ARGV[3] = now (ms), ARGV[4] = ids per window generation, then the events, five
--- values each, the first of which is the event id's 16-byte hash.
-local HEAD = 4
-local WIDTH = 5
+-- ARGV[3] = now (ms), ARGV[4] = ids per window generation, ARGV[5] = the number S
+-- of source streams the batch carries positions for, then their S names, then the
+-- events: five values each (the first is the event id's 16-byte hash), seven when
+-- S > 0 (then the last two are the event's stream, 1 to S, and its offset).
+local STREAMS = tonumber(ARGV[5])
+local HEAD = 5 + STREAMS
+local WIDTH = STREAMS == 0 and 5 or 7
 
 -- The shortest decimal form (15, 16 or 17 significant digits) that parses back to
 -- exactly the same double: Lua's tostring keeps only 14 digits.

@@ -3,8 +3,8 @@
 use flujo_actors::dedup::{id_hash, WindowStats, DEFAULT_MAX_IDS, GENERATIONS};
 use flujo_actors::event::{now_ms, Category, Kind, Sale, Tweet, Weather};
 use flujo_actors::store::{
-    Applied, CategoryStats, LocationRank, MonitoredPrices, Page, ProductRank, Ranking, SaleStats,
-    SalesKpis, Store, StoreError, TweetKpis, TweetStats, MONITORED_PRICES,
+    Applied, CategoryStats, LocationRank, MonitoredPrices, Page, Positions, ProductRank, Ranking,
+    SaleStats, SalesKpis, Store, StoreError, TweetKpis, TweetStats, MONITORED_PRICES,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Script;
@@ -309,23 +309,39 @@ impl ValkeyStore {
         self.query(&pipe).await
     }
 
-    /// Runs one batch script and turns its `0`/`1` string into flags.
+    /// Runs one batch script over `len` events at `at` (`push` adds event `i`'s
+    /// five values) and turns its `0`/`1`/`2` string into flags.
     async fn run_batch(
         &self,
         script: &Script,
         len: usize,
-        push: impl Fn(&mut redis::ScriptInvocation<'_>),
+        at: &Positions,
+        push: impl Fn(&mut redis::ScriptInvocation<'_>, usize),
     ) -> Result<Applied, StoreError> {
         if len == 0 {
             return Ok(Applied::default());
         }
+        at.check(len)?;
         let mut invocation = script.prepare_invoke();
         invocation
             .arg(&self.prefix)
             .arg(self.window_ms)
             .arg(now_ms().max(0))
             .arg(self.generation_cap);
-        push(&mut invocation);
+        if at.is_empty() {
+            invocation.arg(0);
+        } else {
+            invocation.arg(at.streams.len());
+            for stream in &at.streams {
+                invocation.arg(stream);
+            }
+        }
+        for i in 0..len {
+            push(&mut invocation, i);
+            if let Some(&(stream, offset)) = at.offsets.get(i) {
+                invocation.arg(stream + 1).arg(offset);
+            }
+        }
         // A retry after a broken connection is safe: if the first call did run, the
         // retry finds every id seen and changes nothing (as a redelivery would).
         let mut conn = self.connection();
@@ -334,7 +350,7 @@ impl ValkeyStore {
             result => result,
         }
         .map_err(unavailable)?;
-        if flags.len() != len || !flags.bytes().all(|b| b == b'0' || b == b'1') {
+        if flags.len() != len || !flags.bytes().all(|b| matches!(b, b'0' | b'1' | b'2')) {
             return Err(unavailable(format!(
                 "batch script answered {} flags for {len} events",
                 flags.len()
@@ -342,6 +358,7 @@ impl ValkeyStore {
         }
         Ok(Applied {
             fresh: flags.bytes().map(|b| b == b'1').collect(),
+            replayed: flags.bytes().filter(|&b| b == b'2').count(),
         })
     }
 }
@@ -364,30 +381,50 @@ impl Store for ValkeyStore {
         "valkey"
     }
 
-    async fn apply_sales(&self, sales: &[Sale]) -> Result<Applied, StoreError> {
-        self.run_batch(&self.sales_script, sales.len(), |inv| {
-            for s in sales {
-                inv.arg(&id_hash(&s.id).to_le_bytes()[..])
-                    .arg(s.category.as_str())
-                    .arg(&s.product_id)
-                    .arg(lua_float(s.price))
-                    .arg(s.quantity);
-            }
+    async fn apply_sales_at(&self, sales: &[Sale], at: &Positions) -> Result<Applied, StoreError> {
+        self.run_batch(&self.sales_script, sales.len(), at, |inv, i| {
+            let s = &sales[i];
+            inv.arg(&id_hash(&s.id).to_le_bytes()[..])
+                .arg(s.category.as_str())
+                .arg(&s.product_id)
+                .arg(lua_float(s.price))
+                .arg(s.quantity);
         })
         .await
     }
 
-    async fn apply_tweets(&self, tweets: &[Tweet]) -> Result<Applied, StoreError> {
-        self.run_batch(&self.tweets_script, tweets.len(), |inv| {
-            for t in tweets {
-                inv.arg(&id_hash(&t.id).to_le_bytes()[..])
-                    .arg(&t.location)
-                    .arg(t.weather.as_str())
-                    .arg(lua_float(t.temperature))
-                    .arg(lua_float(t.humidity));
-            }
+    async fn apply_tweets_at(
+        &self,
+        tweets: &[Tweet],
+        at: &Positions,
+    ) -> Result<Applied, StoreError> {
+        self.run_batch(&self.tweets_script, tweets.len(), at, |inv, i| {
+            let t = &tweets[i];
+            inv.arg(&id_hash(&t.id).to_le_bytes()[..])
+                .arg(&t.location)
+                .arg(t.weather.as_str())
+                .arg(lua_float(t.temperature))
+                .arg(lua_float(t.humidity));
         })
         .await
+    }
+
+    async fn positions(&self, streams: &[String]) -> Result<Vec<Option<i64>>, StoreError> {
+        if streams.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = streams
+            .iter()
+            .map(|s| self.key(&format!("position:{s}")))
+            .collect();
+        // MGET by name: the client's `mget` sends GET for a single key.
+        let mut pipe = redis::pipe();
+        pipe.cmd("MGET").arg(&keys);
+        let (values,): (Vec<Option<i64>>,) = self.query(&pipe).await?;
+        if values.len() != keys.len() {
+            return Err(corrupt(&keys[0], "short MGET reply"));
+        }
+        Ok(values)
     }
 
     async fn sales_kpis(&self) -> Result<SalesKpis, StoreError> {
