@@ -158,7 +158,11 @@ impl Default for PipelineConfig {
 impl Default for AggregatorConfig {
     fn default() -> Self {
         AggregatorConfig {
-            dedup_window_secs: 24 * 3600,
+            // 10 min: past every retry flujo or a broker makes by itself (producer
+            // 30 s, forward seconds) and a consumer pod's crash-loop back-off (5 min
+            // at most) before RabbitMQ redelivers; Kafka redeliveries are exact by
+            // position whatever the window (README, "Exactly once, and its bounds").
+            dedup_window_secs: 600,
             dedup_max_ids: flujo_actors::dedup::DEFAULT_MAX_IDS,
             expire_interval_secs: 10,
         }

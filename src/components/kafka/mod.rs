@@ -19,8 +19,13 @@
 //!   message of the batch is acknowledged, so a durable 202 means "in Kafka".
 //! - The consumer never auto-commits. A [`Delivery`]'s token names the highest offset
 //!   per partition it holds; [`Source::commit`] commits exactly those (+1), and the
-//!   consumer actor calls it only after the aggregator stored the batch. A crash
-//!   between store and commit redelivers the batch; the aggregator dedups by id.
+//!   consumer actor calls it only after the aggregator stored the batch. Every
+//!   delivery carries its events' offsets, which the store writes with the KPIs
+//!   (`kafka:{group}:{topic}:{partition}` → next offset) and checks: a crash
+//!   between store and commit redelivers the batch, and the store skips it.
+//! - A partition given to a source (by `kafka.assignment`: all, K/N, or the
+//!   group's coordinator) resumes at the store's position: the source reads it
+//!   and seeks there before handing out more, and drops messages below it.
 //! - Rebalances are served only while [`Source::next`] polls the consumer, so between
 //!   a delivery and its commit no partition is taken away by librdkafka (the group
 //!   waits up to `max.poll.interval.ms` for this member to rejoin). Messages gathered

@@ -654,7 +654,7 @@ impl Source for KafkaSource {
                 positions.offsets.push((index as u32, offset));
                 decoded.push(event);
             }
-            let events = wire::events_of(self.kind, decoded.into_iter());
+            let events = wire::events_of(self.kind, decoded);
             return Some(Delivery {
                 batch: Batch {
                     events: Arc::new(events),

@@ -23,6 +23,7 @@
 //! | `{p}tweets:location:{location}` | hash | the `tweets:total` fields for one location |
 //! | `{p}dedup:sale`, `{p}dedup:tweet` | hash | the id window of a kind: `oldest`, `newest` (generation numbers), `opened:{n}` (ms generation n opened), `evicted` (ids forgotten early because the window was full) |
 //! | `{p}dedup:sale:{n}`, `{p}dedup:tweet:{n}` | set | generation n of the id window: the 16-byte XXH3 hashes of applied ids, expiring a window after its last write |
+//! | `{p}position:{stream}` | string | the next offset of a source stream (`kafka:{group}:{topic}:{partition}`) not applied yet, written in the batch's script |
 //!
 //! Averages are not stored: queries divide the sums by the count, as `MemoryStore` does.
 //! Rankings are read with `ZREVRANGE`: score descending, ties by member descending
@@ -35,16 +36,21 @@
 //! tweets) is one `EVALSHA` of a Lua script (loaded with `SCRIPT LOAD` and retried
 //! when the server answers `NOSCRIPT`, e.g. after a restart), so a batch is atomic and
 //! costs one round trip. `ARGV` carries the prefix, the dedup window in ms, the time
-//! now, the most ids one window generation holds, and the events flattened (sales:
-//! id hash, category, product_id, price, quantity; tweets: id hash, location, weather,
-//! temperature, humidity). The script first asks the window's generations which id
+//! now, the most ids one window generation holds, the batch's source streams (their
+//! count, then their names), and the events flattened (sales: id hash, category,
+//! product_id, price, quantity; tweets: id hash, location, weather, temperature,
+//! humidity; then the event's stream and offset when the batch has streams). The
+//! script first reads the streams' positions (`MGET`), skips every event below its
+//! stream's position and stores the positions the batch reached (`SET`, never
+//! moving back); it then asks the window's generations which id
 //! hashes they hold (`SMISMEMBER`, one call per generation), adds the new ones to the
 //! newest generation (`SADD`; a new generation opens when it is full or a window/7
 //! old, and with 8 open the oldest is dropped whole with `UNLINK`), then updates the
 //! aggregates for the new events only. Sums are plain double additions in event order
 //! (Lua numbers are IEEE doubles, like `f64`), min/max are compared in Lua; each
 //! touched hash is read once (`HMGET`) and written once (`HSET`) per batch. The script
-//! returns one `0`/`1` flag per event, which becomes [`Applied::fresh`]. A dedup
+//! returns one flag per event (`1` applied, `0` a duplicate id, `2` below its
+//! stream's position), which becomes [`Applied`]. A dedup
 //! window of zero disables dedup, as it does in `MemoryStore`.
 //!
 //! The script builds key names from the prefix instead of receiving them in `KEYS`, so
