@@ -249,3 +249,33 @@ async fn a_commit_after_its_partitions_were_revoked_is_harmless() {
     );
     assert!(again.is_empty(), "the group had committed all it read");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_static_member_restarted_at_once_resumes_within_seconds() {
+    // `group` assignment with static membership (`group.instance.id`): the member
+    // that comes back under the same id gets its partitions again without waiting
+    // for the dead one's session (45 s) to time out.
+    let config = KafkaConfig {
+        group_instance_id: "member-0".into(),
+        ..config().await
+    };
+    let sink = topics_and_sink(&config).await;
+    let first = Events::Sales(actor_sales("s1", 30));
+    sink.publish(batch(first.clone(), 1))
+        .await
+        .expect("publish");
+    let mut a =
+        KafkaSource::new(&config, Kind::Sale, empty_store(), CancellationToken::new()).expect("a");
+    read_all(&mut a, &id_set(&first)).await;
+    drop(a);
+
+    let second = Events::Sales(actor_sales("s2", 30));
+    sink.publish(batch(second.clone(), 2))
+        .await
+        .expect("publish");
+    let restarted = Instant::now();
+    let mut b =
+        KafkaSource::new(&config, Kind::Sale, empty_store(), CancellationToken::new()).expect("b");
+    read_until(&mut b, &id_set(&second), true, Duration::from_secs(20)).await;
+    println!("static member resumed in {:?}", restarted.elapsed());
+}

@@ -1,15 +1,21 @@
-//! `kafka_three_roles_survive_consumer_sigkill`, `rabbitmq_…`: router, consumer and
-//! receiver as three processes; consumers SIGKILLed while events flow.
+//! `kafka_three_roles_survive_consumer_sigkill`, `kafka_static_member_…`,
+//! `rabbitmq_…`: router, consumer and receiver as three processes; consumers
+//! SIGKILLed while events flow and restarted at once.
 
 use super::*;
 
 /// Router, consumer and receiver as three processes over `bus`; the consumer is
 /// SIGKILLed twice while a client sends, and the third one must end with every KPI
 /// exact.
-pub(crate) async fn three_roles_survive_consumer_sigkill(bus: Bus) {
-    let label = match bus {
-        Bus::Kafka => "kafka-kill",
-        Bus::Rabbitmq => "rabbit-kill",
+///
+/// On Kafka the consumers take their partitions in `assignment` (`all`, or `group`
+/// with static membership: the restarted consumer comes back under the same
+/// `group.instance.id`), and restart at once either way.
+pub(crate) async fn three_roles_survive_consumer_sigkill(bus: Bus, assignment: &str) {
+    let label = match (bus, assignment) {
+        (Bus::Kafka, "group") => "kafka-member-kill",
+        (Bus::Kafka, _) => "kafka-kill",
+        (Bus::Rabbitmq, _) => "rabbit-kill",
     };
     let log = progress(label);
     match bus {
@@ -26,10 +32,14 @@ pub(crate) async fn three_roles_survive_consumer_sigkill(bus: Bus) {
         Bus::Kafka => envs
             .iter()
             .cloned()
-            .chain([(
-                "FLUJO__AGGREGATOR__DEDUP_WINDOW_SECS".to_owned(),
-                "0".to_owned(),
-            )])
+            .chain(
+                [
+                    ("FLUJO__AGGREGATOR__DEDUP_WINDOW_SECS", "0"),
+                    ("FLUJO__KAFKA__ASSIGNMENT", assignment),
+                    ("FLUJO__KAFKA__GROUP_INSTANCE_ID", "consumer-0"),
+                ]
+                .map(|(k, v)| (k.to_owned(), v.to_owned())),
+            )
             .collect(),
         Bus::Rabbitmq => envs.clone(),
     };
@@ -145,17 +155,30 @@ pub(crate) async fn three_roles_survive_consumer_sigkill(bus: Bus) {
 
 /// A test of [`three_roles_survive_consumer_sigkill`] over one bus.
 macro_rules! three_roles_test {
-    ($name:ident, $bus:expr) => {
+    ($name:ident, $bus:expr, $assignment:literal) => {
         #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
         async fn $name() {
             bounded(
                 stringify!($name),
-                three_roles_survive_consumer_sigkill($bus),
+                three_roles_survive_consumer_sigkill($bus, $assignment),
             )
             .await;
         }
     };
 }
 
-three_roles_test!(kafka_three_roles_survive_consumer_sigkill, Bus::Kafka);
-three_roles_test!(rabbitmq_three_roles_survive_consumer_sigkill, Bus::Rabbitmq);
+three_roles_test!(
+    kafka_three_roles_survive_consumer_sigkill,
+    Bus::Kafka,
+    "all"
+);
+three_roles_test!(
+    kafka_static_member_survives_consumer_sigkill,
+    Bus::Kafka,
+    "group"
+);
+three_roles_test!(
+    rabbitmq_three_roles_survive_consumer_sigkill,
+    Bus::Rabbitmq,
+    "all"
+);
