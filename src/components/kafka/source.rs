@@ -296,44 +296,19 @@ impl KafkaSource {
     }
 
     /// Makes a static assignment (`kafka.assignment` `all` or `K/N`) once the topic's
-    /// partition count is known, retrying while the broker is away; returns early
-    /// when stopped. Partitions added to the topic later are not picked up until
-    /// the process restarts.
+    /// partition count is known, each partition starting at the store's position
+    /// (the group's committed offset where the store has none), retrying while the
+    /// broker or the store is away; returns early when stopped. Partitions added to
+    /// the topic later are not picked up until the process restarts.
     async fn assign_static(&mut self) {
         let Some(assignment) = self.static_assignment else {
             return;
         };
         let mut backoff = Backoff::request();
         loop {
-            let consumer = self.consumer.clone();
-            let topic = self.topic.clone();
-            let assigned = tokio::task::spawn_blocking(move || -> Result<Vec<i32>, String> {
-                let metadata = consumer
-                    .fetch_metadata(Some(&topic), Duration::from_secs(5))
-                    .map_err(|e| e.to_string())?;
-                let count = metadata
-                    .topics()
-                    .iter()
-                    .find(|t| t.name() == topic && t.error().is_none())
-                    .map_or(0, |t| t.partitions().len());
-                if count == 0 {
-                    return Err(format!("topic {topic} has no partitions yet"));
-                }
-                let partitions = assignment.partitions(count as i32);
-                let mut tpl = TopicPartitionList::new();
-                for &p in &partitions {
-                    tpl.add_partition_offset(&topic, p, Offset::Stored)
-                        .map_err(|e| e.to_string())?;
-                }
-                consumer.assign(&tpl).map_err(|e| e.to_string())?;
-                Ok(partitions)
-            })
-            .await
-            .unwrap_or_else(|e| Err(e.to_string()));
-            match assigned {
+            match self.try_assign_static(assignment).await {
                 Ok(partitions) => {
-                    tracing::info!(topic = %self.topic, ?partitions, "partitions assigned (static)");
-                    lock(&self.state).unpositioned = partitions;
+                    tracing::info!(topic = %self.topic, ?partitions, positions = ?self.floors, "partitions assigned (static)");
                     self.static_assignment = None;
                     return;
                 }
@@ -346,6 +321,49 @@ impl KafkaSource {
                 () = backoff.wait() => {}
             }
         }
+    }
+
+    /// One attempt of [`KafkaSource::assign_static`].
+    async fn try_assign_static(&mut self, assignment: Assignment) -> Result<Vec<i32>, String> {
+        let consumer = self.consumer.clone();
+        let topic = self.topic.clone();
+        let count = tokio::task::spawn_blocking(move || {
+            let metadata = consumer
+                .fetch_metadata(Some(&topic), Duration::from_secs(5))
+                .map_err(|e| e.to_string())?;
+            let count = metadata
+                .topics()
+                .iter()
+                .find(|t| t.name() == topic && t.error().is_none())
+                .map_or(0, |t| t.partitions().len());
+            match i32::try_from(count) {
+                Ok(count) if count > 0 => Ok(count),
+                _ => Err(format!("topic {topic} has no partitions yet")),
+            }
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        let partitions = assignment.partitions(count);
+        let streams: Vec<String> = partitions.iter().map(|&p| self.stream(p)).collect();
+        let stored = self
+            .store
+            .positions(&streams)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut tpl = TopicPartitionList::new();
+        for (&partition, position) in partitions.iter().zip(stored) {
+            let offset = match position {
+                Some(position) => {
+                    self.floors.insert(partition, position);
+                    Offset::Offset(position)
+                }
+                None => Offset::Stored,
+            };
+            tpl.add_partition_offset(&self.topic, partition, offset)
+                .map_err(|e| e.to_string())?;
+        }
+        self.consumer.assign(&tpl).map_err(|e| e.to_string())?;
+        Ok(partitions)
     }
 
     /// Reads the store's position of every partition assigned since the last call
