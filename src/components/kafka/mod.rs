@@ -18,8 +18,10 @@
 //! - The producer is idempotent with `acks=all`; `publish` returns only once every
 //!   message of the batch is acknowledged, so a durable 202 means "in Kafka".
 //! - The consumer never auto-commits. A [`Delivery`]'s token names the highest offset
-//!   per partition it holds; [`Source::commit`] commits exactly those (+1), and the
-//!   consumer actor calls it only after the aggregator stored the batch. Every
+//!   per partition it holds; [`Source::commit`] commits exactly those (+1),
+//!   asynchronously (the group's offsets serve lag monitoring; positions in the
+//!   store are what a consumer resumes from), and the consumer actor calls it only
+//!   after the aggregator stored the batch. Every
 //!   delivery carries its events' offsets, which the store writes with the KPIs
 //!   (`kafka:{group}:{topic}:{partition}` → next offset) and checks: a crash
 //!   between store and commit redelivers the batch, and the store skips it.

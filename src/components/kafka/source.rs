@@ -17,7 +17,7 @@ use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashMap};
@@ -100,6 +100,15 @@ fn partitions_of(tpl: &TopicPartitionList, topic: &str) -> Vec<i32> {
 }
 
 impl ConsumerContext for SourceContext {
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        if let Err(error) = result {
+            let partitions = partitions_of(offsets, &self.topic);
+            // Harmless for exactness (positions live with the KPIs); the group's
+            // lag reads high until the next commit.
+            tracing::debug!(topic = %self.topic, ?partitions, %error, "group commit refused");
+        }
+    }
+
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Revoke(tpl) => {
@@ -576,17 +585,18 @@ impl KafkaSource {
         Some(gathering)
     }
 
-    /// Commits `offsets` (partition → next offset); the error says whether it is
-    /// worth retrying.
+    /// Commits `offsets` (partition → next offset) without waiting for the broker:
+    /// the positions stored with the KPIs are what a consumer resumes from, so the
+    /// group's offsets only serve lag monitoring (and a store that lost its
+    /// positions). A refusal arrives later in the context's `commit_callback`; the
+    /// error here (a local one: no coordinator known, a bad offset) says whether it
+    /// is worth retrying. librdkafka waits for commits in flight when it closes.
     async fn commit_offsets(&self, offsets: &BTreeMap<i32, i64>) -> Result<(), KafkaError> {
         let mut tpl = TopicPartitionList::with_capacity(offsets.len());
         for (&partition, &next) in offsets {
             tpl.add_partition_offset(&self.topic, partition, Offset::Offset(next))?;
         }
-        let consumer = self.consumer.clone();
-        tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync))
-            .await
-            .map_err(|_| KafkaError::Canceled)?
+        self.consumer.commit(&tpl, CommitMode::Async)
     }
 }
 
