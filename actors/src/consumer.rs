@@ -60,7 +60,9 @@ pub trait Source: Send + 'static {
     }
     /// The next batch; `None` once the source is closed for good.
     async fn next(&mut self) -> Option<Delivery>;
-    /// Marks a delivery as stored, so it is not redelivered.
+    /// Marks a delivery as stored (a Kafka group commit, a RabbitMQ ack), so the
+    /// source moves past it; a source with positions in the store resumes from
+    /// those whatever it committed.
     async fn commit(&mut self, token: u64) -> Result<(), SourceError>;
 }
 

@@ -143,3 +143,29 @@ async fn concurrent_zombies_count_each_offset_once() {
         answers(memory.as_ref()).await
     );
 }
+
+#[tokio::test]
+async fn a_batch_that_fails_midway_leaves_its_positions_unwritten() {
+    // Valkey keeps the writes a failing script made before the error, so the
+    // positions are written last: a retry of the batch must still apply it.
+    let (valkey, keys) = shared_store(Duration::ZERO, 1).await;
+    let mut raw = redis_connection(&keys.url).expect("connection");
+    let ranking = format!("{}sales:products", keys.prefix);
+    redis::cmd("SET")
+        .arg(&ranking)
+        .arg("not a sorted set")
+        .exec(&mut raw)
+        .expect("set");
+    let stream = "kafka:f:sales:0";
+    let (sales, at) = batch(&[(stream, 0, 3)]);
+    let failed = valkey.apply_sales_at(&sales, &at).await;
+    assert!(failed.is_err(), "a wrong-type key fails the script");
+    assert_eq!(positions_of(&valkey, &[stream]).await, vec![None]);
+    redis::cmd("DEL").arg(&ranking).exec(&mut raw).expect("del");
+    assert_eq!(
+        apply(&valkey, &[(stream, 0, 3)]).await,
+        (3, 0),
+        "the retry applies it"
+    );
+    assert_eq!(positions_of(&valkey, &[stream]).await, vec![Some(3)]);
+}

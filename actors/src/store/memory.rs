@@ -209,6 +209,9 @@ fn apply_new<A, E>(
         })
         .collect();
     for (stream, next) in at.streams.iter().zip(at.next_offsets()) {
+        if next == i64::MIN {
+            continue; // a stream named without events
+        }
         let slot = positions.entry(stream.clone()).or_insert(next);
         *slot = (*slot).max(next);
     }

@@ -47,9 +47,10 @@ pub struct KafkaConfig {
     /// `session.timeout.ms`): how long the coordinator waits for a silent member
     /// before giving its partitions to others.
     pub session_timeout_ms: u32,
-    /// `group` assignment: static membership (`group.instance.id`, suffixed with
-    /// `-sales` / `-tweets` per source), e.g. the pod name. A member restarted with
+    /// `group` assignment: static membership (`group.instance.id`), e.g. the pod
+    /// name. A member restarted with
     /// the same id gets its partitions back without a rebalance. Empty: dynamic.
+    /// Each source appends `-{topic}`, so the two kinds' members stay apart.
     pub group_instance_id: String,
 }
 

@@ -1,6 +1,7 @@
 //! The Kafka bus: [`KafkaSink`] publishes batches to the topic of their kind,
-//! [`KafkaSource`] reads one topic in a consumer group and commits only what the
-//! aggregator has stored; [`ensure_topics`] creates the topics at start.
+//! [`KafkaSource`] reads one topic (in a consumer group, or on partitions it takes
+//! itself), resumes at the positions stored with the KPIs and commits only what
+//! the aggregator has stored; [`ensure_topics`] creates the topics at start.
 //!
 //! On the wire a message is the event as canonical JSON ([`super::wire`]), keyed by
 //! the sale's category or the tweet's location (so the order within a category or

@@ -1,5 +1,7 @@
-//! [`KafkaSource`]: reads one topic in the consumer group and commits a delivery's
-//! offsets only once the aggregator stored it (see the guarantees in [`super`]).
+//! [`KafkaSource`]: reads one topic (partitions taken by `kafka.assignment`: all,
+//! K/N, or the consumer group's), resumes at the positions stored with the KPIs,
+//! and commits a delivery's offsets only once the aggregator stored it (see the
+//! guarantees in [`super`]).
 
 use super::admin::check_topics;
 use super::config::Assignment;
@@ -113,9 +115,10 @@ impl ConsumerContext for SourceContext {
         match rebalance {
             Rebalance::Revoke(tpl) => {
                 let revoked = partitions_of(tpl, &self.topic);
-                // Offsets of stored batches whose commit is still owed must be
-                // committed now, while this member owns the partitions; afterwards
-                // the new owner would read those batches again. In normal operation
+                // Offsets of stored batches whose commit is still owed are
+                // committed now, while this member owns the partitions, so the
+                // group's offsets (lag) stay close to the store's positions (where
+                // the new owner resumes). In normal operation
                 // there are none: rebalances are served only inside `next()`, and the
                 // consumer actor commits each delivery right after storing it, before
                 // it calls `next()` again.
@@ -332,6 +335,41 @@ impl KafkaSource {
         }
     }
 
+    /// The group's committed offsets of `partitions` (those it has). A commit
+    /// only ever follows a store, so where it is ahead of the store's position
+    /// (events applied by a consumer that stored no positions, e.g. an older flujo
+    /// during a rolling upgrade) it is the better place to resume. Unreadable:
+    /// none, and the store's positions alone decide.
+    async fn committed(&self, partitions: &[i32]) -> HashMap<i32, i64> {
+        let mut tpl = TopicPartitionList::new();
+        for &p in partitions {
+            tpl.add_partition(&self.topic, p);
+        }
+        let consumer = self.consumer.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            consumer.committed_offsets(tpl, Duration::from_secs(5))
+        })
+        .await;
+        match read {
+            Ok(Ok(tpl)) => tpl
+                .elements_for_topic(&self.topic)
+                .iter()
+                .filter_map(|e| match e.offset() {
+                    Offset::Offset(o) => Some((e.partition(), o)),
+                    _ => None,
+                })
+                .collect(),
+            Ok(Err(e)) => {
+                tracing::warn!(topic = %self.topic, error = %e, "reading the group's committed offsets failed");
+                HashMap::new()
+            }
+            Err(e) => {
+                tracing::warn!(topic = %self.topic, error = %e, "reading the group's committed offsets failed");
+                HashMap::new()
+            }
+        }
+    }
+
     /// One attempt of [`KafkaSource::assign_static`].
     async fn try_assign_static(&mut self, assignment: Assignment) -> Result<Vec<i32>, String> {
         let consumer = self.consumer.clone();
@@ -359,10 +397,12 @@ impl KafkaSource {
             .positions(&streams)
             .await
             .map_err(|e| e.to_string())?;
+        let committed = self.committed(&partitions).await;
         let mut tpl = TopicPartitionList::new();
         for (&partition, position) in partitions.iter().zip(stored) {
             let offset = match position {
                 Some(position) => {
+                    let position = position.max(committed.get(&partition).copied().unwrap_or(0));
                     self.floors.insert(partition, position);
                     Offset::Offset(position)
                 }
@@ -399,16 +439,20 @@ impl KafkaSource {
                 () = backoff.wait() => {}
             }
         };
+        let committed = self.committed(&assigned).await;
         let mut seek = TopicPartitionList::new();
         for (&partition, position) in assigned.iter().zip(stored) {
             let Some(position) = position else {
                 self.floors.remove(&partition);
                 continue;
             };
-            self.floors.insert(partition, position);
-            // Past what was taken already (or nothing taken yet): seek. Otherwise
-            // the messages in hand are past the position and reading goes on.
-            let behind = self.taken.get(&partition).is_none_or(|&t| t < position);
+            // librdkafka starts at the committed offset: seek only when the store
+            // is ahead of it, and of what was taken already.
+            let start = committed.get(&partition).copied();
+            self.floors
+                .insert(partition, position.max(start.unwrap_or(0)));
+            let behind = start.is_none_or(|c| c < position)
+                && self.taken.get(&partition).is_none_or(|&t| t < position);
             if behind {
                 // A valid offset always fits; an invalid one is skipped.
                 let _ = seek.add_partition_offset(&self.topic, partition, Offset::Offset(position));

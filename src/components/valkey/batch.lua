@@ -14,11 +14,13 @@ local function accumulate(s, x, min, max, deltas)
 end
 
 -- Which events lie below the stored position of their stream (true): they were
--- applied already, by an earlier delivery or by another consumer. Stores, in the
--- same step, each stream's next offset after the batch (never moving it back).
+-- applied already, by an earlier delivery or by another consumer. Also returns
+-- the writes that move each stream's position past the batch (never back), to run
+-- once everything else succeeded: a script that fails midway keeps its earlier
+-- writes, and a position written before them would skip the retried batch.
 local function replayed_events(n)
-  local replay = {}
-  if STREAMS == 0 then return replay end
+  local replay, moves = {}, {}
+  if STREAMS == 0 then return replay, moves end
   local keys = {}
   for s = 1, STREAMS do keys[s] = p .. 'position:' .. ARGV[5 + s] end
   local stored = redis.call('MGET', unpack(keys))
@@ -32,10 +34,10 @@ local function replayed_events(n)
   end
   for s = 1, STREAMS do
     if reached[s] and (floor[s] == nil or reached[s] > floor[s]) then
-      redis.call('SET', keys[s], string.format('%d', reached[s]))
+      moves[#moves + 1] = { keys[s], string.format('%d', reached[s]) }
     end
   end
-  return replay
+  return replay, moves
 end
 
 -- Applies the batch of `kind`: `apply(b)` for each event past its stream's position
@@ -44,7 +46,7 @@ end
 -- event: '1' applied, '0' a duplicate id, '2' below its stream's position.
 local function apply_batch(kind, int_fields, float_fields, apply)
   local n = (#ARGV - HEAD) / WIDTH
-  local replay = replayed_events(n)
+  local replay, moves = replayed_events(n)
   local hashes, at = {}, {}
   for i = 1, n do
     if not replay[i] then
@@ -65,5 +67,6 @@ local function apply_batch(kind, int_fields, float_fields, apply)
   end
   flush_sums(int_fields, float_fields)
   flush_counters()
+  for _, move in ipairs(moves) do redis.call('SET', move[1], move[2]) end
   return table.concat(flags)
 end
