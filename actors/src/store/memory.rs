@@ -1,5 +1,6 @@
 //! [`MemoryStore`]: every aggregate in process memory, lost at exit.
 
+use super::delta::{Fold, SaleScope, SalesDelta, TweetScope, TweetsDelta};
 use super::{
     Applied, CategoryStats, LocationRank, MonitoredPrices, Page, Positions, ProductRank, Ranking,
     SaleStats, SalesKpis, Store, StoreError, TweetKpis, TweetStats, MONITORED_PRICES,
@@ -11,121 +12,77 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
-/// Count, sum and extremes of one measure.
-#[derive(Debug, Clone, Copy, Default)]
-struct Series {
-    count: u64,
-    sum: f64,
-    min: f64,
-    max: f64,
+/// `value` unless `fold` is empty.
+fn unless_empty(fold: &Fold, value: f64) -> Option<f64> {
+    (fold.count > 0).then_some(value)
 }
 
-impl Series {
-    fn add(&mut self, x: f64) {
-        if self.count == 0 {
-            (self.min, self.max) = (x, x);
-        } else {
-            (self.min, self.max) = (self.min.min(x), self.max.max(x));
-        }
-        self.count += 1;
-        self.sum += x;
-    }
+/// The mean over `fold`'s events of a measure summed to `sum`.
+fn mean_of(fold: &Fold, sum: f64) -> Option<f64> {
+    unless_empty(fold, sum / fold.count as f64)
+}
 
-    /// `value` unless the series is empty.
-    fn unless_empty(&self, value: f64) -> Option<f64> {
-        (self.count > 0).then_some(value)
-    }
-
-    /// The mean of another measure summed over the same events.
-    fn mean_of(&self, sum: f64) -> Option<f64> {
-        self.unless_empty(sum / self.count as f64)
+fn sale_stats(scope: &SaleScope) -> SaleStats {
+    let price = &scope.price;
+    SaleStats {
+        count: price.count,
+        quantity_sum: scope.quantity_sum,
+        price_sum: price.sum,
+        revenue: scope.revenue,
+        avg_quantity: mean_of(price, scope.quantity_sum as f64),
+        avg_price: mean_of(price, price.sum),
+        price_min: unless_empty(price, price.min),
+        price_max: unless_empty(price, price.max),
     }
 }
 
-/// Running sums of one scope of sales.
-#[derive(Debug, Clone, Copy, Default)]
-struct SaleSums {
-    price: Series,
-    quantity_sum: u64,
-    revenue: f64,
-}
-
-/// Running sums of one scope of tweets.
-#[derive(Debug, Clone, Copy, Default)]
-struct TweetSums {
-    temperature: Series,
-    humidity_sum: f64,
-}
-
-impl SaleSums {
-    fn add(&mut self, s: &Sale) {
-        self.price.add(s.price);
-        self.quantity_sum += s.quantity;
-        self.revenue += s.price * s.quantity as f64;
-    }
-
-    fn stats(&self) -> SaleStats {
-        let price = &self.price;
-        SaleStats {
-            count: price.count,
-            quantity_sum: self.quantity_sum,
-            price_sum: price.sum,
-            revenue: self.revenue,
-            avg_quantity: price.mean_of(self.quantity_sum as f64),
-            avg_price: price.mean_of(price.sum),
-            price_min: price.unless_empty(price.min),
-            price_max: price.unless_empty(price.max),
-        }
-    }
-}
-
-impl TweetSums {
-    fn add(&mut self, t: &Tweet) {
-        self.temperature.add(t.temperature);
-        self.humidity_sum += t.humidity;
-    }
-
-    fn stats(&self) -> TweetStats {
-        let temperature = &self.temperature;
-        TweetStats {
-            count: temperature.count,
-            avg_temperature: temperature.mean_of(temperature.sum),
-            avg_humidity: temperature.mean_of(self.humidity_sum),
-            temperature_min: temperature.unless_empty(temperature.min),
-            temperature_max: temperature.unless_empty(temperature.max),
-        }
+fn tweet_stats(scope: &TweetScope) -> TweetStats {
+    let temperature = &scope.temperature;
+    TweetStats {
+        count: temperature.count,
+        avg_temperature: mean_of(temperature, temperature.sum),
+        avg_humidity: mean_of(temperature, scope.humidity_sum),
+        temperature_min: unless_empty(temperature, temperature.min),
+        temperature_max: unless_empty(temperature, temperature.max),
     }
 }
 
 /// The sales aggregates.
 #[derive(Debug, Default)]
 struct SalesState {
-    total: SaleSums,
-    by_category: [SaleSums; 4],
+    total: SaleScope,
+    by_category: [SaleScope; 4],
     quantity_by_product: HashMap<String, u64>,
     quantity_by_category_product: [HashMap<String, u64>; 4],
     monitored: [Option<(String, VecDeque<f64>)>; 4],
 }
 
 impl SalesState {
-    fn add(&mut self, s: &Sale) {
-        let c = s.category.index();
-        self.total.add(s);
-        self.by_category[c].add(s);
-        *self
-            .quantity_by_product
-            .entry(s.product_id.clone())
-            .or_default() += s.quantity;
-        *self.quantity_by_category_product[c]
-            .entry(s.product_id.clone())
-            .or_default() += s.quantity;
-        let monitored =
-            self.monitored[c].get_or_insert_with(|| (s.product_id.clone(), VecDeque::new()));
-        if monitored.0 == s.product_id {
-            if monitored.1.len() == MONITORED_PRICES {
-                monitored.1.pop_front();
+    /// Adds a batch's changes, as every store does.
+    fn merge(&mut self, d: &SalesDelta) {
+        self.total.merge(&d.total);
+        for (product, q) in &d.products.items {
+            *self.quantity_by_product.entry(product.clone()).or_default() += q;
+        }
+        for (c, delta) in d.touched() {
+            let i = c.index();
+            self.by_category[i].merge(&delta.scope);
+            for (product, q) in &delta.products.items {
+                *self.quantity_by_category_product[i]
+                    .entry(product.clone())
+                    .or_default() += q;
             }
-            monitored.1.push_back(s.price);
+            let Some(first) = delta.first_product() else {
+                continue;
+            };
+            let monitored =
+                self.monitored[i].get_or_insert_with(|| (first.to_owned(), VecDeque::new()));
+            for price in delta.prices_of(&monitored.0) {
+                if monitored.1.len() == MONITORED_PRICES {
+                    monitored.1.pop_front();
+                }
+                monitored.1.push_back(price);
+            }
         }
     }
 }
@@ -133,19 +90,24 @@ impl SalesState {
 /// The tweet aggregates.
 #[derive(Debug, Default)]
 struct TweetsState {
-    total: TweetSums,
+    total: TweetScope,
     by_weather: [u64; 6],
-    by_location: HashMap<String, TweetSums>,
+    by_location: HashMap<String, TweetScope>,
 }
 
 impl TweetsState {
-    fn add(&mut self, t: &Tweet) {
-        self.total.add(t);
-        self.by_weather[t.weather.index()] += 1;
-        self.by_location
-            .entry(t.location.clone())
-            .or_default()
-            .add(t);
+    /// Adds a batch's changes, as every store does.
+    fn merge(&mut self, d: &TweetsDelta) {
+        self.total.merge(&d.total);
+        for (w, n) in d.weathers() {
+            self.by_weather[w.index()] += n;
+        }
+        for (location, scope) in &d.locations.items {
+            self.by_location
+                .entry(location.clone())
+                .or_default()
+                .merge(scope);
+        }
     }
 }
 
@@ -168,14 +130,16 @@ impl<A: Default> Deduped<A> {
     }
 }
 
-/// Applies to `deduped`, in batch order, each event past its stream's stored
-/// position whose id the window has not seen, then stores the positions reached.
-fn apply_new<A, E>(
+/// Applies to `deduped` the events past their stream's stored position whose id
+/// the window has not seen, folded into one delta (`fold`, then `merge`), then
+/// stores the positions reached.
+fn apply_new<A, E, D>(
     deduped: &Mutex<Deduped<A>>,
     events: &[E],
     at: &Positions,
     id: fn(&E) -> &str,
-    add: fn(&mut A, &E),
+    fold: fn(Vec<&E>) -> D,
+    merge: fn(&mut A, &D),
 ) -> Result<Applied, StoreError> {
     at.check(events.len())?;
     let now = clock_ms();
@@ -191,7 +155,7 @@ fn apply_new<A, E>(
         .map(|s| positions.get(s).copied().unwrap_or(i64::MIN))
         .collect();
     let mut replayed = 0;
-    let fresh = events
+    let fresh: Vec<bool> = events
         .iter()
         .enumerate()
         .map(|(i, e)| {
@@ -201,13 +165,15 @@ fn apply_new<A, E>(
                     return false;
                 }
             }
-            if seen.insert(id_hash(id(e)), now) == Seen::Duplicate {
-                return false;
-            }
-            add(aggregates, e);
-            true
+            seen.insert(id_hash(id(e)), now) == Seen::New
         })
         .collect();
+    let applied = events
+        .iter()
+        .zip(&fresh)
+        .filter(|(_, &f)| f)
+        .map(|(e, _)| e);
+    merge(aggregates, &fold(applied.collect()));
     for (stream, next) in at.streams.iter().zip(at.next_offsets()) {
         if next == i64::MIN {
             continue; // a stream named without events
@@ -286,7 +252,14 @@ impl Store for MemoryStore {
     }
 
     async fn apply_sales_at(&self, sales: &[Sale], at: &Positions) -> Result<Applied, StoreError> {
-        apply_new(&self.sales, sales, at, |s| &s.id, SalesState::add)
+        apply_new(
+            &self.sales,
+            sales,
+            at,
+            |s| &s.id,
+            |v| SalesDelta::of(v),
+            SalesState::merge,
+        )
     }
 
     async fn apply_tweets_at(
@@ -294,7 +267,14 @@ impl Store for MemoryStore {
         tweets: &[Tweet],
         at: &Positions,
     ) -> Result<Applied, StoreError> {
-        apply_new(&self.tweets, tweets, at, |t| &t.id, TweetsState::add)
+        apply_new(
+            &self.tweets,
+            tweets,
+            at,
+            |t| &t.id,
+            |v| TweetsDelta::of(v),
+            TweetsState::merge,
+        )
     }
 
     async fn positions(&self, streams: &[String]) -> Result<Vec<Option<i64>>, StoreError> {
@@ -318,14 +298,14 @@ impl Store for MemoryStore {
             .iter()
             .map(|&c| {
                 let stats = CategoryStats {
-                    stats: st.by_category[c.index()].stats(),
+                    stats: sale_stats(&st.by_category[c.index()]),
                     monitored_product: st.monitored[c.index()].as_ref().map(|m| m.0.clone()),
                 };
                 (c.as_str(), stats)
             })
             .collect();
         Ok(SalesKpis {
-            total: st.total.stats(),
+            total: sale_stats(&st.total),
             categories,
         })
     }
@@ -337,7 +317,7 @@ impl Store for MemoryStore {
             .map(|&w| (w.as_str(), st.by_weather[w.index()]))
             .collect();
         Ok(TweetKpis {
-            total: st.total.stats(),
+            total: tweet_stats(&st.total),
             weather,
         })
     }
@@ -371,7 +351,7 @@ impl Store for MemoryStore {
             .iter()
             .map(|(l, sums)| LocationRank {
                 location: l.clone(),
-                stats: sums.stats(),
+                stats: tweet_stats(sums),
             })
             .collect(); // The lock is released before the (possibly long) sort.
         Ok(rank_page(items, page, |r| (r.stats.count, &r.location)))

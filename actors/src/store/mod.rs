@@ -8,6 +8,7 @@
 //! descending, ties by `location` descending (the order of a Valkey sorted set read
 //! with ZREVRANGE). Floating sums are plain f64 additions in apply order.
 
+pub mod delta;
 mod memory;
 
 pub use memory::MemoryStore;

@@ -1,12 +1,21 @@
 local p = ARGV[1]
 local window = ARGV[2]
 -- ARGV[3] = now (ms), ARGV[4] = ids per window generation, ARGV[5] = the number S
--- of source streams the batch carries positions for, then their S names, then the
--- events: five values each (the first is the event id's 16-byte hash), seven when
--- S > 0 (then the last two are the event's stream, 1 to S, and its offset).
+-- of source streams the batch carries positions for, then their S names, then per
+-- stream the next offset after the whole delivery, then the number N of events,
+-- then the events: the id's 16-byte hash, and when S > 0 the event's stream (1 to
+-- S) and offset. Then the batch folded into per-key changes (the delta), which
+-- sales.lua or tweets.lua read in order with `arg()`.
 local STREAMS = tonumber(ARGV[5])
-local HEAD = 5 + STREAMS
-local WIDTH = STREAMS == 0 and 5 or 7
+local HEAD = 6 + 2 * STREAMS
+local N = tonumber(ARGV[HEAD])
+local WIDTH = STREAMS == 0 and 1 or 3
+local cursor = HEAD + N * WIDTH
+local function arg()
+  cursor = cursor + 1
+  return ARGV[cursor]
+end
+local function num() return tonumber(arg()) end
 
 -- The shortest decimal form (15, 16 or 17 significant digits) that parses back to
 -- exactly the same double: Lua's tostring keeps only 14 digits.
@@ -18,62 +27,35 @@ local function fmt(x)
   return string.format('%.17g', x)
 end
 
--- Integer increments of sorted-set scores or hash fields, summed in Lua and written
--- once per member at the end of the batch (in first-touched order).
-local counters, counter_keys = {}, {}
-local function bump(cmd, key, member, delta)
-  local c = counters[key]
-  if c == nil then
-    c = { cmd = cmd, members = {}, delta = {} }
-    counters[key] = c
-    counter_keys[#counter_keys + 1] = key
+-- Adds a batch's scope to the aggregate hash `key`: `count`, integer sums `ints`
+-- and float sums `floats` (field → batch value), and the extremes `min`/`max`
+-- (field names `lo`/`hi`). Sums are the stored sum plus the batch's, as in every
+-- flujo store.
+local function merge_scope(key, count, ints, floats, lo, min, hi, max)
+  if count == 0 then return end
+  local fields = { 'count', lo, hi }
+  for f in pairs(ints) do fields[#fields + 1] = f end
+  for f in pairs(floats) do fields[#fields + 1] = f end
+  local v = redis.call('HMGET', key, unpack(fields))
+  local old = {}
+  for i, f in ipairs(fields) do old[f] = tonumber(v[i]) end
+  local stored = old.count or 0
+  local args = { 'count', string.format('%d', stored + count) }
+  if stored > 0 then
+    if old[lo] < min then min = old[lo] end
+    if old[hi] > max then max = old[hi] end
   end
-  if c.delta[member] == nil then
-    c.delta[member] = 0
-    c.members[#c.members + 1] = member
+  args[#args + 1] = lo
+  args[#args + 1] = fmt(min)
+  args[#args + 1] = hi
+  args[#args + 1] = fmt(max)
+  for f, d in pairs(ints) do
+    args[#args + 1] = f
+    args[#args + 1] = string.format('%d', (old[f] or 0) + d)
   end
-  c.delta[member] = c.delta[member] + delta
-end
-local function flush_counters()
-  for _, key in ipairs(counter_keys) do
-    local c = counters[key]
-    for _, m in ipairs(c.members) do
-      local d = string.format('%d', c.delta[m])
-      if c.cmd == 'ZINCRBY' then
-        redis.call('ZINCRBY', key, d, m)
-      else
-        redis.call('HINCRBY', key, m, d)
-      end
-    end
+  for f, d in pairs(floats) do
+    args[#args + 1] = f
+    args[#args + 1] = fmt((old[f] or 0) + d)
   end
-end
-
--- Aggregate hashes, read once (HMGET) and written once (HSET) per batch.
-local sums, sum_keys = {}, {}
-local function load(key, fields)
-  local s = sums[key]
-  if s == nil then
-    local v = redis.call('HMGET', key, unpack(fields))
-    s = {}
-    for i, f in ipairs(fields) do s[f] = tonumber(v[i]) end
-    s.count = s.count or 0
-    sums[key] = s
-    sum_keys[#sum_keys + 1] = key
-  end
-  return s
-end
-local function flush_sums(int_fields, float_fields)
-  for _, key in ipairs(sum_keys) do
-    local s = sums[key]
-    local args = {}
-    for _, f in ipairs(int_fields) do
-      args[#args + 1] = f
-      args[#args + 1] = string.format('%d', s[f])
-    end
-    for _, f in ipairs(float_fields) do
-      args[#args + 1] = f
-      args[#args + 1] = fmt(s[f])
-    end
-    redis.call('HSET', key, unpack(args))
-  end
+  redis.call('HSET', key, unpack(args))
 end

@@ -2,6 +2,7 @@
 
 use flujo_actors::dedup::{id_hash, WindowStats, DEFAULT_MAX_IDS, GENERATIONS};
 use flujo_actors::event::{now_ms, Category, Kind, Sale, Tweet, Weather};
+use flujo_actors::store::delta::{SaleScope, SalesDelta, Tally, TweetScope, TweetsDelta};
 use flujo_actors::store::{
     Applied, CategoryStats, LocationRank, MonitoredPrices, Page, Positions, ProductRank, Ranking,
     SaleStats, SalesKpis, Store, StoreError, TweetKpis, TweetStats, MONITORED_PRICES,
@@ -15,6 +16,10 @@ use std::time::Duration;
 /// Longest dedup window passed to `PEXPIRE` (about 100 years; Valkey refuses expiry
 /// times near `i64::MAX`).
 const MAX_WINDOW_MS: u64 = 100 * 365 * 24 * 3_600_000;
+/// Calls of a batch script before giving up: each retry drops events found old, or
+/// learns a monitored product, so a batch settles in a few unless other writers
+/// keep changing what it touches.
+const MAX_BATCH_ATTEMPTS: usize = 8;
 /// Bound on establishing one connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bound on one request (a batch script of 10,000 events takes well under a second).
@@ -49,6 +54,9 @@ pub struct ValkeyStore {
     generation_cap: usize,
     sales_script: Script,
     tweets_script: Script,
+    /// Category → its monitored product as last seen (set once, never changed), so
+    /// a batch's delta carries that product's prices.
+    monitored: std::sync::Mutex<HashMap<String, String>>,
 }
 
 impl std::fmt::Debug for ValkeyStore {
@@ -213,6 +221,7 @@ impl ValkeyStore {
             generation_cap: DEFAULT_MAX_IDS.div_ceil(GENERATIONS),
             sales_script: script(LUA_SALES),
             tweets_script: script(LUA_TWEETS),
+            monitored: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -309,57 +318,117 @@ impl ValkeyStore {
         self.query(&pipe).await
     }
 
-    /// Runs one batch script over `len` events at `at` (`push` adds event `i`'s
-    /// five values) and turns its `0`/`1`/`2` string into flags.
-    async fn run_batch(
+    /// Runs one batch script for `events` at `at`, optimistically: the events go
+    /// with their delta folded by `delta` (which pushes it) as if all were new; when
+    /// the script finds some are not (below their stream's position, or ids seen
+    /// within the window) it writes nothing and says which, and the batch goes again
+    /// without them. A `monitored` refusal (a category's monitored product is not
+    /// the one the delta was folded for) updates the cache and goes again.
+    async fn run_batch<E>(
         &self,
         script: &Script,
-        len: usize,
+        events: &[E],
         at: &Positions,
-        push: impl Fn(&mut redis::ScriptInvocation<'_>, usize),
+        id: fn(&E) -> &str,
+        delta: impl Fn(&mut redis::ScriptInvocation<'_>, Vec<&E>),
     ) -> Result<Applied, StoreError> {
-        if len == 0 {
+        if events.is_empty() {
             return Ok(Applied::default());
         }
-        at.check(len)?;
-        let mut invocation = script.prepare_invoke();
-        invocation
-            .arg(&self.prefix)
-            .arg(self.window_ms)
-            .arg(now_ms().max(0))
-            .arg(self.generation_cap);
-        if at.is_empty() {
-            invocation.arg(0);
-        } else {
-            invocation.arg(at.streams.len());
+        at.check(events.len())?;
+        let reached = at.next_offsets();
+        // b'1' new, b'0' a duplicate id, b'2' below its stream's position.
+        let mut flags = vec![b'1'; events.len()];
+        let mut sending: Vec<usize> = (0..events.len()).collect();
+        for _ in 0..MAX_BATCH_ATTEMPTS {
+            if sending.is_empty() && at.is_empty() {
+                break; // nothing to apply, no position to move
+            }
+            let mut invocation = script.prepare_invoke();
+            invocation
+                .arg(&self.prefix)
+                .arg(self.window_ms)
+                .arg(now_ms().max(0))
+                .arg(self.generation_cap)
+                .arg(at.streams.len());
             for stream in &at.streams {
                 invocation.arg(stream);
             }
-        }
-        for i in 0..len {
-            push(&mut invocation, i);
-            if let Some(&(stream, offset)) = at.offsets.get(i) {
-                invocation.arg(stream + 1).arg(offset);
+            for &next in &reached {
+                invocation.arg(next);
+            }
+            invocation.arg(sending.len());
+            for &i in &sending {
+                invocation.arg(&id_hash(id(&events[i])).to_le_bytes()[..]);
+                if let Some(&(stream, offset)) = at.offsets.get(i) {
+                    invocation.arg(stream + 1).arg(offset);
+                }
+            }
+            delta(
+                &mut invocation,
+                sending.iter().map(|&i| &events[i]).collect(),
+            );
+            // A retry after a broken connection is safe: if the first call did
+            // run, the retry finds every id seen (or every event below its
+            // position) and writes nothing, as a redelivery would.
+            let mut conn = self.connection();
+            let reply = match invocation.invoke_async::<Vec<String>>(&mut conn).await {
+                Err(e) if connection_broken(&e) => {
+                    invocation.invoke_async::<Vec<String>>(&mut conn).await
+                }
+                result => result,
+            }
+            .map_err(unavailable)?;
+            match reply.first().map(String::as_str) {
+                Some("ok") => {
+                    self.learn_monitored(&reply[2..]);
+                    return Ok(Applied {
+                        fresh: flags.iter().map(|&f| f == b'1').collect(),
+                        replayed: flags.iter().filter(|&&f| f == b'2').count(),
+                    });
+                }
+                Some("retry") => {
+                    let sent = reply.get(1).map(String::as_bytes).unwrap_or_default();
+                    if sent.len() != sending.len() {
+                        return Err(unavailable(format!(
+                            "batch script answered {} flags for {} events",
+                            sent.len(),
+                            sending.len()
+                        )));
+                    }
+                    for (&i, &flag) in sending.iter().zip(sent) {
+                        flags[i] = flag;
+                    }
+                    sending.retain(|&i| flags[i] == b'1');
+                }
+                Some("monitored") => self.learn_monitored(&reply[1..]),
+                _ => return Err(unavailable(format!("batch script answered {reply:?}"))),
             }
         }
-        // A retry after a broken connection is safe: if the first call did run, the
-        // retry finds every id seen and changes nothing (as a redelivery would).
-        let mut conn = self.connection();
-        let flags = match invocation.invoke_async::<String>(&mut conn).await {
-            Err(e) if connection_broken(&e) => invocation.invoke_async::<String>(&mut conn).await,
-            result => result,
+        if sending.is_empty() {
+            return Ok(Applied {
+                fresh: vec![false; events.len()],
+                replayed: flags.iter().filter(|&&f| f == b'2').count(),
+            });
         }
-        .map_err(unavailable)?;
-        if flags.len() != len || !flags.bytes().all(|b| matches!(b, b'0' | b'1' | b'2')) {
-            return Err(unavailable(format!(
-                "batch script answered {} flags for {len} events",
-                flags.len()
-            )));
+        Err(unavailable(format!(
+            "batch not applied after {MAX_BATCH_ATTEMPTS} attempts (concurrent writers)"
+        )))
+    }
+
+    /// Remembers each category's monitored product from `pairs` (category,
+    /// product, …) of a script's reply.
+    fn learn_monitored(&self, pairs: &[String]) {
+        let mut known = self.monitored.lock().unwrap_or_else(|p| p.into_inner());
+        for pair in pairs.chunks_exact(2) {
+            known.insert(pair[0].clone(), pair[1].clone());
         }
-        Ok(Applied {
-            fresh: flags.bytes().map(|b| b == b'1').collect(),
-            replayed: flags.bytes().filter(|&b| b == b'2').count(),
-        })
+    }
+
+    /// The monitored product of `category` as last seen, if any.
+    fn monitored_of(&self, category: Category) -> Option<String> {
+        let known = self.monitored.lock().unwrap_or_else(|p| p.into_inner());
+        known.get(category.as_str()).cloned()
     }
 }
 
@@ -375,6 +444,43 @@ fn lua_float(x: f64) -> String {
     format!("{x:?}")
 }
 
+/// A sales scope as `sales.lua` reads it: count, quantity_sum, price_sum, revenue,
+/// price_min, price_max.
+fn push_sale_scope(inv: &mut redis::ScriptInvocation<'_>, scope: &SaleScope) {
+    inv.arg(scope.price.count)
+        .arg(scope.quantity_sum)
+        .arg(lua_float(scope.price.sum))
+        .arg(lua_float(scope.revenue))
+        .arg(lua_float(scope.price.min))
+        .arg(lua_float(scope.price.max));
+}
+
+/// A tweets scope as `tweets.lua` reads it: count, temperature_sum, humidity_sum,
+/// temperature_min, temperature_max.
+fn push_tweet_scope(inv: &mut redis::ScriptInvocation<'_>, scope: &TweetScope) {
+    inv.arg(scope.temperature.count)
+        .arg(lua_float(scope.temperature.sum))
+        .arg(lua_float(scope.humidity_sum))
+        .arg(lua_float(scope.temperature.min))
+        .arg(lua_float(scope.temperature.max));
+}
+
+/// A product and the prices of its sales: product, count, prices.
+fn push_prices(inv: &mut redis::ScriptInvocation<'_>, product: &str, prices: &[f64]) {
+    inv.arg(product).arg(prices.len());
+    for &price in prices {
+        inv.arg(lua_float(price));
+    }
+}
+
+/// Quantities per product: count, then product and quantity pairs.
+fn push_tally(inv: &mut redis::ScriptInvocation<'_>, tally: &Tally<u64>) {
+    inv.arg(tally.items.len());
+    for (product, quantity) in &tally.items {
+        inv.arg(product).arg(*quantity);
+    }
+}
+
 #[tonic::async_trait]
 impl Store for ValkeyStore {
     fn name(&self) -> &'static str {
@@ -382,14 +488,31 @@ impl Store for ValkeyStore {
     }
 
     async fn apply_sales_at(&self, sales: &[Sale], at: &Positions) -> Result<Applied, StoreError> {
-        self.run_batch(&self.sales_script, sales.len(), at, |inv, i| {
-            let s = &sales[i];
-            inv.arg(&id_hash(&s.id).to_le_bytes()[..])
-                .arg(s.category.as_str())
-                .arg(&s.product_id)
-                .arg(lua_float(s.price))
-                .arg(s.quantity);
-        })
+        self.run_batch(
+            &self.sales_script,
+            sales,
+            at,
+            |s| &s.id,
+            |inv, batch| {
+                let d = SalesDelta::of(batch);
+                push_sale_scope(inv, &d.total);
+                inv.arg(d.touched().count());
+                for (category, c) in d.touched() {
+                    inv.arg(category.as_str());
+                    push_sale_scope(inv, &c.scope);
+                    let known = self.monitored_of(category).unwrap_or_default();
+                    push_prices(inv, &known, &c.prices_of(&known));
+                    let first = c.first_product().unwrap_or_default();
+                    if first == known {
+                        push_prices(inv, first, &[]); // the same list, sent once
+                    } else {
+                        push_prices(inv, first, &c.prices_of(first));
+                    }
+                    push_tally(inv, &c.products);
+                }
+                push_tally(inv, &d.products);
+            },
+        )
         .await
     }
 
@@ -398,14 +521,25 @@ impl Store for ValkeyStore {
         tweets: &[Tweet],
         at: &Positions,
     ) -> Result<Applied, StoreError> {
-        self.run_batch(&self.tweets_script, tweets.len(), at, |inv, i| {
-            let t = &tweets[i];
-            inv.arg(&id_hash(&t.id).to_le_bytes()[..])
-                .arg(&t.location)
-                .arg(t.weather.as_str())
-                .arg(lua_float(t.temperature))
-                .arg(lua_float(t.humidity));
-        })
+        self.run_batch(
+            &self.tweets_script,
+            tweets,
+            at,
+            |t| &t.id,
+            |inv, batch| {
+                let d = TweetsDelta::of(batch);
+                push_tweet_scope(inv, &d.total);
+                inv.arg(d.weathers().count());
+                for (weather, n) in d.weathers() {
+                    inv.arg(weather.as_str()).arg(n);
+                }
+                inv.arg(d.locations.items.len());
+                for (location, scope) in &d.locations.items {
+                    inv.arg(location);
+                    push_tweet_scope(inv, scope);
+                }
+            },
+        )
         .await
     }
 

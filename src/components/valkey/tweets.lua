@@ -1,14 +1,30 @@
-local FIELDS = { 'count', 'temperature_sum', 'humidity_sum', 'temperature_min', 'temperature_max' }
+-- The delta of a batch of tweets (after the events): the total scope (count,
+-- temperature_sum, humidity_sum, temperature_min, temperature_max); the number of
+-- weathers, each with its name and count; the number of locations, each with its
+-- name and scope (same five values).
+local function scope()
+  return { count = num(), temperature_sum = num(), humidity_sum = num(),
+    temperature_min = num(), temperature_max = num() }
+end
+local total = scope()
+local weathers = {}
+for w = 1, num() do weathers[w] = { arg(), arg() } end
+local locations = {}
+for l = 1, num() do locations[l] = { name = arg(), scope = scope() } end
 
-return apply_batch('tweet', { 'count' },
-  { 'temperature_sum', 'humidity_sum', 'temperature_min', 'temperature_max' }, function(b)
-  local location, weather = ARGV[b], ARGV[b + 1]
-  local temperature, humidity = tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
-  local deltas = { temperature_sum = temperature, humidity_sum = humidity }
-  accumulate(load(p .. 'tweets:total', FIELDS), temperature, 'temperature_min',
-    'temperature_max', deltas)
-  accumulate(load(p .. 'tweets:location:' .. location, FIELDS), temperature,
-    'temperature_min', 'temperature_max', deltas)
-  bump('HINCRBY', p .. 'tweets:weather', weather, 1)
-  bump('ZINCRBY', p .. 'tweets:locations', location, 1)
-end)
+local function merge_tweets(key, s)
+  merge_scope(key, s.count, {}, { temperature_sum = s.temperature_sum, humidity_sum = s.humidity_sum },
+    'temperature_min', s.temperature_min, 'temperature_max', s.temperature_max)
+end
+
+local function apply()
+  merge_tweets(p .. 'tweets:total', total)
+  for _, w in ipairs(weathers) do redis.call('HINCRBY', p .. 'tweets:weather', w[1], w[2]) end
+  for _, l in ipairs(locations) do
+    merge_tweets(p .. 'tweets:location:' .. l.name, l.scope)
+    redis.call('ZINCRBY', p .. 'tweets:locations', l.scope.count, l.name)
+  end
+  return {}
+end
+
+return apply_batch('tweet', function() return nil end, apply)

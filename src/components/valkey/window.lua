@@ -12,13 +12,14 @@ local GENERATIONS = 8
 -- Lua's unpack takes a few thousand values at most: larger batches go in chunks.
 local CHUNK = 1000
 
--- Which of `hashes` are new within the window (true) or seen (false), recording
--- the new ones. A hash repeated inside the batch is seen from its second time on.
-local function fresh_ids(kind, hashes)
+-- Which of `hashes` are new within the window (true) or seen (false), and the
+-- list of the new ones, without writing anything. A hash repeated inside the batch
+-- is seen from its second time on.
+local function seen_ids(kind, hashes)
   local fresh = {}
   if window == '0' then
     for i = 1, #hashes do fresh[i] = true end
-    return fresh
+    return fresh, {}
   end
   local meta = p .. 'dedup:' .. kind
   local m = redis.call('HMGET', meta, 'oldest', 'newest')
@@ -43,7 +44,15 @@ local function fresh_ids(kind, hashes)
       new[#new + 1] = h
     end
   end
-  if #new == 0 then return fresh end
+  return fresh, new
+end
+
+-- Records `new` (hashes `seen_ids` found new) in the window of `kind`.
+local function record_ids(kind, new)
+  if #new == 0 then return end
+  local meta = p .. 'dedup:' .. kind
+  local m = redis.call('HMGET', meta, 'oldest', 'newest')
+  local oldest, newest = tonumber(m[1]), tonumber(m[2])
 
   local evicted = 0
   local function open_generation()
@@ -87,5 +96,4 @@ local function fresh_ids(kind, hashes)
   end
   redis.call('HSET', meta, 'oldest', oldest, 'newest', newest)
   if evicted > 0 then redis.call('HINCRBY', meta, 'evicted', evicted) end
-  return fresh
 end
