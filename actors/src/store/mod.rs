@@ -6,7 +6,8 @@
 //! Ordering rules shared by every implementation: product rankings by quantity
 //! descending, ties by `product_id` descending; location rankings by count
 //! descending, ties by `location` descending (the order of a Valkey sorted set read
-//! with ZREVRANGE). Floating sums are plain f64 additions in apply order.
+//! with ZREVRANGE). A batch is folded into a [`delta`] first; floating sums are the
+//! stored sum plus the batch's sum (folded from zero in event order).
 
 pub mod delta;
 mod memory;

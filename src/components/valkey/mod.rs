@@ -35,23 +35,36 @@
 //! (the batch driver), then `sales.lua` or `tweets.lua`. A batch of sales (or
 //! tweets) is one `EVALSHA` of a Lua script (loaded with `SCRIPT LOAD` and retried
 //! when the server answers `NOSCRIPT`, e.g. after a restart), so a batch is atomic and
-//! costs one round trip. `ARGV` carries the prefix, the dedup window in ms, the time
-//! now, the most ids one window generation holds, the batch's source streams (their
-//! count, then their names), and the events flattened (sales: id hash, category,
-//! product_id, price, quantity; tweets: id hash, location, weather, temperature,
-//! humidity; then the event's stream and offset when the batch has streams). The
-//! script first reads the streams' positions (`MGET`), skips every event below its
-//! stream's position and stores the positions the batch reached (`SET`, never
-//! moving back); it then asks the window's generations which id
-//! hashes they hold (`SMISMEMBER`, one call per generation), adds the new ones to the
-//! newest generation (`SADD`; a new generation opens when it is full or a window/7
-//! old, and with 8 open the oldest is dropped whole with `UNLINK`), then updates the
-//! aggregates for the new events only. Sums are plain double additions in event order
-//! (Lua numbers are IEEE doubles, like `f64`), min/max are compared in Lua; each
-//! touched hash is read once (`HMGET`) and written once (`HSET`) per batch. The script
-//! returns one flag per event (`1` applied, `0` a duplicate id, `2` below its
-//! stream's position), which becomes [`Applied`]. A dedup
-//! window of zero disables dedup, as it does in `MemoryStore`.
+//! costs one round trip in the common case.
+//!
+//! The batch arrives **pre-aggregated**: Rust folds it into per-key changes
+//! ([`flujo_actors::store::delta`]) as if every event were new, so the script does
+//! work in proportion to the keys the batch touches, not to its events. `ARGV`
+//! carries the prefix, the dedup window in ms, the time now, the most ids one window
+//! generation holds, the batch's source streams (their count, their names, and per
+//! stream the next offset after the whole delivery), the events (their id hashes,
+//! with stream and offset when the batch has streams), then the delta: the total and
+//! per-category (per-location) scopes, each category's monitored product as flujo
+//! last saw it and the batch's first product, each with the prices of its sales,
+//! and the quantities per product (tweets: counts per weather).
+//!
+//! The script first reads the streams' positions (`MGET`) and asks the window's
+//! generations which id hashes they hold (`SMISMEMBER`, one call per generation),
+//! writing nothing. If an event is below its stream's position, or its id was seen,
+//! the script answers `retry` with one flag per event (`1` new, `0` a duplicate id,
+//! `2` below its position) and flujo sends the batch again without those events
+//! (and with a delta folded without them). If a category's stored monitored product
+//! is neither of the two the delta carries prices for (only before flujo has seen
+//! it), the script answers `monitored` with it and flujo goes again. Otherwise it
+//! writes: each touched aggregate hash is read once (`HMGET`) and written once
+//! (`HSET`) with the stored sum plus the batch's sum (the same addition
+//! `MemoryStore` makes, so both answer the same doubles), min/max combined; one
+//! `ZINCRBY` per product and ranking; one `XADD` per price of a monitored product.
+//! Then the new ids go into the newest generation (`SADD`; a new generation opens
+//! when it is full or a window/7 old, and with 8 open the oldest is dropped whole
+//! with `UNLINK`), and last the streams' positions (`SET`, never moving back), so a
+//! script failing midway leaves them unwritten. A dedup window of zero disables
+//! dedup, as it does in `MemoryStore`.
 //!
 //! The script builds key names from the prefix instead of receiving them in `KEYS`, so
 //! it targets a standalone Valkey (or one with replicas), not a Valkey Cluster.
