@@ -713,13 +713,14 @@ impl Source for KafkaSource {
                 .min()
                 .unwrap_or_else(now_ms);
             let mut positions = Positions::default();
+            let mut partitions: Vec<i32> = Vec::new(); // parallel to `positions.streams`
             let mut decoded = Vec::with_capacity(gathering.events.len());
             for (partition, offset, event) in gathering.events {
-                let stream = self.stream(partition);
-                let index = match positions.streams.iter().position(|s| *s == stream) {
+                let index = match partitions.iter().position(|&p| p == partition) {
                     Some(i) => i,
                     None => {
-                        positions.streams.push(stream);
+                        partitions.push(partition);
+                        positions.streams.push(self.stream(partition));
                         positions.streams.len() - 1
                     }
                 };
