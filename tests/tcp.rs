@@ -314,6 +314,68 @@ async fn pipelined_lines_are_answered_in_order() {
     assert_tweets_kpis(&tweets, &server.wait_tweets(tweets.tweets.count).await);
 }
 
+/// Lines a client sends at once are coalesced into batches (a few ingests, not one
+/// per line), yet every line gets its own answer: a bad sale in the middle is
+/// refused alone, and only it.
+#[tokio::test]
+async fn lines_sent_at_once_are_coalesced_and_still_answered_one_by_one() {
+    let server = TestServer::start(&[("FLUJO__QUERY__CACHE_TTL_MS", "0")]);
+    let mut rng = StdRng::seed_from_u64(0xc0a1_e5ce);
+    let mut sales = DedupTruth::default();
+    let (mut payload, mut ids) = (String::new(), Vec::new());
+    const LINES: usize = 1_000;
+    const BAD: usize = 517;
+    for i in 0..LINES {
+        let mut s = random_sale(
+            &mut rng,
+            format!("coalesced-{i}"),
+            CATEGORIES[i % 4],
+            &format!("P{}", i % 17),
+        );
+        if i == BAD {
+            s.quantity = 0;
+        } else {
+            sales.apply_sale(&s);
+        }
+        payload.push_str(&sale_line(&s, SaleForm::English));
+        payload.push('\n');
+        ids.push(s.id);
+    }
+    let mut c = LineClient::connect(server.tcp_addr()).await;
+    let answers = c.pipeline(payload.as_bytes(), LINES).await;
+    for (i, (answer, id)) in answers.iter().zip(&ids).enumerate() {
+        if i == BAD {
+            assert!(
+                err_reason(answer).contains("quantity"),
+                "line {i}: {answer}"
+            );
+        } else {
+            assert_eq!(ok_id(answer), id, "line {i}");
+        }
+    }
+    assert_order_free_sales(&server, &sales).await;
+
+    let metrics = server.metrics().await;
+    let tcp = [("transport", "tcp")];
+    let ingests = metric_value(&metrics, "flujo_ingest_duration_seconds_count", &tcp)
+        .expect("the TCP ingest histogram");
+    // A read of the socket holds dozens of lines, so far fewer batches than lines.
+    assert!(
+        ingests <= (LINES / 4) as f64,
+        "{ingests} ingests for {LINES} lines sent at once: not coalesced"
+    );
+    let labels = [
+        ("kind", "sale"),
+        ("transport", "tcp"),
+        ("reason", "invalid"),
+    ];
+    assert_eq!(
+        metric_value(&metrics, "flujo_events_rejected_total", &labels),
+        Some(1.0),
+        "only the bad line is counted as rejected"
+    );
+}
+
 /// A client that pipelines sales on one connection gets its answers in order, and the
 /// order-dependent aggregates (the monitored product = the first product seen in a
 /// category, and its price stream, newest last) must follow that order too.

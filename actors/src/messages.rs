@@ -1,7 +1,7 @@
 //! Messages between the actors, and the batch that travels through them.
 
 use crate::admission::Admitted;
-use crate::event::{Events, Kind, RawBatch, ValidationError};
+use crate::event::{Events, Kind, RawBatch, Refusal, ValidationError};
 use crate::mailbox::Queued;
 use crate::store::{Applied, Positions, StoreError};
 use crate::{aggregator, publisher, receiver, router};
@@ -71,6 +71,8 @@ pub struct Ingest {
     pub transport: Transport,
     /// Where the outcome goes.
     pub reply: oneshot::Sender<Result<Accepted, IngestError>>,
+    /// Whether a bad event refuses the whole batch or only itself.
+    pub refusal: Refusal,
     /// Counts the message in the receiver's mailbox depth.
     pub(crate) queued: Queued,
 }
@@ -86,16 +88,45 @@ impl Ingest {
             batch,
             transport,
             reply,
+            refusal: Refusal::WholeBatch,
             queued: receiver::MAILBOX.enqueue(),
         }
+    }
+
+    /// The same message with bad events refused one by one (see [`Refusal`]).
+    pub fn refusing(self, refusal: Refusal) -> Self {
+        Ingest { refusal, ..self }
     }
 }
 
 /// A batch accepted per the ack mode.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Accepted {
-    /// Ids of the events, in batch order.
+    /// Ids of the accepted events, in batch order.
     pub ids: Vec<String>,
+    /// The bad events refused one by one ([`Refusal::EachEvent`]; always empty
+    /// otherwise): `ids` holds the others, in order.
+    pub refused: Vec<ValidationError>,
+}
+
+impl Accepted {
+    /// The answer to each event of the batch, in order: its id, or why it was refused.
+    pub fn per_event(self) -> Vec<Result<String, ValidationError>> {
+        let mut refused = self.refused.into_iter().peekable();
+        let mut ids = self.ids.into_iter();
+        let mut answers = Vec::new();
+        loop {
+            if refused.peek().is_some_and(|r| r.index == answers.len()) {
+                answers.push(Err(refused.next().expect("peeked")));
+            } else if let Some(id) = ids.next() {
+                answers.push(Ok(id));
+            } else if let Some(r) = refused.next() {
+                answers.push(Err(r));
+            } else {
+                return answers;
+            }
+        }
+    }
 }
 
 /// Why a batch was not accepted.
@@ -207,4 +238,39 @@ pub enum PipelineError {
     /// An actor's mailbox is closed (the actor stopped).
     #[error("{0} is not running")]
     Stopped(&'static str),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::FieldError;
+
+    fn bad(index: usize) -> ValidationError {
+        ValidationError {
+            index,
+            error: FieldError {
+                field: None,
+                message: format!("bad {index}"),
+            },
+        }
+    }
+
+    #[test]
+    fn per_event_puts_each_refusal_at_its_position() {
+        let accepted = Accepted {
+            ids: vec!["b".into(), "d".into()],
+            refused: vec![bad(0), bad(2), bad(4), bad(5)],
+        };
+        let answers: Vec<_> = accepted
+            .per_event()
+            .into_iter()
+            .map(|a| a.unwrap_or_else(|e| e.error.message))
+            .collect();
+        assert_eq!(answers, ["bad 0", "b", "bad 2", "d", "bad 4", "bad 5"]);
+        let none = Accepted {
+            ids: vec!["a".into()],
+            refused: Vec::new(),
+        };
+        assert_eq!(none.per_event(), vec![Ok("a".to_owned())]);
+    }
 }

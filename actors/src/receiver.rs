@@ -6,7 +6,7 @@
 //! mailbox is full.
 
 use crate::admission::{Admission, AdmitError};
-use crate::event::{now_ms, Kind, RawBatch, ReceiveStamp};
+use crate::event::{now_ms, Kind, RawBatch, ReceiveStamp, Refusal};
 use crate::mailbox::Mailbox;
 use crate::messages::{
     Accepted, AckMode, Batch, Ingest, IngestError, PipelineError, Route, Transport,
@@ -57,20 +57,39 @@ impl Handler<Ingest> for Receiver {
             batch,
             transport,
             reply,
+            refusal,
             queued,
         } = msg;
         drop(queued);
-        let (kind, n) = (batch.kind(), batch.len());
+        let kind = batch.kind();
         metrics::counter!(EVENTS_RECEIVED, "kind" => kind.as_str(), "transport" => transport.as_str())
-            .increment(n as u64);
-        let events = match batch.validate(&mut ReceiveStamp::now()) {
-            Ok(events) => events,
-            Err(e) => {
-                reject(kind, transport, "invalid", n);
-                let _ = reply.send(Err(IngestError::Invalid(e)));
-                return;
+            .increment(batch.len() as u64);
+        let mut stamp = ReceiveStamp::now();
+        let (events, refused) = match refusal {
+            Refusal::WholeBatch => {
+                let n = batch.len();
+                match batch.validate(&mut stamp) {
+                    Ok(events) => (events, Vec::new()),
+                    Err(e) => {
+                        reject(kind, transport, "invalid", n);
+                        let _ = reply.send(Err(IngestError::Invalid(e)));
+                        return;
+                    }
+                }
             }
+            Refusal::EachEvent => batch.validate_each(&mut stamp),
         };
+        if !refused.is_empty() {
+            reject(kind, transport, "invalid", refused.len());
+        }
+        let n = events.len();
+        if n == 0 {
+            let _ = reply.send(Ok(Accepted {
+                ids: Vec::new(),
+                refused,
+            }));
+            return;
+        }
         let admitted = match self.admission.try_admit(n) {
             Ok(a) => a,
             Err(e) => {
@@ -98,7 +117,7 @@ impl Handler<Ingest> for Receiver {
         match self.ack {
             AckMode::Accepted => {
                 let outcome = match self.router.try_send(Route::new(batch)) {
-                    Ok(()) => Ok(Accepted { ids }),
+                    Ok(()) => Ok(Accepted { ids, refused }),
                     Err(SendError::Full(_)) => {
                         reject(kind, transport, "backpressure", n);
                         Err(IngestError::Backpressure(
@@ -117,7 +136,7 @@ impl Handler<Ingest> for Receiver {
                 ctx.spawn(
                     async move {
                         let outcome = match route.await {
-                            Ok(Ok(())) => Ok(Accepted { ids }),
+                            Ok(Ok(())) => Ok(Accepted { ids, refused }),
                             Ok(Err(PipelineError::Backpressure(m))) => {
                                 reject(kind, transport, "backpressure", n);
                                 Err(IngestError::Backpressure(m))
@@ -180,14 +199,34 @@ impl ReceiverPool {
     }
 
     /// Validates, admits and routes a batch as a transport decoded it (JSON values
-    /// or typed raw events).
+    /// or typed raw events); a bad event refuses the whole batch.
     pub async fn ingest_batch(
         &self,
         batch: RawBatch,
         transport: Transport,
     ) -> Result<Accepted, IngestError> {
+        self.send(batch, transport, Refusal::WholeBatch).await
+    }
+
+    /// Validates, admits and routes the events a transport coalesced into one batch
+    /// but answers one by one: a bad event is refused alone, in
+    /// [`Accepted::refused`], and the others go on together.
+    pub async fn ingest_each(
+        &self,
+        batch: RawBatch,
+        transport: Transport,
+    ) -> Result<Accepted, IngestError> {
+        self.send(batch, transport, Refusal::EachEvent).await
+    }
+
+    async fn send(
+        &self,
+        batch: RawBatch,
+        transport: Transport,
+        refusal: Refusal,
+    ) -> Result<Accepted, IngestError> {
         let (tx, rx) = oneshot::channel();
-        let mut msg = Ingest::new(batch, transport, tx);
+        let mut msg = Ingest::new(batch, transport, tx).refusing(refusal);
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let n = self.receivers.len();
         for i in 0..n {

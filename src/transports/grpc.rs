@@ -5,11 +5,14 @@
 //! JSON in between, and go through the same receiver and the same rules as JSON, so
 //! a rule or an error message never differs by transport.
 
-use flujo_actors::event::{Category, RawBatch, RawField, RawSale, RawTweet, Weather};
+use flujo_actors::event::{
+    Category, RawBatch, RawField, RawSale, RawTweet, ValidationError, Weather,
+};
 use flujo_actors::messages::{IngestError, Transport};
 use flujo_actors::metrics::INGEST_DURATION;
 use flujo_actors::receiver::ReceiverPool;
-use futures::{Stream, StreamExt};
+use futures::future::{self, BoxFuture};
+use futures::{stream, FutureExt, Stream, StreamExt};
 use std::pin::Pin;
 use std::time::Instant;
 use tonic::metadata::MetadataValue;
@@ -127,39 +130,106 @@ pub fn raw_tweet(t: Tweet) -> RawTweet {
     }
 }
 
-/// One stream event's answer: accepted, or refused with the reason in the Ack.
-async fn ack_event(service: IngestService, event: Event) -> Ack {
-    let batch = match event.event {
-        Some(event::Event::Sale(s)) => RawBatch::Sales(vec![raw_sale(s)]),
-        Some(event::Event::Tweet(t)) => RawBatch::Tweets(vec![raw_tweet(t)]),
-        None => {
-            return Ack {
-                error: "event holds neither a sale nor a tweet".into(),
-                code: "INVALID_ARGUMENT".into(),
-                ..Ack::default()
+/// The refusal of one stream event, as its Ack.
+fn refused_ack(status: Status) -> Ack {
+    Ack {
+        error: status.message().to_owned(),
+        code: code_name(status.code()).to_owned(),
+        field: status
+            .metadata()
+            .get("flujo-field")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned(),
+        ..Ack::default()
+    }
+}
+
+/// The Ack of one accepted stream event.
+fn accepted_ack(id: String) -> Ack {
+    Ack {
+        accepted: 1,
+        ids: vec![id],
+        ..Ack::default()
+    }
+}
+
+/// A run of stream events of one kind, coalesced into one batch.
+enum Run {
+    Sales(Vec<RawSale>),
+    Tweets(Vec<RawTweet>),
+}
+
+/// The answers to stream events read together, in order. Each run of events of one
+/// kind goes to the receiver as one batch in which a bad event is refused alone;
+/// the runs are sent in order (`join_all` polls them in order), so the events of a
+/// stream keep theirs.
+async fn ack_events(service: IngestService, events: Vec<Event>) -> Vec<Ack> {
+    let mut runs: Vec<BoxFuture<'static, Vec<Ack>>> = Vec::new();
+    let mut current: Option<Run> = None;
+    for event in events {
+        let next = match (event.event, current.as_mut()) {
+            (Some(event::Event::Sale(s)), Some(Run::Sales(v))) => {
+                v.push(raw_sale(s));
+                continue;
             }
+            (Some(event::Event::Tweet(t)), Some(Run::Tweets(v))) => {
+                v.push(raw_tweet(t));
+                continue;
+            }
+            (Some(event::Event::Sale(s)), _) => Some(Run::Sales(vec![raw_sale(s)])),
+            (Some(event::Event::Tweet(t)), _) => Some(Run::Tweets(vec![raw_tweet(t)])),
+            (None, _) => None,
+        };
+        if let Some(run) = std::mem::replace(&mut current, next) {
+            runs.push(ingest_run(service.clone(), run).boxed());
         }
+        if current.is_none() {
+            let status = Status::invalid_argument("event holds neither a sale nor a tweet");
+            runs.push(future::ready(vec![refused_ack(status)]).boxed());
+        }
+    }
+    if let Some(run) = current {
+        runs.push(ingest_run(service.clone(), run).boxed());
+    }
+    future::join_all(runs).await.concat()
+}
+
+/// The Acks of a run of stream events of one kind, ingested as one batch.
+async fn ingest_run(service: IngestService, run: Run) -> Vec<Ack> {
+    let batch = match run {
+        Run::Sales(v) => RawBatch::Sales(v),
+        Run::Tweets(v) => RawBatch::Tweets(v),
     };
-    match service.publish(batch).await {
-        Ok(ack) => ack.into_inner(),
-        Err(status) => Ack {
-            error: status.message().to_owned(),
-            code: code_name(status.code()).to_owned(),
-            field: status
-                .metadata()
-                .get("flujo-field")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_owned(),
-            ..Ack::default()
-        },
+    let n = batch.len();
+    let started = Instant::now();
+    let outcome = service.receivers.ingest_each(batch, Transport::Grpc).await;
+    metrics::histogram!(INGEST_DURATION, "transport" => Transport::Grpc.as_str())
+        .record(started.elapsed().as_secs_f64());
+    match outcome {
+        Ok(accepted) => accepted
+            .per_event()
+            .into_iter()
+            .map(|one| match one {
+                Ok(id) => accepted_ack(id),
+                // Each event is answered alone: its position is 0 in its own answer.
+                Err(e) => refused_ack(status_of(IngestError::Invalid(ValidationError {
+                    index: 0,
+                    ..e
+                }))),
+            })
+            .collect(),
+        Err(e) => vec![refused_ack(status_of(e)); n],
     }
 }
 
 pub use flujo_proto::code_name;
 
-/// Events of one stream processed at once; answers still come back in order.
-const STREAM_WINDOW: usize = 64;
+/// Reads of one stream (each up to [`COALESCE_MAX`] events) processed at once;
+/// answers still come back in order.
+const STREAM_WINDOW: usize = 16;
+/// Stream events coalesced into one batch at most.
+const COALESCE_MAX: usize = 1_000;
 
 #[tonic::async_trait]
 impl Ingest for IngestService {
@@ -188,18 +258,30 @@ impl Ingest for IngestService {
             receivers: self.receivers.pin(),
             max_batch_events: self.max_batch_events,
         };
+        // The events the stream has ready are read together and coalesced.
         let acks = request
             .into_inner()
-            .map(move |event| {
+            .ready_chunks(COALESCE_MAX)
+            .map(move |chunk| {
                 let service = service.clone();
                 async move {
-                    match event {
-                        Ok(event) => Ok(ack_event(service, event).await),
-                        Err(status) => Err(status),
+                    let mut events = Vec::with_capacity(chunk.len());
+                    let mut failed = None;
+                    for item in chunk {
+                        match item {
+                            Ok(event) => events.push(event),
+                            Err(status) => {
+                                failed = Some(status);
+                                break;
+                            }
+                        }
                     }
+                    let acks = ack_events(service, events).await.into_iter().map(Ok);
+                    stream::iter(acks.chain(failed.map(Err)))
                 }
             })
-            .buffered(STREAM_WINDOW);
+            .buffered(STREAM_WINDOW)
+            .flatten();
         Ok(Response::new(Box::pin(acks)))
     }
 }

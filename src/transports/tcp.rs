@@ -5,10 +5,12 @@
 //! - a line over the limit (64 KiB) → `err ...`, and the connection goes on.
 //!
 //! Lines of one connection are handled concurrently (up to a window) but answered in
-//! the order they came, so a client may pipeline.
+//! the order they came, so a client may pipeline. The lines a connection has ready
+//! are read together and coalesced: each run of events of one kind goes through the
+//! pipeline as one batch, in which a bad event is refused alone.
 
 use crate::shutdown::Shutdown;
-use flujo_actors::event::{tagged_kind, Kind};
+use flujo_actors::event::{tagged_kind, Kind, RawBatch};
 use flujo_actors::messages::{IngestError, Transport};
 use flujo_actors::metrics::INGEST_DURATION;
 use flujo_actors::receiver::ReceiverPool;
@@ -22,14 +24,28 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader, BufWriter}
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::task::TaskTracker;
 
-/// Lines of one connection in flight at once.
-const PIPELINE_WINDOW: usize = 256;
+/// Lines of one connection in flight (read, not yet answered) at most.
+const PIPELINE_WINDOW: usize = 4_096;
+/// Bytes of lines of one connection in flight at most (plus one line).
+const PIPELINE_BYTES: usize = 1 << 20;
+/// Event lines coalesced into one batch at most.
+const COALESCE_MAX: usize = 1_000;
 
 /// One input line, or the fact that it was too long.
 #[derive(Debug, PartialEq, Eq)]
 enum Line {
     Text(Vec<u8>),
     TooLong,
+}
+
+impl Line {
+    /// The bytes the line holds in memory.
+    fn len(&self) -> usize {
+        match self {
+            Line::Text(text) => text.len(),
+            Line::TooLong => 0,
+        }
+    }
 }
 
 /// Reads lines of at most `max` bytes without ever holding more than that; a longer
@@ -120,45 +136,98 @@ fn refusal(e: IngestError) -> String {
     }
 }
 
-/// The answer to one line.
-fn handle_line(line: Line, max: usize, receivers: &ReceiverPool) -> BoxFuture<'static, String> {
+/// A line as read: answered at once, or an event for the receiver.
+enum Parsed {
+    Answer(String),
+    Event(Kind, Value),
+}
+
+/// What `line` is: a ping, an event of a kind, or something answered with an error.
+fn parse_line(line: Line, max: usize) -> Parsed {
     let text = match line {
-        Line::TooLong => {
-            return future::ready(format!("err line longer than {max} bytes")).boxed();
-        }
+        Line::TooLong => return Parsed::Answer(format!("err line longer than {max} bytes")),
         Line::Text(text) => text,
     };
     let trimmed = text.trim_ascii();
     if trimmed == b"ping" {
-        return future::ready("pong".to_owned()).boxed();
+        return Parsed::Answer("pong".to_owned());
     }
     if trimmed.is_empty() {
-        return future::ready("err empty line".to_owned()).boxed();
+        return Parsed::Answer("err empty line".to_owned());
     }
     let value: Value = match serde_json::from_slice(trimmed) {
         Ok(v) => v,
-        Err(e) => return future::ready(answer(format!("err invalid JSON: {e}"))).boxed(),
+        Err(e) => return Parsed::Answer(answer(format!("err invalid JSON: {e}"))),
     };
-    let kind: Kind = match tagged_kind(&value) {
-        Ok(k) => k,
-        Err(e) => return future::ready(answer(format!("err {}", e.message))).boxed(),
-    };
-    let receivers = receivers.clone();
-    async move {
-        let started = Instant::now();
-        let outcome = receivers.ingest(kind, vec![value], Transport::Tcp).await;
-        metrics::histogram!(INGEST_DURATION, "transport" => Transport::Tcp.as_str())
-            .record(started.elapsed().as_secs_f64());
-        answer(match outcome {
-            Ok(accepted) => format!("ok {}", accepted.ids.join(" ")),
-            Err(e) => refusal(e),
-        })
+    match tagged_kind(&value) {
+        Ok(kind) => Parsed::Event(kind, value),
+        Err(e) => Parsed::Answer(answer(format!("err {}", e.message))),
     }
-    .boxed()
+}
+
+/// The answers to lines read together, in order. Each run of events of one kind
+/// goes to the receiver as one batch; its runs are sent in order (`join_all` polls
+/// them in order), so the events of a connection keep theirs.
+fn handle_lines(lines: Vec<Parsed>, receivers: &ReceiverPool) -> BoxFuture<'static, Vec<String>> {
+    let mut runs: Vec<BoxFuture<'static, Vec<String>>> = Vec::new();
+    let mut lines = lines.into_iter().peekable();
+    while let Some(line) = lines.next() {
+        match line {
+            Parsed::Answer(a) => runs.push(future::ready(vec![a]).boxed()),
+            Parsed::Event(kind, value) => {
+                let mut objects = vec![value];
+                while let Some(Parsed::Event(_, value)) =
+                    lines.next_if(|l| matches!(l, Parsed::Event(k, _) if *k == kind))
+                {
+                    objects.push(value);
+                }
+                runs.push(ingest_run(receivers.clone(), kind, objects).boxed());
+            }
+        }
+    }
+    async move { future::join_all(runs).await.concat() }.boxed()
+}
+
+/// The answers to a run of event lines of one kind, ingested as one batch in which
+/// a bad event is refused alone.
+async fn ingest_run(receivers: ReceiverPool, kind: Kind, objects: Vec<Value>) -> Vec<String> {
+    let n = objects.len();
+    let started = Instant::now();
+    let outcome = receivers
+        .ingest_each(RawBatch::Json { kind, objects }, Transport::Tcp)
+        .await;
+    metrics::histogram!(INGEST_DURATION, "transport" => Transport::Tcp.as_str())
+        .record(started.elapsed().as_secs_f64());
+    match outcome {
+        Ok(accepted) => accepted
+            .per_event()
+            .into_iter()
+            .map(|one| match one {
+                Ok(id) => format!("ok {id}"),
+                Err(e) => answer(refusal(IngestError::Invalid(e))),
+            })
+            .collect(),
+        Err(e) => vec![answer(refusal(e)); n],
+    }
+}
+
+/// Lines read but not yet answered on one connection, and their bytes: reading
+/// pauses while either is at its bound.
+#[derive(Debug, Default)]
+struct InFlight {
+    lines: usize,
+    bytes: usize,
+}
+
+impl InFlight {
+    fn has_room(&self) -> bool {
+        self.lines < PIPELINE_WINDOW && self.bytes < PIPELINE_BYTES
+    }
 }
 
 /// Serves one connection until the client closes it or shutdown begins; answers
-/// every line read before closing.
+/// every line read before closing. The lines a connection has ready are read
+/// together (up to [`COALESCE_MAX`]) and their events coalesced.
 async fn serve_connection(
     stream: TcpStream,
     receivers: ReceiverPool,
@@ -169,20 +238,50 @@ async fn serve_connection(
     let (read, write) = stream.into_split();
     let mut lines = LineReader::new(read, max_line);
     let mut out = BufWriter::new(write);
-    let mut pending: FuturesOrdered<BoxFuture<'static, String>> = FuturesOrdered::new();
+    let mut pending: FuturesOrdered<BoxFuture<'static, (Vec<String>, usize)>> =
+        FuturesOrdered::new();
+    let mut in_flight = InFlight::default();
     let mut reading = true;
     loop {
         tokio::select! {
             biased;
-            Some(reply) = pending.next(), if !pending.is_empty() => {
-                out.write_all(reply.as_bytes()).await?;
-                out.write_all(b"\n").await?;
+            Some((replies, bytes)) = pending.next(), if !pending.is_empty() => {
+                in_flight.lines -= replies.len();
+                in_flight.bytes -= bytes;
+                for reply in replies {
+                    out.write_all(reply.as_bytes()).await?;
+                    out.write_all(b"\n").await?;
+                }
                 if pending.is_empty() {
                     out.flush().await?;
                 }
             }
-            line = lines.next(), if reading && pending.len() < PIPELINE_WINDOW => match line? {
-                Some(line) => pending.push_back(handle_line(line, max_line, &receivers)),
+            line = lines.next(), if reading && in_flight.has_room() => match line? {
+                Some(first) => {
+                    // Then whatever else this connection has ready, without waiting.
+                    let mut chunk = Vec::new();
+                    let mut bytes = 0;
+                    let mut next = Some(first);
+                    while let Some(line) = next.take() {
+                        bytes += line.len();
+                        chunk.push(parse_line(line, max_line));
+                        let room = chunk.len() < COALESCE_MAX
+                            && in_flight.lines + chunk.len() < PIPELINE_WINDOW
+                            && in_flight.bytes + bytes < PIPELINE_BYTES;
+                        if !room {
+                            break;
+                        }
+                        match lines.next().now_or_never() {
+                            Some(Ok(Some(line))) => next = Some(line),
+                            Some(Ok(None)) | Some(Err(_)) => reading = false,
+                            None => {}
+                        }
+                    }
+                    in_flight.lines += chunk.len();
+                    in_flight.bytes += bytes;
+                    let answers = handle_lines(chunk, &receivers);
+                    pending.push_back(answers.map(move |a| (a, bytes)).boxed());
+                }
                 None => reading = false,
             },
             _ = shutdown.triggered(), if reading => reading = false,

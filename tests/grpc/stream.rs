@@ -194,6 +194,75 @@ async fn the_stream_acks_every_event_in_order() {
     assert_tweets_kpis(&tweets, &server.wait_tweets(tweets.tweets.count).await);
 }
 
+/// Events a client streams at once are coalesced into batches (a few ingests, not
+/// one per event), yet each gets its own Ack in order: a bad one is refused alone.
+#[tokio::test]
+async fn events_streamed_at_once_are_coalesced_and_acked_one_by_one() {
+    let server = TestServer::start(&[("FLUJO__QUERY__CACHE_TTL_MS", "0")]);
+    let mut client = ingest_client(&server).await;
+    let mut sales = DedupTruth::default();
+    const EVENTS: usize = 1_000;
+    const BAD: usize = 333;
+    let (mut events, mut ids) = (Vec::new(), Vec::new());
+    for i in 0..EVENTS {
+        let s = sale(
+            &format!("co-{i}"),
+            CATEGORIES[i % 4],
+            &format!("P{}", i % 9),
+            2.0 + (i % 50) as f64,
+            (i % 5 + 1) as u64,
+        );
+        if i == BAD {
+            events.push(sale_event(pb::Sale {
+                quantity: 0,
+                ..pb_sale(&s)
+            }));
+        } else {
+            events.push(sale_event(pb_sale(&s)));
+            sales.apply_sale(&s);
+        }
+        ids.push(s.id);
+    }
+    let mut acks = client
+        .stream(futures::stream::iter(events))
+        .await
+        .expect("Stream")
+        .into_inner();
+    for (i, id) in ids.iter().enumerate() {
+        let ack = next_ack(&mut acks)
+            .await
+            .unwrap_or_else(|| panic!("the stream ended after {i} Acks"));
+        if i == BAD {
+            assert_stream_refused(&ack, "quantity", &format!("event {i}"));
+        } else {
+            assert_stream_ok(&ack, id, &format!("event {i}"));
+        }
+    }
+    assert!(next_ack(&mut acks).await.is_none(), "one Ack per event");
+
+    server.wait_idle().await;
+    let kpis = server.wait_sales(sales.sales.count).await;
+    assert_sale_agg("total", &sales.sales, &kpis["total"]);
+    let metrics = server.metrics().await;
+    let grpc = [("transport", "grpc")];
+    let ingests = metric_value(&metrics, "flujo_ingest_duration_seconds_count", &grpc)
+        .expect("the gRPC ingest histogram");
+    assert!(
+        ingests <= (EVENTS / 4) as f64,
+        "{ingests} ingests for {EVENTS} events streamed at once: not coalesced"
+    );
+    let labels = [
+        ("kind", "sale"),
+        ("transport", "grpc"),
+        ("reason", "invalid"),
+    ];
+    assert_eq!(
+        metric_value(&metrics, "flujo_events_rejected_total", &labels),
+        Some(1.0),
+        "only the bad event is counted as rejected"
+    );
+}
+
 /// The proto's doc says "every event gets one Ack, in order": a client streaming
 /// sales in order must find them applied in that order, as the monitored product's
 /// price stream (newest last) shows.

@@ -6,7 +6,7 @@
 //! client must learn *which* field of *which* event is wrong, aliases must map to one
 //! canonical field, and an unknown field must be refused rather than dropped.
 
-use super::{each, Category, Coded, Events, FieldError, Kind, RawField, RawSale, RawTweet};
+use super::{each, split, Category, Coded, Events, FieldError, Kind, RawField, RawSale, RawTweet};
 use super::{Sale, Stamp, Tweet, ValidationError, Weather};
 use serde_json::{Map, Value};
 
@@ -20,6 +20,27 @@ pub fn parse_batch(
     match kind {
         Kind::Sale => each(objects, |v| parse_sale(as_object(v)?, stamp)).map(Events::Sales),
         Kind::Tweet => each(objects, |v| parse_tweet(as_object(v)?, stamp)).map(Events::Tweets),
+    }
+}
+
+/// Parses and validates JSON objects of one kind, each on its own: the good events,
+/// and the bad ones' positions and reasons (see [`RawBatch::validate_each`]).
+///
+/// [`RawBatch::validate_each`]: super::RawBatch::validate_each
+pub fn parse_each(
+    kind: Kind,
+    objects: Vec<Value>,
+    stamp: &mut impl Stamp,
+) -> (Events, Vec<ValidationError>) {
+    match kind {
+        Kind::Sale => {
+            let (good, bad) = split(objects, |v| parse_sale(as_object(v)?, stamp));
+            (Events::Sales(good), bad)
+        }
+        Kind::Tweet => {
+            let (good, bad) = split(objects, |v| parse_tweet(as_object(v)?, stamp));
+            (Events::Tweets(good), bad)
+        }
     }
 }
 

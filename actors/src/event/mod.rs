@@ -371,6 +371,52 @@ impl RawBatch {
             RawBatch::Tweets(tweets) => each(tweets, |t| t.validate(stamp)).map(Events::Tweets),
         }
     }
+
+    /// Applies the rules to every event, stamping what is missing, and keeps the
+    /// good ones: each bad event is refused alone (its index is its position in
+    /// this batch). For transports that answer every event on its own (TCP lines,
+    /// gRPC stream events) and coalesce them into batches.
+    pub fn validate_each(self, stamp: &mut impl Stamp) -> (Events, Vec<ValidationError>) {
+        match self {
+            RawBatch::Json { kind, objects } => json::parse_each(kind, objects, stamp),
+            RawBatch::Sales(sales) => {
+                let (good, bad) = split(sales, |s| s.validate(stamp));
+                (Events::Sales(good), bad)
+            }
+            RawBatch::Tweets(tweets) => {
+                let (good, bad) = split(tweets, |t| t.validate(stamp));
+                (Events::Tweets(good), bad)
+            }
+        }
+    }
+}
+
+/// How a batch with bad events is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Refusal {
+    /// The whole batch, at its first bad event: nothing of it is taken (an HTTP
+    /// request, a gRPC batch).
+    #[default]
+    WholeBatch,
+    /// Each bad event alone; the good ones go on (see [`RawBatch::validate_each`]).
+    EachEvent,
+}
+
+/// Applies `one` to every item: the good results in order, and the failures with
+/// their positions.
+fn split<R, E>(
+    items: Vec<R>,
+    mut one: impl FnMut(R) -> Result<E, FieldError>,
+) -> (Vec<E>, Vec<ValidationError>) {
+    let mut good = Vec::with_capacity(items.len());
+    let mut bad = Vec::new();
+    for (index, item) in items.into_iter().enumerate() {
+        match one(item) {
+            Ok(e) => good.push(e),
+            Err(error) => bad.push(ValidationError { index, error }),
+        }
+    }
+    (good, bad)
 }
 
 /// Applies `one` to every item, naming the position of the first failure.
