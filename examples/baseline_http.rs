@@ -10,6 +10,10 @@
 //! cargo run --release --example baseline_http -- 127.0.0.1:0   # prints `baseline listening http=ADDR`
 //! ```
 
+/// The same allocator as flujo, so the ratio measures the pipeline, not the allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use axum::body::Bytes;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};

@@ -316,7 +316,34 @@ broker() {
         "$(field msgs_per_s "$bi")" "$(basename "$BASELINE"): bare client, same message size, 3,200 in flight" \
         "$p99" ""
 
-    # 2. Apply a backlog: the load goes in with no consumer; then the consumer starts
+    # 2. End to end, every role in one process: accepted, published, consumed and
+    # applied to Valkey; `loadgen --verify` times until every KPI is exact.
+    [ "$bus" = kafka ] && tansu_fresh
+    say "$label: flujo end to end, all roles in one process"
+    local tag=$RUN_ID-$bus-all all_rate=FAILED
+    ENVS=(
+        FLUJO__KAFKA__SALES_TOPIC="$tag-sales" FLUJO__KAFKA__TWEETS_TOPIC="$tag-tweets"
+        FLUJO__KAFKA__GROUP_ID="$tag" FLUJO__RABBITMQ__SALES_QUEUE="$tag-sales"
+        FLUJO__RABBITMQ__TWEETS_QUEUE="$tag-tweets" FLUJO__VALKEY__PREFIX="$tag:"
+    )
+    BUSARGS=(--bus "$bus")
+    if [ "$bus" = kafka ]; then BUSARGS+=(--kafka "$KAFKA"); else BUSARGS+=(--amqp "$AMQP"); fi
+    start "all-$bus" env "${ENVS[@]}" "$FLUJO" run "${BUSARGS[@]}" \
+        --store "valkey://127.0.0.1:$VALKEY_PORT" --http 127.0.0.1:0 --grpc 127.0.0.1:0 \
+        --tcp 127.0.0.1:0 --log-level warn
+    local all_pid=$PID all_http
+    all_http=$(addr http "$LINE")
+    wait_ready "http://$all_http" "flujo ($bus)"
+    if wall=$(loadgen "all-$bus" "http://$all_http" --kind mixed --rate max --duration "$SECONDS_PER" \
+        --batch 100 --concurrency 32 --verify --timeout 180); then
+        all_rate=$(python3 -c "print(round($(json "$TMP/all-$bus.json" 'd["events"]') / $wall))")
+    fi
+    stop "$all_pid"
+    row "$label: end to end, all roles in one process, 100 events per request, applied and verified in Valkey (events ÷ time until verified)" \
+        "$all_rate" "events/s" "$(field msgs_per_s "$bi")" \
+        "$(basename "$BASELINE"): the bare client publishing (first row of this bus)" "" ""
+
+    # 3. Apply a backlog: the load goes in with no consumer; then the consumer starts
     # and `loadgen --verify` times until every KPI in Valkey is exact.
     [ "$bus" = kafka ] && tansu_fresh
     say "$label: flujo consumer applies a backlog"
@@ -383,7 +410,7 @@ if [ "$BROKERS" = 1 ]; then
         "$store_rate" "events/s" "$LUA_RATE" "redis-benchmark: one EVAL per event with the same writes, -P 16" "" ""
 
     if want kafka; then
-        broker kafka "Kafka (${BENCH_KAFKA:-private tansu})" 1000
+        broker kafka "Kafka (${BENCH_KAFKA:-private tansu})" 10000
         [ -z "$TANSU_PID" ] || stop "$TANSU_PID"
     fi
     if want rabbitmq; then

@@ -9,7 +9,8 @@
 //!
 //! Every process serves `/metrics`, `/healthz` and `/readyz` on its HTTP port.
 //! Arbiters: one per receiver (parsing and validation run in parallel), one for
-//! router and publishers, one for consumers and aggregator (applies stay ordered).
+//! router and publishers, one for consumers and aggregator (each consumer stores a
+//! delivery before it reads the next, one part per partition, concurrently).
 
 use crate::components::probes::ComponentProbe;
 use crate::components::{self, Bus, Components};

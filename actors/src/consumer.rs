@@ -1,6 +1,7 @@
 //! Consumer: one per source. Reads batches, has the aggregator store them, and only
 //! then commits (acks) them on the source, retrying with backoff until the store
-//! took them, so a batch is never dropped between bus and store.
+//! took them, so a batch is never dropped between bus and store. A delivery that
+//! spans several partitions is stored as one part per partition, concurrently.
 
 use crate::aggregator::Aggregator;
 use crate::backoff::Backoff;
@@ -9,6 +10,7 @@ use crate::metrics::EVENTS_CONSUMED;
 use crate::supervision::Restarts;
 use actix::prelude::*;
 use async_trait::async_trait;
+use futures::future;
 use std::sync::Arc;
 use tokio::sync::Mutex;
 
@@ -113,10 +115,13 @@ async fn run(
     let name = source.name();
     while let Some(delivery) = source.next().await {
         let _storing = in_flight.lock().await;
-        let batch = &delivery.batch;
+        let batch = delivery.batch;
         metrics::counter!(EVENTS_CONSUMED, "kind" => batch.kind().as_str(), "source" => name)
             .increment(batch.events.len() as u64);
-        store_batch(&aggregator, batch).await;
+        // Partitions apply concurrently, each in order (a partition's events are in
+        // one part); the delivery is committed once every part is stored.
+        let parts = batch.by_stream();
+        future::join_all(parts.iter().map(|part| store_batch(&aggregator, part))).await;
         source.commit(delivery.token).await?;
     }
     tracing::info!(source = name, "source closed; consumer idle");

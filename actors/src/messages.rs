@@ -59,6 +59,61 @@ impl Batch {
     pub fn kind(&self) -> Kind {
         self.events.kind()
     }
+
+    /// The batch split by source stream (Kafka partition), each part with its own
+    /// events in their order and their positions: parts touch disjoint positions, so
+    /// they may be applied concurrently. A batch of one stream, or without positions,
+    /// stays whole. The events are moved, not copied, when nothing else holds them.
+    pub fn by_stream(self) -> Vec<Batch> {
+        let Some(positions) = self.positions.clone() else {
+            return vec![self];
+        };
+        if positions.streams.len() < 2 || positions.check(self.events.len()).is_err() {
+            return vec![self];
+        }
+        let events = Arc::try_unwrap(self.events).unwrap_or_else(|shared| (*shared).clone());
+        let part = |events, offsets: Vec<(u32, i64)>, stream: &String| Batch {
+            events: Arc::new(events),
+            received_at_ms: self.received_at_ms,
+            admitted: self.admitted.clone(),
+            positions: Some(Arc::new(Positions {
+                streams: vec![stream.clone()],
+                offsets,
+            })),
+        };
+        match events {
+            Events::Sales(v) => split_by_stream(v, &positions)
+                .map(|(s, (v, o))| part(Events::Sales(v), o, s))
+                .collect(),
+            Events::Tweets(v) => split_by_stream(v, &positions)
+                .map(|(s, (v, o))| part(Events::Tweets(v), o, s))
+                .collect(),
+        }
+    }
+}
+
+/// `items` (one per entry of `positions.offsets`) grouped by stream, in order, each
+/// with its offsets renumbered to its single stream (index 0); empty groups left out.
+#[allow(clippy::type_complexity)]
+fn split_by_stream<T>(
+    items: Vec<T>,
+    positions: &Positions,
+) -> impl Iterator<Item = (&String, (Vec<T>, Vec<(u32, i64)>))> {
+    let mut parts: Vec<(Vec<T>, Vec<(u32, i64)>)> = positions
+        .streams
+        .iter()
+        .map(|_| (Vec::new(), Vec::new()))
+        .collect();
+    for (item, &(stream, offset)) in items.into_iter().zip(&positions.offsets) {
+        let part = &mut parts[stream as usize];
+        part.0.push(item);
+        part.1.push((0, offset));
+    }
+    positions
+        .streams
+        .iter()
+        .zip(parts)
+        .filter(|(_, (items, _))| !items.is_empty())
 }
 
 /// Receiver ← transport: a batch of one kind to validate and route.
@@ -253,6 +308,76 @@ mod tests {
                 message: format!("bad {index}"),
             },
         }
+    }
+
+    fn sale(id: &str) -> crate::event::Sale {
+        crate::event::Sale {
+            id: id.into(),
+            ts: 1,
+            category: crate::event::Category::Home,
+            product_id: "P".into(),
+            price: 1.0,
+            quantity: 1,
+        }
+    }
+
+    fn batch(ids: &[&str], positions: Option<Positions>) -> Batch {
+        Batch {
+            events: Arc::new(Events::Sales(ids.iter().map(|id| sale(id)).collect())),
+            received_at_ms: 7,
+            admitted: None,
+            positions: positions.map(Arc::new),
+        }
+    }
+
+    /// A part: its streams, its event ids, its offsets.
+    type Part = (Vec<String>, Vec<String>, Vec<(u32, i64)>);
+
+    fn parts(batch: Batch) -> Vec<Part> {
+        batch
+            .by_stream()
+            .into_iter()
+            .map(|b| {
+                let p = b.positions.as_deref().cloned().unwrap_or_default();
+                (p.streams, b.events.ids(), p.offsets)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_splits_by_stream_keeping_each_streams_order() {
+        let positions = Positions {
+            streams: vec!["p0".into(), "p1".into(), "p2".into()],
+            offsets: vec![(1, 10), (0, 5), (1, 11), (0, 6), (1, 12)],
+        };
+        let got = parts(batch(&["a", "b", "c", "d", "e"], Some(positions)));
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            got,
+            vec![
+                (s(&["p0"]), s(&["b", "d"]), vec![(0, 5), (0, 6)]),
+                (
+                    s(&["p1"]),
+                    s(&["a", "c", "e"]),
+                    vec![(0, 10), (0, 11), (0, 12)]
+                ),
+            ],
+            "p2 has no event, so no part"
+        );
+        // One stream, no positions, or positions that do not fit: whole.
+        let one = Positions {
+            streams: vec!["p0".into()],
+            offsets: vec![(0, 1), (0, 2)],
+        };
+        assert_eq!(parts(batch(&["a", "b"], Some(one))).len(), 1);
+        assert_eq!(parts(batch(&["a", "b"], None)).len(), 1);
+        let misfit = Positions {
+            streams: vec!["p0".into(), "p1".into()],
+            offsets: vec![(0, 1), (5, 2)],
+        };
+        let whole = parts(batch(&["a", "b"], Some(misfit)));
+        assert_eq!(whole.len(), 1, "the store refuses it whole");
+        assert_eq!(whole[0].1, ["a", "b"]);
     }
 
     #[test]

@@ -29,8 +29,6 @@ use tokio_util::sync::CancellationToken;
 
 /// How often the consumer computes its lag (librdkafka statistics interval).
 const LAG_INTERVAL_MS: u32 = 1_000;
-/// Pause after a consumer error, so a persistent error does not spin.
-const ERROR_PAUSE: Duration = Duration::from_millis(200);
 /// A persistent consumer error is logged at most this often (else at debug level).
 const ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
 /// Attempts of a commit that failed with a transient error, before giving up.
@@ -555,6 +553,8 @@ impl KafkaSource {
 
     /// Waits for the first message not applied yet (or `stop`); `None` when stopped.
     async fn first(&mut self) -> Option<Gathering> {
+        // Consecutive consumer errors (a broker down) back off, up to 5 s.
+        let mut backoff = Backoff::reconnect();
         loop {
             self.position().await;
             let consumer = self.consumer.0.clone();
@@ -582,7 +582,7 @@ impl KafkaSource {
                     self.log_error(&e);
                     tokio::select! {
                         () = self.stop.cancelled() => return None,
-                        () = tokio::time::sleep(ERROR_PAUSE) => {}
+                        () = backoff.wait() => {}
                     }
                 }
             }
