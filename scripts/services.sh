@@ -82,19 +82,8 @@ kafka_up() {
 # tansu 0.6 looks up each fetched record's headers with a scan of the whole header
 # table; this index makes reading messages with headers linear again.
 kafka_index() {
-    local db="$STATE/kafka/tansu.db"
-    python3 - "$db" <<'PY' || say "kafka: could not index the header table (reads stay slow)"
-import sqlite3, sys, time
-for attempt in range(50):
-    try:
-        c = sqlite3.connect(sys.argv[1], timeout=30)
-        c.execute("create index if not exists header_topition_offset on header (topition, offset_id)")
-        c.commit()
-        sys.exit(0)
-    except sqlite3.OperationalError:
-        time.sleep(0.2)
-sys.exit(1)
-PY
+    python3 "$ROOT/scripts/tansu-index.py" "$STATE/kafka/tansu.db" \
+        || say "kafka: could not index the header table (reads stay slow)"
 }
 kafka_reset() {
     if started_by_us kafka; then

@@ -2,26 +2,28 @@
 //! compactly so that a retry upstream of the broker (a client resend, a retried
 //! forward, a producer retry) changes the KPIs only once.
 //!
-//! An id is remembered as the 128-bit XXH3 hash of its text, in one of a few
-//! *generations*: hash sets opened one after another, each holding the ids first
-//! seen while it was the newest. A lookup asks every generation; the oldest
-//! generation is dropped whole once all of its ids are older than the window, or
-//! when the window holds `max_ids` ids (those are counted as evicted). Each
-//! generation is allocated at its full size when opened, so memory is fixed by
-//! `max_ids` (about 19.4 bytes per id: 16 for the hash, 1 control byte, at most
-//! 7/8 full) and stays flat however long the process runs.
+//! An id is remembered as the 128-bit XXH3 hash of its text, in one open-addressing
+//! table (linear probing, at most 2/3 full) allocated once for `max_ids` ids: 24
+//! bytes per id, fixed by the cap however long the process runs. A lookup is one
+//! probe sequence, usually within one cache line. Each entry is tagged with its
+//! *generation* (the top 16 bits of the stored hash; 112 bits still tell ids
+//! apart): generations open one after another, each taking the ids first seen while
+//! it is the newest, up to `max_ids / GENERATIONS` of them or for a window/(G−1).
+//! The oldest generation is dropped whole once all of its ids are older than the
+//! window, or when the window holds `max_ids` ids (those are counted as evicted):
+//! one pass over the table removes its entries and closes the gaps they leave.
 
-use std::collections::{HashSet, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::VecDeque;
 use std::time::Duration;
 
-/// How many generations share `max_ids` (at least; in process up to twice as many,
-/// so each generation's table is sized exactly): more means finer-grained expiry
-/// and eviction, fewer means fewer lookups per id.
+/// How many generations share `max_ids` when the window is full: more means
+/// finer-grained expiry and eviction (an eviction drops `1/GENERATIONS` of the
+/// ids), fewer means fewer passes over the table. The Valkey store keeps the same
+/// number of generation sets.
 pub const GENERATIONS: usize = 8;
 
-/// The default cap on ids remembered per kind: 2,097,152 ids, about 40 MB of
-/// tables per kind once every generation is open.
+/// The default cap on ids remembered per kind: 2,097,152 ids, a 48 MiB table per
+/// kind.
 pub const DEFAULT_MAX_IDS: usize = 2 << 20;
 
 /// The compact form of an id: its 128-bit XXH3 hash.
@@ -32,36 +34,33 @@ pub fn id_hash(id: &str) -> IdHash {
     xxhash_rust::xxh3::xxh3_128(id.as_bytes())
 }
 
-/// Hashes an [`IdHash`] for the set: the key already is a uniform hash, so its
-/// low 64 bits are used as they are.
-#[derive(Default)]
-struct PassThrough(u64);
+/// Table slots per id held: at most 2/3 of the slots are used.
+const SLOTS_PER_ID: (usize, usize) = (3, 2);
+/// The bits of a stored entry that hold its generation's tag.
+const TAG_SHIFT: u32 = 112;
+const ID_BITS: u128 = (1 << TAG_SHIFT) - 1;
 
-impl Hasher for PassThrough {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        // Only `write_u128` is used by `HashSet<u128>`; fold anything else.
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-    fn write_u128(&mut self, v: u128) {
-        self.0 = v as u64;
-    }
+/// The id part of an entry or a hash (the tag bits cleared).
+fn id_bits(entry: u128) -> u128 {
+    entry & ID_BITS
 }
 
-type HashSet128 = HashSet<IdHash, BuildHasherDefault<PassThrough>>;
+/// The generation tag of an entry (never 0: 0 is an empty slot).
+fn tag_of(entry: u128) -> u16 {
+    (entry >> TAG_SHIFT) as u16
+}
 
 /// One generation: the ids first seen while it was the newest.
 #[derive(Debug)]
 struct Generation {
+    /// Tag of its entries in the table.
+    tag: u16,
     /// When its first id arrived (ms).
     opened_ms: u64,
     /// When its last id arrived (ms).
     newest_ms: u64,
-    ids: HashSet128,
+    /// Ids it holds.
+    len: usize,
 }
 
 /// What [`IdWindow::insert`] found.
@@ -82,41 +81,45 @@ pub struct WindowStats {
     pub evicted: u64,
     /// How far back the window reaches now (ms).
     pub held_ms: u64,
-    /// Bytes allocated for the window's tables.
+    /// Bytes allocated for the window's table.
     pub bytes: usize,
 }
 
-/// Ids seen within the last `window`, at most about `max_ids` of them. A window
-/// of zero remembers nothing: every id is new.
+/// Ids seen within the last `window`, at most `max_ids` of them. A window of zero
+/// remembers nothing: every id is new.
 #[derive(Debug)]
 pub struct IdWindow {
     window_ms: u64,
+    max_ids: usize,
+    /// Ids a generation takes at most.
     generation_capacity: usize,
-    max_generations: usize,
+    /// The table: 0 is an empty slot, else an id's hash with its generation's tag.
+    slots: Box<[u128]>,
     generations: VecDeque<Generation>,
+    next_tag: u16,
     len: usize,
     evicted: u64,
 }
 
 impl IdWindow {
-    /// A window that remembers ids for `window` and holds at most `max_ids` (a
-    /// little less when that splits unevenly into tables: at least 7/8 of it).
+    /// A window that remembers ids for `window` and holds at most `max_ids`. The
+    /// table is allocated at once (zeroed pages, resident as they fill).
     pub fn new(window: Duration, max_ids: usize) -> Self {
-        let wanted = max_ids.div_ceil(GENERATIONS).max(1);
-        // A table holds 7/8 of a power of two: take the largest such capacity that
-        // fits, so no table is allocated bigger than the ids it will hold, and as
-        // many generations of it as fit in `max_ids` (8 to 15).
-        let generation_capacity = (1..usize::BITS)
-            .map(|bits| table_capacity(1 << bits))
-            .take_while(|&c| c <= wanted)
-            .last()
-            .unwrap_or(1);
-        let max_generations = (max_ids / generation_capacity).max(GENERATIONS);
+        let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+        let max_ids = max_ids.max(1);
+        // A zero window never stores anything: no table.
+        let slots = if window_ms == 0 {
+            1
+        } else {
+            (max_ids * SLOTS_PER_ID.0).div_ceil(SLOTS_PER_ID.1) + 1
+        };
         IdWindow {
-            window_ms: u64::try_from(window.as_millis()).unwrap_or(u64::MAX),
-            generation_capacity,
-            max_generations,
-            generations: VecDeque::with_capacity(max_generations + 1),
+            window_ms,
+            max_ids,
+            generation_capacity: max_ids.div_ceil(GENERATIONS),
+            slots: vec![0u128; slots].into_boxed_slice(),
+            generations: VecDeque::new(),
+            next_tag: 1,
             len: 0,
             evicted: 0,
         }
@@ -124,7 +127,7 @@ impl IdWindow {
 
     /// The most ids held at once.
     pub fn max_ids(&self) -> usize {
-        self.generation_capacity * self.max_generations
+        self.max_ids
     }
 
     /// Ids held now.
@@ -147,8 +150,7 @@ impl IdWindow {
     /// the clock, is then what forgets ids).
     pub fn held_ms(&self, now_ms: u64) -> u64 {
         match self.generations.front() {
-            // Full: the cap, not the clock, decides how far back the window reaches.
-            Some(oldest) if self.len + self.generation_capacity > self.max_ids() => {
+            Some(oldest) if self.len + self.generation_capacity > self.max_ids => {
                 now_ms.saturating_sub(oldest.opened_ms)
             }
             _ => self.window_ms,
@@ -156,19 +158,33 @@ impl IdWindow {
         .min(self.window_ms)
     }
 
-    /// Bytes the window's tables take (allocated, not only used).
+    /// Bytes the window's table takes (allocated, not only used).
     pub fn allocated_bytes(&self) -> usize {
-        // hashbrown: one 16-byte slot and one control byte per bucket.
-        self.generations
-            .iter()
-            .map(|g| buckets_for(g.ids.capacity()) * (std::mem::size_of::<IdHash>() + 1))
-            .sum()
+        std::mem::size_of_val(&*self.slots)
+    }
+
+    /// The slot an id's probe sequence starts at.
+    fn home(&self, hash: u128) -> usize {
+        // The low 64 bits are uniform already; scaled onto the table (no modulo).
+        ((u128::from(hash as u64) * self.slots.len() as u128) >> 64) as usize
+    }
+
+    /// The slot holding `hash`, or the empty slot its probe sequence ends at.
+    fn probe(&self, hash: u128) -> Result<usize, usize> {
+        let id = id_bits(hash);
+        let mut i = self.home(hash);
+        loop {
+            match self.slots[i] {
+                0 => return Err(i),
+                e if id_bits(e) == id => return Ok(i),
+                _ => i = if i + 1 == self.slots.len() { 0 } else { i + 1 },
+            }
+        }
     }
 
     /// True when `hash` was seen within the window (does not record it).
     pub fn contains(&self, hash: IdHash) -> bool {
-        // Newest first: a duplicate is most often a recent retry.
-        self.generations.iter().rev().any(|g| g.ids.contains(&hash))
+        self.window_ms != 0 && self.probe(hash).is_ok()
     }
 
     /// The window's state at `now_ms`.
@@ -187,41 +203,40 @@ impl IdWindow {
             return Seen::New;
         }
         self.expire(now_ms);
-        if self.contains(hash) {
+        if self.probe(hash).is_ok() {
             return Seen::Duplicate;
+        }
+        if self.len == self.max_ids {
+            self.drop_oldest(true);
         }
         // A generation takes new ids for window/(G-1): when the (G+1)th opens, the
         // oldest one's newest id is a whole window old and already expired, so only
         // the cap ever drops ids early.
-        let slice_ms = self
-            .window_ms
-            .div_ceil(self.max_generations as u64 - 1)
-            .max(1);
-        let open_new = match self.generations.back() {
-            None => true,
-            Some(g) => {
-                g.ids.len() >= self.generation_capacity
-                    || now_ms.saturating_sub(g.opened_ms) >= slice_ms
-            }
-        };
+        let slice_ms = self.window_ms.div_ceil(GENERATIONS as u64 - 1).max(1);
+        let open_new = self.generations.back().is_none_or(|g| {
+            g.len >= self.generation_capacity || now_ms.saturating_sub(g.opened_ms) >= slice_ms
+        });
         if open_new {
-            if self.generations.len() == self.max_generations {
-                self.drop_oldest(true);
-            }
+            let tag = self.next_tag;
+            self.next_tag = self.next_tag.checked_add(1).unwrap_or(1);
             self.generations.push_back(Generation {
+                tag,
                 opened_ms: now_ms,
                 newest_ms: now_ms,
-                ids: HashSet128::with_capacity_and_hasher(
-                    self.generation_capacity,
-                    Default::default(),
-                ),
+                len: 0,
             });
         }
-        if let Some(g) = self.generations.back_mut() {
-            g.ids.insert(hash);
-            g.newest_ms = g.newest_ms.max(now_ms);
-            self.len += 1;
+        let Some(g) = self.generations.back_mut() else {
+            return Seen::New;
+        };
+        let entry = id_bits(hash) | (u128::from(g.tag) << TAG_SHIFT);
+        g.len += 1;
+        g.newest_ms = g.newest_ms.max(now_ms);
+        // Evicting above may have moved entries: probe again for the empty slot.
+        if let Err(empty) = self.probe(hash) {
+            self.slots[empty] = entry;
         }
+        self.len += 1;
         Seen::New
     }
 
@@ -236,30 +251,40 @@ impl IdWindow {
     }
 
     fn drop_oldest(&mut self, early: bool) {
-        if let Some(g) = self.generations.pop_front() {
-            self.len -= g.ids.len();
-            if early {
-                self.evicted += g.ids.len() as u64;
-            }
+        let Some(g) = self.generations.pop_front() else {
+            return;
+        };
+        self.len -= g.len;
+        if early {
+            self.evicted += g.len as u64;
+        }
+        if g.len > 0 {
+            self.remove_tag(g.tag);
         }
     }
-}
 
-/// The ids a hashbrown table of `buckets` (a power of two) holds: 7/8 of them.
-fn table_capacity(buckets: usize) -> usize {
-    if buckets < 8 {
-        buckets - 1
-    } else {
-        buckets / 8 * 7
-    }
-}
-
-/// Buckets hashbrown allocates for a table of `capacity` (7/8 load, power of two).
-fn buckets_for(capacity: usize) -> usize {
-    if capacity < 8 {
-        (capacity + 1).next_power_of_two()
-    } else {
-        (capacity * 8 / 7).next_power_of_two()
+    /// Removes every entry of the generation tagged `tag`, in one pass that also
+    /// closes the gaps: starting after an empty slot, each entry met is taken out
+    /// and put back at the first empty slot of its probe sequence, which lies at or
+    /// before where it was, so every remaining entry stays reachable.
+    fn remove_tag(&mut self, tag: u16) {
+        let n = self.slots.len();
+        let Some(start) = self.slots.iter().position(|&e| e == 0) else {
+            return; // never: the table is at most 2/3 full
+        };
+        for step in 1..=n {
+            let i = (start + step) % n;
+            let entry = self.slots[i];
+            if entry == 0 {
+                continue;
+            }
+            self.slots[i] = 0;
+            if tag_of(entry) != tag {
+                if let Err(empty) = self.probe(entry) {
+                    self.slots[empty] = entry;
+                }
+            }
+        }
     }
 }
 
@@ -331,6 +356,34 @@ mod tests {
         }
         assert_eq!(w.insert(id_hash("a"), 8_000), Seen::Duplicate, "7 s old");
         assert_eq!(w.insert(id_hash("a"), 20_000), Seen::New, "windows later");
+    }
+
+    #[test]
+    fn after_evictions_exactly_the_newest_ids_are_remembered() {
+        // Many evictions, each a pass that moves entries back into the gaps: the
+        // ids held must be exactly the newest `len()` inserted, all still found.
+        let mut w = IdWindow::new(Duration::from_secs(3600), 1_000);
+        let ids: Vec<IdHash> = (0..20_000u64)
+            .map(|i| id_hash(&format!("id-{i}")))
+            .collect();
+        for (i, &h) in ids.iter().enumerate() {
+            assert_eq!(w.insert(h, i as u64), Seen::New, "id {i}");
+            if i % 997 == 0 || i == ids.len() - 1 {
+                let held = w.len();
+                assert!(held <= 1_000, "{held}");
+                if i >= 1_000 {
+                    assert!(held >= 1_000 - 1_000 / GENERATIONS - 1, "after {i}: {held}");
+                }
+                for (j, &old) in ids[..=i].iter().enumerate() {
+                    let want = j + held > i;
+                    assert_eq!(w.contains(old), want, "after {i}: id {j} (held {held})");
+                }
+            }
+        }
+        assert_eq!(w.evicted() as usize + w.len(), ids.len());
+        // A held id is still a duplicate; an evicted one is new again.
+        assert_eq!(w.insert(ids[ids.len() - 1], 20_000), Seen::Duplicate);
+        assert_eq!(w.insert(ids[0], 20_000), Seen::New);
     }
 
     #[test]

@@ -143,6 +143,7 @@ fn apply_new<A, E, D>(
 ) -> Result<Applied, StoreError> {
     at.check(events.len())?;
     let now = clock_ms();
+    let hashes: Vec<_> = events.iter().map(|e| id_hash(id(e))).collect();
     let mut guard = lock(deduped);
     let Deduped {
         seen,
@@ -155,17 +156,17 @@ fn apply_new<A, E, D>(
         .map(|s| positions.get(s).copied().unwrap_or(i64::MIN))
         .collect();
     let mut replayed = 0;
-    let fresh: Vec<bool> = events
+    let fresh: Vec<bool> = hashes
         .iter()
         .enumerate()
-        .map(|(i, e)| {
+        .map(|(i, &hash)| {
             if let Some(&(stream, offset)) = at.offsets.get(i) {
                 if offset < stored[stream as usize] {
                     replayed += 1;
                     return false;
                 }
             }
-            seen.insert(id_hash(id(e)), now) == Seen::New
+            seen.insert(hash, now) == Seen::New
         })
         .collect();
     let applied = events
