@@ -19,8 +19,15 @@ use tokio::sync::mpsc;
 const NAME: &str = "memory";
 
 /// The most events the memory bus hands the consumer at once (batches waiting in
-/// the queue are merged up to this; a larger batch goes alone).
-pub const DELIVERY_MAX_EVENTS: usize = 1_000;
+/// the queue are merged up to this; a larger batch goes alone). Large enough that
+/// a Valkey store's work per event shrinks (a batch touches each product's ranking
+/// once, whatever its size: 1,000 → 4,000 took the all-in-one Valkey path from
+/// 191k to 203–209k events/s), small enough that one script holds Valkey for a
+/// few milliseconds only.
+pub const DELIVERY_MAX_EVENTS: usize = 4_000;
+
+/// Deliveries of the memory bus stored at once (see [`Source::deliveries_in_flight`]).
+pub const DELIVERIES_IN_FLIGHT: usize = 4;
 
 /// Creates a memory bus holding at most `capacity` batches.
 pub fn memory_bus(capacity: usize) -> (MemorySink, MemorySource) {
@@ -104,6 +111,13 @@ impl Sink for MemorySink {
 impl Source for MemorySource {
     fn name(&self) -> &'static str {
         NAME
+    }
+
+    /// Batches on the memory bus carry no positions and `next` awaits only the
+    /// queue (cancel-safe), so several deliveries may be stored at once: while one
+    /// is in the store (a Valkey round trip), the next is folded and sent.
+    fn deliveries_in_flight(&self) -> usize {
+        DELIVERIES_IN_FLIGHT
     }
 
     async fn next(&mut self) -> Option<Delivery> {

@@ -11,6 +11,7 @@ use crate::supervision::Restarts;
 use actix::prelude::*;
 use async_trait::async_trait;
 use futures::future;
+use futures::stream::{FuturesOrdered, StreamExt};
 use std::sync::Arc;
 use tokio::sync::Mutex;
 
@@ -62,14 +63,22 @@ pub trait Source: Send + 'static {
     }
     /// The next batch; `None` once the source is closed for good.
     async fn next(&mut self) -> Option<Delivery>;
+    /// How many deliveries the consumer may store at once (committed in order);
+    /// 1 (the default) stores each before reading the next. A source may allow more
+    /// only when its deliveries carry no positions (they may then apply in any
+    /// order) and `next` is cancel-safe (the consumer drops a pending `next` to
+    /// commit a delivery that was stored meanwhile).
+    fn deliveries_in_flight(&self) -> usize {
+        1
+    }
     /// Marks a delivery as stored (a Kafka group commit, a RabbitMQ ack), so the
     /// source moves past it; a source with positions in the store resumes from
     /// those whatever it committed.
     async fn commit(&mut self, token: u64) -> Result<(), SourceError>;
 }
 
-/// Held while a delivery is between `next()` and `commit()`: shutdown takes it to
-/// wait for the batch in hand to be stored and committed.
+/// Held while deliveries are between `next()` and `commit()`: shutdown takes it to
+/// wait for the batches in hand to be stored and committed.
 pub type InFlight = Arc<Mutex<()>>;
 
 /// Moves batches from a source to the aggregator.
@@ -106,6 +115,14 @@ async fn store_batch(aggregator: &Addr<Aggregator>, batch: &Batch) {
     }
 }
 
+/// Stores one delivery: partitions apply concurrently, each in order (a
+/// partition's events are in one part). Resolves to the token to commit.
+async fn store_delivery(aggregator: Addr<Aggregator>, delivery: Delivery) -> u64 {
+    let parts = delivery.batch.by_stream();
+    future::join_all(parts.iter().map(|part| store_batch(&aggregator, part))).await;
+    delivery.token
+}
+
 async fn run(
     source: Arc<Mutex<Box<dyn Source>>>,
     aggregator: Addr<Aggregator>,
@@ -113,17 +130,36 @@ async fn run(
 ) -> Result<(), SourceError> {
     let mut source = source.lock().await;
     let name = source.name();
-    while let Some(delivery) = source.next().await {
-        let _storing = in_flight.lock().await;
-        let batch = delivery.batch;
-        metrics::counter!(EVENTS_CONSUMED, "kind" => batch.kind().as_str(), "source" => name)
-            .increment(batch.events.len() as u64);
-        // Partitions apply concurrently, each in order (a partition's events are in
-        // one part); the delivery is committed once every part is stored.
-        let parts = batch.by_stream();
-        future::join_all(parts.iter().map(|part| store_batch(&aggregator, part))).await;
-        source.commit(delivery.token).await?;
+    let window = source.deliveries_in_flight().max(1);
+    // Deliveries being stored, in the order they were read: committed in that order.
+    let mut storing = FuturesOrdered::new();
+    let mut gate = None;
+    let mut reading = true;
+    loop {
+        tokio::select! {
+            biased;
+            Some(token) = storing.next(), if !storing.is_empty() => {
+                source.commit(token).await?;
+                if storing.is_empty() {
+                    gate = None;
+                }
+            }
+            delivery = source.next(), if reading && storing.len() < window => match delivery {
+                Some(delivery) => {
+                    if gate.is_none() {
+                        gate = Some(in_flight.clone().lock_owned().await);
+                    }
+                    let batch = &delivery.batch;
+                    metrics::counter!(EVENTS_CONSUMED, "kind" => batch.kind().as_str(), "source" => name)
+                        .increment(batch.events.len() as u64);
+                    storing.push_back(store_delivery(aggregator.clone(), delivery));
+                }
+                None => reading = false,
+            },
+            else => break,
+        }
     }
+    drop(gate);
     tracing::info!(source = name, "source closed; consumer idle");
     Ok(())
 }
