@@ -31,6 +31,10 @@
 //!   backlog), a second one is started at once and SIGKILLed a moment later, a
 //!   third one started at once must end with every KPI exact. On Kafka the id
 //!   window is off: the positions stored with the KPIs alone keep them exact.
+//! - `kafka_every_role_sigkilled_and_restarted_at_once`, `rabbitmq_…`: while a
+//!   client sends, the router, then the receiver, then the consumer is SIGKILLed
+//!   and started again at once on the same address; the client retries refused
+//!   requests and lost answers with the same ids; every KPI must end exact.
 //! - `valkey_restart_mid_stream`: `--role all` on Kafka with a Valkey of its own
 //!   (AOF, fsync always) SIGKILLed mid-stream and restarted on the same port: the
 //!   process stays up, `/readyz` names the store while it is down and is 200 after.
@@ -43,6 +47,7 @@
 
 mod checks;
 mod consumer_sigkill;
+mod every_role_sigkill;
 mod on_the_bus;
 #[path = "../support/mod.rs"]
 mod support;

@@ -209,7 +209,8 @@ impl Flow {
     }
 }
 
-/// POSTs `req` until it is answered 202, retrying 429/503 with the same ids.
+/// POSTs `req` until it is answered 202, retrying 429/503 and lost answers (a
+/// connection refused or cut) with the same ids.
 pub(crate) async fn send_until_accepted(
     http: &reqwest::Client,
     base: &str,
@@ -223,15 +224,24 @@ pub(crate) async fn send_until_accepted(
     let mut pause = Duration::from_millis(50);
     loop {
         let down_before = flow.down.load(Ordering::SeqCst);
-        let resp = http
+        let sent = http
             .post(format!("{base}{}", req.path()))
             .header(reqwest::header::CONTENT_TYPE, content_type)
             .body(body.clone())
             .send()
-            .await
-            .unwrap_or_else(|e| panic!("POST {}: {e}", req.path()));
-        let status = resp.status();
-        let text = resp.text().await.unwrap_or_default();
+            .await;
+        let (status, text) = match sent {
+            Ok(resp) => {
+                let status = resp.status();
+                match resp.text().await {
+                    Ok(text) => (status, text),
+                    Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("answer lost: {e}")),
+                }
+            }
+            // The receiver died with the request in hand: the outcome is unknown, so
+            // the request goes again with the same ids, as the README tells clients.
+            Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("no answer: {e}")),
+        };
         match status {
             StatusCode::ACCEPTED => {
                 let answer: Value = serde_json::from_str(&text)
