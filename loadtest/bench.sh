@@ -407,8 +407,16 @@ if [ "$BROKERS" = 1 ]; then
     else
         store_rate=FAILED
     fi
-    stop "$STORE_PID"
     row "Valkey store: all-in-one, 100 events per request, applied and verified (events ÷ time until verified)" \
+        "$store_rate" "events/s" "$LUA_RATE" "redis-benchmark: one EVAL per event with the same writes, -P 16" "" ""
+    if wall=$(loadgen store1000 "http://$STORE_HTTP" --kind mixed --rate max --duration "$SECONDS_PER" \
+        --batch 1000 --concurrency 8 --verify --timeout 120); then
+        store_rate=$(python3 -c "print(round($(json "$TMP/store1000.json" 'd["events"]') / $wall))")
+    else
+        store_rate=FAILED
+    fi
+    stop "$STORE_PID"
+    row "Valkey store: all-in-one, 1,000 events per request, applied and verified (events ÷ time until verified)" \
         "$store_rate" "events/s" "$LUA_RATE" "redis-benchmark: one EVAL per event with the same writes, -P 16" "" ""
 
     if want kafka; then

@@ -50,7 +50,7 @@ pub struct ValkeyStore {
     next_connection: AtomicUsize,
     prefix: String,
     window_ms: u64,
-    /// The most ids one window generation holds (`dedup_max_ids` / 8).
+    /// The most ids one window generation holds (`dedup_max_ids` / `GENERATIONS`).
     generation_cap: usize,
     sales_script: Script,
     tweets_script: Script,

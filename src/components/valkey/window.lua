@@ -3,12 +3,12 @@
 -- first, described by the hash `{p}dedup:{kind}` (`oldest`, `newest`: generation
 -- numbers; `opened:{n}`: ms generation n opened; `evicted`: ids forgotten early
 -- because the window was full). A generation takes new ids until it holds
--- ARGV[4] ids or a window/7 has passed; with 8 generations open the oldest is
+-- ARGV[4] ids or a window/3 has passed; with 4 generations open the oldest is
 -- dropped whole. Each generation key expires a whole window after its last
 -- write, so an id is remembered at least a window unless the cap forced it out.
 local now = tonumber(ARGV[3])
 local generation_cap = tonumber(ARGV[4])
-local GENERATIONS = 8
+local GENERATIONS = 4 -- flujo_actors::dedup::GENERATIONS
 -- Lua's unpack takes a few thousand values at most: larger batches go in chunks.
 local CHUNK = 1000
 
