@@ -8,6 +8,8 @@
 #   raw HTTP, one sale per request: wrk against both (when wrk is installed)
 #   Valkey store: all-in-one with --store valkey://, verified, against redis-benchmark
 #       running the per-event writes as one EVAL each on the same Valkey
+#   Kafka and RabbitMQ, end to end with every role in one process (--store valkey://,
+#       `loadgen --verify`) against the same bare publisher;
 #   Kafka and RabbitMQ, receiver → router → broker → consumer → Valkey (one process per
 #       role): ingest of batches of 100 (202 once the broker confirmed) against a bare
 #       client publishing messages of the same size (examples/kafka_producer_baseline.rs,
@@ -420,7 +422,7 @@ if [ "$BROKERS" = 1 ]; then
         "$store_rate" "events/s" "$LUA_RATE" "redis-benchmark: one EVAL per event with the same writes, -P 16" "" ""
 
     if want kafka; then
-        broker kafka "Kafka (${BENCH_KAFKA:-private tansu})" 10000
+        broker kafka "Kafka (${BENCH_KAFKA:-private tansu})" 25000
         [ -z "$TANSU_PID" ] || stop "$TANSU_PID"
     fi
     if want rabbitmq; then
@@ -479,7 +481,8 @@ lines += [
     " (closed model, mixed sales and tweets) against it and against `examples/baseline_http.rs`,"
     " which parses the JSON and answers 202 without validating, routing or storing. Concurrency 64,"
     " 32 and 8 requests for 1, 100 and 1,000 events per request. wrk posts one fixed sale.",
-    "- Valkey store row: the same all-in-one process with `--store valkey://`; `loadgen --verify`"
+    "- Valkey store rows: the same all-in-one process with `--store valkey://` (100 per request,"
+    " then 1,000 per request on the same store, so the id window is filling); `loadgen --verify`"
     " waits until every event is applied and compares every KPI; the figure divides the events by"
     " the wall time of load, drain and verify. The baseline runs the writes flujo does per sale"
     " (dedup SET NX PX, two hashes, two sorted sets) as one EVAL per event, 16 pipelined, with"
@@ -487,7 +490,9 @@ lines += [
     + (f" Plain pipelined HSET on that server: {fmt(hset)} ops/s." if num(hset) else ""),
     "- Broker rows: receiver → router (gRPC) → broker → consumer → Valkey, one process per role,"
     " `--ack durable`: a 202 means Kafka (acks=all, idempotent, lz4) or RabbitMQ (publisher"
-    " confirms, persistent) confirmed every event. Ingest runs without a consumer. The backlog row"
+    " confirms, persistent) confirmed every event. Ingest runs without a consumer. The end-to-end"
+    " row runs every role in one process with the Valkey store and `loadgen --verify`, timed like"
+    " the Valkey rows, against the bare publisher of the ingest row. The backlog row"
     " sends a fixed load with no consumer, then starts one and times until its"
     " `flujo_events_applied_total` reaches the accepted events (consumer start and group join"
     " included).",
