@@ -9,8 +9,9 @@
 //!
 //! Every process serves `/metrics`, `/healthz` and `/readyz` on its HTTP port.
 //! Arbiters: one per receiver (parsing and validation run in parallel), one for
-//! router and publishers, one for consumers and aggregator (each consumer stores a
-//! delivery before it reads the next, one part per partition, concurrently).
+//! router and publishers, one for consumers and aggregator (a Kafka consumer stores
+//! a delivery before it reads the next, one part per partition, concurrently; the
+//! memory bus's consumer keeps a few deliveries in the store at once).
 
 use crate::components::probes::ComponentProbe;
 use crate::components::{self, Bus, Components};
@@ -274,10 +275,14 @@ pub async fn run(plan: Plan, metrics: PrometheusHandle) -> anyhow::Result<()> {
         (Some(receivers), true) => {
             let listener = bind("tcp.addr", cfg.tcp.addr).await?;
             listening.push_str(&format!(" tcp={}", listener.local_addr()?));
+            let limits = tcp::Limits {
+                max_line: cfg.tcp.max_line_bytes,
+                max_batch: cfg.http.max_batch_events,
+            };
             Some(tcp::serve(
                 listener,
                 receivers.clone(),
-                cfg.tcp.max_line_bytes,
+                limits,
                 shutdown.clone(),
             ))
         }

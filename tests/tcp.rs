@@ -376,6 +376,37 @@ async fn lines_sent_at_once_are_coalesced_and_still_answered_one_by_one() {
     );
 }
 
+/// Coalescing stays within the pipeline's limits: with batches and in-flight events
+/// capped at 50, 300 lines sent at once are all accepted (runs of at most 50), none
+/// refused as too large.
+#[tokio::test]
+async fn coalescing_respects_the_batch_limit() {
+    let server = TestServer::start(&[
+        ("FLUJO__QUERY__CACHE_TTL_MS", "0"),
+        ("FLUJO__HTTP__MAX_BATCH_EVENTS", "50"),
+        ("FLUJO__PIPELINE__MAX_INFLIGHT_EVENTS", "50"),
+    ]);
+    let mut rng = StdRng::seed_from_u64(0x50_50);
+    let (mut payload, mut ids) = (String::new(), Vec::new());
+    for i in 0..300 {
+        let s = random_sale(&mut rng, format!("cap-{i}"), CATEGORIES[i % 4], "P1");
+        payload.push_str(&sale_line(&s, SaleForm::English));
+        payload.push('\n');
+        ids.push(s.id);
+    }
+    let mut c = LineClient::connect(server.tcp_addr()).await;
+    let answers = c.pipeline(payload.as_bytes(), ids.len()).await;
+    let mut busy = 0;
+    for (i, (answer, id)) in answers.iter().zip(&ids).enumerate() {
+        if answer.starts_with("err busy") {
+            busy += 1; // the pipeline was full for a moment: the client retries
+            continue;
+        }
+        assert_eq!(ok_id(answer), id, "line {i}: {answer}");
+    }
+    assert!(busy < ids.len(), "every line refused as busy");
+}
+
 /// A client that pipelines sales on one connection gets its answers in order, and the
 /// order-dependent aggregates (the monitored product = the first product seen in a
 /// category, and its price stream, newest last) must follow that order too.

@@ -127,6 +127,10 @@ fn record(events: &Events, applied: &Applied) {
 
 /// Applies run concurrently (parts of a delivery, the sources of several kinds):
 /// the store makes each one atomic, and positions keep a partition's parts apart.
+/// Each apply runs as a task of its own that records its metrics itself, so a
+/// failing apply that restarts the actor does not cut short the others (their
+/// store writes may have happened: the retry then finds them duplicate or
+/// replayed, and they would never be counted as applied).
 impl Handler<Apply> for Aggregator {
     type Result = ResponseActFuture<Self, Result<Applied, StoreError>>;
 
@@ -134,33 +138,37 @@ impl Handler<Apply> for Aggregator {
         let batch = msg.into_batch();
         let store = self.store.clone();
         let started = Instant::now();
+        let task = tokio::spawn(async move {
+            const NONE: &Positions = &Positions::NONE;
+            let at = batch.positions.as_deref().unwrap_or(NONE);
+            let result = store::apply(store.as_ref(), &batch.events, at).await;
+            let kind = batch.kind().as_str();
+            metrics::histogram!(STORE_APPLY_DURATION, "kind" => kind)
+                .record(started.elapsed().as_secs_f64());
+            if let Ok(applied) = &result {
+                record(&batch.events, applied);
+                let age_ms = (now_ms() - batch.received_at_ms).max(0);
+                metrics::histogram!(END_TO_END_DURATION, "kind" => kind)
+                    .record(age_ms as f64 / 1000.0);
+            }
+            result
+        });
         Box::pin(
             async move {
-                const NONE: &Positions = &Positions::NONE;
-                let at = batch.positions.as_deref().unwrap_or(NONE);
-                let result = store::apply(store.as_ref(), &batch.events, at).await;
-                (result, batch)
+                task.await.unwrap_or_else(|e| {
+                    Err(StoreError::Unavailable(format!("apply task failed: {e}")))
+                })
             }
             .into_actor(self)
-            .map(move |(result, batch), act, ctx| {
-                let kind = batch.kind().as_str();
-                metrics::histogram!(STORE_APPLY_DURATION, "kind" => kind)
-                    .record(started.elapsed().as_secs_f64());
-                match result {
-                    Ok(applied) => {
-                        record(&batch.events, &applied);
-                        let age_ms = (now_ms() - batch.received_at_ms).max(0);
-                        metrics::histogram!(END_TO_END_DURATION, "kind" => kind)
-                            .record(age_ms as f64 / 1000.0);
-                        act.restarts.reset();
-                        Ok(applied)
-                    }
+            .map(|result, act, ctx| {
+                match &result {
+                    Ok(_) => act.restarts.reset(),
                     Err(e) => {
                         tracing::error!(error = %e, "applying batch failed; restarting aggregator");
                         ctx.stop();
-                        Err(e)
                     }
                 }
+                result
             }),
         )
     }

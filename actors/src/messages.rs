@@ -68,7 +68,12 @@ impl Batch {
         let Some(positions) = self.positions.clone() else {
             return vec![self];
         };
-        if positions.streams.len() < 2 || positions.check(self.events.len()).is_err() {
+        // Positions that do not name a stream for every event stay whole: the store
+        // checks them (and refuses a misfit) as one batch.
+        if positions.streams.len() < 2
+            || positions.offsets.len() != self.events.len()
+            || positions.check(self.events.len()).is_err()
+        {
             return vec![self];
         }
         let events = Arc::try_unwrap(self.events).unwrap_or_else(|shared| (*shared).clone());

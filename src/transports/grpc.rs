@@ -261,7 +261,7 @@ impl Ingest for IngestService {
         // The events the stream has ready are read together and coalesced.
         let acks = request
             .into_inner()
-            .ready_chunks(COALESCE_MAX)
+            .ready_chunks(self.max_batch_events.clamp(1, COALESCE_MAX))
             .map(move |chunk| {
                 let service = service.clone();
                 async move {

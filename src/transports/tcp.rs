@@ -225,15 +225,30 @@ impl InFlight {
     }
 }
 
+/// How much of a connection is held at once.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Longest line (bytes); a longer one is refused and skipped.
+    pub max_line: usize,
+    /// Most events coalesced into one batch (the pipeline's batch limit, so a
+    /// coalesced run is never refused as too large; 1,000 at most).
+    pub max_batch: usize,
+}
+
 /// Serves one connection until the client closes it or shutdown begins; answers
 /// every line read before closing. The lines a connection has ready are read
-/// together (up to [`COALESCE_MAX`]) and their events coalesced.
+/// together (up to `limits.max_batch`) and their events coalesced.
 async fn serve_connection(
     stream: TcpStream,
     receivers: ReceiverPool,
-    max_line: usize,
+    limits: Limits,
     shutdown: Shutdown,
 ) -> io::Result<()> {
+    let Limits {
+        max_line,
+        max_batch,
+    } = limits;
+    let coalesce = max_batch.clamp(1, COALESCE_MAX);
     let _ = stream.set_nodelay(true);
     let (read, write) = stream.into_split();
     let mut lines = LineReader::new(read, max_line);
@@ -265,7 +280,7 @@ async fn serve_connection(
                     while let Some(line) = next.take() {
                         bytes += line.len();
                         chunk.push(parse_line(line, max_line));
-                        let room = chunk.len() < COALESCE_MAX
+                        let room = chunk.len() < coalesce
                             && in_flight.lines + chunk.len() < PIPELINE_WINDOW
                             && in_flight.bytes + bytes < PIPELINE_BYTES;
                         if !room {
@@ -273,7 +288,12 @@ async fn serve_connection(
                         }
                         match lines.next().now_or_never() {
                             Some(Ok(Some(line))) => next = Some(line),
-                            Some(Ok(None)) | Some(Err(_)) => reading = false,
+                            Some(Ok(None)) => reading = false,
+                            Some(Err(e)) => {
+                                // Answer what was read; the connection is gone.
+                                tracing::debug!(error = %e, "tcp read failed");
+                                reading = false;
+                            }
                             None => {}
                         }
                     }
@@ -297,7 +317,7 @@ async fn serve_connection(
 pub async fn serve(
     listener: TcpListener,
     receivers: ReceiverPool,
-    max_line: usize,
+    limits: Limits,
     shutdown: Shutdown,
 ) {
     let connections = TaskTracker::new();
@@ -308,7 +328,7 @@ pub async fn serve(
                     // One receiver per connection: pipelined lines keep their order.
                     let (receivers, shutdown) = (receivers.pin(), shutdown.clone());
                     connections.spawn(async move {
-                        if let Err(e) = serve_connection(stream, receivers, max_line, shutdown).await {
+                        if let Err(e) = serve_connection(stream, receivers, limits, shutdown).await {
                             tracing::debug!(%peer, error = %e, "tcp connection ended");
                         }
                     });

@@ -281,6 +281,12 @@ impl ValkeyStore {
     }
 
     /// The next connection, in turn (a cheap handle on a shared connection).
+    /// The connection every batch is applied on: one, so scripts run in the order
+    /// flujo sends them (queries spread over all of them).
+    fn apply_connection(&self) -> ConnectionManager {
+        self.connections[0].clone()
+    }
+
     fn connection(&self) -> ConnectionManager {
         let i = self.next_connection.fetch_add(1, Ordering::Relaxed) % self.connections.len();
         self.connections[i].clone()
@@ -371,7 +377,7 @@ impl ValkeyStore {
             // A retry after a broken connection is safe: if the first call did
             // run, the retry finds every id seen (or every event below its
             // position) and writes nothing, as a redelivery would.
-            let mut conn = self.connection();
+            let mut conn = self.apply_connection();
             let reply = match invocation.invoke_async::<Vec<String>>(&mut conn).await {
                 Err(e) if connection_broken(&e) => {
                     invocation.invoke_async::<Vec<String>>(&mut conn).await
