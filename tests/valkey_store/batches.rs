@@ -353,3 +353,78 @@ async fn the_window_costs_at_most_64_bytes_an_id() {
     let per_id = w.bytes as f64 / n as f64;
     assert!(per_id <= 64.0, "{per_id:.1} bytes per id");
 }
+
+#[tokio::test]
+async fn more_generations_left_by_an_older_flujo_age_out_without_evictions() {
+    // A flujo that kept 8 generations of max/8 ids left 8 young, small sets; this
+    // one keeps 4 of max/4. Nothing near the cap: nothing may be forgotten early.
+    let (valkey, keys) = shared_store(DAY, 1).await;
+    let valkey = valkey.with_max_ids(1_000);
+    let mut con = redis_connection(&keys.url).expect("admin");
+    let meta = format!("{}dedup:sale", keys.prefix);
+    let now_ms = SystemTimeMs::now();
+    for g in 1..=8 {
+        let hashes: Vec<Vec<u8>> = (0..10)
+            .map(|i| {
+                flujo_actors::dedup::id_hash(&format!("old-{g}-{i}"))
+                    .to_le_bytes()
+                    .to_vec()
+            })
+            .collect();
+        let _: () = redis::cmd("SADD")
+            .arg(format!("{meta}:{g}"))
+            .arg(hashes)
+            .query(&mut con)
+            .expect("SADD");
+        let _: () = redis::cmd("PEXPIRE")
+            .arg(format!("{meta}:{g}"))
+            .arg(DAY.as_millis() as u64)
+            .query(&mut con)
+            .expect("PEXPIRE");
+        // Opened a full slice apart, the newest a full slice ago: the next batch
+        // opens a generation by the clock.
+        let opened = now_ms - (9 - g) * (DAY.as_millis() as u64 / 3 + 1);
+        let _: () = redis::cmd("HSET")
+            .arg(&meta)
+            .arg(format!("opened:{g}"))
+            .arg(opened)
+            .query(&mut con)
+            .expect("HSET");
+    }
+    let _: () = redis::cmd("HSET")
+        .arg(&meta)
+        .arg("oldest")
+        .arg(1)
+        .arg("newest")
+        .arg(8)
+        .query(&mut con)
+        .expect("HSET");
+
+    let new: Vec<Sale> = (0..50)
+        .map(|i| sale(&format!("new-{i}"), Category::Home, "P", 1.0, 1))
+        .collect();
+    let applied = valkey.apply_sales(&new).await.expect("apply");
+    assert_eq!(applied.fresh_count(), 50);
+    let windows = valkey.dedup_windows().await.expect("windows");
+    assert_eq!(windows[0].1.evicted, 0, "{:?}", windows[0]);
+    assert_eq!(windows[0].1.ids, 130, "{:?}", windows[0]);
+    // Every old id is still remembered.
+    let old: Vec<Sale> = (1..=8)
+        .flat_map(|g| (0..10).map(move |i| format!("old-{g}-{i}")))
+        .map(|id| sale(&id, Category::Home, "P", 1.0, 1))
+        .collect();
+    let again = valkey.apply_sales(&old).await.expect("apply");
+    assert_eq!(again.fresh_count(), 0, "old ids were forgotten");
+}
+
+/// Milliseconds since the Unix epoch.
+struct SystemTimeMs;
+
+impl SystemTimeMs {
+    fn now() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis() as u64
+    }
+}

@@ -61,8 +61,8 @@
 //! `MemoryStore` makes, so both answer the same doubles), min/max combined; one
 //! `ZINCRBY` per product and ranking; one `XADD` per price of a monitored product.
 //! Then the new ids go into the newest generation (`SADD`; a new generation opens
-//! when it is full or a window/3 old, and with 4 open the oldest is dropped whole
-//! with `UNLINK`), and last the streams' positions (`SET`, never moving back), so a
+//! when it is full or a window/3 old; when the open ones hold the cap, the oldest
+//! is dropped whole with `UNLINK`), and last the streams' positions (`SET`, never moving back), so a
 //! script failing midway leaves them unwritten. A dedup window of zero disables
 //! dedup, as it does in `MemoryStore`.
 //!

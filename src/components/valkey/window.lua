@@ -3,8 +3,8 @@
 -- first, described by the hash `{p}dedup:{kind}` (`oldest`, `newest`: generation
 -- numbers; `opened:{n}`: ms generation n opened; `evicted`: ids forgotten early
 -- because the window was full). A generation takes new ids until it holds
--- ARGV[4] ids or a window/3 has passed; with 4 generations open the oldest is
--- dropped whole. Each generation key expires a whole window after its last
+-- ARGV[4] ids or a window/3 has passed; when the open ones hold the cap
+-- (GENERATIONS x ARGV[4]) the oldest is dropped whole. Each generation key expires a whole window after its last
 -- write, so an id is remembered at least a window unless the cap forced it out.
 local now = tonumber(ARGV[3])
 local generation_cap = tonumber(ARGV[4])
@@ -55,13 +55,24 @@ local function record_ids(kind, new)
   local oldest, newest = tonumber(m[1]), tonumber(m[2])
 
   local evicted = 0
+  -- Opens the next generation, first making room for it: while the open ones
+  -- hold more than G-1 generations' worth of ids (the cap), the oldest is dropped
+  -- and its ids are counted as evicted. Generations that merely expired hold
+  -- nothing and leave at the end; the smaller generations of an older flujo are
+  -- only dropped when they really fill the cap.
   local function open_generation()
+    local held = 0
+    if newest then
+      for g = oldest, newest do held = held + redis.call('SCARD', meta .. ':' .. g) end
+    end
     newest = (newest or 0) + 1
     oldest = oldest or newest
     redis.call('HSET', meta, 'opened:' .. newest, now)
-    while newest - oldest >= GENERATIONS do
+    while oldest < newest and held > (GENERATIONS - 1) * generation_cap do
       local old = meta .. ':' .. oldest
-      evicted = evicted + redis.call('SCARD', old)
+      local n = redis.call('SCARD', old)
+      evicted = evicted + n
+      held = held - n
       redis.call('UNLINK', old)
       redis.call('HDEL', meta, 'opened:' .. oldest)
       oldest = oldest + 1
