@@ -242,10 +242,10 @@ tansu_fresh() {
     KAFKA=127.0.0.1:$port
 }
 
-# roles BUS TAG [consumer]: starts router and receiver (and the consumer) with
-# topics/queues/prefix named after TAG; sets RECEIVER, CONSUMER and ROLE_PIDS.
-roles() {
-    local bus=$1 tag=$2 with_consumer=${3:-}
+# bus_env BUS TAG: sets ENVS (topics, queues, group and Valkey prefix named after
+# TAG) and BUSARGS (the bus and its broker) for the flujo processes of one step.
+bus_env() {
+    local bus=$1 tag=$2
     ENVS=(
         FLUJO__KAFKA__SALES_TOPIC="$tag-sales" FLUJO__KAFKA__TWEETS_TOPIC="$tag-tweets"
         FLUJO__KAFKA__GROUP_ID="$tag" FLUJO__RABBITMQ__SALES_QUEUE="$tag-sales"
@@ -253,6 +253,12 @@ roles() {
     )
     BUSARGS=(--bus "$bus")
     if [ "$bus" = kafka ]; then BUSARGS+=(--kafka "$KAFKA"); else BUSARGS+=(--amqp "$AMQP"); fi
+}
+# roles BUS TAG [consumer]: starts router and receiver (and the consumer) with
+# topics/queues/prefix named after TAG; sets RECEIVER, CONSUMER and ROLE_PIDS.
+roles() {
+    local bus=$1 tag=$2 with_consumer=${3:-}
+    bus_env "$bus" "$tag"
     LISTEN=(--http 127.0.0.1:0 --grpc 127.0.0.1:0 --tcp 127.0.0.1:0 --log-level warn)
     ROLE_PIDS=()
     start "router-$tag" env "${ENVS[@]}" "$FLUJO" run --role router "${BUSARGS[@]}" "${LISTEN[@]}"
@@ -325,13 +331,7 @@ broker() {
     [ "$bus" = kafka ] && tansu_fresh
     say "$label: flujo end to end, all roles in one process"
     local tag=$RUN_ID-$bus-all all_rate=FAILED
-    ENVS=(
-        FLUJO__KAFKA__SALES_TOPIC="$tag-sales" FLUJO__KAFKA__TWEETS_TOPIC="$tag-tweets"
-        FLUJO__KAFKA__GROUP_ID="$tag" FLUJO__RABBITMQ__SALES_QUEUE="$tag-sales"
-        FLUJO__RABBITMQ__TWEETS_QUEUE="$tag-tweets" FLUJO__VALKEY__PREFIX="$tag:"
-    )
-    BUSARGS=(--bus "$bus")
-    if [ "$bus" = kafka ]; then BUSARGS+=(--kafka "$KAFKA"); else BUSARGS+=(--amqp "$AMQP"); fi
+    bus_env "$bus" "$tag"
     start "all-$bus" env "${ENVS[@]}" "$FLUJO" run "${BUSARGS[@]}" \
         --store "valkey://127.0.0.1:$VALKEY_PORT" --http 127.0.0.1:0 --grpc 127.0.0.1:0 \
         --tcp 127.0.0.1:0 --log-level warn

@@ -209,14 +209,22 @@ impl ReceiverPool {
     }
 
     /// Validates, admits and routes the events a transport coalesced into one batch
-    /// but answers one by one: a bad event is refused alone, in
-    /// [`Accepted::refused`], and the others go on together.
+    /// but answers one by one: the outcome of each event, in order (its id, or why
+    /// it was refused). A bad event is refused alone; the others go on together.
     pub async fn ingest_each(
         &self,
         batch: RawBatch,
         transport: Transport,
-    ) -> Result<Accepted, IngestError> {
-        self.send(batch, transport, Refusal::EachEvent).await
+    ) -> Vec<Result<String, IngestError>> {
+        let n = batch.len();
+        match self.send(batch, transport, Refusal::EachEvent).await {
+            Ok(accepted) => accepted
+                .per_event()
+                .into_iter()
+                .map(|one| one.map_err(IngestError::Invalid))
+                .collect(),
+            Err(e) => vec![Err(e); n],
+        }
     }
 
     async fn send(

@@ -201,26 +201,24 @@ async fn ingest_run(service: IngestService, run: Run) -> Vec<Ack> {
         Run::Sales(v) => RawBatch::Sales(v),
         Run::Tweets(v) => RawBatch::Tweets(v),
     };
-    let n = batch.len();
     let started = Instant::now();
-    let outcome = service.receivers.ingest_each(batch, Transport::Grpc).await;
+    let outcomes = service.receivers.ingest_each(batch, Transport::Grpc).await;
     metrics::histogram!(INGEST_DURATION, "transport" => Transport::Grpc.as_str())
         .record(started.elapsed().as_secs_f64());
-    match outcome {
-        Ok(accepted) => accepted
-            .per_event()
-            .into_iter()
-            .map(|one| match one {
-                Ok(id) => accepted_ack(id),
-                // Each event is answered alone: its position is 0 in its own answer.
-                Err(e) => refused_ack(status_of(IngestError::Invalid(ValidationError {
+    outcomes
+        .into_iter()
+        .map(|one| match one {
+            Ok(id) => accepted_ack(id),
+            // Each event is answered alone: its position is 0 in its own answer.
+            Err(IngestError::Invalid(e)) => {
+                refused_ack(status_of(IngestError::Invalid(ValidationError {
                     index: 0,
                     ..e
-                }))),
-            })
-            .collect(),
-        Err(e) => vec![refused_ack(status_of(e)); n],
-    }
+                })))
+            }
+            Err(e) => refused_ack(status_of(e)),
+        })
+        .collect()
 }
 
 pub use flujo_proto::code_name;

@@ -191,24 +191,19 @@ fn handle_lines(lines: Vec<Parsed>, receivers: &ReceiverPool) -> BoxFuture<'stat
 /// The answers to a run of event lines of one kind, ingested as one batch in which
 /// a bad event is refused alone.
 async fn ingest_run(receivers: ReceiverPool, kind: Kind, objects: Vec<Value>) -> Vec<String> {
-    let n = objects.len();
     let started = Instant::now();
-    let outcome = receivers
+    let outcomes = receivers
         .ingest_each(RawBatch::Json { kind, objects }, Transport::Tcp)
         .await;
     metrics::histogram!(INGEST_DURATION, "transport" => Transport::Tcp.as_str())
         .record(started.elapsed().as_secs_f64());
-    match outcome {
-        Ok(accepted) => accepted
-            .per_event()
-            .into_iter()
-            .map(|one| match one {
-                Ok(id) => format!("ok {id}"),
-                Err(e) => answer(refusal(IngestError::Invalid(e))),
-            })
-            .collect(),
-        Err(e) => vec![answer(refusal(e)); n],
-    }
+    outcomes
+        .into_iter()
+        .map(|one| match one {
+            Ok(id) => format!("ok {id}"),
+            Err(e) => answer(refusal(e)),
+        })
+        .collect()
 }
 
 /// Lines read but not yet answered on one connection, and their bytes: reading

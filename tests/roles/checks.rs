@@ -24,6 +24,28 @@ pub(crate) fn sorted(v: &[f64]) -> Vec<f64> {
     v
 }
 
+/// The monitored products' price streams as read from the bus (see
+/// [`stream_order_on_bus`]).
+pub(crate) type StreamOrder = tokio::task::JoinHandle<Result<HashMap<String, Vec<f64>>, String>>;
+
+/// [`assert_every_kpi`] once `order` (if any) was read from the bus, then the
+/// totals again a moment later: nothing arrives late and counts twice.
+pub(crate) async fn assert_every_kpi_stays(
+    consumer: &TestServer,
+    sales: &DedupTruth,
+    tweets: &DedupTruth,
+    order: Option<StreamOrder>,
+) {
+    let order = match order {
+        Some(task) => Some(join(task).await.unwrap_or_else(|e| panic!("{e}"))),
+        None => None,
+    };
+    assert_every_kpi(consumer, sales, tweets, order.as_ref()).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_sales_kpis(sales, &consumer.get_ok("/v1/kpis/sales").await);
+    assert_tweets_kpis(tweets, &consumer.get_ok("/v1/kpis/tweets").await);
+}
+
 /// Compares every KPI of the query API with the ground truth: sales and tweets KPIs,
 /// product rankings (global and per category, every page), the location ranking
 /// (every page) and each monitored product's price stream (in the order of
@@ -200,7 +222,7 @@ pub(crate) fn stream_order_on_bus(
     work: &Workload,
     flow: &Flow,
     sales: &DedupTruth,
-) -> tokio::task::JoinHandle<Result<HashMap<String, Vec<f64>>, String>> {
+) -> StreamOrder {
     let want = work.accepted_sale_ids(flow);
     let monitored: HashMap<String, String> = sales
         .first_product

@@ -62,8 +62,8 @@
 //! `ZINCRBY` per product and ranking; one `XADD` per price of a monitored product.
 //! Then the new ids go into the newest generation (`SADD`; a new generation opens
 //! when it is full or a window/3 old; when the open ones hold the cap, the oldest
-//! is dropped whole with `UNLINK`), and last the streams' positions (`SET`, never moving back), so a
-//! script failing midway leaves them unwritten. A dedup window of zero disables
+//! is dropped whole with `UNLINK`), and last the streams' positions (`SET`, never
+//! moving back), so a script failing midway leaves them unwritten. A dedup window of zero disables
 //! dedup, as it does in `MemoryStore`.
 //!
 //! The script builds key names from the prefix instead of receiving them in `KEYS`, so

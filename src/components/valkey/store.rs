@@ -280,13 +280,13 @@ impl ValkeyStore {
         format!("{}{suffix}", self.prefix)
     }
 
-    /// The next connection, in turn (a cheap handle on a shared connection).
     /// The connection every batch is applied on: one, so scripts run in the order
     /// flujo sends them (queries spread over all of them).
     fn apply_connection(&self) -> ConnectionManager {
         self.connections[0].clone()
     }
 
+    /// The next connection, in turn (a cheap handle on a shared connection).
     fn connection(&self) -> ConnectionManager {
         let i = self.next_connection.fetch_add(1, Ordering::Relaxed) % self.connections.len();
         self.connections[i].clone()

@@ -4,8 +4,9 @@
 -- numbers; `opened:{n}`: ms generation n opened; `evicted`: ids forgotten early
 -- because the window was full). A generation takes new ids until it holds
 -- ARGV[4] ids or a window/3 has passed; when the open ones hold the cap
--- (GENERATIONS x ARGV[4]) the oldest is dropped whole. Each generation key expires a whole window after its last
--- write, so an id is remembered at least a window unless the cap forced it out.
+-- (GENERATIONS x ARGV[4]) the oldest is dropped whole. Each generation key
+-- expires a whole window after its last write, so an id is remembered at least
+-- a window unless the cap forced it out.
 local now = tonumber(ARGV[3])
 local generation_cap = tonumber(ARGV[4])
 local GENERATIONS = 4 -- flujo_actors::dedup::GENERATIONS
