@@ -31,10 +31,12 @@ use flujo_actors::consumer::{Consumer, InFlight};
 use flujo_actors::event::Kind;
 use flujo_actors::mailbox::start_bounded;
 use flujo_actors::messages::Route;
+use flujo_actors::metrics::Exports;
 use flujo_actors::publisher::Publisher;
 use flujo_actors::receiver::{Receiver, ReceiverPool};
 use flujo_actors::router::Router;
 use flujo_actors::store::Store;
+use flujo_actors::{aggregator, consumer, publisher, receiver, router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::collections::HashMap;
 use std::future::IntoFuture as _;
@@ -207,7 +209,7 @@ pub async fn run(plan: Plan, metrics: PrometheusHandle) -> anyhow::Result<()> {
     let node = Node::start(&plan).await?;
     let (cfg, roles) = (&plan.config, plan.roles);
 
-    let mut routes = axum::Router::new();
+    let mut routes = utoipa_axum::router::OpenApiRouter::new();
     if roles.receiver {
         routes = routes.merge(http::ingest_routes(&cfg.http));
     }
@@ -226,13 +228,16 @@ pub async fn run(plan: Plan, metrics: PrometheusHandle) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         shutdown: shutdown.clone(),
     });
+    let app = http::app(state.clone(), routes);
+    exports(&plan, &app.doc).register();
+    tokio::spawn(keep_ready(state.clone()));
     let http_listener = bind("http.addr", cfg.http.addr).await?;
     let mut listening = format!("flujo listening http={}", http_listener.local_addr()?);
     let http_server = axum::serve(
         http_listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         }),
-        http::app(state, routes),
+        app.router,
     )
     .with_graceful_shutdown(shutdown.signal())
     .into_future();
@@ -354,3 +359,44 @@ pub async fn run(plan: Plan, metrics: PrometheusHandle) -> anyhow::Result<()> {
     tracing::info!("drained; bye");
     Ok(())
 }
+
+/// The series this process writes, from its plan and its HTTP routes.
+fn exports(plan: &Plan, doc: &utoipa::openapi::OpenApi) -> Exports {
+    let roles = plan.roles;
+    let mut e = Exports::default();
+    if roles.receiver {
+        e.transports = vec!["http", "grpc", "tcp"];
+    } else if roles.router {
+        e.transports = vec!["grpc"];
+    }
+    let per_kind = |kind: Kind| plan.sinks(kind).iter().map(move |b| (kind, b.as_str()));
+    if roles.router {
+        e.sinks = Kind::ALL.into_iter().flat_map(per_kind).collect();
+        e.mailboxes
+            .extend([router::MAILBOX.name(), publisher::MAILBOX.name()]);
+    }
+    if roles.receiver || roles.router {
+        e.mailboxes.push(receiver::MAILBOX.name());
+    }
+    if roles.consumer {
+        e.sources = Kind::ALL.into_iter().flat_map(per_kind).collect();
+        e.mailboxes.push(aggregator::MAILBOX.name());
+        e.supervised = vec![consumer::ACTOR, aggregator::ACTOR];
+    }
+    e.http = http::api::routes_and_statuses(doc);
+    e
+}
+
+/// Keeps `flujo_ready` current: the readiness checks run every
+/// [`READY_INTERVAL`] whether or not anyone calls `/readyz`.
+async fn keep_ready(state: Arc<AppState>) {
+    let mut tick = tokio::time::interval(READY_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let _answer = http::ops::readiness(&state).await;
+    }
+}
+
+/// How often a process re-checks its dependencies for `flujo_ready`.
+pub const READY_INTERVAL: Duration = Duration::from_secs(1);

@@ -18,7 +18,8 @@ use actix::prelude::*;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const ACTOR: &str = "aggregator";
+/// The `actor` label of the aggregator (restarts, mailbox).
+pub const ACTOR: &str = "aggregator";
 /// The aggregator's mailbox (`actor="aggregator"`).
 pub const MAILBOX: Mailbox = Mailbox(ACTOR);
 
@@ -98,9 +99,13 @@ fn record(events: &Events, applied: &Applied) {
             let mut sums = [(0u64, 0u64, 0u64); Category::ALL.len()];
             for (s, _) in sales.iter().zip(&applied.fresh).filter(|(_, &f)| f) {
                 let sum = &mut sums[s.category.index()];
+                // Saturating: a huge (valid) price must not overflow the sum; the
+                // float-to-int cast already saturates at u64::MAX.
                 sum.0 += 1;
-                sum.1 += s.quantity;
-                sum.2 += (s.price * s.quantity as f64 * 100.0).round() as u64;
+                sum.1 = sum.1.saturating_add(s.quantity);
+                sum.2 = sum
+                    .2
+                    .saturating_add((s.price * s.quantity as f64 * 100.0).round() as u64);
             }
             for (c, &(n, quantity, cents)) in Category::ALL.iter().zip(&sums) {
                 if n > 0 {

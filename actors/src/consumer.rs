@@ -15,7 +15,8 @@ use futures::stream::{FuturesOrdered, StreamExt};
 use std::sync::Arc;
 use tokio::sync::Mutex;
 
-const ACTOR: &str = "consumer";
+/// The `actor` label of the consumers (restarts).
+pub const ACTOR: &str = "consumer";
 
 /// A failure of a source.
 #[derive(Debug, Clone, thiserror::Error)]

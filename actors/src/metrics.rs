@@ -3,7 +3,9 @@
 //! Labels: `kind` (sale|tweet), `transport` (http|grpc|tcp), `sink`/`source`
 //! (memory|kafka|rabbitmq), `actor`, `reason`, `category`, `weather`.
 
+use crate::event::{Category, Kind, Weather};
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+use std::collections::BTreeSet;
 
 /// Events received by a transport, before validation (`kind`, `transport`).
 pub const EVENTS_RECEIVED: &str = "flujo_events_received_total";
@@ -257,6 +259,123 @@ pub const ALL: &[MetricSpec] = &[
         help: "Build information; always 1.",
     },
 ];
+
+/// Why an event can be refused: the `reason` label of [`EVENTS_REJECTED`].
+pub const REJECT_REASONS: [&str; 5] = [
+    "invalid",
+    "backpressure",
+    "unavailable",
+    "too_large",
+    "shutting_down",
+];
+
+/// What one process does, so that the series it will ever write are exported from
+/// start-up at zero: a dashboard on a fresh deployment shows 0, not "no data".
+#[derive(Debug, Clone, Default)]
+pub struct Exports {
+    /// Transports this process ingests on (receiver role).
+    pub transports: Vec<&'static str>,
+    /// Sinks this process publishes to, per kind (router role).
+    pub sinks: Vec<(Kind, &'static str)>,
+    /// Sources this process consumes from, per kind (consumer role).
+    pub sources: Vec<(Kind, &'static str)>,
+    /// Actors whose mailbox depth this process reports.
+    pub mailboxes: Vec<&'static str>,
+    /// Supervised actors whose restarts this process counts.
+    pub supervised: Vec<&'static str>,
+    /// HTTP routes this process serves, with the statuses each can answer.
+    pub http: Vec<(String, Vec<u16>)>,
+}
+
+impl Exports {
+    /// Writes every series of this process at zero (counters get 0 added, gauges
+    /// that are levels are set to 0, histograms are registered), so `/metrics`
+    /// lists them all from start-up with their known label values. Call once, after
+    /// the recorder is installed and before any event is taken.
+    pub fn register(&self) {
+        for kind in Kind::ALL {
+            let k = kind.as_str();
+            for &transport in &self.transports {
+                metrics::counter!(EVENTS_RECEIVED, "kind" => k, "transport" => transport)
+                    .increment(0);
+                for reason in REJECT_REASONS {
+                    metrics::counter!(EVENTS_REJECTED, "kind" => k, "transport" => transport, "reason" => reason)
+                        .increment(0);
+                }
+            }
+        }
+        for &(kind, sink) in &self.sinks {
+            let k = kind.as_str();
+            metrics::counter!(EVENTS_PUBLISHED, "kind" => k, "sink" => sink).increment(0);
+            metrics::counter!(EVENTS_PUBLISH_FAILED, "kind" => k, "sink" => sink).increment(0);
+        }
+        let sinks: BTreeSet<&str> = self.sinks.iter().map(|&(_, s)| s).collect();
+        for sink in sinks {
+            let _registered = metrics::histogram!(PUBLISH_DURATION, "sink" => sink);
+        }
+        for &(kind, source) in &self.sources {
+            metrics::counter!(EVENTS_CONSUMED, "kind" => kind.as_str(), "source" => source)
+                .increment(0);
+        }
+        let sources: BTreeSet<&str> = self.sources.iter().map(|&(_, s)| s).collect();
+        for source in sources {
+            metrics::gauge!(CONSUMER_LAG, "source" => source).set(0.0);
+        }
+        let consumed = Kind::ALL
+            .into_iter()
+            .filter(|kind| self.sources.iter().any(|(k, _)| k == kind));
+        for kind in consumed {
+            let k = kind.as_str();
+            for counter in [
+                EVENTS_APPLIED,
+                EVENTS_DUPLICATE,
+                EVENTS_REPLAYED,
+                DEDUP_EVICTED,
+            ] {
+                metrics::counter!(counter, "kind" => k).increment(0);
+            }
+            for gauge in [DEDUP_IDS, DEDUP_WINDOW, DEDUP_BYTES] {
+                metrics::gauge!(gauge, "kind" => k).set(0.0);
+            }
+            let _registered = metrics::histogram!(END_TO_END_DURATION, "kind" => k);
+            let _registered = metrics::histogram!(STORE_APPLY_DURATION, "kind" => k);
+            match kind {
+                Kind::Sale => {
+                    for category in Category::ALL {
+                        for counter in [SALES, SALES_QUANTITY, REVENUE_CENTS] {
+                            metrics::counter!(counter, "category" => category.as_str())
+                                .increment(0);
+                        }
+                    }
+                }
+                Kind::Tweet => {
+                    for weather in Weather::ALL {
+                        metrics::counter!(TWEETS, "weather" => weather.as_str()).increment(0);
+                    }
+                }
+            }
+        }
+        for &transport in &self.transports {
+            let _registered = metrics::histogram!(INGEST_DURATION, "transport" => transport);
+        }
+        for &actor in &self.mailboxes {
+            metrics::gauge!(MAILBOX_DEPTH, "actor" => actor).set(0.0);
+        }
+        for &actor in &self.supervised {
+            metrics::counter!(ACTOR_RESTARTS, "actor" => actor).increment(0);
+        }
+        for (route, statuses) in &self.http {
+            for status in statuses {
+                metrics::counter!(HTTP_REQUESTS, "route" => route.clone(), "status" => status.to_string())
+                    .increment(0);
+            }
+        }
+        metrics::gauge!(INFLIGHT_EVENTS).set(0.0);
+        metrics::counter!(QUERY_CACHE_HITS).increment(0);
+        metrics::counter!(QUERY_CACHE_MISSES).increment(0);
+        metrics::gauge!(READY).set(0.0);
+    }
+}
 
 /// Registers HELP text and units for every metric of [`ALL`].
 pub fn describe() {

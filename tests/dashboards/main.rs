@@ -10,7 +10,12 @@
 //!   duplicate events, every Prometheus expression of the three dashboards is run
 //!   through `/api/v1/query`: none may error, every metric it names must be one
 //!   flujo exports, every label it groups or filters by must exist, and each must
-//!   return data (except those on series that only appear with a failure).
+//!   return data.
+//! - `fresh_flujo_exports_every_dashboard_series`: flujo just started, nothing sent,
+//!   scraped by Prometheus: every series selector of every Prometheus expression
+//!   (metric name and label matchers, variables as Grafana sends "All") matches at
+//!   least one series, carrying every label the expression groups by. A panel on a
+//!   fresh deployment shows 0, never "no data".
 //! - `valkey_holds_every_dashboard_key`: flujo with `--store valkey://…` under a
 //!   random key prefix on the shared Valkey (`scripts/services.sh up`); after a
 //!   verified load, every Redis-data-source query of the dashboards is run as the
@@ -48,14 +53,6 @@ const TEST_TIMEOUT: Duration = Duration::from_secs(180);
 const HINT: &str = "run `scripts/test.sh` (it installs Prometheus from Debian's `prometheus` \
     package and starts the services with `scripts/services.sh up`)";
 
-/// Metrics whose series only exist once something failed (a supervisor restart, a
-/// sink refusing a batch): a healthy run does not export them, so a dashboard query
-/// on them may come back empty. They must still be declared in `metrics.rs`, and
-/// only these labels may be used with them (their labels, from `metrics.rs`).
-const ON_FAILURE_ONLY: [(&str, &[&str]); 2] = [
-    ("flujo_actor_restarts_total", &["actor"]),
-    ("flujo_events_publish_failed_total", &["kind", "sink"]),
-];
 /// Metrics whose expressions must produce real numbers after a load.
 const CORE: [&str; 3] = [
     "flujo_events_received_total",

@@ -276,9 +276,6 @@ pub(crate) async fn labels_of(prom: &Prometheus, metrics: &BTreeSet<String>) -> 
                 }
             }
         }
-        if let Some((_, extra)) = ON_FAILURE_ONLY.iter().find(|(n, _)| n == m) {
-            labels.extend(extra.iter().map(|l| (*l).to_owned()));
-        }
     }
     labels
 }
@@ -294,22 +291,18 @@ pub(crate) async fn check_prometheus_target(
     if refs.metrics.is_empty() {
         return Err(format!("`{expr}` names no metric"));
     }
-    let mut may_be_empty = false;
     for m in &refs.metrics {
-        let on_failure = ON_FAILURE_ONLY.iter().any(|(n, _)| n == m);
         if !m.starts_with("flujo_") {
             return Err(format!("`{m}` is not a flujo metric"));
         }
-        if exported.contains(m) {
-            continue;
+        if !declared.contains(m) {
+            return Err(format!("`{m}` is not declared in actors/src/metrics.rs"));
         }
-        if on_failure && declared.contains(m) {
-            may_be_empty = true;
-            continue;
+        if !exported.contains(m) {
+            return Err(format!(
+                "`{m}` is not exported by flujo (not among the names Prometheus scraped: {exported:?})"
+            ));
         }
-        return Err(format!(
-            "`{m}` is not exported by flujo (not among the names Prometheus scraped: {exported:?})"
-        ));
     }
     let labels = labels_of(prom, &refs.metrics).await;
     for l in &refs.labels {
@@ -325,7 +318,7 @@ pub(crate) async fn check_prometheus_target(
         .await
         .map_err(|e| format!("`{expr}` fails: {e}"))?;
     let result = data["result"].as_array().cloned().unwrap_or_default();
-    if result.is_empty() && !may_be_empty {
+    if result.is_empty() {
         return Err(format!("`{expr}` returned no data after the load"));
     }
     let values: Vec<f64> = result
@@ -491,6 +484,93 @@ async fn prometheus_answers_every_dashboard_query() {
             "{:>6.2?} {checked} Prometheus queries answered",
             t0.elapsed()
         );
+    };
+    tokio::time::timeout(TEST_TIMEOUT, body)
+        .await
+        .unwrap_or_else(|_| panic!("the test did not finish within {TEST_TIMEOUT:?}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fresh_flujo_exports_every_dashboard_series() {
+    let body = async {
+        let server = TestServer::start(&[]);
+        let prom = start_prometheus(server.addr).await;
+        let up = wait_until(Duration::from_secs(30), || async {
+            prom.scalar(r#"max(up{job="flujo"})"#).await == Some(1.0)
+        })
+        .await;
+        assert!(
+            up,
+            "Prometheus did not scrape flujo within 30 s; targets: {:?}",
+            prom.api("targets", &[]).await
+        );
+        let mut problems = Vec::new();
+        let mut checked = BTreeSet::new();
+        for (name, d) in load_dashboards() {
+            let values = prometheus_values(&d);
+            for t in targets(&name, &d)
+                .into_iter()
+                .filter(|t| t.source == Source::Prometheus)
+            {
+                let expr = interpolate(t.query["expr"].as_str().unwrap_or_default(), &values);
+                let refs = promql_refs(&expr);
+                for selector in &refs.selectors {
+                    let series = prom
+                        .api("series", &[("match[]", selector.as_str())])
+                        .await
+                        .unwrap_or_else(|e| panic!("{}: series of `{selector}`: {e}", t.place));
+                    let series = series.as_array().cloned().unwrap_or_default();
+                    if series.is_empty() {
+                        problems.push(format!(
+                            "{}: `{selector}` matches no series of a fresh flujo",
+                            t.place
+                        ));
+                        continue;
+                    }
+                    checked.insert(selector.clone());
+                    for label in refs.labels.iter().filter(|l| *l != "__name__") {
+                        let on_some = series.iter().any(|s| s.get(label.as_str()).is_some());
+                        let grouped_only_by_le = label == "le" && !selector.ends_with("_bucket");
+                        if !on_some && !grouped_only_by_le {
+                            problems.push(format!(
+                                "{}: no series of `{selector}` carries label `{label}` on a fresh flujo",
+                                t.place
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        let metrics = server.metrics().await;
+        let zero = |name: &str| metric_sum(&metrics, name);
+        for name in [
+            "flujo_events_received_total",
+            "flujo_events_applied_total",
+            "flujo_actor_restarts_total",
+            "flujo_events_rejected_total",
+        ] {
+            assert_eq!(zero(name), 0.0, "{name} on a fresh flujo");
+        }
+        assert!(
+            problems.is_empty(),
+            "{} dashboard series missing on a fresh flujo:\n  {}",
+            problems.len(),
+            problems.join("\n  ")
+        );
+        assert!(
+            checked.len() >= 20,
+            "only {} selectors found",
+            checked.len()
+        );
+        let ready = wait_until(Duration::from_secs(10), || async {
+            prom.scalar("max(flujo_ready)").await == Some(1.0)
+        })
+        .await;
+        assert!(
+            ready,
+            "flujo_ready did not become 1 without anyone calling /readyz"
+        );
+        println!("{} selectors match series of a fresh flujo", checked.len());
     };
     tokio::time::timeout(TEST_TIMEOUT, body)
         .await

@@ -84,6 +84,25 @@ async fn no_input_crashes_the_server() {
         json!({"category": "beauty", "product_id": emoji, "price": 1e-300, "quantity": 1_000_000});
     server.send_ok("/v1/sales", &[ok], Encoding::Object).await;
     server.assert_alive().await;
+    // The largest valid prices: their revenue in cents is beyond any integer counter,
+    // and several of them in one batch must not overflow a sum (found by Schemathesis).
+    let huge = |i: u32| {
+        json!({"id": format!("huge-{i}"), "category": "home", "product_id": "H",
+            "price": 1e300, "quantity": 1_000_000})
+    };
+    server
+        .send_ok("/v1/sales", &[huge(1), huge(2), huge(3)], Encoding::Array)
+        .await;
+    // Counted in the business metrics too (recorded after the store applied them).
+    let counted = wait_until(APPLY_TIMEOUT, || async {
+        let metrics = server.metrics().await;
+        metric_value(&metrics, "flujo_sales_total", &[("category", "home")]) == Some(3.0)
+    })
+    .await;
+    assert!(counted, "the huge sales were not counted");
+    let (_, kpis) = server.get_fresh("/v1/kpis/sales").await;
+    assert_eq!(kpis["categories"]["home"]["count"], 3, "{kpis}");
+    server.assert_alive().await;
 }
 
 /// Fires `batches` concurrent 10,000-event sale batches; returns the statuses.

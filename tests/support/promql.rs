@@ -13,6 +13,9 @@ pub struct PromRefs {
     pub metrics: BTreeSet<String>,
     /// Label names (matchers, `by`/`without`/`on`/`ignoring`/`group_*` lists).
     pub labels: BTreeSet<String>,
+    /// Each series selector as written: a metric name with its label matchers, if any
+    /// (`flujo_sales_total{category=~"$category"}`).
+    pub selectors: BTreeSet<String>,
 }
 
 const AGGREGATIONS: [&str; 14] = [
@@ -128,6 +131,19 @@ pub fn promql_refs(expr: &str) -> PromRefs {
             {
                 // an operator, an aggregation or a function call
             } else {
+                let mut selector = ident.clone();
+                if next == Some('{') {
+                    let mut m = k + 1;
+                    while m < s.len() && s[m] != '}' {
+                        m = if s[m] == '"' || s[m] == '\'' || s[m] == '`' {
+                            skip_string(m)
+                        } else {
+                            m + 1
+                        };
+                    }
+                    selector.extend(&s[k..(m + 1).min(s.len())]);
+                }
+                refs.selectors.insert(selector);
                 refs.metrics.insert(ident);
             }
         } else {
@@ -155,6 +171,14 @@ mod tests {
         assert_eq!(
             labels,
             ["instance", "kind", "le", "transport", "version", "x"]
+        );
+        let selectors: Vec<&str> = r.selectors.iter().map(String::as_str).collect();
+        assert_eq!(
+            selectors,
+            [
+                "flujo_build_info",
+                r#"flujo_ingest_duration_seconds_bucket{kind=~"a|b", x!="}"}"#
+            ]
         );
         let r = promql_refs("sum(rate(flujo_sales_total[1m])) by (category) > bool 0.5e3");
         assert_eq!(r.metrics.len(), 1);

@@ -85,7 +85,10 @@ impl Fields {
         };
         for (key, value) in map {
             if key == "kind" {
-                fields.check_kind(&value)?;
+                // `null` counts as absent, as for every other field.
+                if !value.is_null() {
+                    fields.check_kind(&value)?;
+                }
                 continue;
             }
             let name = canonical
@@ -401,6 +404,10 @@ mod tests {
         assert!(sale(with("id", json!("i".repeat(128)))).is_ok());
         assert!(sale(with("product_id", json!("é".repeat(64)))).is_ok());
         assert!(sale(with("kind", json!("sale"))).is_ok());
+        assert!(
+            sale(with("kind", Value::Null)).is_ok(),
+            "null counts as absent"
+        );
         let err = sale(with("colour", json!(1))).expect_err("unknown");
         assert!(
             err.message.contains("unknown field `colour`"),

@@ -122,7 +122,7 @@ pub struct Page {
 }
 
 /// Sales aggregates of one scope (all sales, or one category).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Default, utoipa::ToSchema)]
 pub struct SaleStats {
     /// Number of sales.
     pub count: u64,
@@ -143,7 +143,7 @@ pub struct SaleStats {
 }
 
 /// Sales aggregates of one category, with its monitored product.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct CategoryStats {
     /// The category's aggregates.
     #[serde(flatten)]
@@ -153,7 +153,7 @@ pub struct CategoryStats {
 }
 
 /// Answer of `GET /v1/kpis/sales`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct SalesKpis {
     /// All sales.
     pub total: SaleStats,
@@ -162,7 +162,7 @@ pub struct SalesKpis {
 }
 
 /// Tweet aggregates of one scope (all tweets, or one location).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Default, utoipa::ToSchema)]
 pub struct TweetStats {
     /// Number of tweets.
     pub count: u64,
@@ -177,7 +177,7 @@ pub struct TweetStats {
 }
 
 /// Answer of `GET /v1/kpis/tweets`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct TweetKpis {
     /// All tweets.
     pub total: TweetStats,
@@ -186,7 +186,7 @@ pub struct TweetKpis {
 }
 
 /// One product of a ranking.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ProductRank {
     /// Product id.
     pub product_id: String,
@@ -195,7 +195,7 @@ pub struct ProductRank {
 }
 
 /// One location of the ranking.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct LocationRank {
     /// City or municipality.
     pub location: String,
@@ -205,7 +205,7 @@ pub struct LocationRank {
 }
 
 /// A page of a ranking, with the number of ranked items.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Ranking<T> {
     /// Items ranked in all.
     pub total: usize,
@@ -214,7 +214,7 @@ pub struct Ranking<T> {
 }
 
 /// Answer of `GET /v1/sales/monitored/{category}/prices`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct MonitoredPrices {
     /// The monitored product, `null` before the category's first sale.
     pub product_id: Option<String>,

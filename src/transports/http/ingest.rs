@@ -1,6 +1,7 @@
 //! `POST /v1/sales`, `POST /v1/tweets` and their alias paths: one JSON object, a
 //! JSON array or NDJSON; the batch is accepted or refused whole.
 
+use super::api::{ErrorBody, SalesBody, TweetsBody};
 use super::error::ApiError;
 use super::AppState;
 use axum::body::{to_bytes, Body};
@@ -17,7 +18,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// The 202 answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct IngestAccepted {
     /// Events accepted.
     pub accepted: usize,
@@ -152,7 +153,73 @@ async fn accept(
     ))
 }
 
-/// The `POST` route that ingests events of `kind`.
+/// `POST /v1/sales`: one sale, an array of sales, or NDJSON.
+#[utoipa::path(
+    post,
+    path = "/v1/sales",
+    tag = "ingest",
+    operation_id = "post_sales",
+    request_body(
+        description = "One sale (a JSON object), a batch (a JSON array), or NDJSON (one object per line). \
+            A batch is accepted or refused whole.",
+        content(
+            (SalesBody = "application/json"),
+            (String = "application/x-ndjson")
+        )
+    ),
+    responses(
+        (status = 202, description = "Accepted: every event of the batch, with its id.", body = IngestAccepted),
+        (status = 400, description = "Bad JSON, an empty batch, or a bad event (`index`, `field`).", body = ErrorBody),
+        (status = 413, description = "Body over `http.max_body_bytes` or batch over `http.max_batch_events`.", body = ErrorBody),
+        (status = 415, description = "Content-Type other than JSON or NDJSON.", body = ErrorBody),
+        (status = 429, description = "The pipeline is full; retry after `Retry-After` seconds with the same ids.", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
+        (status = 503, description = "A sink is down or the process is draining; retry with the same ids.", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying.")))
+    )
+)]
+pub async fn post_sales(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<IngestAccepted>), ApiError> {
+    ingest(state, Kind::Sale, headers, body).await
+}
+
+/// `POST /v1/tweets`: one tweet, an array of tweets, or NDJSON.
+#[utoipa::path(
+    post,
+    path = "/v1/tweets",
+    tag = "ingest",
+    operation_id = "post_tweets",
+    request_body(
+        description = "One tweet (a JSON object), a batch (a JSON array), or NDJSON (one object per line). \
+            A batch is accepted or refused whole.",
+        content(
+            (TweetsBody = "application/json"),
+            (String = "application/x-ndjson")
+        )
+    ),
+    responses(
+        (status = 202, description = "Accepted: every event of the batch, with its id.", body = IngestAccepted),
+        (status = 400, description = "Bad JSON, an empty batch, or a bad event (`index`, `field`).", body = ErrorBody),
+        (status = 413, description = "Body over `http.max_body_bytes` or batch over `http.max_batch_events`.", body = ErrorBody),
+        (status = 415, description = "Content-Type other than JSON or NDJSON.", body = ErrorBody),
+        (status = 429, description = "The pipeline is full; retry after `Retry-After` seconds with the same ids.", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
+        (status = 503, description = "A sink is down or the process is draining; retry with the same ids.", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying.")))
+    )
+)]
+pub async fn post_tweets(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<IngestAccepted>), ApiError> {
+    ingest(state, Kind::Tweet, headers, body).await
+}
+
+/// The `POST` route that ingests events of `kind` (alias paths).
 pub fn route(kind: Kind) -> MethodRouter<Arc<AppState>> {
     post(
         move |State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body| {

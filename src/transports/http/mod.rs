@@ -4,9 +4,11 @@
 //! - this file: the shared state, the routes of each role, request counting.
 //! - [`ingest`]: `POST` of sales and tweets (JSON object, array or NDJSON).
 //! - [`query`]: KPIs, rankings and monitored prices through the read cache.
-//! - [`ops`]: `/metrics`, `/healthz`, `/readyz`.
+//! - [`ops`]: `/metrics`, `/healthz`, `/readyz`, `/openapi.json`.
+//! - [`api`]: the OpenAPI document, generated from the handlers' annotations.
 //! - [`error`]: `ApiError`, the one error answer.
 
+pub mod api;
 pub mod error;
 pub mod ingest;
 pub mod ops;
@@ -19,8 +21,7 @@ use axum::extract::{MatchedPath, Request};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::get;
-use axum::Router;
+use axum::{Extension, Router};
 use error::ApiError;
 use flujo_actors::event::Kind;
 use flujo_actors::metrics::HTTP_REQUESTS;
@@ -28,6 +29,8 @@ use flujo_actors::receiver::ReceiverPool;
 use flujo_actors::store::Store;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::Arc;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Request-size limits of ingest.
 #[derive(Debug, Clone, Copy)]
@@ -108,47 +111,60 @@ async fn method_not_allowed(req: Request) -> ApiError {
     )
 }
 
-/// Ingest routes (receiver role): the versioned paths and their configured aliases.
-pub fn ingest_routes(http: &HttpConfig) -> Router<Arc<AppState>> {
-    let mut router = Router::new();
-    for (kind, builtin, aliases) in [
-        (Kind::Sale, ["/v1/sales", "/purchase"], &http.sales_paths),
-        (Kind::Tweet, ["/v1/tweets", "/input"], &http.tweet_paths),
+/// Ingest routes (receiver role): the versioned paths, their built-in aliases
+/// (`/purchase`, `/input`) and the configured ones, each described in the document.
+pub fn ingest_routes(http: &HttpConfig) -> OpenApiRouter<Arc<AppState>> {
+    let mut router = OpenApiRouter::new()
+        .routes(routes!(ingest::post_sales))
+        .routes(routes!(ingest::post_tweets));
+    for (kind, path, builtin, aliases) in [
+        (Kind::Sale, "/v1/sales", "/purchase", &http.sales_paths),
+        (Kind::Tweet, "/v1/tweets", "/input", &http.tweet_paths),
     ] {
-        let paths = builtin
-            .into_iter()
-            .chain(aliases.iter().map(String::as_str));
-        for path in paths {
-            router = router.route(path, ingest::route(kind));
+        let aliases = std::iter::once(builtin).chain(aliases.iter().map(String::as_str));
+        for alias in aliases {
+            router = router.route(alias, ingest::route(kind));
+            api::add_alias(router.get_openapi_mut(), path, alias);
         }
     }
     router
 }
 
 /// Query routes (consumer role).
-pub fn query_routes() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/v1/kpis/sales", get(query::sales_kpis))
-        .route("/v1/kpis/tweets", get(query::tweet_kpis))
-        .route("/v1/rankings/products", get(query::product_ranking))
-        .route("/v1/rankings/locations", get(query::location_ranking))
-        .route(
-            "/v1/sales/monitored/{category}/prices",
-            get(query::monitored_prices),
-        )
+pub fn query_routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(query::sales_kpis))
+        .routes(routes!(query::tweet_kpis))
+        .routes(routes!(query::product_ranking))
+        .routes(routes!(query::location_ranking))
+        .routes(routes!(query::monitored_prices))
+}
+
+/// The HTTP application of a process and the OpenAPI document describing it.
+pub struct HttpApp {
+    /// Every route of the process, ready to serve.
+    pub router: Router,
+    /// The routes' description, served at `GET /openapi.json`.
+    pub doc: utoipa::openapi::OpenApi,
 }
 
 /// The HTTP application of a process: operations always, plus `routes` (ingest
 /// and/or query, per role).
-pub fn app(state: Arc<AppState>, routes: Router<Arc<AppState>>) -> Router {
-    routes
-        .route("/metrics", get(ops::metrics))
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
+pub fn app(state: Arc<AppState>, routes: OpenApiRouter<Arc<AppState>>) -> HttpApp {
+    let (router, doc) = OpenApiRouter::with_openapi(api::base())
+        .merge(routes)
+        .routes(routes!(ops::metrics))
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
+        .routes(routes!(ops::openapi))
+        .split_for_parts();
+    let router = router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(Extension(api::Document::new(&doc)))
         .layer(middleware::from_fn(count_requests))
-        .with_state(state)
+        .with_state(state);
+    HttpApp { router, doc }
 }
 
 /// Paths the application defines itself; aliases may not reuse them.

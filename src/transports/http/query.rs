@@ -1,6 +1,7 @@
 //! The query API: KPIs, rankings and the monitored price streams, read from the
 //! store through a short-lived read cache. `Cache-Control: no-cache` bypasses it.
 
+use super::api::{CategoryName, ErrorBody};
 use super::error::ApiError;
 use super::AppState;
 use axum::body::Bytes;
@@ -10,6 +11,9 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use flujo_actors::event::Category;
 use flujo_actors::metrics::{QUERY_CACHE_HITS, QUERY_CACHE_MISSES};
+use flujo_actors::store::{
+    LocationRank, MonitoredPrices, ProductRank, Ranking, SalesKpis, TweetKpis,
+};
 use flujo_actors::store::{Page, Store, StoreError};
 use moka::future::Cache;
 use serde::Serialize;
@@ -240,6 +244,19 @@ fn category(text: &str) -> Result<Category, ApiError> {
 }
 
 /// `GET /v1/kpis/sales`.
+#[utoipa::path(
+    get,
+    path = "/v1/kpis/sales",
+    tag = "query",
+    description = "Sales KPIs, in all and per category (count, units, revenue, averages, min/max price, monitored product).",
+    params(("Cache-Control" = Option<String>, Header, description = "`no-cache` reads the store, bypassing the read cache.")),
+    responses(
+        (status = 200, description = "The sales KPIs.", body = SalesKpis),
+        (status = 400, description = "An unknown, repeated or out-of-range query parameter (`field` names it).", body = ErrorBody),
+        (status = 503, description = "The store does not answer; retry after `Retry-After` seconds.", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying.")))
+    )
+)]
 pub async fn sales_kpis(q: QueryRequest) -> Result<Response, ApiError> {
     q.params(&[])?;
     q.answer("/v1/kpis/sales".into(), |store| async move {
@@ -249,6 +266,19 @@ pub async fn sales_kpis(q: QueryRequest) -> Result<Response, ApiError> {
 }
 
 /// `GET /v1/kpis/tweets`.
+#[utoipa::path(
+    get,
+    path = "/v1/kpis/tweets",
+    tag = "query",
+    description = "Weather-tweet KPIs: count, temperature and humidity averages and extremes, count per weather.",
+    params(("Cache-Control" = Option<String>, Header, description = "`no-cache` reads the store, bypassing the read cache.")),
+    responses(
+        (status = 200, description = "The tweet KPIs.", body = TweetKpis),
+        (status = 400, description = "An unknown, repeated or out-of-range query parameter (`field` names it).", body = ErrorBody),
+        (status = 503, description = "The store does not answer; retry after `Retry-After` seconds.", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying.")))
+    )
+)]
 pub async fn tweet_kpis(q: QueryRequest) -> Result<Response, ApiError> {
     q.params(&[])?;
     q.answer("/v1/kpis/tweets".into(), |store| async move {
@@ -258,6 +288,24 @@ pub async fn tweet_kpis(q: QueryRequest) -> Result<Response, ApiError> {
 }
 
 /// `GET /v1/rankings/products?category=&limit=&offset=`.
+#[utoipa::path(
+    get,
+    path = "/v1/rankings/products",
+    tag = "query",
+    description = "Products by units sold, most first; in all or within one category.",
+    params(
+        ("category" = Option<CategoryName>, Query, description = "Rank within this category; absent or empty means all."),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "Items per page (default 10)."),
+        ("offset" = Option<usize>, Query, minimum = 0, description = "Items skipped (default 0)."),
+        ("Cache-Control" = Option<String>, Header, description = "`no-cache` reads the store, bypassing the read cache.")
+    ),
+    responses(
+        (status = 200, description = "One page of the ranking.", body = Ranking<ProductRank>),
+        (status = 400, description = "An unknown, repeated or out-of-range query parameter (`field` names it).", body = ErrorBody),
+        (status = 503, description = "The store does not answer; retry after `Retry-After` seconds.", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying.")))
+    )
+)]
 pub async fn product_ranking(q: QueryRequest) -> Result<Response, ApiError> {
     let params = q.params(&["category", "limit", "offset"])?;
     let (category, page) = (params.category()?, params.page()?);
@@ -268,6 +316,23 @@ pub async fn product_ranking(q: QueryRequest) -> Result<Response, ApiError> {
 }
 
 /// `GET /v1/rankings/locations?limit=&offset=`.
+#[utoipa::path(
+    get,
+    path = "/v1/rankings/locations",
+    tag = "query",
+    description = "Locations by number of tweets, most first, with their aggregates.",
+    params(
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "Items per page (default 10)."),
+        ("offset" = Option<usize>, Query, minimum = 0, description = "Items skipped (default 0)."),
+        ("Cache-Control" = Option<String>, Header, description = "`no-cache` reads the store, bypassing the read cache.")
+    ),
+    responses(
+        (status = 200, description = "One page of the ranking.", body = Ranking<LocationRank>),
+        (status = 400, description = "An unknown, repeated or out-of-range query parameter (`field` names it).", body = ErrorBody),
+        (status = 503, description = "The store does not answer; retry after `Retry-After` seconds.", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying.")))
+    )
+)]
 pub async fn location_ranking(q: QueryRequest) -> Result<Response, ApiError> {
     let page = q.params(&["limit", "offset"])?.page()?;
     q.answer(q.key("/v1/rankings/locations"), |store| async move {
@@ -277,6 +342,23 @@ pub async fn location_ranking(q: QueryRequest) -> Result<Response, ApiError> {
 }
 
 /// `GET /v1/sales/monitored/{category}/prices?limit=`.
+#[utoipa::path(
+    get,
+    path = "/v1/sales/monitored/{category}/prices",
+    tag = "query",
+    description = "The price stream of the category's monitored product (its first product), newest last.",
+    params(
+        ("category" = CategoryName, Path, description = "The category."),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "Newest prices wanted (default 10)."),
+        ("Cache-Control" = Option<String>, Header, description = "`no-cache` reads the store, bypassing the read cache.")
+    ),
+    responses(
+        (status = 200, description = "The monitored product and its newest prices.", body = MonitoredPrices),
+        (status = 400, description = "An unknown, repeated or out-of-range query parameter (`field` names it).", body = ErrorBody),
+        (status = 503, description = "The store does not answer; retry after `Retry-After` seconds.", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying.")))
+    )
+)]
 pub async fn monitored_prices(
     Path(name): Path<String>,
     q: QueryRequest,
