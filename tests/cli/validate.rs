@@ -220,3 +220,26 @@ fn the_real_services_validate() {
         "{line}"
     );
 }
+
+#[test]
+fn a_store_url_the_client_refuses_is_78() {
+    let out = flujo(&["validate", "--store", "valkey://h:port"], &[]);
+    assert_code(&out, 78, "validate with an unparsable store URL");
+    line_starting(&stderr(&out), "store: valkey://h:port: not a valkey URL");
+    let out = flujo(
+        &[
+            "run",
+            "--http",
+            "127.0.0.1:0",
+            "--grpc",
+            "127.0.0.1:0",
+            "--tcp",
+            "127.0.0.1:0",
+            "--store",
+            "valkey://h:port",
+        ],
+        &[],
+    );
+    assert_code(&out, 78, "run with an unparsable store URL");
+    assert!(stderr(&out).contains("bad store URL"), "{}", stderr(&out));
+}
