@@ -21,15 +21,19 @@
 //! - [`shutdown`]: the shutdown signal and its deadline.
 //! - [`telemetry`]: logs (tracing) and the Prometheus recorder.
 //! - [`ping`]: `flujo ping`, stimulus → response latency per transport.
+//! - [`validate`]: `flujo validate`, reaching every dependency the roles need.
+//! - [`exit_code`]: the exit codes of every command.
 //!
 //! `flujo loadgen` lives in its own crate, `flujo-loadgen` (`loadgen/`); the
 //! generated gRPC code in `flujo-proto` (`proto/`).
 
 pub mod components;
 pub mod config;
+pub mod exit_code;
 pub mod ping;
 pub mod readiness;
 pub mod roles;
 pub mod shutdown;
 pub mod telemetry;
 pub mod transports;
+pub mod validate;

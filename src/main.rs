@@ -1,7 +1,9 @@
 //! # flujo
 //!
 //! The command line: `flujo run` (the pipeline), `flujo config` (the effective
-//! configuration), `flujo loadgen` (load and verification), `flujo ping` (latency).
+//! configuration), `flujo validate` (configuration and dependencies), `flujo
+//! loadgen` (load and verification), `flujo ping` (latency), `flujo completions`
+//! (shell completion scripts). Exit codes: [`flujo::exit_code`].
 //!
 //! # Layout (of the `flujo` library this binary uses)
 //! - `config`: file < env < flags, checked and resolved into a plan at start.
@@ -10,13 +12,19 @@
 //! - `transports`: HTTP (ingest, query API, metrics, health), gRPC, TCP, forwarding.
 //! - `shutdown`: the shutdown signal and deadline.
 //! - `telemetry`: logs and the Prometheus recorder.
+//! - `validate`: the dependency checks of `flujo validate`.
 //! - `flujo_loadgen` (the `loadgen/` crate): the load generator and verifier.
 
-use clap::{Args, Parser, Subcommand};
-use flujo::components::{Bus, StoreLocation};
-use flujo::config::{plan, LogFormat, Overrides, Plan, RoleSet};
+use clap::error::ErrorKind;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use clap_complete::Shell;
+use flujo::components::{Bus, ComponentError, ReachError, StoreLocation};
+use flujo::config::{plan, LogFormat, Overrides, Plan};
+use flujo::exit_code;
 use flujo::ping::{self, PingArgs};
-use flujo::{roles, telemetry};
+use flujo::telemetry::LevelSource;
+use flujo::{roles, telemetry, validate};
 use flujo_actors::messages::AckMode;
 use flujo_loadgen::{self as loadgen, LoadgenArgs};
 use std::path::PathBuf;
@@ -29,9 +37,19 @@ use std::process::ExitCode;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// The variable `--config` was read from before `FLUJO__CONFIG`; still accepted.
+const OLD_CONFIG_VAR: &str = "FLUJO_CONFIG";
+
 /// flujo: one binary for the whole event pipeline.
 #[derive(Debug, Parser)]
-#[command(name = "flujo", version, about)]
+#[command(
+    name = "flujo",
+    version,
+    about,
+    after_help = "Exit codes: 0 ok, 1 failed while running, 2 usage error, \
+                  65 loadgen --verify found differences, 69 a dependency is unreachable \
+                  (validate), 78 bad configuration."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -43,60 +61,145 @@ enum Command {
     Run(RunArgs),
     /// Print the effective configuration (secrets masked) and exit.
     Config(RunArgs),
+    /// Check the configuration and reach every dependency the roles need.
+    ///
+    /// Loads the configuration as `run` would (same flags, file and variables),
+    /// then reaches the brokers, the store and the remote router the roles need,
+    /// all at once, within 5 s each, creating nothing. One line per dependency;
+    /// exit 0 when all hold, 78 for a bad configuration, 69 when a dependency is
+    /// unreachable.
+    Validate(RunArgs),
     /// Send load to a running flujo, report latency, optionally verify the KPIs.
     Loadgen(LoadgenArgs),
     /// The latency challenge: stimulus → response over TCP, HTTP and gRPC.
     Ping(PingArgs),
+    /// Print the shell completion script for SHELL.
+    ///
+    /// e.g. `flujo completions bash > ~/.local/share/bash-completion/completions/flujo`.
+    Completions {
+        /// The shell to complete in.
+        #[arg(value_enum)]
+        shell: Shell,
+    },
 }
 
-/// Flags of `flujo run`; each overrides its config key and env var.
+/// One value of `--role` (several, comma-separated, make a set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum RoleName {
+    /// Every role in this process (the default).
+    All,
+    /// Ingest transports (HTTP, gRPC, TCP) and receivers.
+    Receiver,
+    /// Router and publishers.
+    Router,
+    /// Consumers, the aggregator, the store and the query API.
+    Consumer,
+}
+
+/// Flags of `flujo run` (and of `config` and `validate`): each overrides its config
+/// key and environment variable (file < env < flag). The variables are read by the
+/// configuration loader, which names them in its errors; clap shows them in
+/// `--help` (see [`RunArgs::forget_env`]).
 #[derive(Debug, Args)]
 struct RunArgs {
-    /// Configuration file (default: ./flujo.toml when present).
-    #[arg(long, env = "FLUJO_CONFIG")]
+    /// Configuration file (default: ./flujo.toml when present; the old
+    /// FLUJO_CONFIG is still read).
+    #[arg(long, env = "FLUJO__CONFIG", hide_env_values = true)]
     config: Option<PathBuf>,
-    /// Roles: all, or a comma-separated list of receiver, router, consumer [key: role].
-    #[arg(long, value_parser = clap::value_parser!(RoleSet))]
-    role: Option<RoleSet>,
-    /// Bus between router and consumers: memory, kafka or rabbitmq [key: bus].
-    #[arg(long, value_enum)]
+    /// Roles this process runs, comma-separated [key: role].
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        env = "FLUJO__ROLE",
+        hide_env_values = true
+    )]
+    role: Vec<RoleName>,
+    /// Bus between router and consumers [key: bus].
+    #[arg(long, value_enum, env = "FLUJO__BUS", hide_env_values = true)]
     bus: Option<Bus>,
     /// Kafka bootstrap servers, HOST:PORT,… [key: kafka.brokers].
-    #[arg(long)]
+    #[arg(long, env = "FLUJO__KAFKA__BROKERS", hide_env_values = true)]
     kafka: Option<String>,
-    /// RabbitMQ URL, amqp://user:pass@host:port/vhost [key: rabbitmq.url].
-    #[arg(long)]
+    /// RabbitMQ URL, amqp://USER:PASSWORD@HOST:PORT/VHOST [key: rabbitmq.url].
+    #[arg(long, env = "FLUJO__RABBITMQ__URL", hide_env_values = true)]
     amqp: Option<String>,
-    /// KPI store: memory or valkey://HOST:PORT [key: store].
-    #[arg(long, value_parser = clap::value_parser!(StoreLocation))]
+    /// KPI store: `memory`, or a Valkey URL valkey://[:PASSWORD@]HOST:PORT (redis://
+    /// also works) [key: store].
+    #[arg(long, value_parser = clap::value_parser!(StoreLocation), env = "FLUJO__STORE", hide_env_values = true)]
     store: Option<StoreLocation>,
     /// HTTP listen address, e.g. 0.0.0.0:8080 [key: http.addr].
-    #[arg(long)]
+    #[arg(long, env = "FLUJO__HTTP__ADDR", hide_env_values = true)]
     http: Option<String>,
     /// gRPC listen address, e.g. 0.0.0.0:50051 [key: grpc.addr].
-    #[arg(long)]
+    #[arg(long, env = "FLUJO__GRPC__ADDR", hide_env_values = true)]
     grpc: Option<String>,
     /// TCP listen address, e.g. 0.0.0.0:7070 [key: tcp.addr].
-    #[arg(long)]
+    #[arg(long, env = "FLUJO__TCP__ADDR", hide_env_values = true)]
     tcp: Option<String>,
     /// gRPC URL of the router role, for a receiver-only process [key: router_url].
-    #[arg(long)]
+    #[arg(long, env = "FLUJO__ROUTER_URL", hide_env_values = true)]
     router_url: Option<String>,
-    /// When clients get 202: durable or accepted [key: ack].
-    #[arg(long, value_parser = plan::parse_ack_mode)]
+    /// When clients get their 202 (default: durable with a broker or a remote
+    /// router, else accepted) [key: ack].
+    #[arg(long, value_parser = plan::ack_mode_parser(), env = "FLUJO__ACK", hide_env_values = true)]
     ack: Option<AckMode>,
-    /// Log filter, e.g. info or flujo=debug [key: log.level].
-    #[arg(long)]
+    /// Log filter, e.g. info or flujo=debug; this flag wins over RUST_LOG, which
+    /// wins over the file and the variable [key: log.level].
+    #[arg(long, env = "FLUJO__LOG__LEVEL", hide_env_values = true)]
     log_level: Option<String>,
-    /// Log format: text or json [key: log.format].
-    #[arg(long, value_enum)]
+    /// Log line format [key: log.format].
+    #[arg(long, value_enum, env = "FLUJO__LOG__FORMAT", hide_env_values = true)]
     log_format: Option<LogFormat>,
 }
 
 impl RunArgs {
+    /// Drops the values clap took from the environment: the configuration loader
+    /// reads the same `FLUJO__…` variables itself, at their own precedence (above
+    /// the file, below flags), and names the variable when its value is bad.
+    /// `--config` keeps its variable: it names the file, not a key.
+    fn forget_env(&mut self, matches: &ArgMatches) {
+        let from_env = |id: &str| matches.value_source(id) == Some(ValueSource::EnvVariable);
+        macro_rules! forget {
+            ($($field:ident),*) => {
+                $(if from_env(stringify!($field)) {
+                    self.$field = Default::default();
+                })*
+            };
+        }
+        forget!(
+            role, bus, kafka, amqp, store, http, grpc, tcp, router_url, ack, log_level, log_format
+        );
+    }
+
+    /// `--config`, else `FLUJO__CONFIG`, else the old `FLUJO_CONFIG`.
+    fn config_file(&self) -> Option<PathBuf> {
+        let var = |name| std::env::var_os(name).filter(|v| !v.is_empty());
+        self.config
+            .clone()
+            .or_else(|| var("FLUJO__CONFIG").map(PathBuf::from))
+            .or_else(|| var(OLD_CONFIG_VAR).map(PathBuf::from))
+    }
+
+    /// Where the log level comes from: a flag wins over `RUST_LOG`.
+    fn level_source(&self) -> LevelSource {
+        match self.log_level {
+            Some(_) => LevelSource::Flag,
+            None => LevelSource::Config,
+        }
+    }
+
     fn overrides(&self) -> Overrides {
+        let role = (!self.role.is_empty()).then(|| {
+            let names: Vec<String> = self
+                .role
+                .iter()
+                .filter_map(|r| r.to_possible_value().map(|v| v.get_name().to_owned()))
+                .collect();
+            names.join(",")
+        });
         let flags = [
-            ("role", self.role.map(|r| r.to_string())),
+            ("role", role),
             ("bus", self.bus.map(|b| b.to_string())),
             ("store", self.store.as_ref().map(|s| s.to_string())),
             ("ack", self.ack.map(|a| plan::ack_mode_name(a).to_owned())),
@@ -112,7 +215,7 @@ impl RunArgs {
             ("log.level", &self.log_level),
         ];
         Overrides {
-            config_file: self.config.clone(),
+            config_file: self.config_file(),
             values: flags
                 .into_iter()
                 .filter_map(|(k, v)| v.map(|v| (k, v)))
@@ -125,15 +228,72 @@ impl RunArgs {
     }
 }
 
+/// The command line, parsed. clap reads the `FLUJO__…` variables of the flags only
+/// to show them in `--help`; when it refuses a value that came from one, the line
+/// is parsed again without the environment, and the configuration loader reports
+/// the variable by name (exit 78) instead of a usage error about a flag nobody typed.
+fn parse_cli() -> Cli {
+    let matches = match Cli::command().try_get_matches() {
+        Ok(matches) => matches,
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::InvalidValue | ErrorKind::ValueValidation
+            ) =>
+        {
+            without_env(Cli::command())
+                .try_get_matches()
+                .unwrap_or_else(|_| e.exit())
+        }
+        Err(e) => e.exit(),
+    };
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let (Some((_, sub)), Command::Run(args) | Command::Config(args) | Command::Validate(args)) =
+        (matches.subcommand(), &mut cli.command)
+    {
+        args.forget_env(sub);
+    }
+    cli
+}
+
+/// `command` and its subcommands with no argument read from the environment.
+fn without_env(command: clap::Command) -> clap::Command {
+    let names: Vec<String> = command
+        .get_subcommands()
+        .map(|s| s.get_name().to_owned())
+        .collect();
+    names.iter().fold(
+        command.mut_args(|arg| arg.env(None::<&str>)),
+        |command, name| command.mut_subcommand(name, without_env),
+    )
+}
+
+/// Exits as clap does on a usage error of `subcommand` (code 2).
+fn usage_error(subcommand: &str, message: impl std::fmt::Display) -> ! {
+    let command = Cli::command();
+    let command = command
+        .find_subcommand(subcommand)
+        .cloned()
+        .unwrap_or(command);
+    command
+        .bin_name(format!("flujo {subcommand}"))
+        .error(ErrorKind::ArgumentConflict, message)
+        .exit()
+}
+
+/// Loads and resolves the configuration; a bad one prints one line per problem,
+/// each naming its key, and is exit code 78.
 fn load(args: &RunArgs) -> Result<Plan, ExitCode> {
     Plan::load(&args.overrides()).map_err(|e| {
-        eprintln!("flujo: {e}");
-        ExitCode::from(2)
+        for line in e.lines() {
+            eprintln!("flujo: {line}");
+        }
+        ExitCode::from(exit_code::CONFIG)
     })
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = parse_cli();
     match cli.command {
         Command::Config(args) => match load(&args) {
             Ok(plan) => {
@@ -142,41 +302,112 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
-        Command::Run(args) => {
-            let plan = match load(&args) {
-                Ok(plan) => plan,
-                Err(code) => return code,
-            };
-            telemetry::init_logs(&plan.config.log);
-            let metrics = match telemetry::init_metrics() {
-                Ok(m) => m,
-                Err(e) => {
-                    eprintln!("flujo: cannot install metrics: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            let system = actix::System::with_tokio_rt(|| {
-                tokio::runtime::Builder::new_multi_thread()
-                    .enable_all()
-                    .thread_name("flujo-io")
-                    .build()
-                    .unwrap_or_else(|e| {
-                        eprintln!("flujo: cannot start the runtime: {e}");
-                        std::process::exit(1)
-                    })
-            });
-            match system.block_on(roles::run(plan, metrics)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!(error = %format!("{e:#}"), "flujo stopped");
-                    eprintln!("flujo: {e:#}");
-                    ExitCode::FAILURE
-                }
+        Command::Validate(args) => validate(&args),
+        Command::Run(args) => run(&args),
+        Command::Loadgen(args) => {
+            if let Err(e) = args.validate() {
+                usage_error("loadgen", format!("{e:#}"));
+            }
+            run_tool("flujo loadgen", loadgen::run(args))
+        }
+        Command::Ping(args) => run_tool("flujo ping", ping::run(args)),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "flujo", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+/// `flujo run`: 0 after a clean shutdown, 78 on a bad configuration, 1 when it
+/// stopped with an error.
+fn run(args: &RunArgs) -> ExitCode {
+    let plan = match load(args) {
+        Ok(plan) => plan,
+        Err(code) => return code,
+    };
+    telemetry::init_logs(&plan.config.log, args.level_source());
+    let metrics = match telemetry::init_metrics() {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("flujo: cannot install metrics: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let system = actix::System::with_tokio_rt(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .thread_name("flujo-io")
+            .build()
+            .unwrap_or_else(|e| {
+                eprintln!("flujo: cannot start the runtime: {e}");
+                std::process::exit(1)
+            })
+    });
+    match system.block_on(roles::run(plan, metrics)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "flujo stopped");
+            eprintln!("flujo: {e:#}");
+            // A component refusing its settings (a store URL, a Kafka client
+            // option) is a configuration error too.
+            match e.downcast_ref::<ComponentError>() {
+                Some(_) => ExitCode::from(exit_code::CONFIG),
+                None => ExitCode::FAILURE,
             }
         }
-        Command::Loadgen(args) => run_tool("flujo loadgen", loadgen::run(args)),
-        Command::Ping(args) => run_tool("flujo ping", ping::run(args)),
     }
+}
+
+/// `flujo validate`: the configuration as `run` loads it, then every dependency its
+/// roles need, all at once. One line per dependency (problems on stderr); exit 0,
+/// 78 (bad configuration, or settings a client refuses) or 69 (unreachable).
+fn validate(args: &RunArgs) -> ExitCode {
+    let plan = match load(args) {
+        Ok(plan) => plan,
+        Err(code) => return code,
+    };
+    // Client libraries log their retries; shown only when asked for.
+    if args.log_level.is_some() || std::env::var_os("RUST_LOG").is_some() {
+        telemetry::init_logs(&plan.config.log, args.level_source());
+    }
+    println!("configuration: ok, {}", validate::summary(&plan));
+    let dependencies = validate::dependencies(&plan);
+    if dependencies.is_empty() {
+        println!("dependencies: none to reach (memory bus and store live in the process)");
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("flujo validate: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let findings = runtime.block_on(validate::check(dependencies));
+    // librdkafka's threads may still be winding down; do not wait for them.
+    runtime.shutdown_background();
+    let mut code = exit_code::OK;
+    for finding in &findings {
+        match &finding.outcome {
+            Ok(_) => println!("{}", finding.line()),
+            Err(e) => {
+                eprintln!("{}", finding.line());
+                code = match e {
+                    ReachError::Invalid(_) => exit_code::CONFIG,
+                    ReachError::Unreachable(_) if code == exit_code::OK => exit_code::UNAVAILABLE,
+                    ReachError::Unreachable(_) => code,
+                };
+            }
+        }
+    }
+    let failed = findings.iter().filter(|f| f.outcome.is_err()).count();
+    if failed > 0 {
+        eprintln!(
+            "flujo validate: {failed} of {} dependencies failed",
+            findings.len()
+        );
+    }
+    ExitCode::from(code)
 }
 
 /// Runs a client command on a plain tokio runtime; its result is the exit code.

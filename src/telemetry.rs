@@ -5,11 +5,30 @@ use flujo_actors::metrics::{self, LATENCY_BUCKETS};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
-/// Installs the log subscriber: `RUST_LOG` if set, else the configured filter; to stderr.
-pub fn init_logs(log: &LogConfig) {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&log.level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+/// Where the log filter comes from, strongest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LevelSource {
+    /// `--log-level` on the command line: wins over `RUST_LOG`.
+    Flag,
+    /// The file or `FLUJO__LOG__LEVEL` (or the default): `RUST_LOG` wins over it.
+    Config,
+}
+
+/// The filter `log.level` and `RUST_LOG` resolve to: the `--log-level` flag, else
+/// `RUST_LOG` when set and valid, else the configured level.
+pub fn log_filter(log: &LogConfig, source: LevelSource) -> EnvFilter {
+    let from_env = match source {
+        LevelSource::Flag => None,
+        LevelSource::Config => EnvFilter::try_from_default_env().ok(),
+    };
+    from_env
+        .or_else(|| EnvFilter::try_new(&log.level).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"))
+}
+
+/// Installs the log subscriber with [`log_filter`]; to stderr.
+pub fn init_logs(log: &LogConfig, source: LevelSource) {
+    let filter = log_filter(log, source);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

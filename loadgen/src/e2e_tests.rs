@@ -266,7 +266,7 @@ fn args(target: &str) -> LoadgenArgs {
         concurrency: 16,
         batch: 3,
         ndjson: false,
-        transport: Transport::Http,
+        transport: None,
         seed: 1,
         verify: true,
         json: false,
@@ -342,7 +342,7 @@ async fn tcp_transport_verifies_through_the_query_url() {
     let (url, fake) = start_throttled(50).await;
     let target = start_tcp(fake.clone()).await;
     let mut a = args(&target);
-    a.transport = Transport::Tcp;
+    a.transport = Some(Transport::Tcp);
     a.query = Some(url);
     a.batch = 10;
     let report = execute_verified(&a).await;

@@ -39,6 +39,7 @@ use anyhow::{bail, ensure, Context};
 
 pub use generate::KindMix;
 pub use load::Rate;
+pub use report::{EXIT_OK, EXIT_REQUEST_FAILURES, EXIT_VERIFY_FAILED};
 pub use transport::Transport;
 
 use api::QueryClient;
@@ -55,9 +56,9 @@ const MAX_BATCH: usize = 10_000;
 /// Arguments of `flujo loadgen`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct LoadgenArgs {
-    /// Where to send the events: `http://host:port` (and, with --verify,
-    /// the query API), `grpc://host:port` or `tcp://host:port`, matching
-    /// --transport.
+    /// Where to send the events; its scheme picks the transport:
+    /// `http://host:port` (or https://; with --verify also the query API),
+    /// `grpc://host:port` or `tcp://host:port`.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub target: String,
 
@@ -95,16 +96,17 @@ pub struct LoadgenArgs {
 
     /// Protocol used to send events: `http` (one POST per batch), `grpc`
     /// (one PublishSales/PublishTweets call per batch) or `tcp` (one line per
-    /// event, a batch's lines pipelined on one connection).
-    #[arg(long, value_parser = transport_parser(), default_value = "http")]
-    pub transport: Transport,
+    /// event, a batch's lines pipelined on one connection). Default: the
+    /// --target's scheme; given, it must agree with that scheme.
+    #[arg(long, value_parser = transport_parser())]
+    pub transport: Option<Transport>,
 
     /// Seed of the generated data (same seed, same events; ids differ per run).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
 
     /// After the load, wait for the pipeline to drain and compare the query
-    /// API with the ground truth; exit 2 on any difference.
+    /// API with the ground truth; exit 65 on any difference.
     #[arg(long)]
     pub verify: bool,
 
@@ -119,7 +121,36 @@ pub struct LoadgenArgs {
 }
 
 impl LoadgenArgs {
-    fn validate(&self) -> anyhow::Result<()> {
+    /// The transport: `--transport` when given (it must agree with the
+    /// target's scheme), else the one the target's scheme names (`http`,
+    /// `https`, `grpc`, `tcp`).
+    pub fn transport(&self) -> anyhow::Result<Transport> {
+        let scheme = self.target.split_once("://").map(|(scheme, _)| scheme);
+        let inferred = match scheme.map(str::to_ascii_lowercase).as_deref() {
+            Some("http" | "https") => Transport::Http,
+            Some("grpc") => Transport::Grpc,
+            Some("tcp") => Transport::Tcp,
+            _ => bail!(
+                "--target `{}` must start with http://, https://, grpc:// or tcp:// \
+                 (the scheme picks the transport)",
+                self.target
+            ),
+        };
+        match self.transport {
+            Some(given) if given != inferred => bail!(
+                "--transport {} contradicts --target `{}`, a {} target; \
+                 drop --transport (the scheme picks it) or change the target",
+                given.as_str(),
+                self.target,
+                inferred.as_str()
+            ),
+            _ => Ok(inferred),
+        }
+    }
+
+    /// Checks the arguments together (each error is a usage error: the
+    /// `flujo` binary exits 2 on it).
+    pub fn validate(&self) -> anyhow::Result<()> {
         ensure!(
             self.duration.is_finite() && self.duration >= 0.0,
             "--duration must be a non-negative number of seconds"
@@ -133,12 +164,8 @@ impl LoadgenArgs {
             (1..=MAX_BATCH).contains(&self.batch),
             "--batch must be between 1 and {MAX_BATCH}"
         );
-        match self.transport {
-            Transport::Http => ensure!(
-                self.target.starts_with("http://") || self.target.starts_with("https://"),
-                "--transport http needs an http:// --target, got `{}`",
-                self.target
-            ),
+        match self.transport()? {
+            Transport::Http => {}
             transport => {
                 host_port(transport, &self.target)?;
                 ensure!(!self.ndjson, "--ndjson only applies to --transport http");
@@ -159,7 +186,7 @@ impl LoadgenArgs {
         if let Some(query) = &self.query {
             return Ok(query.clone());
         }
-        if self.transport == Transport::Http {
+        if self.transport()? == Transport::Http {
             return Ok(self.target.clone());
         }
         let url = reqwest::Url::parse(&self.target)
@@ -172,7 +199,7 @@ impl LoadgenArgs {
 }
 
 /// Runs the load; returns the process exit code (0 ok, 1 request failures,
-/// 2 verify found differences).
+/// 65 verify found differences).
 pub async fn run(args: LoadgenArgs) -> anyhow::Result<i32> {
     let report = execute(&args).await?;
     if args.json {
@@ -186,14 +213,15 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<i32> {
 /// Runs the load (and the verification) and returns the report.
 async fn execute(args: &LoadgenArgs) -> anyhow::Result<Report> {
     args.validate()?;
+    let transport = args.transport()?;
     let timeout = Duration::from_secs_f64(args.timeout);
-    let sender = Sender::new(args.transport, &args.target, args.concurrency)?;
+    let sender = Sender::new(transport, &args.target, args.concurrency)?;
     let nonce = Generator::random_nonce();
     let mut generator = Generator::new(args.seed, nonce.clone());
     eprintln!(
         "flujo loadgen: {} transport={} kind={:?} rate={} duration={}s concurrency={} batch={}{} seed={} ids={nonce}-*",
         args.target,
-        args.transport.as_str(),
+        transport.as_str(),
         args.kind,
         match args.rate {
             Rate::PerSecond(r) => format!("{r}/s"),
@@ -285,4 +313,49 @@ async fn warm_up(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: LoadgenArgs,
+    }
+
+    fn parse(args: &[&str]) -> LoadgenArgs {
+        Cli::try_parse_from(std::iter::once("loadgen").chain(args.iter().copied()))
+            .expect("valid arguments")
+            .args
+    }
+
+    #[test]
+    fn the_target_scheme_picks_the_transport() {
+        for (target, transport) in [
+            ("http://h:1", Transport::Http),
+            ("https://h", Transport::Http),
+            ("grpc://h:50051", Transport::Grpc),
+            ("tcp://h:7070", Transport::Tcp),
+        ] {
+            let args = parse(&["--target", target]);
+            assert_eq!(args.transport().expect(target), transport, "{target}");
+            assert!(args.validate().is_ok(), "{target}");
+        }
+        assert_eq!(parse(&[]).transport().expect("default"), Transport::Http);
+        let agreeing = parse(&["--target", "tcp://h:1", "--transport", "tcp"]);
+        assert_eq!(agreeing.transport().expect("agrees"), Transport::Tcp);
+        let err = parse(&["--target", "tcp://h:1", "--transport", "grpc"])
+            .validate()
+            .expect_err("contradiction")
+            .to_string();
+        assert!(err.contains("--transport grpc contradicts"), "{err}");
+        let err = parse(&["--target", "h:1"])
+            .validate()
+            .expect_err("no scheme")
+            .to_string();
+        assert!(err.contains("must start with http://"), "{err}");
+    }
 }

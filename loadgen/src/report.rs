@@ -15,8 +15,9 @@ use super::verify::VerifyReport;
 pub const EXIT_OK: i32 = 0;
 /// Exit code: some requests failed.
 pub const EXIT_REQUEST_FAILURES: i32 = 1;
-/// Exit code: `--verify` found differences.
-pub const EXIT_VERIFY_FAILED: i32 = 2;
+/// Exit code: `--verify` found differences (sysexits' `EX_DATAERR`: the data
+/// read back is wrong; 2 stays clap's usage error).
+pub const EXIT_VERIFY_FAILED: i32 = 65;
 
 /// Latency summary in milliseconds (`null` when no request was accepted).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -98,7 +99,7 @@ impl Report {
         }
     }
 
-    /// 2 when verification failed, else 1 when requests failed, else 0.
+    /// 65 when verification failed, else 1 when requests failed, else 0.
     pub fn exit_code(&self) -> i32 {
         if self.verify.as_ref().is_some_and(|v| !v.ok) {
             EXIT_VERIFY_FAILED

@@ -11,6 +11,8 @@
 //! - [`rabbitmq`]: `config`, `admin` (connections, queues), `sink`, `source`.
 //! - [`valkey`]: `config`, `store` and the Lua batch scripts.
 //! - [`probes`]: the `/readyz` probes of sinks, sources and stores.
+//! - each component's `reach`: a one-shot check that its server answers, without
+//!   creating anything ([`ReachError`]; `flujo validate`).
 //!
 //! Components know nothing of the process configuration or the transports: the
 //! configuration builds a [`Settings`] and the role wiring asks the registry.
@@ -204,6 +206,19 @@ pub struct Settings {
     pub dedup_window: Duration,
     /// The most ids a store remembers per kind.
     pub dedup_max_ids: usize,
+}
+
+/// Why a dependency could not be reached by a one-shot check (`flujo validate`:
+/// [`kafka::reach`], [`rabbitmq::reach`], [`valkey::reach`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReachError {
+    /// The settings cannot be used at all (a URL that does not parse, a client
+    /// configuration librdkafka refuses): a configuration error.
+    #[error("{0}")]
+    Invalid(String),
+    /// The dependency did not answer, or refused the connection or the login.
+    #[error("{0}")]
+    Unreachable(String),
 }
 
 /// A component could not be opened.

@@ -127,7 +127,8 @@ impl Default for Config {
 /// A configuration that cannot be used, naming the key at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The sources could not be read or a value has the wrong type.
+    /// A source could not be read, or a value has the wrong type or an unknown key
+    /// (one figment error, described naming the key and where it came from).
     #[error("bad configuration: {0}")]
     Load(String),
     /// A value is well-typed but not acceptable.
@@ -138,6 +139,38 @@ pub enum ConfigError {
         /// Why it is refused.
         reason: String,
     },
+    /// Several of the above (every problem a configuration has).
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Several(Vec<ConfigError>),
+}
+
+impl ConfigError {
+    /// `Ok` when `problems` is empty, else the one problem or all of them.
+    pub fn from_problems(problems: Vec<ConfigError>) -> Result<(), ConfigError> {
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::all(problems))
+        }
+    }
+
+    /// The one problem of `problems`, or all of them.
+    fn all(mut problems: Vec<ConfigError>) -> ConfigError {
+        if problems.len() == 1 {
+            problems.remove(0)
+        } else {
+            ConfigError::Several(problems)
+        }
+    }
+
+    /// One line per problem, each naming its key (what `flujo run` and `flujo
+    /// validate` print).
+    pub fn lines(&self) -> Vec<String> {
+        match self {
+            ConfigError::Several(all) => all.iter().flat_map(ConfigError::lines).collect(),
+            one => vec![one.to_string()],
+        }
+    }
 }
 
 /// Values given on the command line; each wins over file and environment.
@@ -166,41 +199,46 @@ impl Config {
             }
             None => figment.merge(Toml::file(Path::new("flujo.toml"))),
         };
-        figment = figment.merge(Env::prefixed("FLUJO__").split("__"));
+        // `FLUJO__CONFIG` names the file (read by the `--config` flag), not a key.
+        figment = figment.merge(Env::prefixed("FLUJO__").ignore(&["config"]).split("__"));
         for (key, value) in &overrides.values {
             figment = figment.merge(Serialized::default(key, value));
         }
-        figment
-            .extract()
-            .map_err(|e| ConfigError::Load(describe(e)))
+        figment.extract().map_err(|e| ConfigError::all(describe(e)))
     }
 
     /// Refuses values that are well-typed but unusable (each on its own; the checks
-    /// across keys are [`Plan::resolve`]'s).
+    /// across keys are [`Plan::resolve`]'s), listing every problem found.
     pub fn check(&self) -> Result<(), ConfigError> {
-        let invalid = |key, reason: String| Err(ConfigError::Invalid { key, reason });
+        ConfigError::from_problems(self.problems())
+    }
+
+    /// Every value that is well-typed but unusable, one error each.
+    pub(crate) fn problems(&self) -> Vec<ConfigError> {
+        let mut problems = Vec::new();
+        let mut invalid = |key, reason: String| problems.push(ConfigError::Invalid { key, reason });
         for (key, sinks) in [
             ("routes.sale", &self.routes.sale),
             ("routes.tweet", &self.routes.tweet),
         ] {
             if sinks.as_ref().is_some_and(|s| s.is_empty()) {
-                return invalid(key, "needs at least one sink".into());
+                invalid(key, "needs at least one sink".into());
             }
         }
         if let Err(reason) = self.kafka.check() {
-            return invalid("kafka", reason);
+            invalid("kafka", reason);
         }
         if let Err(reason) = self.rabbitmq.validate() {
-            return invalid("rabbitmq", reason);
+            invalid("rabbitmq", reason);
         }
         if let Err(reason) = self.valkey.check() {
-            return invalid("valkey", reason);
+            invalid("valkey", reason);
         }
         if self.http.max_body_bytes == 0 {
-            return invalid("http.max_body_bytes", "must be greater than 0".into());
+            invalid("http.max_body_bytes", "must be greater than 0".into());
         }
         if self.http.max_batch_events == 0 {
-            return invalid("http.max_batch_events", "must be greater than 0".into());
+            invalid("http.max_batch_events", "must be greater than 0".into());
         }
         let mut seen = std::collections::HashSet::new();
         for (key, paths) in [
@@ -214,29 +252,28 @@ impl Config {
                     && p.chars()
                         .all(|c| c.is_ascii_alphanumeric() || "/-_.".contains(c));
                 if !plain {
-                    return invalid(
+                    invalid(
                         key,
                         format!(
                             "path `{p}` must start with `/` and hold only letters, digits, `/-_.`"
                         ),
                     );
-                }
-                if BUILTIN_PATHS.contains(&p.as_str()) || !seen.insert(p.as_str()) {
-                    return invalid(key, format!("path `{p}` is already in use"));
+                } else if BUILTIN_PATHS.contains(&p.as_str()) || !seen.insert(p.as_str()) {
+                    invalid(key, format!("path `{p}` is already in use"));
                 }
             }
         }
         if self.tcp.max_line_bytes == 0 {
-            return invalid("tcp.max_line_bytes", "must be greater than 0".into());
+            invalid("tcp.max_line_bytes", "must be greater than 0".into());
         }
         if self.pipeline.mailbox_capacity == 0 {
-            return invalid("pipeline.mailbox_capacity", "must be greater than 0".into());
+            invalid("pipeline.mailbox_capacity", "must be greater than 0".into());
         }
         if self.pipeline.bus_capacity == 0 {
-            return invalid("pipeline.bus_capacity", "must be greater than 0".into());
+            invalid("pipeline.bus_capacity", "must be greater than 0".into());
         }
         if self.pipeline.max_inflight_events < self.http.max_batch_events {
-            return invalid(
+            invalid(
                 "pipeline.max_inflight_events",
                 format!(
                     "must be at least http.max_batch_events ({}), got {}",
@@ -245,39 +282,39 @@ impl Config {
             );
         }
         if self.pipeline.max_inflight_events > u32::MAX as usize {
-            return invalid(
+            invalid(
                 "pipeline.max_inflight_events",
                 format!("must be at most {}", u32::MAX),
             );
         }
         if !(1..=MAX_DEDUP_IDS).contains(&self.aggregator.dedup_max_ids) {
-            return invalid(
+            invalid(
                 "aggregator.dedup_max_ids",
                 format!("must be between 1 and {MAX_DEDUP_IDS}"),
             );
         }
         if self.aggregator.dedup_window_secs > MAX_DEDUP_WINDOW_SECS {
-            return invalid(
+            invalid(
                 "aggregator.dedup_window_secs",
                 format!("must be at most {MAX_DEDUP_WINDOW_SECS} (a year)"),
             );
         }
         if self.aggregator.expire_interval_secs == 0 {
-            return invalid(
+            invalid(
                 "aggregator.expire_interval_secs",
                 "must be greater than 0".into(),
             );
         }
         if self.shutdown.deadline_secs == 0 {
-            return invalid("shutdown.deadline_secs", "must be greater than 0".into());
+            invalid("shutdown.deadline_secs", "must be greater than 0".into());
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
-            return invalid(
+            invalid(
                 "log.level",
                 format!("`{}` is not a log filter", self.log.level),
             );
         }
-        Ok(())
+        problems
     }
 
     /// What the components registry needs from this configuration.
@@ -303,8 +340,8 @@ impl Config {
 }
 
 /// Names each failing key as a user writes it (`http.addr`, and the variable
-/// `FLUJO__HTTP__ADDR` when it came from the environment).
-fn describe(errors: figment::Error) -> String {
+/// `FLUJO__HTTP__ADDR` when it came from the environment), one error each.
+fn describe(errors: figment::Error) -> Vec<ConfigError> {
     errors
         .into_iter()
         .map(|e| {
@@ -329,14 +366,13 @@ fn describe(errors: figment::Error) -> String {
                 },
                 None => String::new(),
             };
-            if key.is_empty() {
+            ConfigError::Load(if key.is_empty() {
                 format!("{}{origin}", e.kind)
             } else {
                 format!("key `{key}`{origin}: {}", e.kind)
-            }
+            })
         })
-        .collect::<Vec<_>>()
-        .join("; ")
+        .collect()
 }
 
 #[cfg(test)]
@@ -377,6 +413,31 @@ mod tests {
             assert!(err.contains("max_body"), "{err}");
             Ok(())
         });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API returns its own error
+    fn the_config_file_variable_is_no_key() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("FLUJO__CONFIG", "elsewhere.toml");
+            Config::load(&Overrides::default()).expect("FLUJO__CONFIG is not a config key");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn every_problem_is_listed_on_its_own_line() {
+        let mut c = Config::default();
+        c.shutdown.deadline_secs = 0;
+        c.tcp.max_line_bytes = 0;
+        let lines = c.check().expect_err("two problems").lines();
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(lines[0].contains("key `tcp.max_line_bytes`"), "{lines:?}");
+        assert!(
+            lines[1].contains("key `shutdown.deadline_secs`"),
+            "{lines:?}"
+        );
+        assert!(Config::default().check().is_ok());
     }
 
     #[test]

@@ -123,6 +123,19 @@ pub fn parse_ack_mode(text: &str) -> Result<AckMode, String> {
     }
 }
 
+/// Parser of the `--ack` flag: `durable` or `accepted`, each with its help line
+/// (`--help` lists them).
+pub fn ack_mode_parser() -> impl clap::builder::TypedValueParser<Value = AckMode> {
+    use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+    PossibleValuesParser::new([
+        PossibleValue::new("durable")
+            .help("202 once every sink (broker, or the remote router) confirmed the batch"),
+        PossibleValue::new("accepted")
+            .help("202 once the batch is validated and in the router's mailbox"),
+    ])
+    .map(|name| parse_ack_mode(&name).unwrap_or(AckMode::Durable))
+}
+
 /// A checked configuration and what it resolves to.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -146,11 +159,11 @@ impl Plan {
         Plan::resolve(Config::load(overrides)?)
     }
 
-    /// Checks `config` (every value, then the keys that depend on each other) and
-    /// resolves it.
+    /// Checks `config` (every value, and the keys that depend on each other; the
+    /// error lists every problem found) and resolves it.
     pub fn resolve(config: Config) -> Result<Plan, ConfigError> {
-        config.check()?;
-        let invalid = |key, reason: String| Err(ConfigError::Invalid { key, reason });
+        let mut problems = config.problems();
+        let mut invalid = |key, reason: String| problems.push(ConfigError::Invalid { key, reason });
         let roles = config.role;
         let route = |configured: &Option<Vec<Bus>>| {
             let mut buses = configured.clone().unwrap_or_else(|| vec![config.bus]);
@@ -163,7 +176,7 @@ impl Plan {
         };
         let buses = routes.buses();
         if buses.contains(&Bus::Memory) && roles.router != roles.consumer {
-            return invalid(
+            invalid(
                 "role",
                 format!(
                     "`{roles}` splits router and consumer, but the memory bus only connects them \
@@ -174,12 +187,13 @@ impl Plan {
         // A receiver without a local router forwards to one in another process.
         let forwards = roles.receiver && !roles.router;
         if forwards && config.router_url.is_none() {
-            return invalid(
+            invalid(
                 "router_url",
                 "a receiver without a local router forwards to the router role: set --router-url"
                     .into(),
             );
         }
+        ConfigError::from_problems(problems)?;
         // Durable whenever a broker or a remote router is in the path: only their
         // confirmation makes a 202 safe.
         let brokers = buses.iter().any(|b| b.is_broker());

@@ -99,7 +99,8 @@ pub struct ShutdownConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
-    /// `tracing` filter, e.g. `info` or `flujo=debug`; `RUST_LOG` overrides it.
+    /// `tracing` filter, e.g. `info` or `flujo=debug`. `RUST_LOG` overrides the
+    /// file's and `FLUJO__LOG__LEVEL`'s value; the `--log-level` flag overrides `RUST_LOG`.
     pub level: String,
     /// `text` or `json`.
     pub format: LogFormat,

@@ -1,8 +1,10 @@
 //! Topic administration: [`ensure_topics`] creates the topics at start (now, or in the
-//! background while the broker is away), and [`check_topics`] is the readiness check
-//! shared by the sink and the source.
+//! background while the broker is away), [`check_topics`] is the readiness check
+//! shared by the sink and the source, and [`reach`] the one-shot check of `flujo
+//! validate`.
 
 use super::{client_config, KafkaConfig, LogContext};
+use crate::components::ReachError;
 use flujo_actors::backoff::Backoff;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{Client, ClientContext};
@@ -102,6 +104,39 @@ pub async fn spawn_topic_creation(config: KafkaConfig) {
             }
         }
     });
+}
+
+/// Asks the bootstrap brokers for the cluster's metadata, once, within `timeout`
+/// (nothing is created): how many brokers there are and whether flujo's topics
+/// exist (`flujo run` creates missing ones). Blocks: call it from `spawn_blocking`.
+pub fn reach(config: &KafkaConfig, timeout: Duration) -> Result<String, ReachError> {
+    let admin: AdminClient<LogContext> = client_config(&config.brokers)
+        .create_with_context(LogContext)
+        .map_err(|e| ReachError::Invalid(format!("kafka client: {e}")))?;
+    let metadata = admin
+        .inner()
+        .fetch_metadata(None, timeout)
+        .map_err(|e| ReachError::Unreachable(format!("no metadata within {timeout:?}: {e}")))?;
+    let brokers = metadata.brokers().len();
+    let topics: Vec<String> = [&config.sales_topic, &config.tweets_topic]
+        .into_iter()
+        .map(|topic| {
+            let exists = metadata
+                .topics()
+                .iter()
+                .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
+            if exists {
+                format!("topic {topic} exists")
+            } else {
+                format!("topic {topic} missing (flujo run creates it)")
+            }
+        })
+        .collect();
+    Ok(format!(
+        "{brokers} broker{}, {}",
+        if brokers == 1 { "" } else { "s" },
+        topics.join(", ")
+    ))
 }
 
 /// Checks that the broker answers a metadata request and that every topic of

@@ -10,7 +10,8 @@
 //!
 //! # Layout
 //! - `config`: [`KafkaConfig`], the `[kafka]` section and its checks.
-//! - `admin`: topic creation ([`ensure_topics`]) and the metadata readiness check.
+//! - `admin`: topic creation ([`ensure_topics`]), the metadata readiness check and
+//!   [`reach`].
 //! - `sink`: [`KafkaSink`], the idempotent-capable producer.
 //! - `source`: [`KafkaSource`], the consumer that commits after store.
 //! - `lag`: consumer lag from librdkafka's statistics.
@@ -43,7 +44,7 @@ mod sink;
 mod source;
 
 pub use super::wire::RECEIVED_AT_HEADER;
-pub use admin::{ensure_topics, spawn_topic_creation, KafkaSetupError};
+pub use admin::{ensure_topics, reach, spawn_topic_creation, KafkaSetupError};
 pub use config::{Assignment, KafkaConfig};
 pub use sink::KafkaSink;
 pub use source::KafkaSource;

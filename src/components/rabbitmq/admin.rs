@@ -1,8 +1,9 @@
 //! Connections and queues: [`connect`] opens a named connection, [`declare_queues`]
-//! declares the durable queues at start.
+//! declares the durable queues at start, [`reach`] is the one-shot check of `flujo
+//! validate`.
 
 use super::{RabbitConfig, RabbitError};
-use crate::components::mask_url_password;
+use crate::components::{mask_url_password, ReachError};
 use flujo_actors::event::Kind;
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
@@ -77,6 +78,52 @@ pub(super) async fn declare_on(
         }
     }
     Ok(())
+}
+
+/// Connects once (named `flujo validate`) and looks at the queues passively
+/// (nothing is declared): which exist and how many messages they hold (`flujo
+/// run` declares missing ones). Bound the call with a timeout.
+pub async fn reach(config: &RabbitConfig) -> Result<String, ReachError> {
+    // The caller names the URL; the error says only what went wrong.
+    let unreachable = |e: RabbitError| {
+        ReachError::Unreachable(match e {
+            RabbitError::Amqp { source, .. } => source.to_string(),
+            RabbitError::Timeout(_) => "connection timed out".to_owned(),
+        })
+    };
+    let connection = connect(config, "flujo validate")
+        .await
+        .map_err(unreachable)?;
+    let mut queues = Vec::new();
+    for kind in Kind::ALL {
+        let queue = config.queue(kind);
+        let channel = match connection.create_channel().await {
+            Ok(channel) => channel,
+            Err(e) => {
+                close_quietly(&connection).await;
+                return Err(ReachError::Unreachable(
+                    RabbitError::amqp(config, e).to_string(),
+                ));
+            }
+        };
+        let passive = QueueDeclareOptions::durable().passive();
+        match channel
+            .queue_declare(queue.into(), passive, FieldTable::default())
+            .await
+        {
+            Ok(found) => {
+                queues.push(format!(
+                    "queue {queue} holds {} messages",
+                    found.message_count()
+                ));
+                let _ = channel.close(200, "OK".into()).await;
+            }
+            // A passive declare of a missing queue closes its channel (404).
+            Err(_) => queues.push(format!("queue {queue} missing (flujo run declares it)")),
+        }
+    }
+    close_quietly(&connection).await;
+    Ok(queues.join(", "))
 }
 
 pub(super) async fn close_quietly(connection: &Connection) {

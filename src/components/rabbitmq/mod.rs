@@ -16,7 +16,8 @@
 //!
 //! # Layout
 //! - `config`: [`RabbitConfig`], the `[rabbitmq]` section and its checks.
-//! - `admin`: named connections and the durable queues ([`declare_queues`]).
+//! - `admin`: named connections, the durable queues ([`declare_queues`]) and
+//!   [`reach`].
 //! - `sink`: [`RabbitSink`], confirmed publishing on a supervised connection.
 //! - `source`: [`RabbitSource`], acked consuming with a prefetch window.
 
@@ -26,7 +27,7 @@ mod sink;
 mod source;
 
 pub use super::wire::{CONTENT_TYPE, RECEIVED_AT_HEADER};
-pub use admin::{connect, declare_queues};
+pub use admin::{connect, declare_queues, reach};
 pub use config::RabbitConfig;
 pub use sink::RabbitSink;
 pub use source::{received_at_of, RabbitSource};

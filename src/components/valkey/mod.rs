@@ -103,14 +103,15 @@
 //!
 //! # Layout
 //! - `config`: [`ValkeyConfig`], the `[valkey]` section.
-//! - `store`: [`ValkeyStore`], the [`Store`] over Valkey.
+//! - `store`: [`ValkeyStore`], the [`Store`] over Valkey; [`reach`], the one-shot
+//!   check of `flujo validate`.
 //! - `common.lua`, `window.lua`, `batch.lua`, `sales.lua`, `tweets.lua`: the batch scripts.
 
 mod config;
 mod store;
 
 pub use config::{ValkeyConfig, DEFAULT_PREFIX};
-pub use store::ValkeyStore;
+pub use store::{reach, ValkeyStore};
 
 #[cfg(doc)]
 use flujo_actors::store::{Applied, Store, StoreError};

@@ -1,5 +1,6 @@
 //! [`ValkeyStore`]: the [`Store`] over Valkey (key schema and guarantees in [`super`]).
 
+use crate::components::ReachError;
 use flujo_actors::dedup::{id_hash, WindowStats, DEFAULT_MAX_IDS, GENERATIONS};
 use flujo_actors::event::{now_ms, Category, Kind, Sale, Tweet, Weather};
 use flujo_actors::store::delta::{SaleScope, SalesDelta, Tally, TweetScope, TweetsDelta};
@@ -87,6 +88,38 @@ fn redis_url(url: &str) -> String {
     } else {
         url.to_owned()
     }
+}
+
+/// Connects to the server at `url` once and asks `PING` (and `INFO server`, for
+/// the version, when allowed); nothing is written. Bound the call with a timeout.
+pub async fn reach(url: &str) -> Result<String, ReachError> {
+    let client = redis::Client::open(redis_url(url))
+        .map_err(|e| ReachError::Invalid(format!("not a valkey URL: {e}")))?;
+    let unreachable = |e: redis::RedisError| ReachError::Unreachable(e.to_string());
+    let mut connection = client
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(unreachable)?;
+    let pong: String = redis::cmd("PING")
+        .query_async(&mut connection)
+        .await
+        .map_err(unreachable)?;
+    let info: Option<String> = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut connection)
+        .await
+        .ok();
+    let version = info.as_deref().and_then(|info| {
+        info.lines().find_map(|line| {
+            let (name, version) = line.trim().split_once(':')?;
+            matches!(name, "valkey_version" | "redis_version")
+                .then(|| format!("{} {version}", name.trim_end_matches("_version")))
+        })
+    });
+    Ok(match version {
+        Some(version) => format!("{pong} from {version}"),
+        None => pong,
+    })
 }
 
 /// Converts a sorted-set score (a count or quantity) back to an integer.
