@@ -49,6 +49,8 @@ if ! have valkey-server; then
 fi
 # Locust runs headless against flujo in tests/locust.rs.
 [ -x .services/venv/bin/locust ] || .services/venv/bin/pip install -q locust
+# Schemathesis fuzzes the HTTP API from /openapi.json in tests/openapi.rs.
+[ -x .services/venv/bin/schemathesis ] || .services/venv/bin/pip install -q schemathesis
 # Manifest checks: kubernetes-validate (offline schemas) and yamllint; kubectl renders.
 .services/venv/bin/python -c 'import kubernetes_validate, yamllint' 2>/dev/null \
     || .services/venv/bin/pip install -q kubernetes-validate yamllint
