@@ -49,6 +49,11 @@ if ! have valkey-server; then
 fi
 # Locust runs headless against flujo in tests/locust.rs.
 [ -x .services/venv/bin/locust ] || .services/venv/bin/pip install -q locust
+# The KPI page test (tests/page/) drives Debian's headless Chromium with Selenium,
+# through Debian's chromedriver (Selenium never downloads a driver).
+{ have chromium && have chromedriver; } || apt_install chromium chromium-driver
+.services/venv/bin/python -c 'import selenium' 2>/dev/null \
+    || .services/venv/bin/pip install -q selenium
 # Manifest checks: kubernetes-validate (offline schemas) and yamllint; kubectl renders.
 .services/venv/bin/python -c 'import kubernetes_validate, yamllint' 2>/dev/null \
     || .services/venv/bin/pip install -q kubernetes-validate yamllint

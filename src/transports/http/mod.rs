@@ -4,13 +4,17 @@
 //! - this file: the shared state, the routes of each role, request counting.
 //! - [`ingest`]: `POST` of sales and tweets (JSON object, array or NDJSON).
 //! - [`query`]: KPIs, rankings and monitored prices through the read cache.
+//! - [`stream`]: `/v1/stream/kpis`, server-sent events of KPI snapshots.
+//! - [`page`]: `/`, the live KPI page (embedded assets) that reads the stream.
 //! - [`ops`]: `/metrics`, `/healthz`, `/readyz`.
 //! - [`error`]: `ApiError`, the one error answer.
 
 pub mod error;
 pub mod ingest;
 pub mod ops;
+pub mod page;
 pub mod query;
+pub mod stream;
 
 use crate::config::HttpConfig;
 use crate::readiness::Probe;
@@ -48,6 +52,8 @@ pub struct AppState {
     pub probes: Vec<Arc<dyn Probe>>,
     /// Read cache of the query API.
     pub cache: query::ReadCache,
+    /// Snapshots for `/v1/stream/kpis` (consumer role).
+    pub feed: Option<stream::KpiFeed>,
     /// Ingest limits.
     pub limits: Limits,
     /// Renders `/metrics`.
@@ -125,9 +131,14 @@ pub fn ingest_routes(http: &HttpConfig) -> Router<Arc<AppState>> {
     router
 }
 
-/// Query routes (consumer role).
+/// Query routes (consumer role): the query API, the KPI stream and the page.
 pub fn query_routes() -> Router<Arc<AppState>> {
-    Router::new()
+    let mut router = Router::new();
+    for (path, route) in page::routes() {
+        router = router.route(path, route);
+    }
+    router
+        .route("/v1/stream/kpis", get(stream::kpi_stream))
         .route("/v1/kpis/sales", get(query::sales_kpis))
         .route("/v1/kpis/tweets", get(query::tweet_kpis))
         .route("/v1/rankings/products", get(query::product_ranking))
