@@ -211,7 +211,7 @@ impl KpiFeed {
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!(
-                    "{} KPI streams are open, the most `query.max_streams` allows; retry later",
+                    "too many KPI streams: {} are open, the most `query.max_streams` allows; retry later",
                     inner.max_streams
                 ),
             )
