@@ -27,6 +27,19 @@ impl KpiStream {
             content_type.starts_with("text/event-stream"),
             "content type {content_type:?}"
         );
+        let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok());
+        assert_eq!(
+            header("cache-control"),
+            Some("no-cache"),
+            "{:?}",
+            response.headers()
+        );
+        assert_eq!(
+            header("x-accel-buffering"),
+            Some("no"),
+            "{:?}",
+            response.headers()
+        );
         KpiStream {
             response,
             buffer: String::new(),

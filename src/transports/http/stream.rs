@@ -18,8 +18,9 @@ use super::AppState;
 use crate::readiness::{check_all, Probe};
 use crate::shutdown::Shutdown;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderName, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
 use flujo_actors::event::Category;
 use flujo_actors::store::{
     LocationRank, MonitoredPrices, Page, ProductRank, Ranking, SalesKpis, Store, StoreError,
@@ -279,14 +280,18 @@ async fn produce(inner: Arc<Inner>, sources: Sources) {
 /// `GET /v1/stream/kpis`: `text/event-stream` of `kpis` events, with keep-alive
 /// comments; 503 beyond `query.max_streams`, 404 in a process without the consumer
 /// role.
-pub async fn kpi_stream(
-    State(st): State<Arc<AppState>>,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+pub async fn kpi_stream(State(st): State<Arc<AppState>>) -> Result<Response, ApiError> {
     let feed = st.feed.as_ref().ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
             "this process does not run the consumer role",
         )
     })?;
-    Ok(Sse::new(feed.subscribe()?).keep_alive(KeepAlive::default()))
+    let events = Sse::new(feed.subscribe()?).keep_alive(KeepAlive::default());
+    // A proxy in front (nginx) must pass each event on at once, not buffer them.
+    Ok((
+        [(HeaderName::from_static("x-accel-buffering"), "no")],
+        events,
+    )
+        .into_response())
 }
