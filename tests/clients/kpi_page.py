@@ -166,7 +166,7 @@ def main():
     parser.add_argument("url")
     parser.add_argument("--chromium", required=True)
     parser.add_argument("--chromedriver", required=True)
-    parser.add_argument("--live-timeout", type=float, default=30)
+    parser.add_argument("--live-timeout", type=float, default=60)
     parser.add_argument("--screenshot", help="save a PNG of the page here and exit")
     parser.add_argument("--wait", type=float, default=5, help="seconds before --screenshot")
     args = parser.parse_args()
