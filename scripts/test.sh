@@ -51,6 +51,11 @@ fi
 [ -x .services/venv/bin/locust ] || .services/venv/bin/pip install -q locust
 # Schemathesis fuzzes the HTTP API from /openapi.json in tests/openapi.rs.
 [ -x .services/venv/bin/schemathesis ] || .services/venv/bin/pip install -q schemathesis
+# The KPI page test (tests/page/) drives Debian's headless Chromium with Selenium,
+# through Debian's chromedriver (Selenium never downloads a driver).
+{ have chromium && have chromedriver; } || apt_install chromium chromium-driver
+.services/venv/bin/python -c 'import selenium' 2>/dev/null \
+    || .services/venv/bin/pip install -q selenium
 # Manifest checks: kubernetes-validate (offline schemas) and yamllint; kubectl renders.
 .services/venv/bin/python -c 'import kubernetes_validate, yamllint' 2>/dev/null \
     || .services/venv/bin/pip install -q kubernetes-validate yamllint

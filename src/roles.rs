@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | receiver | receiver pool (+ a gRPC forwarder when no router is local) | HTTP ingest, gRPC, TCP |
 //! | router | receiver pool, router, one publisher per sink | gRPC (what remote receivers call) |
-//! | consumer | one consumer per source, aggregator, store | HTTP query API |
+//! | consumer | one consumer per source, aggregator, store | HTTP query API, KPI stream and page |
 //!
 //! Every process serves `/metrics`, `/healthz` and `/readyz` on its HTTP port.
 //! Arbiters: one per receiver (parsing and validation run in parallel), one for
@@ -20,7 +20,7 @@ use crate::readiness::{Probe, RouterProbe};
 use crate::shutdown::{Deadline, Shutdown};
 use crate::transports::forward::{self, RemoteRouter};
 use crate::transports::grpc::{self, proto::ingest_server::IngestServer, IngestService};
-use crate::transports::http::{self, query::ReadCache, AppState, Limits};
+use crate::transports::http::{self, query::ReadCache, stream::KpiFeed, AppState, Limits};
 use crate::transports::tcp;
 use actix::prelude::*;
 use anyhow::Context as _;
@@ -221,6 +221,16 @@ pub async fn run(plan: Plan, metrics: PrometheusHandle) -> anyhow::Result<()> {
         store: node.store.clone(),
         probes: node.probes.clone(),
         cache: ReadCache::new(Duration::from_millis(cfg.query.cache_ttl_ms)),
+        feed: node.store.clone().map(|store| {
+            KpiFeed::start(
+                store,
+                node.probes.clone(),
+                metrics.clone(),
+                shutdown.clone(),
+                Duration::from_millis(cfg.query.stream_interval_ms),
+                cfg.query.max_streams,
+            )
+        }),
         limits: Limits {
             max_body_bytes: cfg.http.max_body_bytes,
             max_batch_events: cfg.http.max_batch_events,

@@ -40,6 +40,12 @@ pub const MAX_DEDUP_IDS: usize = 100_000_000;
 /// The longest dedup window accepted: a year.
 pub const MAX_DEDUP_WINDOW_SECS: u64 = 365 * 24 * 3600;
 
+/// The range of `query.stream_interval_ms`: 100 ms to a minute.
+pub const STREAM_INTERVAL_MS: std::ops::RangeInclusive<u64> = 100..=60_000;
+
+/// The most `/v1/stream/kpis` streams `query.max_streams` may allow.
+pub const MAX_STREAMS: usize = 10_000;
+
 /// Paths the HTTP application defines itself; `http.sales_paths` and
 /// `http.tweet_paths` may not reuse them.
 pub const BUILTIN_PATHS: &[&str] = &[
@@ -54,6 +60,11 @@ pub const BUILTIN_PATHS: &[&str] = &[
     "/metrics",
     "/healthz",
     "/readyz",
+    "/",
+    "/assets/page.js",
+    "/assets/page.css",
+    "/assets/icon.svg",
+    "/v1/stream/kpis",
 ];
 
 /// Everything `flujo run` can be told.
@@ -305,6 +316,26 @@ impl Config {
                 "must be greater than 0".into(),
             );
         }
+        if !STREAM_INTERVAL_MS.contains(&self.query.stream_interval_ms) {
+            invalid(
+                "query.stream_interval_ms",
+                format!(
+                    "must be from {} to {} (milliseconds), got {}",
+                    STREAM_INTERVAL_MS.start(),
+                    STREAM_INTERVAL_MS.end(),
+                    self.query.stream_interval_ms
+                ),
+            );
+        }
+        if !(1..=MAX_STREAMS).contains(&self.query.max_streams) {
+            invalid(
+                "query.max_streams",
+                format!(
+                    "must be from 1 to {MAX_STREAMS}, got {}",
+                    self.query.max_streams
+                ),
+            );
+        }
         if self.shutdown.deadline_secs == 0 {
             invalid("shutdown.deadline_secs", "must be greater than 0".into());
         }
@@ -460,6 +491,18 @@ mod tests {
         c.aggregator.dedup_window_secs = MAX_DEDUP_WINDOW_SECS + 1;
         let err = c.check().expect_err("dedup window").to_string();
         assert!(err.contains("aggregator.dedup_window_secs"), "{err}");
+        for ms in [0, 99, 60_001] {
+            let mut c = Config::default();
+            c.query.stream_interval_ms = ms;
+            let err = c.check().expect_err("stream interval").to_string();
+            assert!(err.contains("query.stream_interval_ms"), "{err}");
+        }
+        for n in [0, MAX_STREAMS + 1] {
+            let mut c = Config::default();
+            c.query.max_streams = n;
+            let err = c.check().expect_err("stream cap").to_string();
+            assert!(err.contains("query.max_streams"), "{err}");
+        }
         assert!(Config::default().to_masked_toml().contains("[http]"));
     }
 

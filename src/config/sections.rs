@@ -85,6 +85,10 @@ pub struct AggregatorConfig {
 pub struct QueryConfig {
     /// How long a read is cached, in milliseconds; 0 disables the cache.
     pub cache_ttl_ms: u64,
+    /// How often `/v1/stream/kpis` sends a snapshot, in milliseconds (100–60,000).
+    pub stream_interval_ms: u64,
+    /// Most `/v1/stream/kpis` streams open at once; beyond, 503.
+    pub max_streams: usize,
 }
 
 /// Shutdown settings.
@@ -172,7 +176,11 @@ impl Default for AggregatorConfig {
 
 impl Default for QueryConfig {
     fn default() -> Self {
-        QueryConfig { cache_ttl_ms: 1000 }
+        QueryConfig {
+            cache_ttl_ms: 1000,
+            stream_interval_ms: 1000,
+            max_streams: 100,
+        }
     }
 }
 

@@ -2,20 +2,6 @@
 
 use super::*;
 
-/// The interpreter for the Python client: `FLUJO_TEST_PYTHON`, else the project's
-/// venv (made by `scripts/test.sh`), else `python3`.
-pub(crate) fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("FLUJO_TEST_PYTHON").filter(|p| !p.is_empty()) {
-        return PathBuf::from(p);
-    }
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".services/venv/bin/python");
-    if venv.exists() {
-        venv
-    } else {
-        PathBuf::from("python3")
-    }
-}
-
 #[tokio::test]
 async fn python_client_from_the_proto() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));

@@ -376,6 +376,9 @@ pub(crate) fn services_and_ingress(r: &Rendered) {
         ("/v1/kpis", "consumer"),
         ("/v1/rankings", "consumer"),
         ("/v1/sales/monitored", "consumer"),
+        ("/", "consumer"),
+        ("/assets", "consumer"),
+        ("/v1/stream", "consumer"),
     ]
     .iter()
     .map(|(p, s)| (p.to_string(), s.to_string()))

@@ -1,4 +1,5 @@
-//! Finding the external tools some tests run (Prometheus, Locust, valkey-server):
+//! Finding the external tools some tests run (Prometheus, Locust, valkey-server,
+//! Python, Chromium):
 //! an explicit `FLUJO_TEST_*` variable first, then a known place, then the `PATH`.
 //! A tool that is not found fails the test, naming what installs it.
 
@@ -34,4 +35,18 @@ pub fn find_tool(variable: &str, known: &Path, name: &str, hint: &str) -> PathBu
             known.display()
         )
     })
+}
+
+/// The interpreter for the Python clients of `tests/clients/`: `FLUJO_TEST_PYTHON`,
+/// else the project's venv (made by `scripts/test.sh`), else `python3`.
+pub fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("FLUJO_TEST_PYTHON").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".services/venv/bin/python");
+    if venv.exists() {
+        venv
+    } else {
+        PathBuf::from("python3")
+    }
 }

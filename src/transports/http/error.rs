@@ -74,7 +74,8 @@ impl ApiError {
         }
     }
 
-    fn retry_after(mut self, secs: u64) -> Self {
+    /// The same error, telling the client it may retry after `secs` seconds.
+    pub fn retry_after(mut self, secs: u64) -> Self {
         self.retry_after = Some(secs);
         self
     }

@@ -4,6 +4,8 @@
 //! - this file: the shared state, the routes of each role, request counting.
 //! - [`ingest`]: `POST` of sales and tweets (JSON object, array or NDJSON).
 //! - [`query`]: KPIs, rankings and monitored prices through the read cache.
+//! - [`stream`]: `/v1/stream/kpis`, server-sent events of KPI snapshots.
+//! - [`page`]: `/`, the live KPI page (embedded assets) that reads the stream.
 //! - [`ops`]: `/metrics`, `/healthz`, `/readyz`, `/openapi.json`.
 //! - [`api`]: the OpenAPI document, generated from the handlers' annotations.
 //! - [`error`]: `ApiError`, the one error answer.
@@ -12,7 +14,9 @@ pub mod api;
 pub mod error;
 pub mod ingest;
 pub mod ops;
+pub mod page;
 pub mod query;
+pub mod stream;
 
 use crate::config::HttpConfig;
 use crate::readiness::Probe;
@@ -51,6 +55,8 @@ pub struct AppState {
     pub probes: Vec<Arc<dyn Probe>>,
     /// Read cache of the query API.
     pub cache: query::ReadCache,
+    /// Snapshots for `/v1/stream/kpis` (consumer role).
+    pub feed: Option<stream::KpiFeed>,
     /// Ingest limits.
     pub limits: Limits,
     /// Renders `/metrics`.
@@ -130,14 +136,21 @@ pub fn ingest_routes(http: &HttpConfig) -> OpenApiRouter<Arc<AppState>> {
     router
 }
 
-/// Query routes (consumer role).
+/// Query routes (consumer role): the query API, the KPI stream and the page.
 pub fn query_routes() -> OpenApiRouter<Arc<AppState>> {
-    OpenApiRouter::new()
+    let mut router = OpenApiRouter::new()
+        .routes(routes!(page::index))
+        .routes(routes!(stream::kpi_stream))
         .routes(routes!(query::sales_kpis))
         .routes(routes!(query::tweet_kpis))
         .routes(routes!(query::product_ranking))
         .routes(routes!(query::location_ranking))
-        .routes(routes!(query::monitored_prices))
+        .routes(routes!(query::monitored_prices));
+    // The page's static files are not part of the API description.
+    for (path, route) in page::asset_routes() {
+        router = router.route(path, route);
+    }
+    router
 }
 
 /// The HTTP application of a process and the OpenAPI document describing it.
