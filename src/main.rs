@@ -241,9 +241,11 @@ fn parse_cli() -> Cli {
                 ErrorKind::InvalidValue | ErrorKind::ValueValidation
             ) =>
         {
+            // Refused again without the environment: the flag itself is wrong, and
+            // this error names it (the first one may echo a variable's value).
             without_env(Cli::command())
                 .try_get_matches()
-                .unwrap_or_else(|_| e.exit())
+                .unwrap_or_else(|again| again.exit())
         }
         Err(e) => e.exit(),
     };

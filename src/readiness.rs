@@ -1,11 +1,19 @@
 //! Readiness probes: every dependency a process needs (store, sinks, sources, the
 //! remote router) answers a cheap check; `/readyz` reports each by name. The probes
 //! of components live in [`crate::components::probes`].
+//!
+//! [`keep_current`] re-runs the checks every [`READY_INTERVAL`] whether or not anyone
+//! calls `/readyz`: it keeps `flujo_ready` current and publishes the latest
+//! [`Readiness`] for the KPI stream, so the checks run once per interval however
+//! many streams are open.
 
+use crate::shutdown::Shutdown;
+use flujo_actors::metrics::READY;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::watch;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
@@ -52,4 +60,60 @@ pub async fn check_all(probes: &[Arc<dyn Probe>]) -> Vec<(String, Result<(), Str
         (p.name(), result)
     });
     futures::future::join_all(checks).await
+}
+
+/// How often a process re-checks its dependencies for `flujo_ready`.
+pub const READY_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The outcome of one round of checks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Readiness {
+    /// Every dependency by name: `Ok` or its error.
+    pub checks: Vec<(String, Result<(), String>)>,
+    /// One line per reason the process is not ready (`name: error`, or draining).
+    pub failing: Vec<String>,
+}
+
+impl Readiness {
+    /// True when nothing fails.
+    pub fn is_ready(&self) -> bool {
+        self.failing.is_empty()
+    }
+}
+
+/// Runs every probe (and asks whether the process drains) and sets `flujo_ready`.
+pub async fn evaluate(probes: &[Arc<dyn Probe>], shutdown: &Shutdown) -> Readiness {
+    let checks = check_all(probes).await;
+    let mut failing = Vec::new();
+    if shutdown.is_triggered() {
+        failing.push("shutdown: draining".to_owned());
+    }
+    failing.extend(
+        checks
+            .iter()
+            .filter_map(|(name, result)| result.as_ref().err().map(|e| format!("{name}: {e}"))),
+    );
+    let readiness = Readiness { checks, failing };
+    metrics::gauge!(READY).set(if readiness.is_ready() { 1.0 } else { 0.0 });
+    readiness
+}
+
+/// Starts the task that evaluates readiness every [`READY_INTERVAL`] until the
+/// process ends; the receiver always holds the latest round (not ready until the
+/// first one ends).
+pub fn keep_current(probes: Vec<Arc<dyn Probe>>, shutdown: Shutdown) -> watch::Receiver<Readiness> {
+    let (tx, rx) = watch::channel(Readiness {
+        checks: Vec::new(),
+        failing: vec!["starting: readiness not checked yet".to_owned()],
+    });
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(READY_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let readiness = evaluate(&probes, &shutdown).await;
+            tx.send_replace(readiness);
+        }
+    });
+    rx
 }

@@ -16,7 +16,7 @@
 use crate::components::probes::ComponentProbe;
 use crate::components::{self, Bus, Components};
 use crate::config::Plan;
-use crate::readiness::{Probe, RouterProbe};
+use crate::readiness::{self, Probe, RouterProbe};
 use crate::shutdown::{Deadline, Shutdown};
 use crate::transports::forward::{self, RemoteRouter};
 use crate::transports::grpc::{self, proto::ingest_server::IngestServer, IngestService};
@@ -216,6 +216,7 @@ pub async fn run(plan: Plan, metrics: PrometheusHandle) -> anyhow::Result<()> {
     if roles.consumer {
         routes = routes.merge(http::query_routes());
     }
+    let ready = readiness::keep_current(node.probes.clone(), shutdown.clone());
     let state = Arc::new(AppState {
         receivers: node.receivers.clone(),
         store: node.store.clone(),
@@ -224,7 +225,7 @@ pub async fn run(plan: Plan, metrics: PrometheusHandle) -> anyhow::Result<()> {
         feed: node.store.clone().map(|store| {
             KpiFeed::start(
                 store,
-                node.probes.clone(),
+                ready.clone(),
                 metrics.clone(),
                 shutdown.clone(),
                 Duration::from_millis(cfg.query.stream_interval_ms),
@@ -238,9 +239,8 @@ pub async fn run(plan: Plan, metrics: PrometheusHandle) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         shutdown: shutdown.clone(),
     });
-    let app = http::app(state.clone(), routes);
+    let app = http::app(state.clone(), routes, &http::full_document(&cfg.http));
     exports(&plan, &app.doc).register();
-    tokio::spawn(keep_ready(state.clone()));
     let http_listener = bind("http.addr", cfg.http.addr).await?;
     let mut listening = format!("flujo listening http={}", http_listener.local_addr()?);
     let http_server = axum::serve(
@@ -390,6 +390,9 @@ fn exports(plan: &Plan, doc: &utoipa::openapi::OpenApi) -> Exports {
     }
     if roles.consumer {
         e.sources = Kind::ALL.into_iter().flat_map(per_kind).collect();
+        if e.sources.iter().any(|&(_, s)| s == Bus::Rabbitmq.as_str()) {
+            e.per_kind_sources.push(Bus::Rabbitmq.as_str());
+        }
         e.mailboxes.push(aggregator::MAILBOX.name());
         e.supervised = vec![consumer::ACTOR, aggregator::ACTOR];
     }
@@ -397,16 +400,60 @@ fn exports(plan: &Plan, doc: &utoipa::openapi::OpenApi) -> Exports {
     e
 }
 
-/// Keeps `flujo_ready` current: the readiness checks run every
-/// [`READY_INTERVAL`] whether or not anyone calls `/readyz`.
-async fn keep_ready(state: Arc<AppState>) {
-    let mut tick = tokio::time::interval(READY_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let _answer = http::ops::readiness(&state).await;
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn exports_of(role: &str, bus: Bus) -> Exports {
+        let config = Config {
+            role: role.parse().expect("valid roles"),
+            bus,
+            router_url: Some("http://router:50051".to_owned()),
+            ..Config::default()
+        };
+        let plan = Plan::resolve(config).expect("valid plan");
+        let doc = http::full_document(&plan.config.http);
+        exports(&plan, &doc)
+    }
+
+    /// What each role exports from start-up: the series its actors will write.
+    #[test]
+    fn each_role_exports_the_series_it_writes() {
+        let receiver = exports_of("receiver", Bus::Kafka);
+        assert_eq!(receiver.transports, ["http", "grpc", "tcp"]);
+        assert!(receiver.sinks.is_empty() && receiver.sources.is_empty());
+        assert_eq!(receiver.mailboxes, [receiver::MAILBOX.name()]);
+
+        let router = exports_of("router", Bus::Kafka);
+        assert_eq!(router.transports, ["grpc"]);
+        assert_eq!(
+            router.sinks,
+            [(Kind::Sale, "kafka"), (Kind::Tweet, "kafka")]
+        );
+        assert!(router.supervised.is_empty());
+
+        let consumer = exports_of("consumer", Bus::Rabbitmq);
+        assert!(consumer.transports.is_empty());
+        assert_eq!(
+            consumer.sources,
+            [(Kind::Sale, "rabbitmq"), (Kind::Tweet, "rabbitmq")]
+        );
+        assert_eq!(consumer.per_kind_sources, ["rabbitmq"]);
+        assert_eq!(consumer.supervised, [consumer::ACTOR, aggregator::ACTOR]);
+
+        let all = exports_of("all", Bus::Memory);
+        assert_eq!(all.sinks.len(), 2);
+        assert_eq!(all.sources.len(), 2);
+        assert!(all.per_kind_sources.is_empty());
+        let statuses = |route: &str| {
+            all.http
+                .iter()
+                .find(|(r, _)| r == route)
+                .map(|(_, s)| s.clone())
+                .unwrap_or_default()
+        };
+        assert_eq!(statuses("/v1/sales"), [202, 400, 413, 415, 429, 503]);
+        assert_eq!(statuses("/readyz"), [200, 503]);
     }
 }
-
-/// How often a process re-checks its dependencies for `flujo_ready`.
-pub const READY_INTERVAL: Duration = Duration::from_secs(1);

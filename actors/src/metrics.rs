@@ -269,6 +269,9 @@ pub const REJECT_REASONS: [&str; 5] = [
     "shutting_down",
 ];
 
+/// The `reason` of [`EVENTS_REJECTED`] for a broker message that is not an event.
+pub const UNDECODABLE: &str = "undecodable";
+
 /// What one process does, so that the series it will ever write are exported from
 /// start-up at zero: a dashboard on a fresh deployment shows 0, not "no data".
 #[derive(Debug, Clone, Default)]
@@ -279,6 +282,10 @@ pub struct Exports {
     pub sinks: Vec<(Kind, &'static str)>,
     /// Sources this process consumes from, per kind (consumer role).
     pub sources: Vec<(Kind, &'static str)>,
+    /// Sources that read one queue per kind (RabbitMQ): their lag is reported per
+    /// `kind`, and undecodable messages they drop are counted in
+    /// [`EVENTS_REJECTED`] with `reason="undecodable"` and the source as `transport`.
+    pub per_kind_sources: Vec<&'static str>,
     /// Actors whose mailbox depth this process reports.
     pub mailboxes: Vec<&'static str>,
     /// Supervised actors whose restarts this process counts.
@@ -288,10 +295,10 @@ pub struct Exports {
 }
 
 impl Exports {
-    /// Writes every series of this process at zero (counters get 0 added, gauges
-    /// that are levels are set to 0, histograms are registered), so `/metrics`
-    /// lists them all from start-up with their known label values. Call once, after
-    /// the recorder is installed and before any event is taken.
+    /// Writes every series of this process at zero (0 is added to counters and
+    /// gauges, histograms are registered), so `/metrics` lists them all from
+    /// start-up with their known label values. Adding 0 never changes a value
+    /// already written, so this may run after the actors started.
     pub fn register(&self) {
         for kind in Kind::ALL {
             let k = kind.as_str();
@@ -319,7 +326,17 @@ impl Exports {
         }
         let sources: BTreeSet<&str> = self.sources.iter().map(|&(_, s)| s).collect();
         for source in sources {
-            metrics::gauge!(CONSUMER_LAG, "source" => source).set(0.0);
+            if !self.per_kind_sources.contains(&source) {
+                metrics::gauge!(CONSUMER_LAG, "source" => source).increment(0.0);
+            }
+        }
+        for &(kind, source) in &self.sources {
+            if self.per_kind_sources.contains(&source) {
+                let k = kind.as_str();
+                metrics::gauge!(CONSUMER_LAG, "source" => source, "kind" => k).increment(0.0);
+                metrics::counter!(EVENTS_REJECTED, "kind" => k, "transport" => source, "reason" => UNDECODABLE)
+                    .increment(0);
+            }
         }
         let consumed = Kind::ALL
             .into_iter()
@@ -335,7 +352,7 @@ impl Exports {
                 metrics::counter!(counter, "kind" => k).increment(0);
             }
             for gauge in [DEDUP_IDS, DEDUP_WINDOW, DEDUP_BYTES] {
-                metrics::gauge!(gauge, "kind" => k).set(0.0);
+                metrics::gauge!(gauge, "kind" => k).increment(0.0);
             }
             let _registered = metrics::histogram!(END_TO_END_DURATION, "kind" => k);
             let _registered = metrics::histogram!(STORE_APPLY_DURATION, "kind" => k);
@@ -359,7 +376,7 @@ impl Exports {
             let _registered = metrics::histogram!(INGEST_DURATION, "transport" => transport);
         }
         for &actor in &self.mailboxes {
-            metrics::gauge!(MAILBOX_DEPTH, "actor" => actor).set(0.0);
+            metrics::gauge!(MAILBOX_DEPTH, "actor" => actor).increment(0.0);
         }
         for &actor in &self.supervised {
             metrics::counter!(ACTOR_RESTARTS, "actor" => actor).increment(0);
@@ -370,10 +387,10 @@ impl Exports {
                     .increment(0);
             }
         }
-        metrics::gauge!(INFLIGHT_EVENTS).set(0.0);
+        metrics::gauge!(INFLIGHT_EVENTS).increment(0.0);
         metrics::counter!(QUERY_CACHE_HITS).increment(0);
         metrics::counter!(QUERY_CACHE_MISSES).increment(0);
-        metrics::gauge!(READY).set(0.0);
+        metrics::gauge!(READY).increment(0.0);
     }
 }
 

@@ -60,6 +60,7 @@ pub const BUILTIN_PATHS: &[&str] = &[
     "/metrics",
     "/healthz",
     "/readyz",
+    "/openapi.json",
     "/",
     "/assets/page.js",
     "/assets/page.css",

@@ -373,6 +373,7 @@ pub(crate) fn services_and_ingress(r: &Rendered) {
         ("/v1/tweets", "receiver"),
         ("/purchase", "receiver"),
         ("/input", "receiver"),
+        ("/openapi.json", "receiver"),
         ("/v1/kpis", "consumer"),
         ("/v1/rankings", "consumer"),
         ("/v1/sales/monitored", "consumer"),

@@ -9,7 +9,7 @@ use flujo_actors::backoff::Backoff;
 use flujo_actors::consumer::{Delivery, Source, SourceError, SourceReadiness};
 use flujo_actors::event::{now_ms, Kind};
 use flujo_actors::messages::Batch;
-use flujo_actors::metrics::{CONSUMER_LAG, EVENTS_REJECTED};
+use flujo_actors::metrics::{CONSUMER_LAG, EVENTS_REJECTED, UNDECODABLE};
 use lapin::message::Delivery as AmqpDelivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
@@ -278,7 +278,7 @@ impl RabbitSource {
                         body = %String::from_utf8_lossy(&delivery.data[..delivery.data.len().min(256)]),
                         "undecodable message; acking it away"
                     );
-                    metrics::counter!(EVENTS_REJECTED, "kind" => kind, "transport" => NAME, "reason" => "undecodable")
+                    metrics::counter!(EVENTS_REJECTED, "kind" => kind, "transport" => NAME, "reason" => UNDECODABLE)
                         .increment(1);
                     // Acked on its own (not `multiple`): earlier messages of this batch
                     // are not stored yet.

@@ -10,6 +10,7 @@
 use axum::body::Bytes;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
+use flujo_actors::event::{Category, Weather};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use utoipa::openapi::path::{Operation, PathItem};
@@ -31,7 +32,7 @@ use utoipa::{OpenApi as _, ToSchema};
         (name = "query", description = "Read KPIs and rankings (consumer role)."),
         (name = "operations", description = "Metrics, health, readiness, this document.")
     ),
-    components(schemas(ErrorBody))
+    components(schemas(ErrorBody, super::stream::Snapshot))
 )]
 struct ApiDoc;
 
@@ -44,40 +45,6 @@ pub struct ErrorBody {
     pub index: Option<usize>,
     /// The offending field or query parameter, when one is at fault.
     pub field: Option<String>,
-}
-
-/// A sales category, as the API names it. Ingest and the query parameters also
-/// take any case, the seeds' Spanish names (`Electronica`, `Ropa`, `Hogar`,
-/// `Belleza`) and 1–4 in this order.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum CategoryName {
-    /// 1, `Electronica`.
-    Electronics,
-    /// 2, `Ropa`.
-    Clothing,
-    /// 3, `Hogar`.
-    Home,
-    /// 4, `Belleza`.
-    Beauty,
-}
-
-/// A weather, as the API names it (ingest takes any case).
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum WeatherName {
-    /// Sunny.
-    Sunny,
-    /// Cloudy.
-    Cloudy,
-    /// Rainy.
-    Rainy,
-    /// Foggy.
-    Foggy,
-    /// Snowy.
-    Snowy,
-    /// Stormy.
-    Stormy,
 }
 
 /// A sale, as `POST /v1/sales` takes it (canonical names; the seeds' Spanish names
@@ -93,8 +60,9 @@ pub struct SaleIn {
     /// Milliseconds since the epoch; the receive time when absent.
     #[schema(minimum = 0)]
     pub ts: Option<i64>,
-    /// The category.
-    pub category: CategoryName,
+    /// The category; any case, the seeds' Spanish names (`Electronica`, `Ropa`,
+    /// `Hogar`, `Belleza`) and 1–4 in this order are accepted too.
+    pub category: Category,
     /// Product id.
     #[schema(min_length = 1, max_length = 64, example = "P-1001")]
     pub product_id: String,
@@ -125,8 +93,8 @@ pub struct TweetIn {
     /// City or municipality.
     #[schema(min_length = 1, max_length = 64, example = "Mixco")]
     pub location: String,
-    /// The weather.
-    pub weather: WeatherName,
+    /// The weather (any case).
+    pub weather: Weather,
     /// Degrees Celsius.
     #[schema(minimum = -90, maximum = 60, example = 24.5)]
     pub temperature: f64,
@@ -278,3 +246,31 @@ pub struct SaleBatch(pub Vec<SaleIn>);
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(min_items = 1)]
 pub struct TweetBatch(pub Vec<TweetIn>);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flujo_actors::event::{MAX_ID_CHARS, MAX_NAME_CHARS, MAX_QUANTITY, MAX_TEXT_CHARS};
+    use serde_json::Value;
+
+    fn schema<T: utoipa::PartialSchema>() -> Value {
+        serde_json::to_value(T::schema()).unwrap_or_default()
+    }
+
+    /// The request schemas repeat the parser's limits as numbers (utoipa takes only
+    /// literals): this keeps the two equal.
+    #[test]
+    fn documented_limits_are_the_parsers() {
+        let sale = schema::<SaleIn>();
+        let tweet = schema::<TweetIn>();
+        let at = |s: &Value, field: &str, key: &str| s["properties"][field][key].as_f64();
+        let n = |v: usize| Some(v as f64);
+        assert_eq!(at(&sale, "id", "maxLength"), n(MAX_ID_CHARS));
+        assert_eq!(at(&tweet, "id", "maxLength"), n(MAX_ID_CHARS));
+        assert_eq!(at(&sale, "product_id", "maxLength"), n(MAX_NAME_CHARS));
+        assert_eq!(at(&tweet, "location", "maxLength"), n(MAX_NAME_CHARS));
+        assert_eq!(at(&tweet, "text", "maxLength"), n(MAX_TEXT_CHARS));
+        assert_eq!(at(&sale, "quantity", "maximum"), Some(MAX_QUANTITY as f64));
+        assert_eq!(sale["additionalProperties"], Value::Bool(false));
+    }
+}

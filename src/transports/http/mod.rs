@@ -157,24 +157,46 @@ pub fn query_routes() -> OpenApiRouter<Arc<AppState>> {
 pub struct HttpApp {
     /// Every route of the process, ready to serve.
     pub router: Router,
-    /// The routes' description, served at `GET /openapi.json`.
+    /// The description of this process's own routes (its roles').
     pub doc: utoipa::openapi::OpenApi,
 }
 
-/// The HTTP application of a process: operations always, plus `routes` (ingest
-/// and/or query, per role).
-pub fn app(state: Arc<AppState>, routes: OpenApiRouter<Arc<AppState>>) -> HttpApp {
-    let (router, doc) = OpenApiRouter::with_openapi(api::base())
-        .merge(routes)
+/// Operations routes (every process): metrics, health, readiness, the document.
+fn ops_routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
         .routes(routes!(ops::metrics))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::openapi))
+}
+
+/// The description of the whole API, every role's routes (with the configured
+/// alias paths): what `GET /openapi.json` serves in every process, so one document
+/// describes a deployment whichever role answers it.
+pub fn full_document(http: &HttpConfig) -> utoipa::openapi::OpenApi {
+    OpenApiRouter::<Arc<AppState>>::with_openapi(api::base())
+        .merge(ingest_routes(http))
+        .merge(query_routes())
+        .merge(ops_routes())
+        .into_openapi()
+}
+
+/// The HTTP application of a process: operations always, plus `routes` (ingest
+/// and/or query, per role). `/openapi.json` serves `full` (see [`full_document`]);
+/// [`HttpApp::doc`] describes this process's own routes.
+pub fn app(
+    state: Arc<AppState>,
+    routes: OpenApiRouter<Arc<AppState>>,
+    full: &utoipa::openapi::OpenApi,
+) -> HttpApp {
+    let (router, doc) = OpenApiRouter::with_openapi(api::base())
+        .merge(routes)
+        .merge(ops_routes())
         .split_for_parts();
     let router = router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(Extension(api::Document::new(&doc)))
+        .layer(Extension(api::Document::new(full)))
         .layer(middleware::from_fn(count_requests))
         .with_state(state);
     HttpApp { router, doc }

@@ -2,12 +2,11 @@
 
 use super::api::{Document, Health, Readiness};
 use super::AppState;
-use crate::readiness::check_all;
+use crate::readiness::evaluate;
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use flujo_actors::metrics::READY;
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
 
@@ -58,24 +57,13 @@ pub async fn readyz(State(st): State<Arc<AppState>>) -> (StatusCode, Json<Value>
 
 /// Runs every readiness check and sets `flujo_ready`; the `/readyz` answer.
 pub async fn readiness(st: &AppState) -> (StatusCode, Json<Value>) {
-    let mut checks = Map::new();
-    let mut failing = Vec::new();
-    if st.shutdown.is_triggered() {
-        failing.push("shutdown: draining".to_owned());
-    }
-    for (name, result) in check_all(&st.probes).await {
-        match result {
-            Ok(()) => {
-                checks.insert(name, json!("ok"));
-            }
-            Err(e) => {
-                failing.push(format!("{name}: {e}"));
-                checks.insert(name, json!(e));
-            }
-        }
-    }
-    let ready = failing.is_empty();
-    metrics::gauge!(READY).set(if ready { 1.0 } else { 0.0 });
+    let readiness = evaluate(&st.probes, &st.shutdown).await;
+    let checks: Map<String, Value> = readiness
+        .checks
+        .into_iter()
+        .map(|(name, result)| (name, result.map_or_else(|e| json!(e), |()| json!("ok"))))
+        .collect();
+    let ready = readiness.failing.is_empty();
     let status = if ready {
         StatusCode::OK
     } else {
@@ -84,7 +72,7 @@ pub async fn readiness(st: &AppState) -> (StatusCode, Json<Value>) {
     let body = json!({
         "status": if ready { "ready" } else { "not ready" },
         "checks": checks,
-        "failing": failing,
+        "failing": readiness.failing,
     });
     (status, Json(body))
 }
@@ -94,7 +82,8 @@ pub async fn readiness(st: &AppState) -> (StatusCode, Json<Value>) {
     get,
     path = "/openapi.json",
     tag = "operations",
-    description = "The OpenAPI 3.1 description of the routes this process serves.",
+    description = "The OpenAPI 3.1 description of the whole HTTP API, every role's routes: \
+        a process answers those of its roles (ingest on receivers, queries on consumers) and 404 to the others.",
     responses((status = 200, description = "This document.", body = Object))
 )]
 pub async fn openapi(Extension(doc): Extension<Document>) -> Document {

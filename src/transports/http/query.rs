@@ -1,7 +1,7 @@
 //! The query API: KPIs, rankings and the monitored price streams, read from the
 //! store through a short-lived read cache. `Cache-Control: no-cache` bypasses it.
 
-use super::api::{CategoryName, ErrorBody};
+use super::api::ErrorBody;
 use super::error::ApiError;
 use super::AppState;
 use axum::body::Bytes;
@@ -294,7 +294,7 @@ pub async fn tweet_kpis(q: QueryRequest) -> Result<Response, ApiError> {
     tag = "query",
     description = "Products by units sold, most first; in all or within one category.",
     params(
-        ("category" = Option<CategoryName>, Query, description = "Rank within this category; absent or empty means all."),
+        ("category" = Option<Category>, Query, description = "Rank within this category; absent or empty means all."),
         ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "Items per page (default 10)."),
         ("offset" = Option<usize>, Query, minimum = 0, description = "Items skipped (default 0)."),
         ("Cache-Control" = Option<String>, Header, description = "`no-cache` reads the store, bypassing the read cache.")
@@ -348,7 +348,7 @@ pub async fn location_ranking(q: QueryRequest) -> Result<Response, ApiError> {
     tag = "query",
     description = "The price stream of the category's monitored product (its first product), newest last.",
     params(
-        ("category" = CategoryName, Path, description = "The category."),
+        ("category" = Category, Path, description = "The category."),
         ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "Newest prices wanted (default 10)."),
         ("Cache-Control" = Option<String>, Header, description = "`no-cache` reads the store, bypassing the read cache.")
     ),
@@ -424,6 +424,36 @@ mod tests {
             p.category().expect_err("bad").field.as_deref(),
             Some("category")
         );
+    }
+
+    /// The documented page bounds are the parser's (utoipa takes only literals).
+    #[test]
+    fn documented_limits_are_the_parsers() {
+        let doc = utoipa_axum::router::OpenApiRouter::<Arc<AppState>>::new()
+            .routes(utoipa_axum::routes!(product_ranking))
+            .routes(utoipa_axum::routes!(monitored_prices))
+            .into_openapi();
+        let doc = serde_json::to_value(doc).unwrap_or_default();
+        for path in [
+            "/v1/rankings/products",
+            "/v1/sales/monitored/{category}/prices",
+        ] {
+            let params = doc["paths"][path]["get"]["parameters"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let limit = params.iter().find(|p| p["name"] == "limit");
+            let limit = limit.map(|p| &p["schema"]);
+            assert_eq!(
+                limit.and_then(|s| s["maximum"].as_f64()),
+                Some(MAX_LIMIT as f64),
+                "{path}"
+            );
+            let text = limit
+                .map(|_| doc["paths"][path].to_string())
+                .unwrap_or_default();
+            assert!(text.contains(&format!("default {DEFAULT_LIMIT}")), "{path}");
+        }
     }
 
     #[test]

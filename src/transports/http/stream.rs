@@ -16,7 +16,7 @@ pub mod health;
 use super::api::ErrorBody;
 use super::error::ApiError;
 use super::AppState;
-use crate::readiness::{check_all, Probe};
+use crate::readiness::Readiness;
 use crate::shutdown::Shutdown;
 use axum::extract::State;
 use axum::http::{HeaderName, StatusCode};
@@ -46,7 +46,8 @@ pub const PRICES_PER_CATEGORY: usize = 100;
 const RETRY_AFTER_SECS: u64 = 5;
 
 /// One `kpis` event: what the store holds now and how the pipeline is doing.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = KpiSnapshot)]
 pub struct Snapshot {
     /// When it was read, in milliseconds since the Unix epoch.
     pub at_ms: u64,
@@ -78,7 +79,7 @@ struct Kpis {
 /// What the producer reads a snapshot from.
 struct Sources {
     store: Arc<dyn Store>,
-    probes: Vec<Arc<dyn Probe>>,
+    ready: watch::Receiver<Readiness>,
     metrics: PrometheusHandle,
     shutdown: Shutdown,
 }
@@ -109,15 +110,14 @@ impl Sources {
         })
     }
 
-    /// Reads the store and the probes at once, and folds the reading into `window`.
+    /// Reads the store and the latest readiness (kept current by
+    /// [`crate::readiness::keep_current`]), and folds the reading into `window`.
     async fn snapshot(&self, window: &mut HealthWindow) -> Snapshot {
-        let (kpis, checks) = tokio::join!(self.kpis(), check_all(&self.probes));
-        let mut failing: Vec<String> = checks
-            .into_iter()
-            .filter_map(|(name, result)| result.err().map(|e| format!("{name}: {e}")))
-            .collect();
-        if self.shutdown.is_triggered() {
-            failing.insert(0, "shutdown: draining".to_owned());
+        let kpis = self.kpis().await;
+        let mut failing = self.ready.borrow().failing.clone();
+        let draining = "shutdown: draining";
+        if self.shutdown.is_triggered() && !failing.iter().any(|f| f == draining) {
+            failing.insert(0, draining.to_owned());
         }
         let applied = kpis
             .as_ref()
@@ -176,12 +176,12 @@ struct Inner {
 }
 
 impl KpiFeed {
-    /// Starts the producer: a snapshot of `store`, `probes` and `metrics` every
+    /// Starts the producer: a snapshot of `store`, `ready` and `metrics` every
     /// `interval` while at least one of at most `max_streams` streams is open; it
     /// stops at `shutdown`.
     pub fn start(
         store: Arc<dyn Store>,
-        probes: Vec<Arc<dyn Probe>>,
+        ready: watch::Receiver<Readiness>,
         metrics: PrometheusHandle,
         shutdown: Shutdown,
         interval: Duration,
@@ -197,7 +197,7 @@ impl KpiFeed {
         });
         let sources = Sources {
             store,
-            probes,
+            ready,
             metrics,
             shutdown,
         };
@@ -254,9 +254,12 @@ async fn produce(inner: Arc<Inner>, sources: Sources) {
         if inner.latest.receiver_count() == 0 {
             window.reset();
         }
+        // Idle, it looks again every interval: a stream that opened while the last
+        // snapshot was still fresh sends no wake-up, yet must get the next ones.
         while inner.latest.receiver_count() == 0 {
             tokio::select! {
                 _ = inner.wake.notified() => {}
+                _ = tokio::time::sleep(inner.interval) => {}
                 _ = inner.shutdown.triggered() => return,
             }
         }
@@ -285,9 +288,9 @@ async fn produce(inner: Arc<Inner>, sources: Sources) {
     get,
     path = "/v1/stream/kpis",
     tag = "query",
-    description = "Server-sent events: a `kpis` event with a JSON snapshot of every KPI and of the \
-        pipeline's health every `query.stream_interval_ms`, keep-alive comments between. \
-        The stream stays open until the client or the process ends it.",
+    description = "Server-sent events: a `kpis` event every `query.stream_interval_ms` whose `data` \
+        is a `KpiSnapshot` (see the components) of every KPI and of the pipeline's health, \
+        keep-alive comments between. The stream stays open until the client or the process ends it.",
     responses(
         (status = 200, description = "The event stream.", body = String, content_type = "text/event-stream"),
         (status = 503, description = "`query.max_streams` streams are open; retry later.", body = ErrorBody,

@@ -23,7 +23,8 @@ pub const WINDOW: Duration = Duration::from_secs(10);
 const QUANTILE: f64 = 0.99;
 
 /// How the pipeline is doing.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[schema(as = PipelineHealth)]
 pub struct Health {
     /// Events applied per second over the window; `null` until two readings.
     pub events_per_second: Option<f64>,
