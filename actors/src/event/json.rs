@@ -424,15 +424,18 @@ mod tests {
         let t = tweet(json!({"location":"Guatemala","weather":"sunny",
             "temperature":24.019515991210938,"humidity":40.000001549720764}))
         .expect("valid");
-        assert_eq!(t.humidity, "40.000001549720764".parse::<f64>().expect("f64"));
+        assert_eq!(
+            t.humidity,
+            "40.000001549720764".parse::<f64>().expect("f64")
+        );
         let bus = serde_json::to_string(&t).expect("serializes");
         let back: Tweet = serde_json::from_str(&bus).expect("parses");
         assert_eq!(back, t, "{bus}");
         for price in [0.09144338512092887, 0.9146155235219107, 1.5777777777770001] {
             let s = sale(json!({"category":1,"product_id":"P","price":price,"quantity":1}))
                 .expect("valid");
-            let back: Sale = serde_json::from_str(&serde_json::to_string(&s).expect("json"))
-                .expect("parses");
+            let back: Sale =
+                serde_json::from_str(&serde_json::to_string(&s).expect("json")).expect("parses");
             assert_eq!(back.price, price);
         }
     }
