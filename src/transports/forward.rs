@@ -105,7 +105,7 @@ fn tweet_message(t: &Tweet) -> TweetMsg {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transports::grpc;
+    use flujo_actors::event::protobuf::{raw_sale, raw_tweet};
     use flujo_actors::event::{Category, ReceiveStamp, Weather};
 
     #[test]
@@ -137,9 +137,9 @@ mod tests {
         // And back through the gRPC receiver's conversion and the rules: the same
         // events, nothing stamped anew.
         let stamp = &mut ReceiveStamp::now();
-        let back = grpc::raw_tweet(m).validate(stamp).expect("valid");
+        let back = raw_tweet(m).validate(stamp).expect("valid");
         assert_eq!(back, t);
-        let back = grpc::raw_sale(sale_message(&s)).validate(stamp);
+        let back = raw_sale(sale_message(&s)).validate(stamp);
         assert_eq!(back, Ok(s));
     }
 }

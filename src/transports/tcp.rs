@@ -10,7 +10,8 @@
 //! pipeline as one batch, in which a bad event is refused alone.
 
 use crate::shutdown::Shutdown;
-use flujo_actors::event::{tagged_kind, Kind, RawBatch};
+use flujo_actors::event::line::{one_line, parse_line, Line, LineSplitter, Parsed};
+use flujo_actors::event::{Kind, RawBatch};
 use flujo_actors::messages::{IngestError, Transport};
 use flujo_actors::metrics::INGEST_DURATION;
 use flujo_actors::receiver::ReceiverPool;
@@ -31,53 +32,19 @@ const PIPELINE_BYTES: usize = 1 << 20;
 /// Event lines coalesced into one batch at most.
 const COALESCE_MAX: usize = 1_000;
 
-/// One input line, or the fact that it was too long.
-#[derive(Debug, PartialEq, Eq)]
-enum Line {
-    Text(Vec<u8>),
-    TooLong,
-}
-
-impl Line {
-    /// The bytes the line holds in memory.
-    fn len(&self) -> usize {
-        match self {
-            Line::Text(text) => text.len(),
-            Line::TooLong => 0,
-        }
-    }
-}
-
-/// Reads lines of at most `max` bytes without ever holding more than that; a longer
-/// line is skipped up to its newline and reported as `TooLong`. Cancel-safe: a
-/// partial line stays in the reader, not in the future.
+/// Reads lines of at most `max` bytes without ever holding more than that (see
+/// [`LineSplitter`]). Cancel-safe: a partial line stays in the reader, not in the
+/// future.
 struct LineReader<R> {
     inner: BufReader<R>,
-    line: Vec<u8>,
-    discarding: bool,
-    max: usize,
+    splitter: LineSplitter,
 }
 
 impl<R: AsyncRead + Unpin> LineReader<R> {
     fn new(inner: R, max: usize) -> Self {
         LineReader {
             inner: BufReader::new(inner),
-            line: Vec::new(),
-            discarding: false,
-            max,
-        }
-    }
-
-    fn finish(&mut self) -> Line {
-        if std::mem::take(&mut self.discarding) {
-            self.line.clear();
-            Line::TooLong
-        } else {
-            let mut line = std::mem::take(&mut self.line);
-            if line.last() == Some(&b'\r') {
-                line.pop();
-            }
-            Line::Text(line)
+            splitter: LineSplitter::new(max),
         }
     }
 
@@ -85,45 +52,14 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
         loop {
             let buf = self.inner.fill_buf().await?;
             if buf.is_empty() {
-                let partial = self.discarding || !self.line.is_empty();
-                return Ok(partial.then(|| self.finish()));
+                return Ok(self.splitter.end());
             }
-            let newline = buf.iter().position(|&b| b == b'\n');
-            let taken = newline.map_or(buf.len(), |i| i + 1);
-            keep(
-                &mut self.line,
-                &mut self.discarding,
-                self.max,
-                &buf[..newline.unwrap_or(taken)],
-            );
+            let (taken, line) = self.splitter.push(buf);
             self.inner.consume(taken);
-            if newline.is_some() {
-                return Ok(Some(self.finish()));
+            if line.is_some() {
+                return Ok(line);
             }
         }
-    }
-}
-
-/// Appends `bytes` to the partial `line`, or switches to discarding once the line
-/// would exceed `max`.
-fn keep(line: &mut Vec<u8>, discarding: &mut bool, max: usize, bytes: &[u8]) {
-    if *discarding {
-        return;
-    }
-    if line.len() + bytes.len() > max {
-        *discarding = true;
-        *line = Vec::new();
-    } else {
-        line.extend_from_slice(bytes);
-    }
-}
-
-/// One answer line (without its newline): never contains a newline itself.
-fn answer(text: String) -> String {
-    if text.contains(['\n', '\r']) {
-        text.replace(['\n', '\r'], " ")
-    } else {
-        text
     }
 }
 
@@ -133,35 +69,6 @@ fn refusal(e: IngestError) -> String {
         IngestError::Backpressure(m) => format!("err busy: {m}"),
         IngestError::Unavailable(m) => format!("err unavailable: {m}"),
         IngestError::TooLarge(m) => format!("err {m}"),
-    }
-}
-
-/// A line as read: answered at once, or an event for the receiver.
-enum Parsed {
-    Answer(String),
-    Event(Kind, Value),
-}
-
-/// What `line` is: a ping, an event of a kind, or something answered with an error.
-fn parse_line(line: Line, max: usize) -> Parsed {
-    let text = match line {
-        Line::TooLong => return Parsed::Answer(format!("err line longer than {max} bytes")),
-        Line::Text(text) => text,
-    };
-    let trimmed = text.trim_ascii();
-    if trimmed == b"ping" {
-        return Parsed::Answer("pong".to_owned());
-    }
-    if trimmed.is_empty() {
-        return Parsed::Answer("err empty line".to_owned());
-    }
-    let value: Value = match serde_json::from_slice(trimmed) {
-        Ok(v) => v,
-        Err(e) => return Parsed::Answer(answer(format!("err invalid JSON: {e}"))),
-    };
-    match tagged_kind(&value) {
-        Ok(kind) => Parsed::Event(kind, value),
-        Err(e) => Parsed::Answer(answer(format!("err {}", e.message))),
     }
 }
 
@@ -201,7 +108,7 @@ async fn ingest_run(receivers: ReceiverPool, kind: Kind, objects: Vec<Value>) ->
         .into_iter()
         .map(|one| match one {
             Ok(id) => format!("ok {id}"),
-            Err(e) => answer(refusal(e)),
+            Err(e) => one_line(refusal(e)),
         })
         .collect()
 }
@@ -370,11 +277,5 @@ mod tests {
         );
         assert_eq!(read_all(b"", 10).await, vec![]);
         assert_eq!(read_all(b"0123456789AB", 10).await, vec![Line::TooLong]);
-        assert_eq!(read_all(b"\n", 10).await, vec![Line::Text(vec![])]);
-    }
-
-    #[test]
-    fn answers_are_one_line() {
-        assert_eq!(answer("a\nb\rc".into()), "a b c");
     }
 }

@@ -105,6 +105,38 @@ async fn no_input_crashes_the_server() {
     server.assert_alive().await;
 }
 
+/// Found by fuzzing (grpc_batch): JSON numbers were parsed to within one unit in
+/// the last place, so a price or a humidity could be counted as a neighbouring
+/// number. A client's number is aggregated exactly as the nearest f64.
+#[tokio::test]
+async fn numbers_are_aggregated_exactly_as_sent() {
+    let server = TestServer::start(&[("FLUJO__QUERY__CACHE_TTL_MS", "0")]);
+    let (price, humidity) = ("0.09144338512092887", "40.000001549720764");
+    let sale = format!(r#"{{"category":1,"product_id":"P","price":{price},"quantity":1}}"#);
+    let tweet = format!(
+        r#"{{"location":"Guatemala","weather":"sunny","temperature":24,"humidity":{humidity}}}"#
+    );
+    for (path, body) in [("/v1/sales", sale), ("/v1/tweets", tweet)] {
+        let resp = server
+            .post_raw(path, Some("application/json"), body.into_bytes())
+            .await;
+        assert_eq!(resp.status(), StatusCode::ACCEPTED, "{path}");
+    }
+    let exact = |text: &str| text.parse::<f64>().expect("a number");
+    let kpis = server.wait_sales(1).await;
+    assert_eq!(
+        kpis["total"]["price_min"].as_f64(),
+        Some(exact(price)),
+        "{kpis}"
+    );
+    let kpis = server.wait_tweets(1).await;
+    assert_eq!(
+        kpis["total"]["avg_humidity"].as_f64(),
+        Some(exact(humidity)),
+        "{kpis}"
+    );
+}
+
 /// Fires `batches` concurrent 10,000-event sale batches; returns the statuses.
 pub(crate) async fn burst(
     server: &TestServer,

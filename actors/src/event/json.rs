@@ -416,6 +416,30 @@ mod tests {
         );
     }
 
+    /// Found by fuzzing (grpc_batch): serde_json's default number parser can be one
+    /// unit in the last place off, so a tweet's humidity came back from its bus JSON
+    /// as another number than the one accepted.
+    #[test]
+    fn numbers_survive_the_canonical_json_exactly() {
+        let t = tweet(json!({"location":"Guatemala","weather":"sunny",
+            "temperature":24.019515991210938,"humidity":40.000001549720764}))
+        .expect("valid");
+        assert_eq!(
+            t.humidity,
+            "40.000001549720764".parse::<f64>().expect("f64")
+        );
+        let bus = serde_json::to_string(&t).expect("serializes");
+        let back: Tweet = serde_json::from_str(&bus).expect("parses");
+        assert_eq!(back, t, "{bus}");
+        for price in [0.09144338512092887, 0.9146155235219107, 1.5777777777770001] {
+            let s = sale(json!({"category":1,"product_id":"P","price":price,"quantity":1}))
+                .expect("valid");
+            let back: Sale =
+                serde_json::from_str(&serde_json::to_string(&s).expect("json")).expect("parses");
+            assert_eq!(back.price, price);
+        }
+    }
+
     #[test]
     fn tweet_rules_and_aliases() {
         let ok = json!({"location":"Guatemala","weather":"sunny","temperature":21.5,"humidity":40});

@@ -6,7 +6,7 @@
 //! applies the rules — ranges, enums, lengths, `id`/`ts` stamping — so a rule or an
 //! error message never differs by transport. JSON objects (HTTP, TCP) become raw
 //! events in [`json`], with the seeds' aliases and unknown fields refused; typed gRPC
-//! messages become raw events without passing through JSON.
+//! messages become raw events in [`protobuf`], without passing through JSON.
 //!
 //! # Layout
 //! - this file: [`Kind`], [`Events`], the errors, [`Stamp`], [`RawField`],
@@ -14,8 +14,14 @@
 //! - [`sale`]: [`Category`], [`Sale`], [`RawSale`] and the sale rules.
 //! - [`tweet`]: [`Weather`], [`Tweet`], [`RawTweet`] and the tweet rules.
 //! - [`json`]: JSON objects → raw events (aliases, unknown fields, JSON types).
+//! - [`protobuf`]: gRPC messages → raw events (protobuf defaults are "not sent").
+//! - [`body`]: HTTP ingest bodies (JSON, NDJSON) → JSON values.
+//! - [`line`]: the TCP line format: bytes → bounded lines → ping, event or refusal.
 
+pub mod body;
 pub mod json;
+pub mod line;
+pub mod protobuf;
 pub mod sale;
 pub mod tweet;
 

@@ -9,6 +9,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::routing::{post, MethodRouter};
 use axum::Json;
+use flujo_actors::event::body::{self, Encoding};
 use flujo_actors::event::Kind;
 use flujo_actors::messages::Transport;
 use flujo_actors::metrics::INGEST_DURATION;
@@ -26,13 +27,7 @@ pub struct IngestAccepted {
     pub ids: Vec<String>,
 }
 
-/// How the body is encoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Encoding {
-    Json,
-    Ndjson,
-}
-
+/// The body's encoding, from its `Content-Type` (415 for any other type).
 fn encoding(headers: &HeaderMap) -> Result<Encoding, ApiError> {
     let unsupported = |got: &str| {
         ApiError::new(
@@ -47,55 +42,15 @@ fn encoding(headers: &HeaderMap) -> Result<Encoding, ApiError> {
         return Err(unsupported("(none)"));
     };
     let text = value.to_str().map_err(|_| unsupported("(not text)"))?;
-    let mime = text
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    match mime.as_str() {
-        "application/json" => Ok(Encoding::Json),
-        "application/x-ndjson"
-        | "application/ndjson"
-        | "application/jsonl"
-        | "application/x-jsonlines"
-        | "application/jsonlines" => Ok(Encoding::Ndjson),
-        _ => Err(unsupported(text)),
-    }
+    Encoding::of_content_type(text).ok_or_else(|| unsupported(text))
 }
 
-fn json_error(e: &serde_json::Error, line_offset: Option<usize>) -> String {
-    match line_offset {
-        Some(line) => format!("invalid JSON on line {line}: {e}"),
-        None => format!("invalid JSON: {e}"),
-    }
-}
-
-/// Decodes the body into one JSON value per event.
+/// Decodes the body into one JSON value per event (400 naming the problem).
 fn decode(body: &[u8], encoding: Encoding) -> Result<Vec<Value>, ApiError> {
-    match encoding {
-        Encoding::Json => match serde_json::from_slice::<Value>(body) {
-            Ok(Value::Array(items)) => Ok(items),
-            Ok(v @ Value::Object(_)) => Ok(vec![v]),
-            Ok(_) => Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "body must be a JSON object (one event) or an array of objects",
-            )),
-            Err(e) => Err(ApiError::new(StatusCode::BAD_REQUEST, json_error(&e, None))),
-        },
-        Encoding::Ndjson => {
-            let mut events = Vec::new();
-            for (n, line) in body.split(|&b| b == b'\n').enumerate() {
-                if line.iter().all(u8::is_ascii_whitespace) {
-                    continue;
-                }
-                let value = serde_json::from_slice::<Value>(line)
-                    .map_err(|e| ApiError::bad_event(events.len(), json_error(&e, Some(n + 1))))?;
-                events.push(value);
-            }
-            Ok(events)
-        }
-    }
+    body::decode(body, encoding).map_err(|e| match e.index {
+        Some(index) => ApiError::bad_event(index, e.message),
+        None => ApiError::new(StatusCode::BAD_REQUEST, e.message),
+    })
 }
 
 /// Handles one ingest request for `kind`.
@@ -233,32 +188,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn decodes_object_array_and_ndjson() {
-        assert_eq!(
-            decode(br#"{"a":1}"#, Encoding::Json).map(|v| v.len()),
-            Ok(1)
-        );
-        assert_eq!(
-            decode(br#"[{"a":1},{"a":2}]"#, Encoding::Json).map(|v| v.len()),
-            Ok(2)
-        );
-        assert_eq!(
-            decode(b"{\"a\":1}\n\n{\"a\":2}\r\n", Encoding::Ndjson).map(|v| v.len()),
-            Ok(2)
-        );
+    fn body_errors_are_400_and_name_the_line() {
         let err = decode(b"{\"a\":1}\n{oops\n", Encoding::Ndjson).expect_err("bad line");
-        assert_eq!(err.index, Some(1));
+        assert_eq!((err.status, err.index), (StatusCode::BAD_REQUEST, Some(1)));
         assert!(err.error.contains("line 2"), "{}", err.error);
-        assert_eq!(
-            decode(b"7", Encoding::Json).expect_err("scalar").status,
-            StatusCode::BAD_REQUEST
-        );
-        assert_eq!(
-            decode(b"[1,", Encoding::Json)
-                .expect_err("truncated")
-                .status,
-            StatusCode::BAD_REQUEST
-        );
+        let err = decode(b"7", Encoding::Json).expect_err("scalar");
+        assert_eq!((err.status, err.index), (StatusCode::BAD_REQUEST, None));
     }
 
     #[test]
@@ -269,8 +204,6 @@ mod tests {
             encoding(&h)
         };
         assert_eq!(with("application/json; charset=utf-8"), Ok(Encoding::Json));
-        assert_eq!(with("Application/JSON"), Ok(Encoding::Json));
-        assert_eq!(with("application/x-ndjson"), Ok(Encoding::Ndjson));
         assert_eq!(
             with("text/plain").expect_err("415").status,
             StatusCode::UNSUPPORTED_MEDIA_TYPE
