@@ -14,8 +14,11 @@
 //!   headers while another, measured against its own unloaded latencies, gets 202
 //!   throughout; the same on gRPC (`RESOURCE_EXHAUSTED`) and TCP (`err busy`), and
 //!   by peer address when authentication is off.
+//! - `forward`: a receiver-only process authenticates its forward to the router
+//!   with `auth.forward_token_file` (Kafka bus, `scripts/services.sh up`).
 
 mod auth;
+mod forward;
 mod limits;
 #[path = "../support/mod.rs"]
 mod support;
