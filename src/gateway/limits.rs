@@ -190,4 +190,19 @@ mod tests {
         assert!(matches!(l.check("b"), Decision::Allowed { .. }));
         assert!(ClientLimiter::new(Scope::Query, ClientLimit::default(), 10).is_none());
     }
+
+    #[test]
+    fn past_max_clients_new_clients_wait_and_known_ones_go_on() {
+        let limit = ClientLimit {
+            per_client_rps: 1,
+            burst: 100,
+        };
+        let l = ClientLimiter::new(Scope::Ingest, limit, 2).expect("on");
+        assert!(matches!(l.check("a"), Decision::Allowed { .. }));
+        assert!(matches!(l.check("b"), Decision::Allowed { .. }));
+        // Both are still "recent" (far from a full burst again): no room is made.
+        assert!(matches!(l.check("c"), Decision::Limited { .. }));
+        assert!(matches!(l.check("a"), Decision::Allowed { .. }));
+        assert!(l.clients() <= 3, "{}", l.clients());
+    }
 }

@@ -2,7 +2,9 @@
 //! slowed, on HTTP, gRPC and TCP; without authentication, by peer address.
 
 use super::*;
+use flujo_proto::v1::{event, Event};
 use futures::future::join_all;
+use futures::StreamExt;
 use reqwest::StatusCode;
 use std::time::Instant;
 use tonic::Code;
@@ -165,6 +167,40 @@ async fn a_flooding_client_gets_429_and_another_is_not_slowed() {
     grpc_sale(&mut grpc, &[("authorization", &other)])
         .await
         .expect("another client is served");
+    // On a stream each event counts: 20 at once from a fresh client, about 5 pass.
+    let streamer = bearer(&keys.hs(&claims("grpc-streamer", "ingest", 600)));
+    let events: Vec<Event> = (0..20)
+        .map(|i| Event {
+            event: Some(event::Event::Sale(Sale {
+                category: 1,
+                product_id: format!("S{i}"),
+                price: 1.0,
+                quantity: 1,
+                ..Sale::default()
+            })),
+        })
+        .collect();
+    let mut req = Request::new(futures::stream::iter(events));
+    req.metadata_mut()
+        .insert("authorization", streamer.parse().expect("metadata"));
+    let acks: Vec<Ack> = grpc
+        .stream(req)
+        .await
+        .expect("stream opens")
+        .into_inner()
+        .map(|a| a.expect("an Ack"))
+        .collect()
+        .await;
+    assert_eq!(acks.len(), 20, "{acks:?}");
+    let passed = acks.iter().filter(|a| a.accepted == 1).count();
+    let refused = acks
+        .iter()
+        .filter(|a| a.code == "RESOURCE_EXHAUSTED" && a.error.contains("rate limit"))
+        .count();
+    assert!(
+        passed >= 5 && refused >= 10 && passed + refused == 20,
+        "{acks:?}"
+    );
 
     // ---- TCP: pipelined lines over the limit answered `err busy` ----
     let mut tcp = LineClient::connect(server.tcp_addr()).await;
