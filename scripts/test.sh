@@ -29,6 +29,8 @@ have cargo || { echo "cargo is missing: install Rust from https://rustup.rs" >&2
 # promtool validates /metrics in the operations tests.
 have promtool || apt_install prometheus
 have promtool
+# The gateway tests make their RSA and EC keys with the openssl command.
+have openssl || apt_install openssl
 if ! cargo nextest --version >/dev/null 2>&1; then
     cargo install cargo-nextest --locked
 fi

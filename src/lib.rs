@@ -17,6 +17,8 @@
 //!   `rabbitmq/` (confirmed `RabbitSink`, acked `RabbitSource`), `valkey/` (the KPI
 //!   store: one atomic Lua call per batch; key schema), `memory/`, and `wire` (the
 //!   message format both brokers share).
+//! - [`gateway`]: authentication (JWT, API keys, scopes) and per-client rate
+//!   limits, checked by every transport; off by default.
 //! - [`readiness`]: the `/readyz` probe trait and the remote router's probe.
 //! - [`shutdown`]: the shutdown signal and its deadline.
 //! - [`telemetry`]: logs (tracing) and the Prometheus recorder.
@@ -30,6 +32,7 @@
 pub mod components;
 pub mod config;
 pub mod exit_code;
+pub mod gateway;
 pub mod ping;
 pub mod readiness;
 pub mod roles;

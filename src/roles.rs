@@ -16,6 +16,7 @@
 use crate::components::probes::ComponentProbe;
 use crate::components::{self, Bus, Components};
 use crate::config::Plan;
+use crate::gateway::{Gateway, Scope};
 use crate::readiness::{self, Probe, RouterProbe};
 use crate::shutdown::{Deadline, Shutdown};
 use crate::transports::forward::{self, RemoteRouter};
@@ -132,8 +133,9 @@ impl Node {
             Some(router.recipient())
         } else if roles.receiver {
             let url = cfg.router_url.clone().context("router_url is required")?;
-            let remote =
-                RemoteRouter::new(&url).with_context(|| format!("bad router_url `{url}`"))?;
+            let token = forward::BearerToken::new(cfg.auth.forward_token_file.as_deref());
+            let remote = RemoteRouter::new(&url, token)
+                .with_context(|| format!("bad router_url `{url}`"))?;
             probes.push(Arc::new(RouterProbe(
                 tonic_health::pb::health_client::HealthClient::new(forward::channel(&url)?),
             )));
@@ -208,13 +210,15 @@ pub async fn run(plan: Plan, metrics: PrometheusHandle) -> anyhow::Result<()> {
     shutdown.on_signals();
     let node = Node::start(&plan).await?;
     let (cfg, roles) = (&plan.config, plan.roles);
+    let gateway = Arc::new(Gateway::from_config(&cfg.auth, &cfg.limits)?);
+    gateway.spawn_housekeeping();
 
     let mut routes = utoipa_axum::router::OpenApiRouter::new();
     if roles.receiver {
-        routes = routes.merge(http::ingest_routes(&cfg.http));
+        routes = routes.merge(http::ingest_routes(&cfg.http, &gateway));
     }
     if roles.consumer {
-        routes = routes.merge(http::query_routes());
+        routes = routes.merge(http::query_routes(&gateway));
     }
     let ready = readiness::keep_current(node.probes.clone(), shutdown.clone());
     let state = Arc::new(AppState {
@@ -239,15 +243,17 @@ pub async fn run(plan: Plan, metrics: PrometheusHandle) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         shutdown: shutdown.clone(),
     });
-    let app = http::app(state.clone(), routes, &http::full_document(&cfg.http));
-    exports(&plan, &app.doc).register();
+    let full = http::full_document(&cfg.http, &gateway);
+    let app = http::app(state.clone(), routes, &full, &gateway);
+    exports(&plan, &app.doc, &gateway).register();
     let http_listener = bind("http.addr", cfg.http.addr).await?;
     let mut listening = format!("flujo listening http={}", http_listener.local_addr()?);
     let http_server = axum::serve(
         http_listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         }),
-        app.router,
+        app.router
+            .into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown.signal())
     .into_future();
@@ -263,13 +269,22 @@ pub async fn run(plan: Plan, metrics: PrometheusHandle) -> anyhow::Result<()> {
                     .register_encoded_file_descriptor_set(grpc::proto::FILE_DESCRIPTOR_SET)
                     .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             };
-            let ingest = IngestService::new(receivers.clone(), cfg.http.max_batch_events);
+            let ingest = IngestService::new(
+                receivers.clone(),
+                cfg.http.max_batch_events,
+                gateway.clone(),
+            );
+            // The gateway guards Ingest only: health and reflection stay open.
+            let ingest = tonic::service::interceptor::InterceptedService::new(
+                ingest.into_server(),
+                grpc::GrpcGate::new(gateway.clone()),
+            );
             let server = tonic::transport::Server::builder()
                 .tcp_nodelay(true)
                 .add_service(health_service)
                 .add_service(reflection().build_v1()?)
                 .add_service(reflection().build_v1alpha()?)
-                .add_service(ingest.into_server())
+                .add_service(ingest)
                 .serve_with_incoming_shutdown(
                     tokio_stream::wrappers::TcpListenerStream::new(listener),
                     {
@@ -298,6 +313,7 @@ pub async fn run(plan: Plan, metrics: PrometheusHandle) -> anyhow::Result<()> {
                 listener,
                 receivers.clone(),
                 limits,
+                gateway.clone(),
                 shutdown.clone(),
             ))
         }
@@ -371,7 +387,7 @@ pub async fn run(plan: Plan, metrics: PrometheusHandle) -> anyhow::Result<()> {
 }
 
 /// The series this process writes, from its plan and its HTTP routes.
-fn exports(plan: &Plan, doc: &utoipa::openapi::OpenApi) -> Exports {
+fn exports(plan: &Plan, doc: &utoipa::openapi::OpenApi, gateway: &Gateway) -> Exports {
     let roles = plan.roles;
     let mut e = Exports::default();
     if roles.receiver {
@@ -397,6 +413,25 @@ fn exports(plan: &Plan, doc: &utoipa::openapi::OpenApi) -> Exports {
         e.supervised = vec![consumer::ACTOR, aggregator::ACTOR];
     }
     e.http = http::api::routes_and_statuses(doc);
+    // The gateway guards ingest on every transport of a receiver (gRPC on a
+    // router too), and the query routes of a consumer on HTTP.
+    let mut guarded: Vec<(&'static str, Scope)> =
+        e.transports.iter().map(|&t| (t, Scope::Ingest)).collect();
+    if roles.consumer {
+        guarded.push(("http", Scope::Query));
+    }
+    if gateway.auth_enabled() {
+        for &(transport, _) in &guarded {
+            if !e.authenticated.contains(&transport) {
+                e.authenticated.push(transport);
+            }
+        }
+    }
+    e.limited = guarded
+        .into_iter()
+        .filter(|&(_, scope)| gateway.limiter(scope).is_some())
+        .map(|(t, scope)| (t, scope.as_str()))
+        .collect();
     e
 }
 
@@ -413,8 +448,11 @@ mod tests {
             ..Config::default()
         };
         let plan = Plan::resolve(config).expect("valid plan");
-        let doc = http::full_document(&plan.config.http);
-        exports(&plan, &doc)
+        let gateway = Arc::new(
+            Gateway::from_config(&plan.config.auth, &plan.config.limits).expect("gateway"),
+        );
+        let doc = http::full_document(&plan.config.http, &gateway);
+        exports(&plan, &doc, &gateway)
     }
 
     /// What each role exports from start-up: the series its actors will write.

@@ -1,7 +1,8 @@
 //! Every metric flujo exports: names in one place, descriptions registered at start.
 //!
 //! Labels: `kind` (sale|tweet), `transport` (http|grpc|tcp), `sink`/`source`
-//! (memory|kafka|rabbitmq), `actor`, `reason`, `category`, `weather`.
+//! (memory|kafka|rabbitmq), `actor`, `reason`, `category`, `weather`, `scope`
+//! (ingest|query).
 
 use crate::event::{Category, Kind, Weather};
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
@@ -66,6 +67,13 @@ pub const QUERY_CACHE_HITS: &str = "flujo_query_cache_hits_total";
 pub const QUERY_CACHE_MISSES: &str = "flujo_query_cache_misses_total";
 /// 1 when every dependency is reachable and the process is not shutting down.
 pub const READY: &str = "flujo_ready";
+/// Requests refused for their credential (`transport`, `reason`: missing, invalid,
+/// expired, forbidden).
+pub const AUTH_FAILURES: &str = "flujo_auth_failures_total";
+/// Requests refused because their client is over its rate limit (`transport`, `scope`).
+pub const REQUESTS_LIMITED: &str = "flujo_requests_limited_total";
+/// Clients a rate limiter tracks now (`scope`).
+pub const RATE_LIMIT_CLIENTS: &str = "flujo_rate_limit_clients";
 /// Build information (`version`); always 1.
 pub const BUILD_INFO: &str = "flujo_build_info";
 
@@ -254,6 +262,21 @@ pub const ALL: &[MetricSpec] = &[
         help: "1 when ready to serve, 0 otherwise.",
     },
     MetricSpec {
+        name: AUTH_FAILURES,
+        kind: MetricKind::Counter,
+        help: "Requests refused for their credential, by reason.",
+    },
+    MetricSpec {
+        name: REQUESTS_LIMITED,
+        kind: MetricKind::Counter,
+        help: "Requests refused because their client is over its rate limit.",
+    },
+    MetricSpec {
+        name: RATE_LIMIT_CLIENTS,
+        kind: MetricKind::Gauge,
+        help: "Clients a rate limiter tracks.",
+    },
+    MetricSpec {
         name: BUILD_INFO,
         kind: MetricKind::Gauge,
         help: "Build information; always 1.",
@@ -271,6 +294,9 @@ pub const REJECT_REASONS: [&str; 5] = [
 
 /// The `reason` of [`EVENTS_REJECTED`] for a broker message that is not an event.
 pub const UNDECODABLE: &str = "undecodable";
+
+/// Why a credential can be refused: the `reason` label of [`AUTH_FAILURES`].
+pub const AUTH_FAILURE_REASONS: [&str; 4] = ["missing", "invalid", "expired", "forbidden"];
 
 /// What one process does, so that the series it will ever write are exported from
 /// start-up at zero: a dashboard on a fresh deployment shows 0, not "no data".
@@ -292,6 +318,10 @@ pub struct Exports {
     pub supervised: Vec<&'static str>,
     /// HTTP routes this process serves, with the statuses each can answer.
     pub http: Vec<(String, Vec<u16>)>,
+    /// Transports that require credentials (authentication on).
+    pub authenticated: Vec<&'static str>,
+    /// Rate-limited `(transport, scope)` pairs.
+    pub limited: Vec<(&'static str, &'static str)>,
 }
 
 impl Exports {
@@ -386,6 +416,20 @@ impl Exports {
                 metrics::counter!(HTTP_REQUESTS, "route" => route.clone(), "status" => status.to_string())
                     .increment(0);
             }
+        }
+        for &transport in &self.authenticated {
+            for reason in AUTH_FAILURE_REASONS {
+                metrics::counter!(AUTH_FAILURES, "transport" => transport, "reason" => reason)
+                    .increment(0);
+            }
+        }
+        for &(transport, scope) in &self.limited {
+            metrics::counter!(REQUESTS_LIMITED, "transport" => transport, "scope" => scope)
+                .increment(0);
+        }
+        let scopes: BTreeSet<&str> = self.limited.iter().map(|&(_, s)| s).collect();
+        for scope in scopes {
+            metrics::gauge!(RATE_LIMIT_CLIENTS, "scope" => scope).increment(0.0);
         }
         metrics::gauge!(INFLIGHT_EVENTS).increment(0.0);
         metrics::counter!(QUERY_CACHE_HITS).increment(0);

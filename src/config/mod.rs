@@ -26,6 +26,7 @@ use crate::components::kafka::KafkaConfig;
 use crate::components::rabbitmq::RabbitConfig;
 use crate::components::valkey::ValkeyConfig;
 use crate::components::{mask_url_password, Settings};
+pub use crate::gateway::{AuthConfig, ClientLimit, LimitsConfig};
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use flujo_actors::messages::AckMode;
@@ -45,6 +46,9 @@ pub const STREAM_INTERVAL_MS: std::ops::RangeInclusive<u64> = 100..=60_000;
 
 /// The most `/v1/stream/kpis` streams `query.max_streams` may allow.
 pub const MAX_STREAMS: usize = 10_000;
+
+/// The largest `auth.leeway_secs`: ten minutes of clock skew.
+pub const MAX_LEEWAY_SECS: u64 = 600;
 
 /// Paths the HTTP application defines itself; `http.sales_paths` and
 /// `http.tweet_paths` may not reuse them.
@@ -110,6 +114,10 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Authentication (off unless a key file is set).
+    pub auth: AuthConfig,
+    /// Per-client rate limits (off by default).
+    pub limits: LimitsConfig,
 }
 
 impl Default for Config {
@@ -132,6 +140,8 @@ impl Default for Config {
             query: QueryConfig::default(),
             shutdown: ShutdownConfig::default(),
             log: LogConfig::default(),
+            auth: AuthConfig::default(),
+            limits: LimitsConfig::default(),
         }
     }
 }
@@ -339,6 +349,25 @@ impl Config {
         }
         if self.shutdown.deadline_secs == 0 {
             invalid("shutdown.deadline_secs", "must be greater than 0".into());
+        }
+        if let Err(found) = crate::gateway::Authenticator::load(&self.auth) {
+            for (key, reason) in found {
+                invalid(key, reason);
+            }
+        }
+        if self.auth.leeway_secs > MAX_LEEWAY_SECS {
+            invalid(
+                "auth.leeway_secs",
+                format!("must be at most {MAX_LEEWAY_SECS} (seconds)"),
+            );
+        }
+        if let Some(path) = &self.auth.forward_token_file {
+            if let Err(reason) = crate::transports::forward::read_token(path) {
+                invalid("auth.forward_token_file", reason);
+            }
+        }
+        if self.limits.max_clients == 0 {
+            invalid("limits.max_clients", "must be greater than 0".into());
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             invalid(

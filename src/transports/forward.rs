@@ -8,28 +8,127 @@
 //! and a marker that any client could send would let an outside client skip
 //! validation. That check is the typed path only (protobuf → raw events → the
 //! rules): no JSON is built or parsed on either side.
+//!
+//! When the router requires credentials, `auth.forward_token_file` names a token
+//! (a JWT with the `ingest` scope, or an API key) sent with every batch as
+//! `authorization: Bearer …`. The file is re-read every [`TOKEN_REREAD`], so a
+//! rotated token (a Kubernetes Secret updated in place) is picked up without a
+//! restart.
 
 use crate::transports::grpc::proto::ingest_client::IngestClient;
 use crate::transports::grpc::proto::{Sale as SaleMsg, SaleBatch, Tweet as TweetMsg, TweetBatch};
 use flujo_actors::event::{Events, Sale, Tweet};
 use flujo_actors::messages::{Batch, PipelineError, Route};
 use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::{InterceptedService, Interceptor};
 use tonic::transport::{Channel, Endpoint};
-use tonic::Code;
+use tonic::{Code, Request, Status};
 
 const SINK: &str = "remote router";
 
+/// How often the forward token file is read again.
+pub const TOKEN_REREAD: Duration = Duration::from_secs(5);
+
+/// Reads a token file: its text without surrounding whitespace; refuses an empty
+/// or unreadable file, or one that cannot be sent as metadata.
+pub fn read_token(path: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(format!("{} is empty", path.display()));
+    }
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!(
+            "{} must hold one token of visible ASCII characters",
+            path.display()
+        ));
+    }
+    Ok(token.to_owned())
+}
+
+/// Adds `authorization: Bearer <token>` to every forwarded call, when a token file
+/// is configured.
+#[derive(Clone, Default)]
+pub struct BearerToken {
+    source: Option<Arc<TokenFile>>,
+}
+
+struct TokenFile {
+    path: PathBuf,
+    /// The header value and when it was read.
+    cached: Mutex<Option<(Instant, MetadataValue<Ascii>)>>,
+}
+
+impl BearerToken {
+    /// The token in `path`, or none.
+    pub fn new(path: Option<&Path>) -> Self {
+        BearerToken {
+            source: path.map(|path| {
+                Arc::new(TokenFile {
+                    path: path.to_owned(),
+                    cached: Mutex::new(None),
+                })
+            }),
+        }
+    }
+}
+
+impl TokenFile {
+    fn value(&self) -> Result<MetadataValue<Ascii>, Status> {
+        let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, value)) = cached.as_ref() {
+            if at.elapsed() < TOKEN_REREAD {
+                return Ok(value.clone());
+            }
+        }
+        let fresh = read_token(&self.path)
+            .and_then(|token| {
+                format!("Bearer {token}")
+                    .parse::<MetadataValue<Ascii>>()
+                    .map_err(|e| e.to_string())
+            })
+            .map_err(|e| {
+                tracing::warn!(error = %e, "auth.forward_token_file");
+                Status::unauthenticated(format!("forward token unreadable: {e}"))
+            });
+        match fresh {
+            Ok(value) => {
+                *cached = Some((Instant::now(), value.clone()));
+                Ok(value)
+            }
+            // The last good token, while the file is being replaced.
+            Err(e) => cached.as_ref().map(|(_, v)| v.clone()).ok_or(e),
+        }
+    }
+}
+
+impl Interceptor for BearerToken {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(source) = &self.source {
+            request
+                .metadata_mut()
+                .insert("authorization", source.value()?);
+        }
+        Ok(request)
+    }
+}
+
 /// Forwards batches to a remote router.
 pub struct RemoteRouter {
-    client: IngestClient<Channel>,
+    client: IngestClient<InterceptedService<Channel, BearerToken>>,
 }
 
 impl RemoteRouter {
-    /// A forwarder to `url` (`http://host:port` or `grpc://host:port`); connects
-    /// lazily and reconnects by itself.
-    pub fn new(url: &str) -> anyhow::Result<Self> {
+    /// A forwarder to `url` (`http://host:port` or `grpc://host:port`) sending
+    /// `token` with each batch; connects lazily and reconnects by itself.
+    pub fn new(url: &str, token: BearerToken) -> anyhow::Result<Self> {
         Ok(RemoteRouter {
-            client: IngestClient::new(channel(url)?),
+            client: IngestClient::with_interceptor(channel(url)?, token),
         })
     }
 

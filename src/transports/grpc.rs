@@ -4,7 +4,14 @@
 //! Typed messages become the actors' raw events ([`RawSale`], [`RawTweet`]) with no
 //! JSON in between, and go through the same receiver and the same rules as JSON, so
 //! a rule or an error message never differs by transport.
+//!
+//! The gateway: [`GrpcGate`], an interceptor on `flujo.v1.Ingest` only (health and
+//! reflection stay open), checks the `authorization: Bearer …` (or `x-api-key`)
+//! metadata: `UNAUTHENTICATED` or `PERMISSION_DENIED`. The rate limit counts a
+//! unary call as one request and each event of a `Stream` as one:
+//! `RESOURCE_EXHAUSTED` with a `retry-after` metadata entry (seconds).
 
+use crate::gateway::{client_key, AuthError, Gateway, Refusal, Scope};
 use flujo_actors::event::protobuf::{raw_sale, raw_tweet};
 use flujo_actors::event::{RawBatch, RawSale, RawTweet, ValidationError};
 use flujo_actors::messages::{IngestError, Transport};
@@ -13,8 +20,10 @@ use flujo_actors::receiver::ReceiverPool;
 use futures::future::{self, BoxFuture};
 use futures::{stream, FutureExt, Stream, StreamExt};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Instant;
 use tonic::metadata::MetadataValue;
+use tonic::service::Interceptor;
 use tonic::{Request, Response, Status, Streaming};
 
 /// Code generated from `proto/flujo/v1/ingest.proto` (the `flujo-proto` crate), and
@@ -27,20 +36,121 @@ pub mod proto {
 use proto::ingest_server::{Ingest, IngestServer};
 use proto::{event, Ack, Event, SaleBatch, TweetBatch};
 
+const TRANSPORT: &str = Transport::Grpc.as_str();
+
+/// The client a call comes from (the token's `sub`, the API key's name or the peer
+/// IP), as [`GrpcGate`] found it: the key of its rate limit.
+#[derive(Debug, Clone)]
+pub struct Client(pub Arc<str>);
+
+/// The gateway on gRPC: checks the credential of every `flujo.v1.Ingest` call and
+/// names its client for the rate limit.
+#[derive(Clone)]
+pub struct GrpcGate {
+    gateway: Arc<Gateway>,
+}
+
+impl GrpcGate {
+    /// The interceptor of `gateway`.
+    pub fn new(gateway: Arc<Gateway>) -> Self {
+        GrpcGate { gateway }
+    }
+}
+
+/// The credential in `authorization: Bearer …` or `x-api-key`.
+fn credential(meta: &tonic::metadata::MetadataMap) -> Result<Option<&str>, AuthError> {
+    if let Some(value) = meta.get("authorization") {
+        let text = value
+            .to_str()
+            .map_err(|_| AuthError::Invalid("authorization metadata is not text".into()))?;
+        let (scheme, rest) = text.trim().split_once(' ').unwrap_or((text, ""));
+        if !scheme.eq_ignore_ascii_case("bearer") || rest.trim().is_empty() {
+            return Err(AuthError::Invalid(
+                "send `authorization: Bearer <token>`".into(),
+            ));
+        }
+        return Ok(Some(rest.trim()));
+    }
+    match meta.get("x-api-key") {
+        Some(v) => v
+            .to_str()
+            .map(Some)
+            .map_err(|_| AuthError::Invalid("x-api-key metadata is not text".into())),
+        None => Ok(None),
+    }
+}
+
+/// The status of a refusal at the gate.
+pub fn refusal_status(r: Refusal) -> Status {
+    match r {
+        Refusal::Auth(e @ AuthError::Forbidden(_)) => Status::permission_denied(e.to_string()),
+        Refusal::Auth(e) => Status::unauthenticated(e.to_string()),
+        Refusal::Limited {
+            retry_after_secs, ..
+        } => {
+            let mut status = Status::resource_exhausted(format!(
+                "rate limit of ingest requests for this client reached; retry in {retry_after_secs} s"
+            ));
+            status
+                .metadata_mut()
+                .insert("retry-after", MetadataValue::from(retry_after_secs));
+            status
+        }
+    }
+}
+
+impl Interceptor for GrpcGate {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        let peer = request.remote_addr().map(|a| a.ip());
+        let identity = if self.gateway.auth_enabled() {
+            let token = credential(request.metadata()).map_err(|e| {
+                crate::gateway::record_auth_failure(TRANSPORT, &e);
+                refusal_status(Refusal::Auth(e))
+            })?;
+            self.gateway
+                .authenticate(TRANSPORT, Scope::Ingest, token)
+                .map_err(|e| refusal_status(Refusal::Auth(e)))?
+        } else {
+            None
+        };
+        let client = client_key(identity.as_ref(), peer);
+        request.extensions_mut().insert(Client(client.into()));
+        Ok(request)
+    }
+}
+
 /// The `flujo.v1.Ingest` service.
 #[derive(Clone)]
 pub struct IngestService {
     receivers: ReceiverPool,
     max_batch_events: usize,
+    gateway: Arc<Gateway>,
 }
 
 impl IngestService {
-    /// A service feeding `receivers`, refusing batches over `max_batch_events`.
-    pub fn new(receivers: ReceiverPool, max_batch_events: usize) -> Self {
+    /// A service feeding `receivers`, refusing batches over `max_batch_events`, its
+    /// callers' rates limited by `gateway`.
+    pub fn new(receivers: ReceiverPool, max_batch_events: usize, gateway: Arc<Gateway>) -> Self {
         IngestService {
             receivers,
             max_batch_events,
+            gateway,
         }
+    }
+
+    /// Takes one request of the caller off its allowance.
+    fn admit<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        if self.gateway.limiter(Scope::Ingest).is_none() {
+            return Ok(());
+        }
+        let client = match request.extensions().get::<Client>() {
+            Some(c) => c.0.to_string(),
+            None => client_key(None, request.remote_addr().map(|a| a.ip())),
+        };
+        self.gateway
+            .limit(TRANSPORT, Scope::Ingest, &client)
+            .map(|_| ())
+            .map_err(refusal_status)
     }
 
     /// The tonic server for this service (4 MiB message limit, as HTTP).
@@ -135,10 +245,23 @@ enum Run {
 /// kind goes to the receiver as one batch in which a bad event is refused alone;
 /// the runs are sent in order (`join_all` polls them in order), so the events of a
 /// stream keep theirs.
-async fn ack_events(service: IngestService, events: Vec<Event>) -> Vec<Ack> {
+async fn ack_events(
+    service: IngestService,
+    events: Vec<Event>,
+    client: Option<Arc<str>>,
+) -> Vec<Ack> {
     let mut runs: Vec<BoxFuture<'static, Vec<Ack>>> = Vec::new();
     let mut current: Option<Run> = None;
     for event in events {
+        if let Some(client) = &client {
+            if let Err(refused) = service.gateway.limit(TRANSPORT, Scope::Ingest, client) {
+                if let Some(run) = current.take() {
+                    runs.push(ingest_run(service.clone(), run).boxed());
+                }
+                runs.push(future::ready(vec![refused_ack(refusal_status(refused))]).boxed());
+                continue;
+            }
+        }
         let next = match (event.event, current.as_mut()) {
             (Some(event::Event::Sale(s)), Some(Run::Sales(v))) => {
                 v.push(raw_sale(s));
@@ -203,12 +326,14 @@ const COALESCE_MAX: usize = 1_000;
 #[tonic::async_trait]
 impl Ingest for IngestService {
     async fn publish_sales(&self, request: Request<SaleBatch>) -> Result<Response<Ack>, Status> {
+        self.admit(&request)?;
         let sales = request.into_inner().sales;
         self.publish(RawBatch::Sales(sales.into_iter().map(raw_sale).collect()))
             .await
     }
 
     async fn publish_tweets(&self, request: Request<TweetBatch>) -> Result<Response<Ack>, Status> {
+        self.admit(&request)?;
         let tweets = request.into_inner().tweets;
         self.publish(RawBatch::Tweets(
             tweets.into_iter().map(raw_tweet).collect(),
@@ -226,13 +351,22 @@ impl Ingest for IngestService {
         let service = IngestService {
             receivers: self.receivers.pin(),
             max_batch_events: self.max_batch_events,
+            gateway: self.gateway.clone(),
         };
+        // Each event counts against the caller's rate limit, when there is one.
+        let client: Option<Arc<str>> = self.gateway.limiter(Scope::Ingest).map(|_| {
+            match request.extensions().get::<Client>() {
+                Some(c) => c.0.clone(),
+                None => client_key(None, request.remote_addr().map(|a| a.ip())).into(),
+            }
+        });
         // The events the stream has ready are read together and coalesced.
         let acks = request
             .into_inner()
             .ready_chunks(self.max_batch_events.clamp(1, COALESCE_MAX))
             .map(move |chunk| {
                 let service = service.clone();
+                let client = client.clone();
                 async move {
                     let mut events = Vec::with_capacity(chunk.len());
                     let mut failed = None;
@@ -245,7 +379,10 @@ impl Ingest for IngestService {
                             }
                         }
                     }
-                    let acks = ack_events(service, events).await.into_iter().map(Ok);
+                    let acks = ack_events(service, events, client)
+                        .await
+                        .into_iter()
+                        .map(Ok);
                     stream::iter(acks.chain(failed.map(Err)))
                 }
             })

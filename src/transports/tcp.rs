@@ -2,13 +2,21 @@
 //!
 //! - `ping` → `pong` (the latency challenge's stimulus → response);
 //! - a JSON event with `"kind": "sale"|"tweet"` → `ok <id>` or `err <reason>`;
-//! - a line over the limit (64 KiB) → `err ...`, and the connection goes on.
+//! - a line over the limit (64 KiB) → `err ...`, and the connection goes on;
+//! - `auth <token>` (a JWT or an API key) → `ok auth`, `err unauthenticated: …` or
+//!   `err forbidden: …` (no `ingest` scope). With authentication on, every line
+//!   but `ping` and `auth` is answered `err unauthenticated: …` until one `auth`
+//!   succeeds; the connection stays open. With a rate limit, each event line counts
+//!   as one request: over it, the line is answered `err busy: rate limit …`.
 //!
 //! Lines of one connection are handled concurrently (up to a window) but answered in
 //! the order they came, so a client may pipeline. The lines a connection has ready
 //! are read together and coalesced: each run of events of one kind goes through the
 //! pipeline as one batch, in which a bad event is refused alone.
 
+use crate::gateway::{
+    client_key, record_auth_failure, AuthError, Gateway, Identity, Refusal, Scope,
+};
 use crate::shutdown::Shutdown;
 use flujo_actors::event::line::{one_line, parse_line, Line, LineSplitter, Parsed};
 use flujo_actors::event::{Kind, RawBatch};
@@ -20,6 +28,8 @@ use futures::stream::{FuturesOrdered, StreamExt};
 use futures::FutureExt;
 use serde_json::Value;
 use std::io;
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Instant;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
@@ -70,6 +80,103 @@ fn refusal(e: IngestError) -> String {
         IngestError::Unavailable(m) => format!("err unavailable: {m}"),
         IngestError::TooLarge(m) => format!("err {m}"),
     }
+}
+
+const TRANSPORT: &str = Transport::Tcp.as_str();
+
+/// Who is on a connection, as far as the gateway is concerned.
+struct Session {
+    gateway: Arc<Gateway>,
+    peer: Option<IpAddr>,
+    /// Whether event lines are taken: authentication is off, or an `auth` line
+    /// succeeded.
+    authenticated: bool,
+    identity: Option<Identity>,
+}
+
+impl Session {
+    fn new(gateway: Arc<Gateway>, peer: Option<IpAddr>) -> Self {
+        Session {
+            authenticated: !gateway.auth_enabled(),
+            gateway,
+            peer,
+            identity: None,
+        }
+    }
+
+    /// The answer to `auth <token>`.
+    fn authenticate(&mut self, token: &str) -> String {
+        if !self.gateway.auth_enabled() {
+            return "ok auth".to_owned();
+        }
+        let token = token.trim();
+        let result = if token.is_empty() {
+            let e = AuthError::Invalid("send `auth <token>`".into());
+            record_auth_failure(TRANSPORT, &e);
+            Err(e)
+        } else {
+            self.gateway
+                .authenticate(TRANSPORT, Scope::Ingest, Some(token))
+        };
+        match result {
+            Ok(identity) => {
+                self.authenticated = true;
+                self.identity = identity;
+                "ok auth".to_owned()
+            }
+            Err(e) => {
+                self.authenticated = false;
+                self.identity = None;
+                let word = if e.is_forbidden() {
+                    "forbidden"
+                } else {
+                    "unauthenticated"
+                };
+                one_line(format!("err {word}: {e}"))
+            }
+        }
+    }
+
+    /// `None` when an event line may go on, else its answer.
+    fn admit(&self) -> Option<String> {
+        if !self.authenticated {
+            record_auth_failure(TRANSPORT, &AuthError::Missing);
+            return Some("err unauthenticated: send `auth <token>` first".to_owned());
+        }
+        self.gateway.limiter(Scope::Ingest)?;
+        let client = client_key(self.identity.as_ref(), self.peer);
+        match self.gateway.limit(TRANSPORT, Scope::Ingest, &client) {
+            Ok(_) => None,
+            Err(Refusal::Limited {
+                retry_after_secs, ..
+            }) => Some(format!(
+                "err busy: rate limit of ingest requests for this client reached; retry in {retry_after_secs} s"
+            )),
+            Err(Refusal::Auth(e)) => Some(one_line(format!("err unauthenticated: {e}"))),
+        }
+    }
+}
+
+/// What `line` is on this connection: the answer to an `auth` line, a refusal
+/// when the session may not send events (not authenticated, over its rate limit),
+/// or else what [`parse_line`] makes of it. `ping` and too-long lines are answered
+/// whatever the session.
+fn parse_gated(line: Line, max: usize, session: &mut Session) -> Parsed {
+    if let Line::Text(text) = &line {
+        let trimmed = text.trim_ascii();
+        if let Some(token) = trimmed
+            .strip_prefix(b"auth ")
+            .or((trimmed == b"auth").then_some(&b""[..]))
+        {
+            return Parsed::Answer(session.authenticate(&String::from_utf8_lossy(token)));
+        }
+        if trimmed != b"ping" {
+            if let Some(refused) = session.admit() {
+                return Parsed::Answer(refused);
+            }
+        }
+    }
+    parse_line(line, max)
 }
 
 /// The answers to lines read together, in order. Each run of events of one kind
@@ -144,8 +251,10 @@ async fn serve_connection(
     stream: TcpStream,
     receivers: ReceiverPool,
     limits: Limits,
+    gateway: Arc<Gateway>,
     shutdown: Shutdown,
 ) -> io::Result<()> {
+    let mut session = Session::new(gateway, stream.peer_addr().ok().map(|a| a.ip()));
     let Limits {
         max_line,
         max_batch,
@@ -181,7 +290,7 @@ async fn serve_connection(
                     let mut next = Some(first);
                     while let Some(line) = next.take() {
                         bytes += line.len();
-                        chunk.push(parse_line(line, max_line));
+                        chunk.push(parse_gated(line, max_line, &mut session));
                         let room = chunk.len() < coalesce
                             && in_flight.lines + chunk.len() < PIPELINE_WINDOW
                             && in_flight.bytes + bytes < PIPELINE_BYTES;
@@ -215,11 +324,13 @@ async fn serve_connection(
 }
 
 /// Accepts connections until shutdown, then waits for every connection to answer
-/// what it read (the caller bounds this with the drain deadline).
+/// what it read (the caller bounds this with the drain deadline); `gateway` checks
+/// credentials and rate limits.
 pub async fn serve(
     listener: TcpListener,
     receivers: ReceiverPool,
     limits: Limits,
+    gateway: Arc<Gateway>,
     shutdown: Shutdown,
 ) {
     let connections = TaskTracker::new();
@@ -229,8 +340,9 @@ pub async fn serve(
                 Ok((stream, peer)) => {
                     // One receiver per connection: pipelined lines keep their order.
                     let (receivers, shutdown) = (receivers.pin(), shutdown.clone());
+                    let gateway = gateway.clone();
                     connections.spawn(async move {
-                        if let Err(e) = serve_connection(stream, receivers, limits, shutdown).await {
+                        if let Err(e) = serve_connection(stream, receivers, limits, gateway, shutdown).await {
                             tracing::debug!(%peer, error = %e, "tcp connection ended");
                         }
                     });

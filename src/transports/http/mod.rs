@@ -9,9 +9,11 @@
 //! - [`ops`]: `/metrics`, `/healthz`, `/readyz`, `/openapi.json`.
 //! - [`api`]: the OpenAPI document, generated from the handlers' annotations.
 //! - [`error`]: `ApiError`, the one error answer.
+//! - [`gate`]: authentication and rate limits on the ingest and query routes.
 
 pub mod api;
 pub mod error;
+pub mod gate;
 pub mod ingest;
 pub mod ops;
 pub mod page;
@@ -19,6 +21,7 @@ pub mod query;
 pub mod stream;
 
 use crate::config::HttpConfig;
+use crate::gateway::{Gateway, Scope};
 use crate::readiness::Probe;
 use crate::shutdown::Shutdown;
 use axum::extract::{MatchedPath, Request};
@@ -117,9 +120,23 @@ async fn method_not_allowed(req: Request) -> ApiError {
     )
 }
 
+/// The gateway's middleware for routes that need `scope`.
+fn gated(
+    router: OpenApiRouter<Arc<AppState>>,
+    gateway: &Arc<Gateway>,
+    scope: Scope,
+) -> OpenApiRouter<Arc<AppState>> {
+    let gate = gate::Gate {
+        gateway: gateway.clone(),
+        scope,
+    };
+    router.route_layer(middleware::from_fn_with_state(gate, gate::check))
+}
+
 /// Ingest routes (receiver role): the versioned paths, their built-in aliases
-/// (`/purchase`, `/input`) and the configured ones, each described in the document.
-pub fn ingest_routes(http: &HttpConfig) -> OpenApiRouter<Arc<AppState>> {
+/// (`/purchase`, `/input`) and the configured ones, each described in the document,
+/// behind the gateway (scope `ingest`).
+pub fn ingest_routes(http: &HttpConfig, gateway: &Arc<Gateway>) -> OpenApiRouter<Arc<AppState>> {
     let mut router = OpenApiRouter::new()
         .routes(routes!(ingest::post_sales))
         .routes(routes!(ingest::post_tweets));
@@ -133,12 +150,13 @@ pub fn ingest_routes(http: &HttpConfig) -> OpenApiRouter<Arc<AppState>> {
             api::add_alias(router.get_openapi_mut(), path, alias);
         }
     }
-    router
+    gated(router, gateway, Scope::Ingest)
 }
 
-/// Query routes (consumer role): the query API, the KPI stream and the page.
-pub fn query_routes() -> OpenApiRouter<Arc<AppState>> {
-    let mut router = OpenApiRouter::new()
+/// Query routes (consumer role): the query API, the KPI stream and the page behind
+/// the gateway (scope `query`); the page's static files stay open.
+pub fn query_routes(gateway: &Arc<Gateway>) -> OpenApiRouter<Arc<AppState>> {
+    let router = OpenApiRouter::new()
         .routes(routes!(page::index))
         .routes(routes!(stream::kpi_stream))
         .routes(routes!(query::sales_kpis))
@@ -146,7 +164,8 @@ pub fn query_routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(query::product_ranking))
         .routes(routes!(query::location_ranking))
         .routes(routes!(query::monitored_prices));
-    // The page's static files are not part of the API description.
+    let mut router = gated(router, gateway, Scope::Query);
+    // The page's static files are not part of the API description, and hold no data.
     for (path, route) in page::asset_routes() {
         router = router.route(path, route);
     }
@@ -171,28 +190,34 @@ fn ops_routes() -> OpenApiRouter<Arc<AppState>> {
 }
 
 /// The description of the whole API, every role's routes (with the configured
-/// alias paths): what `GET /openapi.json` serves in every process, so one document
-/// describes a deployment whichever role answers it.
-pub fn full_document(http: &HttpConfig) -> utoipa::openapi::OpenApi {
-    OpenApiRouter::<Arc<AppState>>::with_openapi(api::base())
-        .merge(ingest_routes(http))
-        .merge(query_routes())
+/// alias paths) and `gateway`'s security and limits: what `GET /openapi.json`
+/// serves in every process, so one document describes a deployment whichever role
+/// answers it.
+pub fn full_document(http: &HttpConfig, gateway: &Arc<Gateway>) -> utoipa::openapi::OpenApi {
+    let mut doc = OpenApiRouter::<Arc<AppState>>::with_openapi(api::base())
+        .merge(ingest_routes(http, gateway))
+        .merge(query_routes(gateway))
         .merge(ops_routes())
-        .into_openapi()
+        .into_openapi();
+    gate::describe(&mut doc, gateway);
+    doc
 }
 
 /// The HTTP application of a process: operations always, plus `routes` (ingest
-/// and/or query, per role). `/openapi.json` serves `full` (see [`full_document`]);
-/// [`HttpApp::doc`] describes this process's own routes.
+/// and/or query, per role, from [`ingest_routes`] and [`query_routes`]).
+/// `/openapi.json` serves `full` (see [`full_document`]); [`HttpApp::doc`]
+/// describes this process's own routes, with `gateway`'s security and limits.
 pub fn app(
     state: Arc<AppState>,
     routes: OpenApiRouter<Arc<AppState>>,
     full: &utoipa::openapi::OpenApi,
+    gateway: &Gateway,
 ) -> HttpApp {
-    let (router, doc) = OpenApiRouter::with_openapi(api::base())
+    let (router, mut doc) = OpenApiRouter::with_openapi(api::base())
         .merge(routes)
         .merge(ops_routes())
         .split_for_parts();
+    gate::describe(&mut doc, gateway);
     let router = router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
