@@ -16,10 +16,11 @@ pub mod sections;
 mod text;
 
 pub use crate::components::{Bus, StoreLocation};
+pub use flujo_actors::breaker::BreakerConfig;
 pub use plan::{Plan, Role, RoleSet};
 pub use sections::{
-    AggregatorConfig, GrpcConfig, HttpConfig, LogConfig, LogFormat, PipelineConfig, QueryConfig,
-    RoutesConfig, ShutdownConfig, TcpConfig,
+    AggregatorConfig, DeadlinesConfig, GrpcConfig, HttpConfig, LogConfig, LogFormat,
+    PipelineConfig, QueryConfig, RoutesConfig, ShutdownConfig, TcpConfig,
 };
 
 use crate::components::kafka::KafkaConfig;
@@ -107,6 +108,10 @@ pub struct Config {
     pub query: QueryConfig,
     /// Graceful shutdown.
     pub shutdown: ShutdownConfig,
+    /// Request and durable-ack deadlines.
+    pub deadlines: DeadlinesConfig,
+    /// Circuit breaker of each sink.
+    pub breaker: BreakerConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -130,6 +135,8 @@ impl Default for Config {
             aggregator: AggregatorConfig::default(),
             query: QueryConfig::default(),
             shutdown: ShutdownConfig::default(),
+            deadlines: DeadlinesConfig::default(),
+            breaker: BreakerConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -292,6 +299,23 @@ impl Config {
                 ),
             );
         }
+        if !(100..=600_000).contains(&self.deadlines.request_ms) {
+            invalid("deadlines.request_ms", "must be 100-600000".into());
+        }
+        if self.deadlines.durable_ack_ms < 100
+            || self.deadlines.durable_ack_ms >= self.deadlines.request_ms
+        {
+            invalid(
+                "deadlines.durable_ack_ms",
+                format!(
+                    "must be at least 100 and below deadlines.request_ms ({}), got {}",
+                    self.deadlines.request_ms, self.deadlines.durable_ack_ms
+                ),
+            );
+        }
+        for (key, reason) in self.breaker.problems() {
+            invalid(key, reason);
+        }
         if self.pipeline.max_inflight_events > u32::MAX as usize {
             invalid(
                 "pipeline.max_inflight_events",
@@ -357,6 +381,7 @@ impl Config {
             memory_bus_capacity: self.pipeline.bus_capacity,
             dedup_window: Duration::from_secs(self.aggregator.dedup_window_secs),
             dedup_max_ids: self.aggregator.dedup_max_ids,
+            publish_timeout: self.deadlines.durable_ack(),
         }
     }
 
