@@ -324,9 +324,9 @@ pub enum PipelineError {
     CircuitOpen(crate::breaker::Refused),
     /// The sink did not confirm within the durable-ack deadline; the batch may or
     /// may not be on it.
-    #[error("sink {sink} did not confirm within {}ms", after.as_millis())]
+    #[error("{sink} did not confirm within {} ms", after.as_millis())]
     Timeout {
-        /// Sink name.
+        /// Sink name (or `the pipeline`, for the receiver's own backstop).
         sink: &'static str,
         /// The deadline that passed.
         after: std::time::Duration,

@@ -20,6 +20,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
 
+/// How long after the durable-ack deadline a receiver stops waiting for the router
+/// (whose publishers time out at the deadline itself, naming their sink).
+pub const BACKSTOP_GRACE: Duration = Duration::from_millis(250);
+
 /// The receivers' mailbox (`actor="receiver"`).
 pub const MAILBOX: Mailbox = Mailbox("receiver");
 
@@ -162,10 +166,14 @@ impl Handler<Ingest> for Receiver {
                 let deadline = self.deadline;
                 ctx.spawn(
                     async move {
-                        let routed = match tokio::time::timeout(deadline, route).await {
+                        // The publishers give up at the deadline and say which sink;
+                        // this is the backstop (a full mailbox on the way, a remote
+                        // router that does not answer).
+                        let backstop = deadline + BACKSTOP_GRACE;
+                        let routed = match tokio::time::timeout(backstop, route).await {
                             Ok(routed) => routed,
                             Err(_) => Ok(Err(PipelineError::Timeout {
-                                sink: "router",
+                                sink: "the pipeline",
                                 after: deadline,
                             })),
                         };

@@ -302,13 +302,14 @@ impl Config {
         if !(100..=600_000).contains(&self.deadlines.request_ms) {
             invalid("deadlines.request_ms", "must be 100-600000".into());
         }
+        // The durable answer (with its ids) must come before the request deadline's.
         if self.deadlines.durable_ack_ms < 100
-            || self.deadlines.durable_ack_ms >= self.deadlines.request_ms
+            || self.deadlines.durable_ack_ms + 500 > self.deadlines.request_ms
         {
             invalid(
                 "deadlines.durable_ack_ms",
                 format!(
-                    "must be at least 100 and below deadlines.request_ms ({}), got {}",
+                    "must be at least 100 and at least 500 below deadlines.request_ms ({}), got {}",
                     self.deadlines.request_ms, self.deadlines.durable_ack_ms
                 ),
             );

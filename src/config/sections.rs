@@ -220,7 +220,7 @@ pub struct DeadlinesConfig {
     pub request_ms: u64,
     /// Longest wait for the sinks to confirm a batch with `ack = "durable"`, in ms
     /// (also librdkafka's `message.timeout.ms`). Past it the outcome is unknown: 503
-    /// with the ids to resend. Must be below `request_ms`.
+    /// with the ids to resend. Must be at least 500 below `request_ms`.
     pub durable_ack_ms: u64,
 }
 

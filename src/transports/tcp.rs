@@ -1,7 +1,9 @@
 //! The TCP interface: newline-delimited, one answer line per input line, in order.
 //!
 //! - `ping` → `pong` (the latency challenge's stimulus → response);
-//! - a JSON event with `"kind": "sale"|"tweet"` → `ok <id>` or `err <reason>`;
+//! - a JSON event with `"kind": "sale"|"tweet"` → `ok <id>` or `err <reason>`
+//!   (`err unknown id="<id>": ...` when the outcome is unknown: resend with that id;
+//!   `err deadline: ...` past `deadlines.request_ms`);
 //! - a line over the limit (64 KiB) → `err ...`, and the connection goes on.
 //!
 //! Lines of one connection are handled concurrently (up to a window) but answered in
