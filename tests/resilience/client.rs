@@ -3,6 +3,8 @@
 //! the README tells clients to.
 
 use super::support::*;
+use flujo_proto::v1::ingest_client::IngestClient;
+use flujo_proto::v1::{Sale as SaleMsg, SaleBatch};
 use reqwest::{header, StatusCode};
 use serde_json::{json, Value};
 use std::collections::HashSet;
@@ -133,6 +135,67 @@ impl<'a> Client<'a> {
         };
         self.answers.push(recorded);
         (status, pending)
+    }
+
+    /// Sends one sale over gRPC while the broker is frozen: it must be answered
+    /// `UNAVAILABLE` with `flujo-outcome: unknown` and its id in `flujo-ids-bin`;
+    /// kept to resend with that id.
+    pub async fn grpc_unknown_outcome(&mut self) {
+        let mut grpc = IngestClient::connect(self.server.grpc_uri())
+            .await
+            .expect("connect to the gRPC port");
+        let sale = SaleMsg {
+            category: 3, // CATEGORY_HOME
+            product_id: "G1".into(),
+            price: 2.0,
+            quantity: 1,
+            ..SaleMsg::default()
+        };
+        let status = grpc
+            .publish_sales(SaleBatch { sales: vec![sale] })
+            .await
+            .expect_err("a frozen broker cannot confirm");
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+        let meta = status.metadata();
+        assert_eq!(
+            meta.get("flujo-outcome").and_then(|v| v.to_str().ok()),
+            Some("unknown"),
+            "{status:?}"
+        );
+        let ids = meta
+            .get_bin("flujo-ids-bin")
+            .and_then(|v| v.to_bytes().ok())
+            .expect("flujo-ids-bin metadata");
+        let ids: Vec<String> = serde_json::from_slice(&ids).expect("a JSON array of ids");
+        assert_eq!(ids.len(), 1, "one id per event");
+        self.unknown += 1;
+        self.pending.push(Pending::Unknown(vec![json!({
+            "id": ids[0], "category": "home", "product_id": "G1", "price": 2.0, "quantity": 1
+        })]));
+    }
+
+    /// Sends one sale over TCP while the broker is frozen: it must be answered
+    /// `err unknown id="…": ...`; kept to resend with that id.
+    pub async fn tcp_unknown_outcome(&mut self) {
+        let mut tcp = LineClient::connect(self.server.tcp_addr()).await;
+        let answer = tcp
+            .request(
+                r#"{"kind":"sale","category":"home","product_id":"T1","price":3.0,"quantity":1}"#,
+            )
+            .await;
+        let rest = answer
+            .strip_prefix("err unknown id=")
+            .unwrap_or_else(|| panic!("TCP answer while frozen: {answer}"));
+        let (id, reason) = rest.split_once(": ").expect("id, then the reason");
+        assert!(
+            reason.contains("resend this event with this id"),
+            "{answer}"
+        );
+        let id: String = serde_json::from_str(id).expect("the id as a JSON string");
+        self.unknown += 1;
+        self.pending.push(Pending::Unknown(vec![json!({
+            "id": id, "category": "home", "product_id": "T1", "price": 3.0, "quantity": 1
+        })]));
     }
 
     /// True when the last answer was a fast refusal of an open circuit.

@@ -124,6 +124,10 @@ async fn broker_outage(server: &TestServer, fault: &mut dyn Fault, sink: &str) {
     // 503 with the ids ("outcome unknown"); after a few the breaker opens.
     fault.freeze();
     let frozen_at = Instant::now();
+    // gRPC and TCP say so too, each with its ids (two of the failures in a row).
+    client.grpc_unknown_outcome().await;
+    client.tcp_unknown_outcome().await;
+    log("gRPC and TCP: outcome unknown, with the ids");
     let mut opened = false;
     while frozen_at.elapsed() < OPEN_WITHIN {
         client.send_new(5).await;
@@ -291,4 +295,61 @@ async fn rabbitmq_frozen_then_cut_fast_503s_recovery_and_no_double_count() {
     )
     .await
     .expect("the scenario ends within 4 minutes");
+}
+
+/// A request not answered within `deadlines.request_ms` (here a body that stalls
+/// half-way) gets a JSON 503 naming the deadline; the endless KPI stream is exempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_request_deadline_answers_a_stalled_request_but_not_the_stream() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TestServer::start(&[
+        ("FLUJO__DEADLINES__REQUEST_MS", "1000"),
+        ("FLUJO__DEADLINES__DURABLE_ACK_MS", "500"),
+        ("FLUJO__QUERY__STREAM_INTERVAL_MS", "200"),
+    ]);
+    let mut raw = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    let head = "POST /v1/sales HTTP/1.1\r\nHost: flujo\r\nContent-Type: application/json\r\n\
+                Content-Length: 200\r\n\r\n[{\"category\":";
+    raw.write_all(head.as_bytes()).await.expect("write");
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), raw.read_to_end(&mut answer))
+        .await
+        .expect("answered within 10 s")
+        .expect("read");
+    let took = started.elapsed();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(
+        answer.contains("no answer within the request deadline of 1000 ms"),
+        "{answer}"
+    );
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "answered after {took:?}"
+    );
+
+    // The stream stays open past the deadline and keeps sending snapshots.
+    let mut stream = server
+        .get("/v1/stream/kpis")
+        .await
+        .expect("GET /v1/stream/kpis");
+    assert_eq!(stream.status(), StatusCode::OK);
+    let opened = Instant::now();
+    let mut late_events = 0;
+    while opened.elapsed() < Duration::from_millis(2500) {
+        let chunk = tokio::time::timeout(Duration::from_secs(2), stream.chunk())
+            .await
+            .expect("the stream sends within 2 s")
+            .expect("read the stream")
+            .expect("the stream is not over");
+        if opened.elapsed() > Duration::from_millis(1200)
+            && String::from_utf8_lossy(&chunk).contains("event: kpis")
+        {
+            late_events += 1;
+        }
+    }
+    assert!(late_events > 0, "no snapshot after the request deadline");
 }
