@@ -353,3 +353,86 @@ async fn the_request_deadline_answers_a_stalled_request_but_not_the_stream() {
     }
     assert!(late_events > 0, "no snapshot after the request deadline");
 }
+
+/// A receiver-only process whose router is not up yet: the forward sends the batch
+/// again, with backoff and the same ids, until the router answers within the
+/// durable-ack deadline, so the client gets 202 instead of an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_forward_to_a_router_that_is_not_up_yet_is_retried_with_the_same_ids() {
+    require_kafka(Duration::from_secs(10)).await;
+    let router_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let router_grpc = format!("127.0.0.1:{router_port}");
+    let router_url = format!("http://{router_grpc}");
+    let id = uuid::Uuid::now_v7().simple().to_string();
+    let (sales, tweets) = (format!("r-{id}-sales"), format!("r-{id}-tweets"));
+    let brokers = kafka_brokers();
+    let envs: Vec<(String, String)> = [
+        ("FLUJO__KAFKA__BROKERS", brokers.as_str()),
+        ("FLUJO__KAFKA__SALES_TOPIC", sales.as_str()),
+        ("FLUJO__KAFKA__TWEETS_TOPIC", tweets.as_str()),
+        ("FLUJO__KAFKA__PARTITIONS", "1"),
+        ("FLUJO__DEADLINES__DURABLE_ACK_MS", "20000"),
+        ("FLUJO__DEADLINES__REQUEST_MS", "25000"),
+    ]
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .to_vec();
+    let env_refs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let receiver = TestServer::start_bare(
+        &env_refs,
+        &[
+            "--role",
+            "receiver",
+            "--bus",
+            "kafka",
+            "--ack",
+            "durable",
+            "--router-url",
+            &router_url,
+            "--http",
+            "127.0.0.1:0",
+            "--grpc",
+            "127.0.0.1:0",
+            "--tcp",
+            "127.0.0.1:0",
+        ],
+    );
+    let body = r#"[{"category":"home","product_id":"F1","price":2.5,"quantity":1}]"#;
+    let post = receiver
+        .client
+        .post(receiver.url("/v1/sales"))
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .send();
+    // The router comes up while the request waits.
+    let router = tokio::task::spawn_blocking(move || {
+        std::thread::sleep(Duration::from_millis(500));
+        let env_refs: Vec<(&str, &str)> =
+            envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        TestServer::start_bare(
+            &env_refs,
+            &[
+                "--role",
+                "router",
+                "--bus",
+                "kafka",
+                "--grpc",
+                &router_grpc,
+                "--http",
+                "127.0.0.1:0",
+            ],
+        )
+    });
+    let (answer, router) = tokio::join!(post, router);
+    let _router = router.expect("the router starts");
+    let (status, answer) = status_json(answer.expect("POST answers")).await;
+    assert_eq!(
+        status,
+        StatusCode::ACCEPTED,
+        "the forward retried until the router was up: {answer}\n{}",
+        receiver.stderr()
+    );
+    assert_eq!(answer["accepted"], 1);
+}
