@@ -10,6 +10,7 @@
 use crate::shutdown::Shutdown;
 use flujo_actors::metrics::READY;
 use futures::future::BoxFuture;
+use futures::stream::{FuturesUnordered, StreamExt};
 use futures::FutureExt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,15 +52,41 @@ impl Probe for RouterProbe {
     }
 }
 
-/// Runs every probe at once, each bounded by [`CHECK_TIMEOUT`].
+/// How long the other checks are still waited for once one failed.
+pub const AFTER_A_FAILURE: Duration = Duration::from_millis(50);
+
+/// Runs every probe at once, each bounded by [`CHECK_TIMEOUT`], and answers in
+/// the probes' order. Once one failed (an open circuit fails at once) the answer is
+/// known: the others get [`AFTER_A_FAILURE`] more, so a frozen dependency does not
+/// hold the answer for the whole timeout.
 pub async fn check_all(probes: &[Arc<dyn Probe>]) -> Vec<(String, Result<(), String>)> {
-    let checks = probes.iter().map(|p| async move {
-        let result = tokio::time::timeout(CHECK_TIMEOUT, p.check())
-            .await
-            .unwrap_or_else(|_| Err(format!("no answer within {CHECK_TIMEOUT:?}")));
-        (p.name(), result)
-    });
-    futures::future::join_all(checks).await
+    let mut pending: FuturesUnordered<_> = probes
+        .iter()
+        .enumerate()
+        .map(|(i, p)| async move {
+            let result = tokio::time::timeout(CHECK_TIMEOUT, p.check())
+                .await
+                .unwrap_or_else(|_| Err(format!("no answer within {CHECK_TIMEOUT:?}")));
+            (i, result)
+        })
+        .collect();
+    let mut results: Vec<Option<Result<(), String>>> = vec![None; probes.len()];
+    let mut deadline = tokio::time::Instant::now() + CHECK_TIMEOUT * 2;
+    while let Ok(Some((i, result))) = tokio::time::timeout_at(deadline, pending.next()).await {
+        if result.is_err() {
+            deadline = deadline.min(tokio::time::Instant::now() + AFTER_A_FAILURE);
+        }
+        results[i] = Some(result);
+    }
+    probes
+        .iter()
+        .zip(results)
+        .map(|(p, result)| {
+            let result =
+                result.unwrap_or_else(|| Err("not waited for: another check failed".to_owned()));
+            (p.name(), result)
+        })
+        .collect()
 }
 
 /// How often a process re-checks its dependencies for `flujo_ready`.

@@ -28,6 +28,7 @@ use anyhow::Context as _;
 use axum::serve::ListenerExt as _;
 use flujo_actors::admission::Admission;
 use flujo_actors::aggregator::Aggregator;
+use flujo_actors::breaker::{Breaker, Breakers};
 use flujo_actors::consumer::{Consumer, InFlight};
 use flujo_actors::event::Kind;
 use flujo_actors::mailbox::start_bounded;
@@ -78,8 +79,24 @@ impl Node {
         // Sinks serve the router; a consumer's readiness asks its own sources.
         let mut components =
             Components::open(cfg.settings(), &plan.buses(), roles.router, roles.consumer).await?;
-        for (_, sink) in components.sinks() {
-            probes.push(Arc::new(ComponentProbe::sink(sink.clone())));
+        // One breaker per sink: its publisher reports to it, the receivers ask it,
+        // and its readiness probe shows it.
+        let mut breakers: HashMap<Bus, Arc<Breaker>> = HashMap::new();
+        for (bus, sink) in components.sinks() {
+            let breaker = Breaker::new(sink.name(), cfg.breaker.clone());
+            probes.push(Arc::new(ComponentProbe::guarded_sink(
+                sink.clone(),
+                breaker.clone(),
+            )));
+            breakers.insert(*bus, breaker);
+        }
+        let mut open_sinks = Breakers::default();
+        for kind in Kind::ALL {
+            for bus in plan.sinks(kind) {
+                if let Some(breaker) = breakers.get(bus) {
+                    open_sinks.add(kind, breaker.clone());
+                }
+            }
         }
 
         let mut store = None;
@@ -114,7 +131,9 @@ impl Node {
             let routing = Arbiter::new();
             let mut publishers: HashMap<Bus, Addr<Publisher>> = HashMap::new();
             for (bus, sink) in components.sinks().iter().cloned() {
-                let publisher = start_bounded(&routing.handle(), mailbox, Publisher::new(sink));
+                let breaker = breakers.get(&bus).cloned().context("a breaker per sink")?;
+                let publisher = Publisher::guarded(sink, breaker, cfg.deadlines.durable_ack());
+                let publisher = start_bounded(&routing.handle(), mailbox, publisher);
                 publishers.insert(bus, publisher);
             }
             let routes: HashMap<Kind, Vec<Addr<Publisher>>> = Kind::ALL
@@ -134,7 +153,7 @@ impl Node {
         } else if roles.receiver {
             let url = cfg.router_url.clone().context("router_url is required")?;
             let token = forward::BearerToken::new(cfg.auth.forward_token_file.as_deref());
-            let remote = RemoteRouter::new(&url, token)
+            let remote = RemoteRouter::new(&url, token, cfg.deadlines.durable_ack())
                 .with_context(|| format!("bad router_url `{url}`"))?;
             probes.push(Arc::new(RouterProbe(
                 tonic_health::pb::health_client::HealthClient::new(forward::channel(&url)?),
@@ -152,7 +171,9 @@ impl Node {
             let addrs = (0..plan.receivers)
                 .map(|_| {
                     let arbiter = Arbiter::new();
-                    let receiver = Receiver::new(router.clone(), admission.clone(), ack);
+                    let receiver = Receiver::new(router.clone(), admission.clone(), ack)
+                        .with_breakers(open_sinks.clone())
+                        .with_deadline(cfg.deadlines.durable_ack());
                     let addr = start_bounded(&arbiter.handle(), mailbox, receiver);
                     arbiters.push(arbiter);
                     addr
@@ -242,6 +263,7 @@ pub async fn run(plan: Plan, metrics: PrometheusHandle) -> anyhow::Result<()> {
         },
         metrics: metrics.clone(),
         shutdown: shutdown.clone(),
+        request_deadline: cfg.deadlines.request(),
     });
     let full = http::full_document(&cfg.http, &gateway);
     let app = http::app(state.clone(), routes, &full, &gateway);
@@ -279,8 +301,11 @@ pub async fn run(plan: Plan, metrics: PrometheusHandle) -> anyhow::Result<()> {
                 ingest.into_server(),
                 grpc::GrpcGate::new(gateway.clone()),
             );
+            // The request deadline bounds every call; a shorter `grpc-timeout` from
+            // the client wins (tonic answers CANCELLED past either).
             let server = tonic::transport::Server::builder()
                 .tcp_nodelay(true)
+                .timeout(cfg.deadlines.request())
                 .add_service(health_service)
                 .add_service(reflection().build_v1()?)
                 .add_service(reflection().build_v1alpha()?)
@@ -308,6 +333,7 @@ pub async fn run(plan: Plan, metrics: PrometheusHandle) -> anyhow::Result<()> {
             let limits = tcp::Limits {
                 max_line: cfg.tcp.max_line_bytes,
                 max_batch: cfg.http.max_batch_events,
+                deadline: cfg.deadlines.request(),
             };
             Some(tcp::serve(
                 listener,

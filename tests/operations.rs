@@ -248,6 +248,22 @@ fn unusable_values_fail_naming_the_key() {
         &[],
         &["shutdown.deadline_secs"],
     );
+    assert_refused(
+        &[
+            ("FLUJO__DEADLINES__REQUEST_MS", "2000"),
+            ("FLUJO__DEADLINES__DURABLE_ACK_MS", "1800"),
+        ],
+        &[],
+        &["deadlines.durable_ack_ms"],
+    );
+    assert_refused(
+        &[
+            ("FLUJO__BREAKER__FAILURE_THRESHOLD", "0"),
+            ("FLUJO__BREAKER__OPEN_MS", "5"),
+        ],
+        &[],
+        &["breaker.failure_threshold", "breaker.open_ms"],
+    );
     assert_refused(&[], &["--config", "/nonexistent/flujo.toml"], &["--config"]);
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("bad.toml");

@@ -15,6 +15,7 @@
 //! - [`receiver`]: validates, stamps, admits and routes; `ReceiverPool` spreads load.
 //! - [`router`]: fans each batch out to the publishers of its kind.
 //! - [`publisher`]: one per sink; the `Sink` trait.
+//! - [`breaker`]: the circuit breaker of each sink.
 //! - [`bus`]: the in-process memory bus (a `Sink` and a `Source`).
 //! - [`consumer`]: one per source; the `Source` trait; commits only after store.
 //! - [`dedup`]: the bounded id window (128-bit hashes, capped, evictions counted).
@@ -27,6 +28,7 @@
 pub mod admission;
 pub mod aggregator;
 pub mod backoff;
+pub mod breaker;
 pub mod bus;
 pub mod consumer;
 pub mod dedup;

@@ -201,6 +201,27 @@ pub enum IngestError {
     /// A sink or the next stage is down (HTTP 503, gRPC UNAVAILABLE).
     #[error("{0}")]
     Unavailable(String),
+    /// A sink's circuit breaker is open: nothing was published to it; retry after
+    /// `retry_after_secs` (HTTP 503 + `Retry-After`, gRPC UNAVAILABLE).
+    #[error("{message}")]
+    CircuitOpen {
+        /// What is open, naming the sink.
+        message: String,
+        /// Whole seconds until the breaker lets a probe through.
+        retry_after_secs: u64,
+    },
+    /// Publishing began but did not confirm within the durable-ack deadline (or
+    /// failed half-way): the events may or may not be on the bus. Resending them
+    /// with these `ids` is idempotent (the consumers' id window applies each once).
+    #[error("outcome unknown: {reason}; resend the same events with the same ids")]
+    OutcomeUnknown {
+        /// What went wrong.
+        reason: String,
+        /// The ids stamped on the batch's accepted events, in order.
+        ids: Vec<String>,
+        /// The events refused one by one ([`Refusal::EachEvent`]), as in [`Accepted`].
+        refused: Vec<ValidationError>,
+    },
     /// The batch is larger than the pipeline can ever hold.
     #[error("{0}")]
     TooLarge(String),
@@ -298,6 +319,29 @@ pub enum PipelineError {
     /// An actor's mailbox is closed (the actor stopped).
     #[error("{0} is not running")]
     Stopped(&'static str),
+    /// The sink's circuit breaker is open; nothing was sent to it.
+    #[error("{0}")]
+    CircuitOpen(crate::breaker::Refused),
+    /// The sink did not confirm within the durable-ack deadline; the batch may or
+    /// may not be on it.
+    #[error("{sink} did not confirm within {} ms", after.as_millis())]
+    Timeout {
+        /// Sink name (or `the pipeline`, for the receiver's own backstop).
+        sink: &'static str,
+        /// The deadline that passed.
+        after: std::time::Duration,
+    },
+}
+
+impl PipelineError {
+    /// True when nothing of the batch can have been published by this failure
+    /// (refused before publishing began); false when the outcome is unknown.
+    pub fn nothing_published(&self) -> bool {
+        !matches!(
+            self,
+            PipelineError::SinkUnavailable { .. } | PipelineError::Timeout { .. }
+        )
+    }
 }
 
 #[cfg(test)]

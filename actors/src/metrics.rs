@@ -35,6 +35,8 @@ pub const DEDUP_IDS: &str = "flujo_dedup_ids";
 pub const DEDUP_WINDOW: &str = "flujo_dedup_window_seconds";
 /// Bytes the dedup window takes in the store (`kind`).
 pub const DEDUP_BYTES: &str = "flujo_dedup_memory_bytes";
+/// The state of a sink's circuit breaker: 0 closed, 1 half-open, 2 open (`sink`).
+pub const CIRCUIT_STATE: &str = "flujo_circuit_state";
 /// Time to handle one ingest request, receive to answer (`transport`).
 pub const INGEST_DURATION: &str = "flujo_ingest_duration_seconds";
 /// Time for a sink to confirm one batch (`sink`).
@@ -121,6 +123,11 @@ impl MetricSpec {
 
 /// Every metric flujo exports, with its HELP text.
 pub const ALL: &[MetricSpec] = &[
+    MetricSpec {
+        name: CIRCUIT_STATE,
+        kind: MetricKind::Gauge,
+        help: "Circuit breaker of a sink: 0 closed, 1 half-open, 2 open.",
+    },
     MetricSpec {
         name: EVENTS_RECEIVED,
         kind: MetricKind::Counter,
@@ -349,6 +356,8 @@ impl Exports {
         let sinks: BTreeSet<&str> = self.sinks.iter().map(|&(_, s)| s).collect();
         for sink in sinks {
             let _registered = metrics::histogram!(PUBLISH_DURATION, "sink" => sink);
+            // Registered, not set: a breaker that opened already keeps its state.
+            metrics::gauge!(CIRCUIT_STATE, "sink" => sink).increment(0.0);
         }
         for &(kind, source) in &self.sources {
             metrics::counter!(EVENTS_CONSUMED, "kind" => kind.as_str(), "source" => source)

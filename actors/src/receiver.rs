@@ -6,6 +6,7 @@
 //! mailbox is full.
 
 use crate::admission::{Admission, AdmitError};
+use crate::breaker::Breakers;
 use crate::event::{now_ms, Kind, RawBatch, ReceiveStamp, Refusal};
 use crate::mailbox::Mailbox;
 use crate::messages::{
@@ -16,7 +17,12 @@ use actix::prelude::*;
 use serde_json::Value;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::oneshot;
+
+/// How long after the durable-ack deadline a receiver stops waiting for the router
+/// (whose publishers time out at the deadline itself, naming their sink).
+pub const BACKSTOP_GRACE: Duration = Duration::from_millis(250);
 
 /// The receivers' mailbox (`actor="receiver"`).
 pub const MAILBOX: Mailbox = Mailbox("receiver");
@@ -26,6 +32,8 @@ pub struct Receiver {
     router: Recipient<Route>,
     admission: Admission,
     ack: AckMode,
+    breakers: Breakers,
+    deadline: Duration,
 }
 
 impl Receiver {
@@ -36,7 +44,21 @@ impl Receiver {
             router,
             admission,
             ack,
+            breakers: Breakers::default(),
+            deadline: crate::publisher::DEFAULT_DEADLINE,
         }
+    }
+
+    /// The same receiver refusing at once (503) the batches of a kind whose sink's
+    /// breaker is open, before admitting them (both ack modes).
+    pub fn with_breakers(self, breakers: Breakers) -> Self {
+        Receiver { breakers, ..self }
+    }
+
+    /// The same receiver answering a durable batch within `deadline`: past it, the
+    /// outcome is unknown and the client gets the ids to resend.
+    pub fn with_deadline(self, deadline: Duration) -> Self {
+        Receiver { deadline, ..self }
     }
 }
 
@@ -90,6 +112,14 @@ impl Handler<Ingest> for Receiver {
             }));
             return;
         }
+        if let Some(refused) = self.breakers.refusal(kind) {
+            reject(kind, transport, "unavailable", n);
+            let _ = reply.send(Err(IngestError::CircuitOpen {
+                message: refused.to_string(),
+                retry_after_secs: refused.retry_after_secs(),
+            }));
+            return;
+        }
         let admitted = match self.admission.try_admit(n) {
             Ok(a) => a,
             Err(e) => {
@@ -133,13 +163,40 @@ impl Handler<Ingest> for Receiver {
             }
             AckMode::Durable => {
                 let route = self.router.send(Route::new(batch));
+                let deadline = self.deadline;
                 ctx.spawn(
                     async move {
-                        let outcome = match route.await {
+                        // The publishers give up at the deadline and say which sink;
+                        // this is the backstop (a full mailbox on the way, a remote
+                        // router that does not answer).
+                        let backstop = deadline + BACKSTOP_GRACE;
+                        let routed = match tokio::time::timeout(backstop, route).await {
+                            Ok(routed) => routed,
+                            Err(_) => Ok(Err(PipelineError::Timeout {
+                                sink: "the pipeline",
+                                after: deadline,
+                            })),
+                        };
+                        let outcome = match routed {
                             Ok(Ok(())) => Ok(Accepted { ids, refused }),
                             Ok(Err(PipelineError::Backpressure(m))) => {
                                 reject(kind, transport, "backpressure", n);
                                 Err(IngestError::Backpressure(m))
+                            }
+                            Ok(Err(PipelineError::CircuitOpen(open))) => {
+                                reject(kind, transport, "unavailable", n);
+                                Err(IngestError::CircuitOpen {
+                                    message: open.to_string(),
+                                    retry_after_secs: open.retry_after_secs(),
+                                })
+                            }
+                            Ok(Err(e)) if !e.nothing_published() => {
+                                reject(kind, transport, "unavailable", n);
+                                Err(IngestError::OutcomeUnknown {
+                                    reason: e.to_string(),
+                                    ids,
+                                    refused,
+                                })
                             }
                             Ok(Err(e)) => {
                                 reject(kind, transport, "unavailable", n);
@@ -222,6 +279,22 @@ impl ReceiverPool {
                 .per_event()
                 .into_iter()
                 .map(|one| one.map_err(IngestError::Invalid))
+                .collect(),
+            Err(IngestError::OutcomeUnknown {
+                reason,
+                ids,
+                refused,
+            }) => Accepted { ids, refused }
+                .per_event()
+                .into_iter()
+                .map(|one| match one {
+                    Ok(id) => Err(IngestError::OutcomeUnknown {
+                        reason: reason.clone(),
+                        ids: vec![id],
+                        refused: Vec::new(),
+                    }),
+                    Err(e) => Err(IngestError::Invalid(e)),
+                })
                 .collect(),
             Err(e) => vec![Err(e); n],
         }

@@ -39,7 +39,13 @@ impl Router {
                 let result = result.unwrap_or(Err(PipelineError::Stopped("publisher")));
                 if let Err(e) = result {
                     tracing::warn!(%kind, error = %e, "routing failed");
-                    outcome = Err(e);
+                    // An unknown outcome wins: the client must learn that its events
+                    // may be on a bus already.
+                    let keep =
+                        matches!(&outcome, Err(kept) if !PipelineError::nothing_published(kept));
+                    if !keep {
+                        outcome = Err(e);
+                    }
                 }
             }
             outcome

@@ -206,6 +206,9 @@ pub struct Settings {
     pub dedup_window: Duration,
     /// The most ids a store remembers per kind.
     pub dedup_max_ids: usize,
+    /// How long a sink may take to confirm a batch (the durable-ack deadline):
+    /// librdkafka's `message.timeout.ms`.
+    pub publish_timeout: Duration,
 }
 
 /// Why a dependency could not be reached by a one-shot check (`flujo validate`:
@@ -277,7 +280,8 @@ impl Components {
                         sink
                     }
                     Bus::Kafka => Arc::new(
-                        KafkaSink::new(&settings.kafka).map_err(ComponentError::KafkaProducer)?,
+                        KafkaSink::with_message_timeout(&settings.kafka, settings.publish_timeout)
+                            .map_err(ComponentError::KafkaProducer)?,
                     ),
                     Bus::Rabbitmq => {
                         let sink = RabbitSink::new(settings.rabbitmq.clone());

@@ -2,6 +2,7 @@
 //! answer `/readyz` through their own `ready` check.
 
 use crate::readiness::Probe;
+use flujo_actors::breaker::Breaker;
 use flujo_actors::consumer::SourceReadiness;
 use flujo_actors::publisher::Sink;
 use flujo_actors::store::Store;
@@ -19,9 +20,22 @@ pub struct ComponentProbe {
 }
 
 impl ComponentProbe {
-    /// A sink's own readiness (`sink:NAME`).
-    pub fn sink(sink: Arc<dyn Sink>) -> Self {
-        Self::ready_of(format!("sink:{}", sink.name()), sink, |s| s.ready())
+    /// A sink's readiness through its circuit breaker (`sink:NAME`): fails at once
+    /// while the breaker is open, without asking the sink; half-open, the sink's
+    /// own check is a probe that closes or reopens it.
+    pub fn guarded_sink(sink: Arc<dyn Sink>, breaker: Arc<Breaker>) -> Self {
+        ComponentProbe {
+            name: format!("sink:{}", sink.name()),
+            check: Box::new(move || {
+                let (sink, breaker) = (sink.clone(), breaker.clone());
+                async move {
+                    breaker
+                        .check(async { sink.ready().await.map_err(|e| e.to_string()) })
+                        .await
+                }
+                .boxed()
+            }),
+        }
     }
 
     /// The readiness of every source of one bus (`source:NAME`): ready when each of

@@ -16,10 +16,11 @@ pub mod sections;
 mod text;
 
 pub use crate::components::{Bus, StoreLocation};
+pub use flujo_actors::breaker::BreakerConfig;
 pub use plan::{Plan, Role, RoleSet};
 pub use sections::{
-    AggregatorConfig, GrpcConfig, HttpConfig, LogConfig, LogFormat, PipelineConfig, QueryConfig,
-    RoutesConfig, ShutdownConfig, TcpConfig,
+    AggregatorConfig, DeadlinesConfig, GrpcConfig, HttpConfig, LogConfig, LogFormat,
+    PipelineConfig, QueryConfig, RoutesConfig, ShutdownConfig, TcpConfig,
 };
 
 use crate::components::kafka::KafkaConfig;
@@ -112,6 +113,10 @@ pub struct Config {
     pub query: QueryConfig,
     /// Graceful shutdown.
     pub shutdown: ShutdownConfig,
+    /// Request and durable-ack deadlines.
+    pub deadlines: DeadlinesConfig,
+    /// Circuit breaker of each sink.
+    pub breaker: BreakerConfig,
     /// Logging.
     pub log: LogConfig,
     /// Authentication (off unless a key file is set).
@@ -139,6 +144,8 @@ impl Default for Config {
             aggregator: AggregatorConfig::default(),
             query: QueryConfig::default(),
             shutdown: ShutdownConfig::default(),
+            deadlines: DeadlinesConfig::default(),
+            breaker: BreakerConfig::default(),
             log: LogConfig::default(),
             auth: AuthConfig::default(),
             limits: LimitsConfig::default(),
@@ -303,6 +310,24 @@ impl Config {
                 ),
             );
         }
+        if !(100..=600_000).contains(&self.deadlines.request_ms) {
+            invalid("deadlines.request_ms", "must be 100-600000".into());
+        }
+        // The durable answer (with its ids) must come before the request deadline's.
+        if self.deadlines.durable_ack_ms < 100
+            || self.deadlines.durable_ack_ms + 500 > self.deadlines.request_ms
+        {
+            invalid(
+                "deadlines.durable_ack_ms",
+                format!(
+                    "must be at least 100 and at least 500 below deadlines.request_ms ({}), got {}",
+                    self.deadlines.request_ms, self.deadlines.durable_ack_ms
+                ),
+            );
+        }
+        for (key, reason) in self.breaker.problems() {
+            invalid(key, reason);
+        }
         if self.pipeline.max_inflight_events > u32::MAX as usize {
             invalid(
                 "pipeline.max_inflight_events",
@@ -387,6 +412,7 @@ impl Config {
             memory_bus_capacity: self.pipeline.bus_capacity,
             dedup_window: Duration::from_secs(self.aggregator.dedup_window_secs),
             dedup_max_ids: self.aggregator.dedup_max_ids,
+            publish_timeout: self.deadlines.durable_ack(),
         }
     }
 

@@ -208,3 +208,39 @@ impl LogFormat {
         }
     }
 }
+
+/// Deadlines (section `[deadlines]`): how long a client waits at most.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeadlinesConfig {
+    /// Longest time to answer one request: an HTTP request (except the endless
+    /// `/v1/stream/kpis`), a gRPC call (a shorter `grpc-timeout` wins) or a batch of
+    /// TCP lines, in ms. Past it: HTTP 503, gRPC `CANCELLED`/`DEADLINE_EXCEEDED`,
+    /// TCP `err deadline ...`.
+    pub request_ms: u64,
+    /// Longest wait for the sinks to confirm a batch with `ack = "durable"`, in ms
+    /// (also librdkafka's `message.timeout.ms`). Past it the outcome is unknown: 503
+    /// with the ids to resend. Must be at least 500 below `request_ms`.
+    pub durable_ack_ms: u64,
+}
+
+impl Default for DeadlinesConfig {
+    fn default() -> Self {
+        DeadlinesConfig {
+            request_ms: 10_000,
+            durable_ack_ms: 5_000,
+        }
+    }
+}
+
+impl DeadlinesConfig {
+    /// The request deadline.
+    pub fn request(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.request_ms)
+    }
+
+    /// The durable-ack deadline.
+    pub fn durable_ack(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.durable_ack_ms)
+    }
+}

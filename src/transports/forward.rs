@@ -1,6 +1,7 @@
 //! The router of a receiver-only process: forwards each batch over gRPC to the
 //! router role (`--router-url`), with ids and timestamps already stamped so a retry
-//! is idempotent. The remote router answers per its own ack mode, so with `durable`
+//! is idempotent: a batch the router cannot be reached for is sent again, with
+//! backoff, until the durable-ack deadline. The remote router answers per its own ack mode, so with `durable`
 //! a receiver's 202 still means "confirmed by the brokers".
 //!
 //! The router process checks a forwarded batch again, as it checks any gRPC client's:
@@ -17,6 +18,8 @@
 
 use crate::transports::grpc::proto::ingest_client::IngestClient;
 use crate::transports::grpc::proto::{Sale as SaleMsg, SaleBatch, Tweet as TweetMsg, TweetBatch};
+use flujo_actors::backoff::Backoff;
+use flujo_actors::breaker::Refused;
 use flujo_actors::event::{Events, Sale, Tweet};
 use flujo_actors::messages::{Batch, PipelineError, Route};
 use std::future::Future;
@@ -120,48 +123,111 @@ impl Interceptor for BearerToken {
 
 /// Forwards batches to a remote router.
 pub struct RemoteRouter {
-    client: IngestClient<InterceptedService<Channel, BearerToken>>,
+    client: Client,
+    deadline: Duration,
+}
+
+/// The gRPC client of the remote router, sending the forward token with each call.
+type Client = IngestClient<InterceptedService<Channel, BearerToken>>;
+
+/// What one attempt to forward came to.
+enum Attempt {
+    Done(Result<(), PipelineError>),
+    /// The router was not reached or dropped the call: worth another try.
+    Retry(String),
 }
 
 impl RemoteRouter {
     /// A forwarder to `url` (`http://host:port` or `grpc://host:port`) sending
-    /// `token` with each batch; connects lazily and reconnects by itself.
-    pub fn new(url: &str, token: BearerToken) -> anyhow::Result<Self> {
+    /// `token` with each batch; connects lazily and reconnects by itself. A batch
+    /// the router cannot be reached for is sent again, with backoff and the same
+    /// ids, until `deadline` passed.
+    pub fn new(url: &str, token: BearerToken, deadline: Duration) -> anyhow::Result<Self> {
         Ok(RemoteRouter {
             client: IngestClient::with_interceptor(channel(url)?, token),
+            deadline,
         })
     }
 
-    /// Sends `batch` to the remote router; resolves with its answer.
+    /// Sends `batch` to the remote router; resolves with its answer. Retries (same
+    /// events, same ids: idempotent) while the router is unreachable, within the
+    /// deadline; past it the outcome is unknown.
     fn forward(&self, batch: Batch) -> impl Future<Output = Result<(), PipelineError>> + 'static {
-        let mut client = self.client.clone();
+        let client = self.client.clone();
+        let deadline = self.deadline;
         async move {
-            let result = match batch.events.as_ref() {
-                Events::Sales(sales) => {
-                    let sales = sales.iter().map(sale_message).collect();
-                    client.publish_sales(SaleBatch { sales }).await
+            let until = Instant::now() + deadline;
+            let mut backoff = Backoff::request();
+            let mut tries = 0u32;
+            loop {
+                tries += 1;
+                let left = until.saturating_duration_since(Instant::now());
+                let reason = match attempt(client.clone(), &batch, left).await {
+                    Attempt::Done(result) => return result,
+                    Attempt::Retry(reason) => reason,
+                };
+                let pause = backoff.next_delay();
+                if Instant::now() + pause >= until {
+                    return Err(PipelineError::SinkUnavailable {
+                        sink: SINK,
+                        reason: format!(
+                            "{reason} ({tries} tries within {} ms)",
+                            deadline.as_millis()
+                        ),
+                    });
                 }
-                Events::Tweets(tweets) => {
-                    let tweets = tweets.iter().map(tweet_message).collect();
-                    client.publish_tweets(TweetBatch { tweets }).await
-                }
-            };
-            match result {
-                Ok(_) => Ok(()),
-                Err(status) if status.code() == Code::ResourceExhausted => {
-                    Err(PipelineError::Backpressure(status.message().to_owned()))
-                }
-                Err(status) => Err(PipelineError::SinkUnavailable {
-                    sink: SINK,
-                    reason: format!(
-                        "{}: {}",
-                        crate::transports::grpc::code_name(status.code()),
-                        status.message()
-                    ),
-                }),
+                tracing::debug!(%reason, tries, "forward failed; sending again with the same ids");
+                tokio::time::sleep(pause).await;
             }
         }
     }
+}
+
+/// One call to the remote router, with `left` as its `grpc-timeout`.
+async fn attempt(mut client: Client, batch: &Batch, left: Duration) -> Attempt {
+    let result = match batch.events.as_ref() {
+        Events::Sales(sales) => {
+            let sales = sales.iter().map(sale_message).collect();
+            let mut request = Request::new(SaleBatch { sales });
+            request.set_timeout(left);
+            client.publish_sales(request).await
+        }
+        Events::Tweets(tweets) => {
+            let tweets = tweets.iter().map(tweet_message).collect();
+            let mut request = Request::new(TweetBatch { tweets });
+            request.set_timeout(left);
+            client.publish_tweets(request).await
+        }
+    };
+    let status = match result {
+        Ok(_) => return Attempt::Done(Ok(())),
+        Err(status) => status,
+    };
+    let meta = status.metadata();
+    let retry_after = meta
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let unknown = meta.get("flujo-outcome").is_some();
+    let reason = format!(
+        "{}: {}",
+        crate::transports::grpc::code_name(status.code()),
+        status.message()
+    );
+    Attempt::Done(Err(match status.code() {
+        Code::ResourceExhausted => PipelineError::Backpressure(status.message().to_owned()),
+        // The router's breaker is open: nothing was published; no point retrying.
+        Code::Unavailable if retry_after.is_some() => PipelineError::CircuitOpen(Refused {
+            sink: SINK,
+            retry_after: Duration::from_secs(retry_after.unwrap_or(1)),
+            last_error: status.message().to_owned(),
+        }),
+        // Not reached, or the call dropped on the way: the same ids again.
+        Code::Unavailable | Code::Cancelled | Code::Unknown if !unknown => {
+            return Attempt::Retry(reason)
+        }
+        _ => PipelineError::SinkUnavailable { sink: SINK, reason },
+    }))
 }
 
 flujo_actors::pass_batches_on!(RemoteRouter, Route, forward);

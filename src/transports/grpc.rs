@@ -208,6 +208,28 @@ pub fn status_of(e: IngestError) -> Status {
         }
         IngestError::Backpressure(m) | IngestError::TooLarge(m) => Status::resource_exhausted(m),
         IngestError::Unavailable(m) => Status::unavailable(m),
+        IngestError::CircuitOpen {
+            message,
+            retry_after_secs,
+        } => {
+            let mut status = Status::unavailable(message);
+            status
+                .metadata_mut()
+                .insert("retry-after", MetadataValue::from(retry_after_secs));
+            status
+        }
+        e @ IngestError::OutcomeUnknown { .. } => {
+            let mut status = Status::unavailable(e.to_string());
+            if let IngestError::OutcomeUnknown { ids, .. } = e {
+                let meta = status.metadata_mut();
+                meta.insert("flujo-outcome", MetadataValue::from_static("unknown"));
+                // Ids may hold any character: a JSON array, as binary metadata.
+                if let Ok(json) = serde_json::to_vec(&ids) {
+                    meta.insert_bin("flujo-ids-bin", MetadataValue::from_bytes(&json));
+                }
+            }
+            status
+        }
     }
 }
 

@@ -1,7 +1,9 @@
 //! The TCP interface: newline-delimited, one answer line per input line, in order.
 //!
 //! - `ping` → `pong` (the latency challenge's stimulus → response);
-//! - a JSON event with `"kind": "sale"|"tweet"` → `ok <id>` or `err <reason>`;
+//! - a JSON event with `"kind": "sale"|"tweet"` → `ok <id>` or `err <reason>`
+//!   (`err unknown id="<id>": ...` when the outcome is unknown: resend with that id;
+//!   `err deadline: ...` past `deadlines.request_ms`);
 //! - a line over the limit (64 KiB) → `err ...`, and the connection goes on;
 //! - `auth <token>` (a JWT or an API key) → `ok auth`, `err unauthenticated: …` or
 //!   `err forbidden: …` (no `ingest` scope). With authentication on, every line
@@ -30,7 +32,7 @@ use serde_json::Value;
 use std::io;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::task::TaskTracker;
@@ -79,6 +81,14 @@ fn refusal(e: IngestError) -> String {
         IngestError::Backpressure(m) => format!("err busy: {m}"),
         IngestError::Unavailable(m) => format!("err unavailable: {m}"),
         IngestError::TooLarge(m) => format!("err {m}"),
+        IngestError::CircuitOpen {
+            message,
+            retry_after_secs,
+        } => format!("err unavailable retry-after={retry_after_secs}: {message}"),
+        IngestError::OutcomeUnknown { reason, ids, .. } => answer(format!(
+            "err unknown id={}: outcome unknown ({reason}); resend this event with this id",
+            serde_json::Value::from(ids.concat())
+        )),
     }
 }
 
@@ -182,7 +192,11 @@ fn parse_gated(line: Line, max: usize, session: &mut Session) -> Parsed {
 /// The answers to lines read together, in order. Each run of events of one kind
 /// goes to the receiver as one batch; its runs are sent in order (`join_all` polls
 /// them in order), so the events of a connection keep theirs.
-fn handle_lines(lines: Vec<Parsed>, receivers: &ReceiverPool) -> BoxFuture<'static, Vec<String>> {
+fn handle_lines(
+    lines: Vec<Parsed>,
+    receivers: &ReceiverPool,
+    deadline: Duration,
+) -> BoxFuture<'static, Vec<String>> {
     let mut runs: Vec<BoxFuture<'static, Vec<String>>> = Vec::new();
     let mut lines = lines.into_iter().peekable();
     while let Some(line) = lines.next() {
@@ -195,7 +209,7 @@ fn handle_lines(lines: Vec<Parsed>, receivers: &ReceiverPool) -> BoxFuture<'stat
                 {
                     objects.push(value);
                 }
-                runs.push(ingest_run(receivers.clone(), kind, objects).boxed());
+                runs.push(ingest_run(receivers.clone(), kind, objects, deadline).boxed());
             }
         }
     }
@@ -203,12 +217,24 @@ fn handle_lines(lines: Vec<Parsed>, receivers: &ReceiverPool) -> BoxFuture<'stat
 }
 
 /// The answers to a run of event lines of one kind, ingested as one batch in which
-/// a bad event is refused alone.
-async fn ingest_run(receivers: ReceiverPool, kind: Kind, objects: Vec<Value>) -> Vec<String> {
+/// a bad event is refused alone, within `deadline` (past it, each line is answered
+/// `err deadline ...`).
+async fn ingest_run(
+    receivers: ReceiverPool,
+    kind: Kind,
+    objects: Vec<Value>,
+    deadline: Duration,
+) -> Vec<String> {
     let started = Instant::now();
-    let outcomes = receivers
-        .ingest_each(RawBatch::Json { kind, objects }, Transport::Tcp)
-        .await;
+    let n = objects.len();
+    let ingest = receivers.ingest_each(RawBatch::Json { kind, objects }, Transport::Tcp);
+    let Ok(outcomes) = tokio::time::timeout(deadline, ingest).await else {
+        let line = format!(
+            "err deadline: no answer within {} ms (deadlines.request_ms); the outcome is unknown, resend with an id",
+            deadline.as_millis()
+        );
+        return vec![line; n];
+    };
     metrics::histogram!(INGEST_DURATION, "transport" => Transport::Tcp.as_str())
         .record(started.elapsed().as_secs_f64());
     outcomes
@@ -242,6 +268,8 @@ pub struct Limits {
     /// Most events coalesced into one batch (the pipeline's batch limit, so a
     /// coalesced run is never refused as too large; 1,000 at most).
     pub max_batch: usize,
+    /// Longest time to answer a batch of lines (`deadlines.request_ms`).
+    pub deadline: Duration,
 }
 
 /// Serves one connection until the client closes it or shutdown begins; answers
@@ -258,6 +286,7 @@ async fn serve_connection(
     let Limits {
         max_line,
         max_batch,
+        deadline,
     } = limits;
     let coalesce = max_batch.clamp(1, COALESCE_MAX);
     let _ = stream.set_nodelay(true);
@@ -310,7 +339,7 @@ async fn serve_connection(
                     }
                     in_flight.lines += chunk.len();
                     in_flight.bytes += bytes;
-                    let answers = handle_lines(chunk, &receivers);
+                    let answers = handle_lines(chunk, &receivers, deadline);
                     pending.push_back(answers.map(move |a| (a, bytes)).boxed());
                 }
                 None => reading = false,

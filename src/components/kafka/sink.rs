@@ -12,10 +12,6 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use std::time::{Duration, Instant};
 
-/// How long a message may wait for its acknowledgement before `publish` fails
-/// (librdkafka `message.timeout.ms`; its default of 5 min would hold a durable
-/// client that long).
-const MESSAGE_TIMEOUT_MS: u32 = 30_000;
 /// How long `publish` waits for room in a full local producer queue before failing
 /// (the queue holds `queue.buffering.max.messages`; full = the broker is too slow).
 const QUEUE_FULL_WAIT: Duration = Duration::from_secs(10);
@@ -35,8 +31,20 @@ impl KafkaSink {
     /// configured brokers. Without idempotence one request is in flight per broker,
     /// so a retry cannot reorder the messages of a key. Does not
     /// wait for the broker: one that is down makes `ready()` and `publish` fail, not
-    /// this. Must be called inside a tokio runtime.
+    /// this. Must be called inside a tokio runtime. Messages time out after the
+    /// default durable-ack deadline (see [`KafkaSink::with_message_timeout`]).
     pub fn new(config: &KafkaConfig) -> Result<Self, KafkaSetupError> {
+        Self::with_message_timeout(config, flujo_actors::publisher::DEFAULT_DEADLINE)
+    }
+
+    /// As [`KafkaSink::new`], with a message not acknowledged within
+    /// `message_timeout` failing (librdkafka `message.timeout.ms`, set to the
+    /// durable-ack deadline: its default of 5 min would hold a durable client, and
+    /// retry behind its back, that long).
+    pub fn with_message_timeout(
+        config: &KafkaConfig,
+        message_timeout: Duration,
+    ) -> Result<Self, KafkaSetupError> {
         let producer = client_config(&config.brokers)
             .set("enable.idempotence", config.idempotence.to_string())
             .set(
@@ -51,7 +59,10 @@ impl KafkaSink {
             .set("batch.num.messages", "10000")
             .set("batch.size", "1000000")
             .set("queue.buffering.max.messages", "200000")
-            .set("message.timeout.ms", MESSAGE_TIMEOUT_MS.to_string())
+            .set(
+                "message.timeout.ms",
+                message_timeout.as_millis().max(1).to_string(),
+            )
             // Same key → same partition as the Java client (murmur2).
             .set("partitioner", "murmur2_random")
             .create_with_context(LogContext)

@@ -45,6 +45,14 @@ pub struct ErrorBody {
     pub index: Option<usize>,
     /// The offending field or query parameter, when one is at fault.
     pub field: Option<String>,
+    /// Ingest answered 503 with the outcome unknown (publishing began, no
+    /// confirmation within the deadline): the ids stamped on the batch's events, in
+    /// order. Resend the same events with these ids; each is counted once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ids: Option<Vec<String>>,
+    /// With `ids`: what to do (`resend the same events with these ids`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry: Option<String>,
 }
 
 /// A sale, as `POST /v1/sales` takes it (canonical names; the seeds' Spanish names

@@ -22,6 +22,8 @@ pub struct ApiError {
     pub field: Option<String>,
     /// Seconds after which a retry may succeed.
     pub retry_after: Option<u64>,
+    /// The ids of the batch's events when the outcome is unknown: resend them.
+    pub ids: Option<Vec<String>>,
     /// The request body was left unread, so the connection cannot carry another
     /// request: answer with `Connection: close` so the client does not reuse it.
     pub close_connection: bool,
@@ -32,7 +34,14 @@ struct Body<'a> {
     error: &'a str,
     index: Option<usize>,
     field: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ids: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry: Option<&'static str>,
 }
+
+/// What an "outcome unknown" answer tells the client to do.
+pub const RESEND_ADVICE: &str = "resend the same events with these ids";
 
 impl ApiError {
     /// An error with only a status and a message.
@@ -43,6 +52,7 @@ impl ApiError {
             index: None,
             field: None,
             retry_after: None,
+            ids: None,
             close_connection: false,
         }
     }
@@ -101,6 +111,21 @@ impl From<IngestError> for ApiError {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, m).retry_after(1)
             }
             IngestError::TooLarge(m) => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, m),
+            IngestError::CircuitOpen {
+                message,
+                retry_after_secs,
+            } => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message)
+                .retry_after(retry_after_secs),
+            e @ IngestError::OutcomeUnknown { .. } => {
+                let message = e.to_string();
+                let IngestError::OutcomeUnknown { ids, .. } = e else {
+                    unreachable!("matched above")
+                };
+                ApiError {
+                    ids: Some(ids),
+                    ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message).retry_after(1)
+                }
+            }
         }
     }
 }
@@ -117,6 +142,8 @@ impl IntoResponse for ApiError {
             error: &self.error,
             index: self.index,
             field: self.field.as_deref(),
+            ids: self.ids.as_deref(),
+            retry: self.ids.is_some().then_some(RESEND_ADVICE),
         };
         let mut response = (self.status, Json(body)).into_response();
         if let Some(secs) = self.retry_after {

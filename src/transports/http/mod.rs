@@ -24,10 +24,10 @@ use crate::config::HttpConfig;
 use crate::gateway::{Gateway, Scope};
 use crate::readiness::Probe;
 use crate::shutdown::Shutdown;
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::{Extension, Router};
 use error::ApiError;
 use flujo_actors::event::Kind;
@@ -36,6 +36,7 @@ use flujo_actors::receiver::ReceiverPool;
 use flujo_actors::store::Store;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::Arc;
+use std::time::Duration;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -66,6 +67,9 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Makes `/readyz` fail while draining.
     pub shutdown: Shutdown,
+    /// Longest time to answer a request (`deadlines.request_ms`); the KPI stream
+    /// is exempt.
+    pub request_deadline: Duration,
 }
 
 impl AppState {
@@ -100,6 +104,32 @@ async fn count_requests(req: Request, next: Next) -> Response {
     metrics::counter!(HTTP_REQUESTS, "route" => route, "status" => response.status().as_u16().to_string())
         .increment(1);
     response
+}
+
+/// Answers 503 when a request is not answered within `request_deadline`, except
+/// the endless KPI stream. A JSON error rather than tower-http's `TimeoutLayer`,
+/// whose answer has an empty body.
+async fn request_deadline(
+    State(state): State<Arc<AppState>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if req.uri().path() == stream::PATH {
+        return next.run(req).await;
+    }
+    let deadline = state.request_deadline;
+    match tokio::time::timeout(deadline, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "no answer within the request deadline of {} ms (deadlines.request_ms)",
+                deadline.as_millis()
+            ),
+        )
+        .retry_after(1)
+        .into_response(),
+    }
 }
 
 async fn not_found(req: Request) -> ApiError {
@@ -222,6 +252,10 @@ pub fn app(
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(Extension(api::Document::new(full)))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            request_deadline,
+        ))
         .layer(middleware::from_fn(count_requests))
         .with_state(state);
     HttpApp { router, doc }

@@ -281,6 +281,9 @@ async fn produce(inner: Arc<Inner>, sources: Sources) {
     }
 }
 
+/// The path of the KPI stream (exempt from the request deadline: it never ends).
+pub const PATH: &str = "/v1/stream/kpis";
+
 /// `GET /v1/stream/kpis`: `text/event-stream` of `kpis` events, with keep-alive
 /// comments; 503 beyond `query.max_streams`, 404 in a process without the consumer
 /// role.
