@@ -85,7 +85,7 @@ fn refusal(e: IngestError) -> String {
             message,
             retry_after_secs,
         } => format!("err unavailable retry-after={retry_after_secs}: {message}"),
-        IngestError::OutcomeUnknown { reason, ids, .. } => answer(format!(
+        IngestError::OutcomeUnknown { reason, ids, .. } => one_line(format!(
             "err unknown id={}: outcome unknown ({reason}); resend this event with this id",
             serde_json::Value::from(ids.concat())
         )),
