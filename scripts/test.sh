@@ -90,6 +90,6 @@ cargo nextest run --workspace --no-fail-fast
 # nextest does not run doctests
 cargo test --workspace --doc
 
-say "fuzz smoke (cargo fuzz, nightly; each target for 20 s)"
+say "fuzz smoke (cargo fuzz, nightly; each target for 15 s)"
 # Installs cargo-fuzz if missing; skips with a message only without a nightly toolchain.
 scripts/fuzz-smoke.sh
