@@ -233,13 +233,19 @@ impl Breaker {
         }
     }
 
-    /// `Some` while open: what to tell a client that would publish to this sink.
-    /// Cheap (no broker touched); half-open lets callers through to [`try_acquire`].
+    /// `Some` while open, or half-open with every probe slot taken: what to tell a
+    /// client that would publish to this sink. Cheap (no broker touched); half-open
+    /// with a free slot lets callers through to [`try_acquire`]. Asked before a
+    /// batch is admitted, so a batch that would find no slot is refused before it is
+    /// acknowledged (with `ack = accepted` it would otherwise be answered 202 and
+    /// then refused by the publisher).
     ///
     /// [`try_acquire`]: Breaker::try_acquire
     pub fn refusal(&self) -> Option<Refused> {
         let inner = self.lock();
-        (inner.state == CircuitState::Open).then(|| self.refused(&inner))
+        let probes_taken =
+            inner.state == CircuitState::HalfOpen && inner.probes >= self.config.half_open_probes;
+        (inner.state == CircuitState::Open || probes_taken).then(|| self.refused(&inner))
     }
 
     /// Leave to publish: always while closed, as a probe while half-open and a probe
@@ -403,6 +409,10 @@ mod tests {
         let p1 = b.try_acquire().expect("probe 1");
         let p2 = b.try_acquire().expect("probe 2");
         assert!(b.try_acquire().is_err(), "only two probes at a time");
+        assert!(
+            b.refusal().is_some(),
+            "every probe slot taken: refused before admission"
+        );
         b.record(p1, Ok(()));
         assert_eq!(b.state(), CircuitState::HalfOpen);
         b.record(p2, Err("still down"));
