@@ -66,13 +66,7 @@ impl Proxy {
 
     /// `url` with its host and port replaced by the proxy's.
     pub(crate) fn url(&self, url: &str) -> String {
-        let (scheme, rest) = url.split_once("://").expect("scheme");
-        let (userinfo, rest) = match rest.split_once('@') {
-            Some((u, r)) => (format!("{u}@"), r),
-            None => (String::new(), rest),
-        };
-        let path = rest.find('/').map_or("", |i| &rest[i..]);
-        format!("{scheme}://{userinfo}{}{path}", self.addr)
+        crate::support::via(url, self.addr)
     }
 }
 

@@ -196,3 +196,15 @@ impl Drop for QueueCleanup {
         let _ = deleting.join();
     }
 }
+
+/// `url` with its host and port replaced by `addr` (kept: scheme, user info, path),
+/// to send a client through a proxy a test owns.
+pub fn via(url: &str, addr: std::net::SocketAddr) -> String {
+    let (scheme, rest) = url.split_once("://").expect("scheme");
+    let (userinfo, rest) = match rest.split_once('@') {
+        Some((u, r)) => (format!("{u}@"), r),
+        None => (String::new(), rest),
+    };
+    let path = rest.find('/').map_or("", |i| &rest[i..]);
+    format!("{scheme}://{userinfo}{addr}{path}")
+}
