@@ -58,16 +58,26 @@ pub const AFTER_A_FAILURE: Duration = Duration::from_millis(50);
 /// Runs every probe at once, each bounded by [`CHECK_TIMEOUT`], and answers in
 /// the probes' order. Once one failed (an open circuit fails at once) the answer is
 /// known: the others get [`AFTER_A_FAILURE`] more, so a frozen dependency does not
-/// hold the answer for the whole timeout.
+/// hold the answer for the whole timeout. A check not waited for still runs to its
+/// end (each is a task of its own, bounded by the timeout): a half-open circuit
+/// breaker's probe then still closes or reopens the breaker.
 pub async fn check_all(probes: &[Arc<dyn Probe>]) -> Vec<(String, Result<(), String>)> {
     let mut pending: FuturesUnordered<_> = probes
         .iter()
         .enumerate()
-        .map(|(i, p)| async move {
-            let result = tokio::time::timeout(CHECK_TIMEOUT, p.check())
-                .await
-                .unwrap_or_else(|_| Err(format!("no answer within {CHECK_TIMEOUT:?}")));
-            (i, result)
+        .map(|(i, p)| {
+            let p = p.clone();
+            let check = tokio::spawn(async move {
+                tokio::time::timeout(CHECK_TIMEOUT, p.check())
+                    .await
+                    .unwrap_or_else(|_| Err(format!("no answer within {CHECK_TIMEOUT:?}")))
+            });
+            async move {
+                let result = check
+                    .await
+                    .unwrap_or_else(|e| Err(format!("the check failed: {e}")));
+                (i, result)
+            }
         })
         .collect();
     let mut results: Vec<Option<Result<(), String>>> = vec![None; probes.len()];

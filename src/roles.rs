@@ -213,6 +213,21 @@ impl Node {
     }
 }
 
+/// The rate limits this process applies: where clients connect. A router without
+/// the receiver role serves the receivers' forwards, whose clients their receivers
+/// limited already; limiting the forwards again would put every client of a
+/// receiver in one bucket (the receiver's), so it limits no ingest.
+fn limits_of(
+    cfg: &crate::config::Config,
+    roles: crate::config::RoleSet,
+) -> crate::gateway::LimitsConfig {
+    let mut limits = cfg.limits.clone();
+    if roles.router && !roles.receiver {
+        limits.ingest = Default::default();
+    }
+    limits
+}
+
 async fn bind(
     key: &'static str,
     addr: std::net::SocketAddr,
@@ -231,7 +246,7 @@ pub async fn run(plan: Plan, metrics: PrometheusHandle) -> anyhow::Result<()> {
     shutdown.on_signals();
     let node = Node::start(&plan).await?;
     let (cfg, roles) = (&plan.config, plan.roles);
-    let gateway = Arc::new(Gateway::from_config(&cfg.auth, &cfg.limits)?);
+    let gateway = Arc::new(Gateway::from_config(&cfg.auth, &limits_of(cfg, roles))?);
     gateway.spawn_housekeeping();
 
     let mut routes = utoipa_axum::router::OpenApiRouter::new();
@@ -299,7 +314,7 @@ pub async fn run(plan: Plan, metrics: PrometheusHandle) -> anyhow::Result<()> {
             // The gateway guards Ingest only: health and reflection stay open.
             let ingest = tonic::service::interceptor::InterceptedService::new(
                 ingest.into_server(),
-                grpc::GrpcGate::new(gateway.clone()),
+                grpc::GrpcGate::new(gateway.clone(), cfg.deadlines.request()),
             );
             // The request deadline bounds every call; a shorter `grpc-timeout` from
             // the client wins (tonic answers CANCELLED past either).

@@ -135,6 +135,11 @@ pub struct Ingest {
     pub refusal: Refusal,
     /// Counts the message in the receiver's mailbox depth.
     pub(crate) queued: Queued,
+    /// When the transport must have its answer (its request deadline, less the time
+    /// to write the answer): a durable batch still unconfirmed then is answered as
+    /// an unknown outcome with its ids, and a batch not admitted by then is refused
+    /// before anything is published. `None`: only the durable-ack deadline applies.
+    pub answer_by: Option<tokio::time::Instant>,
 }
 
 impl Ingest {
@@ -150,7 +155,13 @@ impl Ingest {
             reply,
             refusal: Refusal::WholeBatch,
             queued: receiver::MAILBOX.enqueue(),
+            answer_by: None,
         }
+    }
+
+    /// The same message to be answered by `answer_by` (see [`Ingest::answer_by`]).
+    pub fn answering_by(self, answer_by: Option<tokio::time::Instant>) -> Self {
+        Ingest { answer_by, ..self }
     }
 
     /// The same message with bad events refused one by one (see [`Refusal`]).
@@ -331,6 +342,10 @@ pub enum PipelineError {
         /// The deadline that passed.
         after: std::time::Duration,
     },
+    /// Another sink of the batch's kind confirmed it while this one refused it: the
+    /// batch is on some buses already, so the outcome is unknown to the client.
+    #[error("{0}; another sink of this kind already has the batch")]
+    Partial(Box<PipelineError>),
 }
 
 impl PipelineError {
@@ -339,7 +354,9 @@ impl PipelineError {
     pub fn nothing_published(&self) -> bool {
         !matches!(
             self,
-            PipelineError::SinkUnavailable { .. } | PipelineError::Timeout { .. }
+            PipelineError::SinkUnavailable { .. }
+                | PipelineError::Timeout { .. }
+                | PipelineError::Partial(_)
         )
     }
 }

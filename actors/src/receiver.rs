@@ -81,6 +81,7 @@ impl Handler<Ingest> for Receiver {
             reply,
             refusal,
             queued,
+            answer_by,
         } = msg;
         drop(queued);
         let kind = batch.kind();
@@ -110,6 +111,15 @@ impl Handler<Ingest> for Receiver {
                 ids: Vec::new(),
                 refused,
             }));
+            return;
+        }
+        if answer_by.is_some_and(|by| by <= tokio::time::Instant::now()) {
+            // The transport's deadline passed before the batch got here (a slow
+            // upload, full mailboxes): nothing is published, so a plain retry is safe.
+            reject(kind, transport, "unavailable", n);
+            let _ = reply.send(Err(IngestError::Unavailable(
+                "the request deadline passed before the batch was admitted; nothing was published, retry".into(),
+            )));
             return;
         }
         if let Some(refused) = self.breakers.refusal(kind) {
@@ -168,13 +178,18 @@ impl Handler<Ingest> for Receiver {
                     async move {
                         // The publishers give up at the deadline and say which sink;
                         // this is the backstop (a full mailbox on the way, a remote
-                        // router that does not answer).
-                        let backstop = deadline + BACKSTOP_GRACE;
-                        let routed = match tokio::time::timeout(backstop, route).await {
+                        // router that does not answer), brought forward to the
+                        // transport's own deadline so that its answer carries the ids.
+                        let started = tokio::time::Instant::now();
+                        let mut backstop = started + deadline + BACKSTOP_GRACE;
+                        if let Some(by) = answer_by {
+                            backstop = backstop.min(by);
+                        }
+                        let routed = match tokio::time::timeout_at(backstop, route).await {
                             Ok(routed) => routed,
                             Err(_) => Ok(Err(PipelineError::Timeout {
                                 sink: "the pipeline",
-                                after: deadline,
+                                after: started.elapsed(),
                             })),
                         };
                         let outcome = match routed {
@@ -221,6 +236,7 @@ impl Handler<Ingest> for Receiver {
 pub struct ReceiverPool {
     receivers: Arc<[Addr<Receiver>]>,
     next: Arc<AtomicUsize>,
+    answer_by: Option<tokio::time::Instant>,
 }
 
 impl ReceiverPool {
@@ -229,6 +245,7 @@ impl ReceiverPool {
         ReceiverPool {
             receivers: receivers.into(),
             next: Arc::new(AtomicUsize::new(0)),
+            answer_by: None,
         }
     }
 
@@ -241,6 +258,18 @@ impl ReceiverPool {
         ReceiverPool {
             receivers: Arc::from(vec![self.receivers[i].clone()]),
             next: Arc::new(AtomicUsize::new(0)),
+            answer_by: None,
+        }
+    }
+
+    /// The same pool for one request that must be answered by `answer_by` (its
+    /// transport's deadline): a durable batch not confirmed by then is answered as
+    /// an unknown outcome with its ids, so the transport never cuts an answer that
+    /// would have carried them.
+    pub fn answering_by(&self, answer_by: tokio::time::Instant) -> ReceiverPool {
+        ReceiverPool {
+            answer_by: Some(answer_by),
+            ..self.clone()
         }
     }
 
@@ -307,7 +336,9 @@ impl ReceiverPool {
         refusal: Refusal,
     ) -> Result<Accepted, IngestError> {
         let (tx, rx) = oneshot::channel();
-        let mut msg = Ingest::new(batch, transport, tx).refusing(refusal);
+        let mut msg = Ingest::new(batch, transport, tx)
+            .refusing(refusal)
+            .answering_by(self.answer_by);
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let n = self.receivers.len();
         for i in 0..n {

@@ -34,21 +34,30 @@ impl Router {
             let sends = publishers
                 .iter()
                 .map(|p| p.send(Publish::new(batch.clone())));
-            let mut outcome = Ok(());
+            let mut confirmed = 0usize;
+            let mut failure: Option<PipelineError> = None;
             for result in futures::future::join_all(sends).await {
-                let result = result.unwrap_or(Err(PipelineError::Stopped("publisher")));
-                if let Err(e) = result {
-                    tracing::warn!(%kind, error = %e, "routing failed");
-                    // An unknown outcome wins: the client must learn that its events
-                    // may be on a bus already.
-                    let keep =
-                        matches!(&outcome, Err(kept) if !PipelineError::nothing_published(kept));
-                    if !keep {
-                        outcome = Err(e);
+                match result.unwrap_or(Err(PipelineError::Stopped("publisher"))) {
+                    Ok(()) => confirmed += 1,
+                    Err(e) => {
+                        tracing::warn!(%kind, error = %e, "routing failed");
+                        // An unknown outcome wins: the client must learn that its
+                        // events may be on a bus already.
+                        let keep = matches!(&failure, Some(kept) if !kept.nothing_published());
+                        if !keep {
+                            failure = Some(e);
+                        }
                     }
                 }
             }
-            outcome
+            match failure {
+                None => Ok(()),
+                // Another sink has the batch already: a retry must reuse its ids.
+                Some(e) if confirmed > 0 && e.nothing_published() => {
+                    Err(PipelineError::Partial(Box::new(e)))
+                }
+                Some(e) => Err(e),
+            }
         }
     }
 }

@@ -266,8 +266,8 @@ impl Config {
         if self.http.max_body_bytes == 0 {
             invalid("http.max_body_bytes", "must be greater than 0".into());
         }
-        if self.http.max_batch_events == 0 {
-            invalid("http.max_batch_events", "must be greater than 0".into());
+        if !(1..=1_000_000).contains(&self.http.max_batch_events) {
+            invalid("http.max_batch_events", "must be 1-1000000".into());
         }
         let mut seen = std::collections::HashSet::new();
         for (key, paths) in [

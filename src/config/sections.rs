@@ -25,7 +25,7 @@ pub struct HttpConfig {
     pub addr: SocketAddr,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
-    /// Most events accepted in one request.
+    /// Most events accepted in one request (1 to 1,000,000).
     pub max_batch_events: usize,
     /// Extra paths that take sales like `/v1/sales` (besides `/purchase`, always served).
     pub sales_paths: Vec<String>,

@@ -161,11 +161,36 @@ pub fn record_auth_failure(transport: &'static str, e: &AuthError) {
 }
 
 /// The client a rate limit counts: the token's `sub` or the API key's name, else
-/// the peer's IP address.
+/// the peer's IP address: an IPv4 address, or the /64 network of an IPv6 one (one
+/// host commonly holds a whole /64, and would otherwise be countless clients that
+/// fill `limits.max_clients`). An IPv4-mapped IPv6 address counts as its IPv4.
 pub fn client_key(identity: Option<&Identity>, peer: Option<IpAddr>) -> String {
     match (identity.and_then(|i| i.client.as_deref()), peer) {
         (Some(client), _) => client.to_owned(),
+        (None, Some(IpAddr::V6(ip))) => match ip.to_ipv4_mapped() {
+            Some(v4) => format!("ip:{v4}"),
+            None => {
+                let net = u128::from(ip) & !((1u128 << 64) - 1);
+                format!("ip:{}/64", std::net::Ipv6Addr::from(net))
+            }
+        },
         (None, Some(ip)) => format!("ip:{ip}"),
         (None, None) => "ip:unknown".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clients_by_ip_count_an_ipv6_network_as_one() {
+        let key = |ip: &str| client_key(None, Some(ip.parse().expect("an IP")));
+        assert_eq!(key("192.0.2.7"), "ip:192.0.2.7");
+        assert_eq!(key("::ffff:192.0.2.7"), "ip:192.0.2.7");
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), "ip:2001:db8:1:2::/64");
+        assert_eq!(key("2001:db8:1:2:ffff:1:2:3"), "ip:2001:db8:1:2::/64");
+        assert_ne!(key("2001:db8:1:3::1"), key("2001:db8:1:2::1"));
+        assert_eq!(client_key(None, None), "ip:unknown");
     }
 }

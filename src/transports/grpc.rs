@@ -12,6 +12,7 @@
 //! `RESOURCE_EXHAUSTED` with a `retry-after` metadata entry (seconds).
 
 use crate::gateway::{client_key, AuthError, Gateway, Refusal, Scope};
+use crate::transports::{answer_by, AnswerBy};
 use flujo_actors::event::protobuf::{raw_sale, raw_tweet};
 use flujo_actors::event::{RawBatch, RawSale, RawTweet, ValidationError};
 use flujo_actors::messages::{IngestError, Transport};
@@ -21,7 +22,7 @@ use futures::future::{self, BoxFuture};
 use futures::{stream, FutureExt, Stream, StreamExt};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tonic::metadata::MetadataValue;
 use tonic::service::Interceptor;
 use tonic::{Request, Response, Status, Streaming};
@@ -48,13 +49,35 @@ pub struct Client(pub Arc<str>);
 #[derive(Clone)]
 pub struct GrpcGate {
     gateway: Arc<Gateway>,
+    deadline: Duration,
 }
 
 impl GrpcGate {
-    /// The interceptor of `gateway`.
-    pub fn new(gateway: Arc<Gateway>) -> Self {
-        GrpcGate { gateway }
+    /// The interceptor of `gateway`, for a server that cuts calls at `deadline`
+    /// (`deadlines.request_ms`; a shorter `grpc-timeout` from the client wins).
+    pub fn new(gateway: Arc<Gateway>, deadline: Duration) -> Self {
+        GrpcGate { gateway, deadline }
     }
+}
+
+/// The client's deadline from its `grpc-timeout` header (an integer of at most 8
+/// digits and a unit: `H`, `M`, `S`, `m`, `u`, `n`), when it sent a valid one.
+fn client_timeout(meta: &tonic::metadata::MetadataMap) -> Option<Duration> {
+    let text = meta.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = text.split_at(text.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
 }
 
 /// The credential in `authorization: Bearer …` or `x-api-key`.
@@ -115,6 +138,13 @@ impl Interceptor for GrpcGate {
         };
         let client = client_key(identity.as_ref(), peer);
         request.extensions_mut().insert(Client(client.into()));
+        // The server cuts the call at the shorter of its deadline and the client's;
+        // the pipeline answers just before, with the ids of an unknown outcome.
+        let deadline = client_timeout(request.metadata())
+            .map_or(self.deadline, |client| client.min(self.deadline));
+        request
+            .extensions_mut()
+            .insert(AnswerBy(answer_by(tokio::time::Instant::now(), deadline)));
         Ok(request)
     }
 }
@@ -158,15 +188,27 @@ impl IngestService {
         IngestServer::new(self)
     }
 
-    async fn publish(&self, batch: RawBatch) -> Result<Response<Ack>, Status> {
+    /// Ingests a unary call's batch, answered by the call's [`AnswerBy`].
+    async fn publish<T>(
+        &self,
+        request: Request<T>,
+        batch: impl FnOnce(T) -> RawBatch,
+    ) -> Result<Response<Ack>, Status> {
+        self.admit(&request)?;
+        let answer_by = request.extensions().get::<AnswerBy>().map(|a| a.0);
+        let batch = batch(request.into_inner());
         let started = Instant::now();
-        let result = self.check_and_ingest(batch).await;
+        let result = self.check_and_ingest(batch, answer_by).await;
         metrics::histogram!(INGEST_DURATION, "transport" => Transport::Grpc.as_str())
             .record(started.elapsed().as_secs_f64());
         result.map(Response::new)
     }
 
-    async fn check_and_ingest(&self, batch: RawBatch) -> Result<Ack, Status> {
+    async fn check_and_ingest(
+        &self,
+        batch: RawBatch,
+        answer_by: Option<tokio::time::Instant>,
+    ) -> Result<Ack, Status> {
         if batch.is_empty() {
             return Err(Status::invalid_argument(
                 "empty batch: send at least one event",
@@ -179,11 +221,20 @@ impl IngestService {
                 self.max_batch_events
             )));
         }
-        let accepted = self
-            .receivers
+        let receivers = match answer_by {
+            Some(by) => self.receivers.answering_by(by),
+            None => self.receivers.clone(),
+        };
+        let first_unidentified = batch.first_unidentified();
+        let accepted = receivers
             .ingest_batch(batch, Transport::Grpc)
             .await
-            .map_err(status_of)?;
+            .map_err(|e| match e {
+                IngestError::OutcomeUnknown { reason, ids, .. } => {
+                    unknown_outcome(&reason, &ids, first_unidentified)
+                }
+                e => status_of(e),
+            })?;
         Ok(Ack {
             accepted: accepted.ids.len() as u32,
             ids: accepted.ids,
@@ -218,19 +269,40 @@ pub fn status_of(e: IngestError) -> Status {
                 .insert("retry-after", MetadataValue::from(retry_after_secs));
             status
         }
-        e @ IngestError::OutcomeUnknown { .. } => {
-            let mut status = Status::unavailable(e.to_string());
-            if let IngestError::OutcomeUnknown { ids, .. } = e {
-                let meta = status.metadata_mut();
-                meta.insert("flujo-outcome", MetadataValue::from_static("unknown"));
-                // Ids may hold any character: a JSON array, as binary metadata.
-                if let Ok(json) = serde_json::to_vec(&ids) {
-                    meta.insert_bin("flujo-ids-bin", MetadataValue::from_bytes(&json));
-                }
-            }
-            status
+        IngestError::OutcomeUnknown { reason, ids, .. } => unknown_outcome(&reason, &ids, None),
+    }
+}
+
+/// Most bytes of ids (as a JSON array) listed in `flujo-ids-bin`: gRPC clients
+/// refuse responses whose metadata passes 8 KiB (gRPC C-core's and Java's
+/// default), and the binary value travels base64-encoded.
+const IDS_METADATA_MAX: usize = 4 * 1024;
+
+/// `UNAVAILABLE` for a batch whose outcome is unknown: `flujo-outcome: unknown`,
+/// the ids as a JSON array in `flujo-ids-bin` when they fit in
+/// [`IDS_METADATA_MAX`], and, when flujo stamped ids (`first_unidentified` is the
+/// first event sent without one), the first of them in `flujo-id-base`: the events
+/// sent without an id got it and its successors, in order (+1 each, as 128-bit
+/// integers), so a client can resend with the same ids however large the batch.
+fn unknown_outcome(reason: &str, ids: &[String], first_unidentified: Option<usize>) -> Status {
+    let base = first_unidentified.and_then(|i| ids.get(i));
+    let how = match base {
+        Some(_) => "resend the same events with the same ids: yours, and on the events you sent without one, in order, flujo-id-base, +1, +2, …",
+        None => "resend the same events with the same ids",
+    };
+    let mut status = Status::unavailable(format!("outcome unknown: {reason}; {how}"));
+    let meta = status.metadata_mut();
+    meta.insert("flujo-outcome", MetadataValue::from_static("unknown"));
+    if let Some(base) = base.and_then(|b| MetadataValue::try_from(b.as_str()).ok()) {
+        meta.insert("flujo-id-base", base);
+    }
+    // Ids may hold any character: a JSON array, as binary metadata.
+    if let Ok(json) = serde_json::to_vec(ids) {
+        if json.len() <= IDS_METADATA_MAX {
+            meta.insert_bin("flujo-ids-bin", MetadataValue::from_bytes(&json));
         }
     }
+    status
 }
 
 /// The refusal of one stream event, as its Ack.
@@ -348,18 +420,16 @@ const COALESCE_MAX: usize = 1_000;
 #[tonic::async_trait]
 impl Ingest for IngestService {
     async fn publish_sales(&self, request: Request<SaleBatch>) -> Result<Response<Ack>, Status> {
-        self.admit(&request)?;
-        let sales = request.into_inner().sales;
-        self.publish(RawBatch::Sales(sales.into_iter().map(raw_sale).collect()))
-            .await
+        self.publish(request, |b| {
+            RawBatch::Sales(b.sales.into_iter().map(raw_sale).collect())
+        })
+        .await
     }
 
     async fn publish_tweets(&self, request: Request<TweetBatch>) -> Result<Response<Ack>, Status> {
-        self.admit(&request)?;
-        let tweets = request.into_inner().tweets;
-        self.publish(RawBatch::Tweets(
-            tweets.into_iter().map(raw_tweet).collect(),
-        ))
+        self.publish(request, |b| {
+            RawBatch::Tweets(b.tweets.into_iter().map(raw_tweet).collect())
+        })
         .await
     }
 

@@ -15,3 +15,23 @@ pub mod forward;
 pub mod grpc;
 pub mod http;
 pub mod tcp;
+
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// How long before a transport's request deadline the pipeline gives its answer
+/// (at most a tenth of the deadline), so that the answer, with the ids of an
+/// unknown outcome, is written before the transport cuts the request.
+const ANSWER_MARGIN: Duration = Duration::from_millis(100);
+
+/// When the pipeline must answer a request (from its arrival and its deadline),
+/// set by the transport on the request: a durable ingest still unconfirmed then is
+/// answered as an unknown outcome with its ids.
+#[derive(Debug, Clone, Copy)]
+pub struct AnswerBy(pub Instant);
+
+/// When a request that arrived at `arrived`, with `deadline` to be answered, must
+/// have its answer from the pipeline ([`flujo_actors::receiver::ReceiverPool::answering_by`]).
+pub fn answer_by(arrived: Instant, deadline: Duration) -> Instant {
+    arrived + deadline - ANSWER_MARGIN.min(deadline / 10)
+}

@@ -20,6 +20,7 @@ use crate::gateway::{
     client_key, record_auth_failure, AuthError, Gateway, Identity, Refusal, Scope,
 };
 use crate::shutdown::Shutdown;
+use crate::transports::answer_by;
 use flujo_actors::event::line::{one_line, parse_line, Line, LineSplitter, Parsed};
 use flujo_actors::event::{Kind, RawBatch};
 use flujo_actors::messages::{IngestError, Transport};
@@ -217,8 +218,9 @@ fn handle_lines(
 }
 
 /// The answers to a run of event lines of one kind, ingested as one batch in which
-/// a bad event is refused alone, within `deadline` (past it, each line is answered
-/// `err deadline ...`).
+/// a bad event is refused alone, within `deadline`: the pipeline answers just
+/// before it (an unconfirmed event `err unknown id=...`, with its id); only if it
+/// does not is each line answered `err deadline ...`.
 async fn ingest_run(
     receivers: ReceiverPool,
     kind: Kind,
@@ -226,9 +228,11 @@ async fn ingest_run(
     deadline: Duration,
 ) -> Vec<String> {
     let started = Instant::now();
+    let arrived = tokio::time::Instant::now();
     let n = objects.len();
+    let receivers = receivers.answering_by(answer_by(arrived, deadline));
     let ingest = receivers.ingest_each(RawBatch::Json { kind, objects }, Transport::Tcp);
-    let Ok(outcomes) = tokio::time::timeout(deadline, ingest).await else {
+    let Ok(outcomes) = tokio::time::timeout_at(arrived + deadline, ingest).await else {
         let line = format!(
             "err deadline: no answer within {} ms (deadlines.request_ms); the outcome is unknown, resend with an id",
             deadline.as_millis()

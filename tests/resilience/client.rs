@@ -137,22 +137,30 @@ impl<'a> Client<'a> {
         (status, pending)
     }
 
-    /// Sends one sale over gRPC while the broker is frozen: it must be answered
-    /// `UNAVAILABLE` with `flujo-outcome: unknown` and its id in `flujo-ids-bin`;
-    /// kept to resend with that id.
-    pub async fn grpc_unknown_outcome(&mut self) {
+    /// Sends `n` sales in one gRPC call while the broker is frozen, every tenth with
+    /// an id of the client's own: it must be answered `UNAVAILABLE` with
+    /// `flujo-outcome: unknown`, the ids in `flujo-ids-bin` when they are few, and
+    /// the first stamped id in `flujo-id-base`, from which the client works out the
+    /// others (+1 each, in order, on the events sent without an id) however many they
+    /// are; kept to resend with those ids.
+    pub async fn grpc_unknown_outcome(&mut self, n: usize) {
         let mut grpc = IngestClient::connect(self.server.grpc_uri())
             .await
             .expect("connect to the gRPC port");
-        let sale = SaleMsg {
-            category: 3, // CATEGORY_HOME
-            product_id: "G1".into(),
-            price: 2.0,
-            quantity: 1,
-            ..SaleMsg::default()
-        };
+        let tag = uuid::Uuid::now_v7().simple().to_string();
+        let own_id = |i: usize| (i % 10 == 3).then(|| format!("own-{tag}-{i}"));
+        let sales = (0..n)
+            .map(|i| SaleMsg {
+                id: own_id(i).unwrap_or_default(),
+                category: 3, // CATEGORY_HOME
+                product_id: format!("G{i}"),
+                price: 2.0,
+                quantity: 1,
+                ..SaleMsg::default()
+            })
+            .collect();
         let status = grpc
-            .publish_sales(SaleBatch { sales: vec![sale] })
+            .publish_sales(SaleBatch { sales })
             .await
             .expect_err("a frozen broker cannot confirm");
         assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
@@ -162,16 +170,43 @@ impl<'a> Client<'a> {
             Some("unknown"),
             "{status:?}"
         );
-        let ids = meta
+        let base: uuid::Uuid = meta
+            .get("flujo-id-base")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("flujo-id-base metadata holding a UUID: {status:?}"));
+        let mut stamped = 0u128;
+        let ids: Vec<String> = (0..n)
+            .map(|i| {
+                own_id(i).unwrap_or_else(|| {
+                    stamped += 1;
+                    uuid::Uuid::from_u128(base.as_u128() + stamped - 1).to_string()
+                })
+            })
+            .collect();
+        let listed = meta
             .get_bin("flujo-ids-bin")
-            .and_then(|v| v.to_bytes().ok())
-            .expect("flujo-ids-bin metadata");
-        let ids: Vec<String> = serde_json::from_slice(&ids).expect("a JSON array of ids");
-        assert_eq!(ids.len(), 1, "one id per event");
+            .and_then(|v| v.to_bytes().ok());
+        match listed {
+            Some(listed) => {
+                let listed: Vec<String> =
+                    serde_json::from_slice(&listed).expect("a JSON array of ids");
+                assert_eq!(
+                    listed, ids,
+                    "the listed ids are the ones flujo-id-base gives"
+                );
+            }
+            None => assert!(n > 50, "the ids of {n} events are listed"),
+        }
         self.unknown += 1;
-        self.pending.push(Pending::Unknown(vec![json!({
-            "id": ids[0], "category": "home", "product_id": "G1", "price": 2.0, "quantity": 1
-        })]));
+        self.pending.push(Pending::Unknown(
+            ids.into_iter()
+                .enumerate()
+                .map(|(i, id)| {
+                    json!({"id": id, "category": "home", "product_id": format!("G{i}"), "price": 2.0, "quantity": 1})
+                })
+                .collect(),
+        ));
     }
 
     /// Sends one sale over TCP while the broker is frozen: it must be answered

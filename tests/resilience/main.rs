@@ -125,7 +125,10 @@ async fn broker_outage(server: &TestServer, fault: &mut dyn Fault, sink: &str) {
     fault.freeze();
     let frozen_at = Instant::now();
     // gRPC and TCP say so too, each with its ids (two of the failures in a row).
-    client.grpc_unknown_outcome().await;
+    // A small gRPC batch gets its ids listed; a large one (too many ids for the
+    // metadata) the first stamped id, from which the client works out the others.
+    client.grpc_unknown_outcome(3).await;
+    client.grpc_unknown_outcome(2_000).await;
     client.tcp_unknown_outcome().await;
     log("gRPC and TCP: outcome unknown, with the ids");
     let mut opened = false;
@@ -435,4 +438,109 @@ async fn the_forward_to_a_router_that_is_not_up_yet_is_retried_with_the_same_ids
         receiver.stderr()
     );
     assert_eq!(answer["accepted"], 1);
+}
+
+/// Time spent before publishing (a slow upload) or a client's own shorter
+/// `grpc-timeout` never turns an unknown outcome into a bare cut: with the broker
+/// frozen, the pipeline answers just before the request's deadline, with the ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_cut_short_by_its_deadline_still_gets_its_ids() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    require_rabbitmq().await;
+    let mut proxy = FaultProxy::start(broker::amqp_addr(&amqp_url()).await).await;
+    let url = proxy.url(&amqp_url());
+    let id = uuid::Uuid::now_v7().simple().to_string();
+    let (sales, tweets) = (format!("d-{id}-sales"), format!("d-{id}-tweets"));
+    let _cleanup = QueueCleanup {
+        url: amqp_url(),
+        queues: vec![sales.clone(), tweets.clone()],
+    };
+    let server = TestServer::start_with_args(
+        &[
+            ("FLUJO__RABBITMQ__URL", url.as_str()),
+            ("FLUJO__RABBITMQ__SALES_QUEUE", sales.as_str()),
+            ("FLUJO__RABBITMQ__TWEETS_QUEUE", tweets.as_str()),
+            ("FLUJO__DEADLINES__REQUEST_MS", "1500"),
+            ("FLUJO__DEADLINES__DURABLE_ACK_MS", "1000"),
+            ("FLUJO__BREAKER__FAILURE_THRESHOLD", "1000"),
+        ],
+        &["--bus", "rabbitmq", "--ack", "durable"],
+    );
+    let ready = wait_until(Duration::from_secs(30), || async {
+        readyz(&server).await.0 == StatusCode::OK
+    })
+    .await;
+    assert!(ready, "flujo never got ready: {}", server.stderr());
+    proxy.freeze();
+
+    // HTTP: the body takes 800 ms to arrive, so the durable-ack deadline (1 s after
+    // publishing began) would pass after the request deadline (1.5 s).
+    let mut raw = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    let body = r#"[{"category":"home","product_id":"S1","price":1.0,"quantity":1},{"id":"mine-1","category":"home","product_id":"S2","price":1.0,"quantity":1}]"#;
+    let (first, rest) = body.split_at(20);
+    let head = format!(
+        "POST /v1/sales HTTP/1.1\r\nHost: flujo\r\nContent-Type: application/json\r\n\
+         Connection: close\r\nContent-Length: {}\r\n\r\n{first}",
+        body.len()
+    );
+    let started = Instant::now();
+    raw.write_all(head.as_bytes()).await.expect("write");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    raw.write_all(rest.as_bytes()).await.expect("write");
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), raw.read_to_end(&mut answer))
+        .await
+        .expect("answered within 10 s")
+        .expect("read");
+    let took = started.elapsed();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    let json: serde_json::Value =
+        serde_json::from_str(answer.split_once("\r\n\r\n").map_or("", |(_, b)| b))
+            .unwrap_or_else(|e| panic!("a JSON body ({e}): {answer}"));
+    let ids = json["ids"]
+        .as_array()
+        .unwrap_or_else(|| panic!("ids: {json}"));
+    assert_eq!(ids.len(), 2, "{json}");
+    assert_eq!(ids[1], "mine-1", "{json}");
+    assert!(
+        took < Duration::from_millis(1500),
+        "answered after {took:?}, past the request deadline"
+    );
+
+    // gRPC: the client's own 700 ms deadline is shorter than the durable-ack
+    // deadline; flujo answers before it, with the ids.
+    let mut grpc = flujo_proto::v1::ingest_client::IngestClient::connect(server.grpc_uri())
+        .await
+        .expect("connect to the gRPC port");
+    let mut request = tonic::Request::new(flujo_proto::v1::SaleBatch {
+        sales: vec![flujo_proto::v1::Sale {
+            category: 3, // CATEGORY_HOME
+            product_id: "G1".into(),
+            price: 2.0,
+            quantity: 1,
+            ..Default::default()
+        }],
+    });
+    request.set_timeout(Duration::from_millis(700));
+    let status = grpc
+        .publish_sales(request)
+        .await
+        .expect_err("a frozen broker cannot confirm");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert_eq!(
+        status
+            .metadata()
+            .get("flujo-outcome")
+            .and_then(|v| v.to_str().ok()),
+        Some("unknown"),
+        "{status:?}"
+    );
+    assert!(
+        status.metadata().get("flujo-id-base").is_some(),
+        "{status:?}"
+    );
+    proxy.revive();
 }

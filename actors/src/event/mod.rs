@@ -163,23 +163,38 @@ pub trait Stamp {
     fn now_ms(&self) -> i64;
 }
 
-/// Stamps with UUIDv7 ids and one receive time for the whole batch.
+/// Stamps one receive time for the whole batch, and consecutive UUIDv7 ids: the
+/// first event without an id gets a fresh UUIDv7 `base` (with the top 24 of its 62
+/// random bits clear), the next one `base + 1` (as 128-bit integers), and so on. So
+/// a client that learns `base` knows every id stamped on its batch (what the gRPC
+/// `flujo-id-base` metadata of an unknown outcome relies on).
 #[derive(Debug, Clone, Copy)]
 pub struct ReceiveStamp {
     /// Receive time of the batch, ms since the epoch.
     pub now_ms: i64,
+    /// The next id to stamp.
+    next: u128,
 }
+
+/// The bits of a UUIDv7's random part cleared in a batch's first stamped id, so
+/// that adding up to 2^24 - 1 never carries out of the random part.
+const STAMP_ROOM: u128 = ((1 << 24) - 1) << 38;
 
 impl ReceiveStamp {
     /// A stamp for a batch received now.
     pub fn now() -> Self {
-        ReceiveStamp { now_ms: now_ms() }
+        ReceiveStamp {
+            now_ms: now_ms(),
+            next: uuid::Uuid::now_v7().as_u128() & !STAMP_ROOM,
+        }
     }
 }
 
 impl Stamp for ReceiveStamp {
     fn new_id(&mut self) -> String {
-        uuid::Uuid::now_v7().to_string()
+        let id = uuid::Uuid::from_u128(self.next);
+        self.next += 1;
+        id.to_string()
     }
     fn now_ms(&self) -> i64 {
         self.now_ms
@@ -368,6 +383,18 @@ impl RawBatch {
         self.len() == 0
     }
 
+    /// The position of the first event sent without an id (absent, or `null` in
+    /// JSON): the one that gets the batch's first stamped id ([`ReceiveStamp`]).
+    pub fn first_unidentified(&self) -> Option<usize> {
+        match self {
+            RawBatch::Json { objects, .. } => objects
+                .iter()
+                .position(|v| v.get("id").is_none_or(Value::is_null)),
+            RawBatch::Sales(v) => v.iter().position(|s| s.id == RawField::Missing),
+            RawBatch::Tweets(v) => v.iter().position(|t| t.id == RawField::Missing),
+        }
+    }
+
     /// Applies the rules to every event, stamping what is missing. The whole batch
     /// is refused at its first bad event.
     pub fn validate(self, stamp: &mut impl Stamp) -> Result<Events, ValidationError> {
@@ -452,6 +479,26 @@ mod tests {
         fn now_ms(&self) -> i64 {
             1_700_000_000_000
         }
+    }
+
+    #[test]
+    fn stamped_ids_are_consecutive_uuid_v7() {
+        let mut stamp = ReceiveStamp::now();
+        let ids: Vec<uuid::Uuid> = (0..3)
+            .map(|_| stamp.new_id().parse().expect("a UUID"))
+            .collect();
+        for (k, id) in ids.iter().enumerate() {
+            assert_eq!(id.get_version_num(), 7, "{id}");
+            assert_eq!(id.get_variant(), uuid::Variant::RFC4122, "{id}");
+            assert_eq!(id.as_u128(), ids[0].as_u128() + k as u128);
+        }
+        // Room for a whole batch: the last of 2^24 ids is still a UUIDv7.
+        let last = uuid::Uuid::from_u128(ids[0].as_u128() + (1 << 24) - 1);
+        assert_eq!(
+            (last.get_version_num(), last.get_variant()),
+            (7, uuid::Variant::RFC4122)
+        );
+        assert_ne!(ReceiveStamp::now().new_id(), ids[0].to_string());
     }
 
     #[test]

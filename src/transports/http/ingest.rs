@@ -4,11 +4,12 @@
 use super::api::{ErrorBody, SalesBody, TweetsBody};
 use super::error::ApiError;
 use super::AppState;
+use crate::transports::AnswerBy;
 use axum::body::{to_bytes, Body};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::routing::{post, MethodRouter};
-use axum::Json;
+use axum::{Extension, Json};
 use flujo_actors::event::body::{self, Encoding};
 use flujo_actors::event::Kind;
 use flujo_actors::messages::Transport;
@@ -53,15 +54,18 @@ fn decode(body: &[u8], encoding: Encoding) -> Result<Vec<Value>, ApiError> {
     })
 }
 
-/// Handles one ingest request for `kind`.
+/// Handles one ingest request for `kind`, answered by `answer_by` when the
+/// request deadline set it.
 pub async fn ingest(
     state: Arc<AppState>,
+    answer_by: Option<Extension<AnswerBy>>,
     kind: Kind,
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<IngestAccepted>), ApiError> {
     let started = Instant::now();
-    let result = accept(&state, kind, &headers, body).await;
+    let answer_by = answer_by.map(|Extension(AnswerBy(by))| by);
+    let result = accept(&state, answer_by, kind, &headers, body).await;
     metrics::histogram!(INGEST_DURATION, "transport" => Transport::Http.as_str())
         .record(started.elapsed().as_secs_f64());
     result
@@ -69,6 +73,7 @@ pub async fn ingest(
 
 async fn accept(
     state: &AppState,
+    answer_by: Option<tokio::time::Instant>,
     kind: Kind,
     headers: &HeaderMap,
     body: Body,
@@ -95,10 +100,13 @@ async fn accept(
             ),
         ));
     }
-    let accepted = state
-        .receivers()?
-        .ingest(kind, objects, Transport::Http)
-        .await?;
+    let receivers = state.receivers()?;
+    let accepted = match answer_by {
+        Some(by) => receivers.answering_by(by),
+        None => receivers.clone(),
+    }
+    .ingest(kind, objects, Transport::Http)
+    .await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(IngestAccepted {
@@ -135,10 +143,11 @@ async fn accept(
 )]
 pub async fn post_sales(
     State(state): State<Arc<AppState>>,
+    answer_by: Option<Extension<AnswerBy>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<IngestAccepted>), ApiError> {
-    ingest(state, Kind::Sale, headers, body).await
+    ingest(state, answer_by, Kind::Sale, headers, body).await
 }
 
 /// `POST /v1/tweets`: one tweet, an array of tweets, or NDJSON.
@@ -168,18 +177,20 @@ pub async fn post_sales(
 )]
 pub async fn post_tweets(
     State(state): State<Arc<AppState>>,
+    answer_by: Option<Extension<AnswerBy>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<IngestAccepted>), ApiError> {
-    ingest(state, Kind::Tweet, headers, body).await
+    ingest(state, answer_by, Kind::Tweet, headers, body).await
 }
 
 /// The `POST` route that ingests events of `kind` (alias paths).
 pub fn route(kind: Kind) -> MethodRouter<Arc<AppState>> {
     post(
-        move |State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body| {
-            ingest(state, kind, headers, body)
-        },
+        move |State(state): State<Arc<AppState>>,
+              answer_by: Option<Extension<AnswerBy>>,
+              headers: HeaderMap,
+              body: Body| { ingest(state, answer_by, kind, headers, body) },
     )
 }
 

@@ -24,6 +24,7 @@ use crate::config::HttpConfig;
 use crate::gateway::{Gateway, Scope};
 use crate::readiness::Probe;
 use crate::shutdown::Shutdown;
+use crate::transports::{answer_by, AnswerBy};
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
@@ -111,14 +112,17 @@ async fn count_requests(req: Request, next: Next) -> Response {
 /// whose answer has an empty body.
 async fn request_deadline(
     State(state): State<Arc<AppState>>,
-    req: Request,
+    mut req: Request,
     next: Next,
 ) -> Response {
     if req.uri().path() == stream::PATH {
         return next.run(req).await;
     }
     let deadline = state.request_deadline;
-    match tokio::time::timeout(deadline, next.run(req)).await {
+    let arrived = tokio::time::Instant::now();
+    req.extensions_mut()
+        .insert(AnswerBy(answer_by(arrived, deadline)));
+    match tokio::time::timeout_at(arrived + deadline, next.run(req)).await {
         Ok(response) => response,
         Err(_) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
