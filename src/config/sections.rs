@@ -216,7 +216,8 @@ pub struct DeadlinesConfig {
     /// Longest time to answer one request: an HTTP request (except the endless
     /// `/v1/stream/kpis`), a gRPC call (a shorter `grpc-timeout` wins) or a batch of
     /// TCP lines, in ms. Past it: HTTP 503, gRPC `CANCELLED`/`DEADLINE_EXCEEDED`,
-    /// TCP `err deadline ...`.
+    /// TCP `err deadline ...`; but an ingest whose publishing began is answered
+    /// just before it, as an unknown outcome with its ids.
     pub request_ms: u64,
     /// Longest wait for the sinks to confirm a batch with `ack = "durable"`, in ms
     /// (also librdkafka's `message.timeout.ms`). Past it the outcome is unknown: 503
