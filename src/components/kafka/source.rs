@@ -6,7 +6,7 @@
 use super::admin::check_topics;
 use super::config::Assignment;
 use super::lag::{self, report_lag, Stats};
-use super::{client_config, log_librdkafka, KafkaConfig, KafkaSetupError, NAME};
+use super::{client_config, create, log_librdkafka, KafkaConfig, KafkaSetupError, NAME};
 use crate::components::wire::{self, Decoded, RECEIVED_AT_HEADER};
 use crate::components::Opaque;
 use flujo_actors::backoff::Backoff;
@@ -238,7 +238,7 @@ impl KafkaSource {
             state: state.clone(),
         };
         let assignment = config.assignment();
-        let mut client = client_config(&config.brokers);
+        let mut client = client_config(config)?;
         client
             .set("group.id", &config.group_id)
             .set("enable.auto.commit", "false")
@@ -257,9 +257,8 @@ impl KafkaSource {
             let id = format!("{}-{}", config.group_instance_id, topic);
             client.set("group.instance.id", id);
         }
-        let consumer: StreamConsumer<SourceContext> = client
-            .create_with_context(context)
-            .map_err(KafkaSetupError::Client)?;
+        let consumer: StreamConsumer<SourceContext> =
+            create(config, client, context).map_err(KafkaSetupError::Client)?;
         if assignment == Assignment::Group {
             consumer
                 .subscribe(&[&topic])
