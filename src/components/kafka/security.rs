@@ -6,6 +6,7 @@
 
 use super::KafkaConfig;
 use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -336,9 +337,17 @@ impl KafkaConfig {
         for (key, value) in &self.options.0 {
             dry.set(key, value);
         }
-        dry.create_native_config()
-            .map(drop)
-            .map_err(|e| format!("kafka.options: {e}"))
+        dry.create_native_config().map(drop).map_err(|e| match e {
+            KafkaError::ClientConfig(_, description, key, value) => {
+                let shown = if KafkaOptions::is_secret(&key) {
+                    MASK.to_owned()
+                } else {
+                    format!("{value:?}")
+                };
+                format!("kafka.options: `{key}` = {shown}: {description}")
+            }
+            other => format!("kafka.options: {other}"),
+        })
     }
 
     /// Sets the security properties on `client`: protocol, TLS files, SASL.
