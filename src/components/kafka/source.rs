@@ -222,7 +222,7 @@ impl KafkaSource {
     /// committed offset, or `earliest`, when the store holds none), and every
     /// delivery carries its events' positions for the store to apply atomically.
     /// `next()` returns `None` once `stop` is cancelled. Must be called inside a
-    /// tokio runtime; the topic should exist ([`ensure_topics`]).
+    /// tokio runtime; the topic should exist ([`ensure_topics`](super::ensure_topics)).
     pub fn new(
         config: &KafkaConfig,
         kind: Kind,

@@ -106,9 +106,7 @@ impl RabbitConfig {
         }
         Ok(())
     }
-}
 
-impl RabbitConfig {
     /// Whether the URL asks for TLS (`amqps://`).
     pub fn tls(&self) -> bool {
         self.url.starts_with("amqps://")
