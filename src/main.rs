@@ -121,11 +121,12 @@ struct RunArgs {
     /// Kafka bootstrap servers, HOST:PORT,… [key: kafka.brokers].
     #[arg(long, env = "FLUJO__KAFKA__BROKERS", hide_env_values = true)]
     kafka: Option<String>,
-    /// RabbitMQ URL, amqp://USER:PASSWORD@HOST:PORT/VHOST [key: rabbitmq.url].
+    /// RabbitMQ URL, amqp://USER:PASSWORD@HOST:PORT/VHOST (amqps:// for TLS)
+    /// [key: rabbitmq.url].
     #[arg(long, env = "FLUJO__RABBITMQ__URL", hide_env_values = true)]
     amqp: Option<String>,
     /// KPI store: `memory`, or a Valkey URL valkey://[:PASSWORD@]HOST:PORT (redis://
-    /// also works) [key: store].
+    /// also works; valkeys:// or rediss:// for TLS) [key: store].
     #[arg(long, value_parser = clap::value_parser!(StoreLocation), env = "FLUJO__STORE", hide_env_values = true)]
     store: Option<StoreLocation>,
     /// HTTP listen address, e.g. 0.0.0.0:8080 [key: http.addr].

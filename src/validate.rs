@@ -85,10 +85,11 @@ pub fn dependencies(plan: &Plan) -> Vec<Dependency> {
     }
     if let (true, StoreLocation::Valkey(url)) = (roles.consumer, &plan.store) {
         let url = url.clone();
+        let ca_file = config.valkey.ca_file.clone();
         needed.push(Dependency {
             key: "store",
             target: mask_url_password(&url),
-            check: async move { valkey::reach(&url).await }.boxed(),
+            check: async move { valkey::reach(&url, ca_file.as_deref()).await }.boxed(),
         });
     }
     if let (true, false, Some(url)) = (roles.receiver, roles.router, &config.router_url) {

@@ -119,11 +119,22 @@ impl Routes {
 pub enum StoreLocation {
     /// In this process; gone with it.
     Memory,
-    /// A Valkey server, `valkey://HOST:PORT` or `redis://HOST:PORT`.
+    /// A Valkey server, `valkey://HOST:PORT` or `redis://HOST:PORT`, or over TLS
+    /// `valkeys://HOST:PORT` or `rediss://HOST:PORT`.
     Valkey(String),
 }
 
 impl StoreLocation {
+    /// Whether the store is reached over TLS (`valkeys://`, `rediss://`).
+    pub fn tls(&self) -> bool {
+        match self {
+            StoreLocation::Memory => false,
+            StoreLocation::Valkey(url) => {
+                url.starts_with("valkeys://") || url.starts_with("rediss://")
+            }
+        }
+    }
+
     /// The same location with the URL's password masked, for display.
     pub fn masked(&self) -> StoreLocation {
         match self {
@@ -139,11 +150,15 @@ impl FromStr for StoreLocation {
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         match text {
             "memory" => Ok(StoreLocation::Memory),
-            url if url.starts_with("valkey://") || url.starts_with("redis://") => {
+            url if ["valkey://", "redis://", "valkeys://", "rediss://"]
+                .iter()
+                .any(|scheme| url.starts_with(scheme)) =>
+            {
                 Ok(StoreLocation::Valkey(url.to_owned()))
             }
             other => Err(format!(
-                "unknown store `{other}`; expected `memory` or `valkey://HOST:PORT`"
+                "unknown store `{other}`; expected `memory`, `valkey://HOST:PORT` or \
+                 `valkeys://HOST:PORT` (TLS)"
             )),
         }
     }
@@ -170,6 +185,28 @@ pub fn mask_url_password(url: &str) -> String {
         Some((user, _)) => format!("{scheme}://{user}:****@{host}"),
         None => url.to_owned(),
     }
+}
+
+/// Reads a PEM file of CA certificates (a private CA a broker's or the store's
+/// certificate is signed by); it must hold at least one certificate.
+pub fn read_ca_pem(path: &std::path::Path) -> Result<String, String> {
+    let pem = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if !pem.contains("-----BEGIN CERTIFICATE-----") {
+        return Err(format!("{} holds no PEM certificate", path.display()));
+    }
+    Ok(pem)
+}
+
+/// Makes ring the process's rustls crypto provider, once (the TLS clients of
+/// RabbitMQ and Valkey build their configurations with the process default, which
+/// must be set when more than one provider is compiled in). Idempotent.
+pub fn install_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Err: another provider was installed first, which serves as well.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
 }
 
 /// A client handle that `Debug` shows as `..` (librdkafka's have no `Debug`), so
@@ -347,9 +384,15 @@ impl Components {
             StoreLocation::Memory => Ok(memory::store(window, max_ids)),
             StoreLocation::Valkey(url) => {
                 let valkey = &self.settings.valkey;
-                let store = ValkeyStore::connect(url, &valkey.prefix, window, valkey.pool_size)
-                    .map_err(ComponentError::StoreUrl)?
-                    .with_max_ids(max_ids);
+                let store = ValkeyStore::connect_with_ca(
+                    url,
+                    valkey.ca_file.as_deref(),
+                    &valkey.prefix,
+                    window,
+                    valkey.pool_size,
+                )
+                .map_err(ComponentError::StoreUrl)?
+                .with_max_ids(max_ids);
                 Ok(Arc::new(store))
             }
         }

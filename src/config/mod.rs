@@ -263,6 +263,16 @@ impl Config {
         if let Err(reason) = self.valkey.check() {
             invalid("valkey", reason);
         }
+        if let Some(path) = &self.valkey.ca_file {
+            if !self.store.tls() {
+                invalid(
+                    "valkey.ca_file",
+                    "needs a valkeys:// (or rediss://) store".into(),
+                );
+            } else if let Err(reason) = crate::components::read_ca_pem(path) {
+                invalid("valkey.ca_file", reason);
+            }
+        }
         if self.http.max_body_bytes == 0 {
             invalid("http.max_body_bytes", "must be greater than 0".into());
         }
@@ -422,6 +432,7 @@ impl Config {
         shown.store = shown.store.masked();
         shown.router_url = shown.router_url.as_deref().map(mask_url_password);
         shown.rabbitmq.url = mask_url_password(&shown.rabbitmq.url);
+        shown.kafka.options = shown.kafka.options.masked();
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
 }

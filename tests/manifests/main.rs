@@ -10,6 +10,8 @@
 //!   CRD objects (Strimzi, KEDA, ServiceMonitor) that kubernetes-validate has no
 //!   schema for; references between objects; and the NetworkPolicies evaluated
 //!   flow by flow (what the pipeline needs is allowed, the rest denied).
+//! - `prod_broker_tls_overlay` (`broker_tls`): the broker-tls component on prod —
+//!   Kafka over TLS + SCRAM with the CA and password mounted from Strimzi's Secrets.
 //! - `no_secret_in_git` scans `manifests/` itself.
 //! - `dockerfile` checks the image recipe the manifests run.
 //! - `local_stack`: `scripts/dev-secrets.sh` makes the dev overlay render on a fresh
@@ -19,6 +21,7 @@
 //! These tests never skip: without kubectl or the Python tools they fail, naming
 //! `scripts/test.sh`, which installs them.
 
+mod broker_tls;
 mod contract;
 mod environment;
 mod local_stack;

@@ -3,12 +3,14 @@
 //! shared by the sink and the source, and [`reach`] the one-shot check of `flujo
 //! validate`.
 
-use super::{client_config, KafkaConfig, LogContext};
+use super::{client_config, create, KafkaConfig, LogContext};
 use crate::components::ReachError;
 use flujo_actors::backoff::Backoff;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{Client, ClientContext};
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseProducer, DeliveryResult, Producer, ProducerContext};
 use std::time::Duration;
 
 /// Bound of the readiness metadata request.
@@ -24,6 +26,9 @@ pub enum KafkaSetupError {
     /// librdkafka refused the client configuration or could not start the client.
     #[error("kafka client: {0}")]
     Client(#[source] KafkaError),
+    /// A security setting cannot be used (e.g. the SASL password file is unreadable).
+    #[error("kafka settings: {0}")]
+    Settings(String),
     /// The topic-creation request failed as a whole (e.g. the broker is unreachable).
     #[error("kafka admin request to {brokers}: {source}")]
     Admin {
@@ -47,9 +52,8 @@ pub enum KafkaSetupError {
 /// and replication. A topic that already exists is left as it is. Call inside a
 /// tokio runtime.
 pub async fn ensure_topics(config: &KafkaConfig) -> Result<(), KafkaSetupError> {
-    let admin: AdminClient<LogContext> = client_config(&config.brokers)
-        .create_with_context(LogContext)
-        .map_err(KafkaSetupError::Client)?;
+    let admin: AdminClient<LogContext> =
+        create(config, client_config(config)?, LogContext).map_err(KafkaSetupError::Client)?;
     let topics: Vec<NewTopic<'_>> = [&config.sales_topic, &config.tweets_topic]
         .into_iter()
         .map(|name| {
@@ -110,13 +114,21 @@ pub async fn spawn_topic_creation(config: KafkaConfig) {
 /// (nothing is created): how many brokers there are and whether flujo's topics
 /// exist (`flujo run` creates missing ones). Blocks: call it from `spawn_blocking`.
 pub fn reach(config: &KafkaConfig, timeout: Duration) -> Result<String, ReachError> {
-    let admin: AdminClient<LogContext> = client_config(&config.brokers)
-        .create_with_context(LogContext)
+    let client = client_config(config).map_err(|e| ReachError::Invalid(e.to_string()))?;
+    // A producer (that sends nothing): unlike an admin client it can be polled,
+    // which hands librdkafka's logs and errors to the context.
+    let probe: BaseProducer<ReachContext> = create(config, client, ReachContext::default())
         .map_err(|e| ReachError::Invalid(format!("kafka client: {e}")))?;
-    let metadata = admin
-        .inner()
-        .fetch_metadata(None, timeout)
-        .map_err(|e| ReachError::Unreachable(format!("no metadata within {timeout:?}: {e}")))?;
+    let metadata = probe.client().fetch_metadata(None, timeout).map_err(|e| {
+        // librdkafka's own reason (a failed TLS handshake, a refused login) comes
+        // as a log line or an error event, not in the request's error.
+        probe.poll(Duration::ZERO);
+        let why = match probe.context().last_error() {
+            Some(reason) => format!("; last broker error: {reason}"),
+            None => String::new(),
+        };
+        ReachError::Unreachable(format!("no metadata within {timeout:?}: {e}{why}"))
+    })?;
     let brokers = metadata.brokers().len();
     let topics: Vec<String> = [&config.sales_topic, &config.tweets_topic]
         .into_iter()
@@ -137,6 +149,53 @@ pub fn reach(config: &KafkaConfig, timeout: Duration) -> Result<String, ReachErr
         if brokers == 1 { "" } else { "s" },
         topics.join(", ")
     ))
+}
+
+/// The context of [`reach`]'s client: logs like [`LogContext`] and keeps the last
+/// error librdkafka reported, to say why no metadata came.
+#[derive(Default)]
+struct ReachContext {
+    last_error: std::sync::Mutex<Option<String>>,
+}
+
+impl ReachContext {
+    fn last_error(&self) -> Option<String> {
+        self.last_error.lock().ok().and_then(|e| e.clone())
+    }
+}
+
+impl ReachContext {
+    fn keep(&self, reason: String) {
+        if let Ok(mut last) = self.last_error.lock() {
+            *last = Some(reason);
+        }
+    }
+}
+
+impl ProducerContext for ReachContext {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, _: &DeliveryResult<'_>, _: Self::DeliveryOpaque) {}
+}
+
+impl ClientContext for ReachContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        LogContext.log(level, fac, log_message);
+        // Errors reach the log at once (the error callback only when polled):
+        // "…/bootstrap: SASL authentication error: …", "SSL handshake failed: …".
+        if (level as i32) <= (RDKafkaLogLevel::Warning as i32) {
+            let reason = log_message
+                .strip_prefix("[thrd:")
+                .map_or(log_message, |rest| {
+                    rest.split_once("]: ").map_or(rest, |(_, reason)| reason)
+                });
+            self.keep(reason.to_owned());
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.keep(format!("{error}: {reason}"));
+    }
 }
 
 /// Checks that the broker answers a metadata request and that every topic of

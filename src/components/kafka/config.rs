@@ -1,7 +1,9 @@
 //! The `[kafka]` section of the configuration.
 
+use super::security::{KafkaOptions, SaslMechanism, SecurityProtocol};
 use flujo_actors::event::Kind;
 use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
 
 /// The `[kafka]` section of the configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,6 +54,35 @@ pub struct KafkaConfig {
     /// the same id gets its partitions back without a rebalance. Empty: dynamic.
     /// Each source appends `-{topic}`, so the two kinds' members stay apart.
     pub group_instance_id: String,
+    /// How the clients talk to the brokers: `plaintext` (the default), `ssl`,
+    /// `sasl_plaintext` or `sasl_ssl` (librdkafka `security.protocol`).
+    pub security_protocol: SecurityProtocol,
+    /// PEM file of the CA(s) that signed the brokers' certificates (`ssl`,
+    /// `sasl_ssl`); unset: the system's CA bundle.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ssl_ca_file: Option<PathBuf>,
+    /// PEM client certificate for mutual TLS (with `ssl_key_file`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ssl_certificate_file: Option<PathBuf>,
+    /// PEM private key of `ssl_certificate_file` (unencrypted, or with
+    /// `kafka.options."ssl.key.password"`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ssl_key_file: Option<PathBuf>,
+    /// SASL mechanism (`sasl_plaintext`, `sasl_ssl`): `PLAIN`, `SCRAM-SHA-256` or
+    /// `SCRAM-SHA-512`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sasl_mechanism: Option<SaslMechanism>,
+    /// SASL user name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sasl_username: Option<String>,
+    /// File holding the SASL password (a trailing newline dropped); unset: the
+    /// variable `FLUJO_KAFKA_SASL_PASSWORD`. The password is never a configuration
+    /// value, so `flujo config` shows only this path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sasl_password_file: Option<PathBuf>,
+    /// librdkafka properties set verbatim on every client, after flujo's own
+    /// (`[kafka.options]`); properties flujo owns are refused.
+    pub options: KafkaOptions,
 }
 
 /// How a Kafka source gets its partitions (`kafka.assignment`).
@@ -123,6 +154,14 @@ impl Default for KafkaConfig {
             assignment: "all".into(),
             session_timeout_ms: 45_000,
             group_instance_id: String::new(),
+            security_protocol: SecurityProtocol::Plaintext,
+            ssl_ca_file: None,
+            ssl_certificate_file: None,
+            ssl_key_file: None,
+            sasl_mechanism: None,
+            sasl_username: None,
+            sasl_password_file: None,
+            options: KafkaOptions::default(),
         }
     }
 }
@@ -179,7 +218,7 @@ impl KafkaConfig {
                 "must be at most 200 characters of [a-zA-Z0-9._-]",
             );
         }
-        Ok(())
+        self.check_security()
     }
 
     /// The parsed `assignment` (checked by [`KafkaConfig::check`]; `group` if bad).

@@ -15,6 +15,8 @@
 //! - `sink`: [`KafkaSink`], the idempotent-capable producer.
 //! - `source`: [`KafkaSource`], the consumer that commits after store.
 //! - `lag`: consumer lag from librdkafka's statistics.
+//! - `security`: TLS, SASL and `kafka.options` ([`SecurityProtocol`],
+//!   [`SaslMechanism`], [`KafkaOptions`]).
 //!
 //! # Delivery guarantees
 //! - The producer is idempotent with `acks=all`; `publish` returns only once every
@@ -40,31 +42,48 @@
 mod admin;
 mod config;
 mod lag;
+mod security;
 mod sink;
 mod source;
 
 pub use super::wire::RECEIVED_AT_HEADER;
 pub use admin::{ensure_topics, reach, spawn_topic_creation, KafkaSetupError};
 pub use config::{Assignment, KafkaConfig};
+pub use security::{KafkaOptions, SaslMechanism, SecurityProtocol, SASL_PASSWORD_ENV};
 pub use sink::KafkaSink;
 pub use source::KafkaSource;
 
 #[cfg(doc)]
 use flujo_actors::consumer::{Delivery, Source};
 use rdkafka::client::ClientContext;
-use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::config::{ClientConfig, FromClientConfigAndContext, RDKafkaLogLevel};
 use rdkafka::error::KafkaError;
 
 /// The `sink`/`source` label of this bus.
 const NAME: &str = "kafka";
 
-/// The settings every flujo Kafka client shares.
-fn client_config(brokers: &str) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", brokers)
+/// The settings every flujo Kafka client shares: the brokers and how to reach
+/// them (TLS, SASL). Fails only when the SASL password cannot be read.
+fn client_config(config: &KafkaConfig) -> Result<ClientConfig, KafkaSetupError> {
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", &config.brokers)
         .set("client.id", "flujo");
     config
+        .apply_security(&mut client)
+        .map_err(KafkaSetupError::Settings)?;
+    Ok(client)
+}
+
+/// Creates a client from `client` with `kafka.options` applied last (so they win
+/// over flujo's tuning).
+fn create<C, T>(config: &KafkaConfig, mut client: ClientConfig, context: C) -> Result<T, KafkaError>
+where
+    C: ClientContext,
+    T: FromClientConfigAndContext<C>,
+{
+    config.apply_options(&mut client);
+    client.create_with_context(context)
 }
 
 /// Routes librdkafka's logs and errors to `tracing`.

@@ -2,7 +2,7 @@
 //! every message is acknowledged (`acks=all`).
 
 use super::admin::check_topics;
-use super::{client_config, KafkaConfig, KafkaSetupError, LogContext, NAME};
+use super::{client_config, create, KafkaConfig, KafkaSetupError, LogContext, NAME};
 use crate::components::wire::{self, RECEIVED_AT_HEADER};
 use crate::components::Opaque;
 use flujo_actors::messages::Batch;
@@ -45,7 +45,8 @@ impl KafkaSink {
         config: &KafkaConfig,
         message_timeout: Duration,
     ) -> Result<Self, KafkaSetupError> {
-        let producer = client_config(&config.brokers)
+        let mut client = client_config(config)?;
+        client
             .set("enable.idempotence", config.idempotence.to_string())
             .set(
                 "max.in.flight.requests.per.connection",
@@ -64,9 +65,8 @@ impl KafkaSink {
                 message_timeout.as_millis().max(1).to_string(),
             )
             // Same key → same partition as the Java client (murmur2).
-            .set("partitioner", "murmur2_random")
-            .create_with_context(LogContext)
-            .map_err(KafkaSetupError::Client)?;
+            .set("partitioner", "murmur2_random");
+        let producer = create(config, client, LogContext).map_err(KafkaSetupError::Client)?;
         Ok(KafkaSink {
             producer: Opaque(producer),
             config: config.clone(),

@@ -6,7 +6,7 @@
 use super::admin::check_topics;
 use super::config::Assignment;
 use super::lag::{self, report_lag, Stats};
-use super::{client_config, log_librdkafka, KafkaConfig, KafkaSetupError, NAME};
+use super::{client_config, create, log_librdkafka, KafkaConfig, KafkaSetupError, NAME};
 use crate::components::wire::{self, Decoded, RECEIVED_AT_HEADER};
 use crate::components::Opaque;
 use flujo_actors::backoff::Backoff;
@@ -222,7 +222,7 @@ impl KafkaSource {
     /// committed offset, or `earliest`, when the store holds none), and every
     /// delivery carries its events' positions for the store to apply atomically.
     /// `next()` returns `None` once `stop` is cancelled. Must be called inside a
-    /// tokio runtime; the topic should exist ([`ensure_topics`]).
+    /// tokio runtime; the topic should exist ([`ensure_topics`](super::ensure_topics)).
     pub fn new(
         config: &KafkaConfig,
         kind: Kind,
@@ -238,7 +238,7 @@ impl KafkaSource {
             state: state.clone(),
         };
         let assignment = config.assignment();
-        let mut client = client_config(&config.brokers);
+        let mut client = client_config(config)?;
         client
             .set("group.id", &config.group_id)
             .set("enable.auto.commit", "false")
@@ -257,9 +257,8 @@ impl KafkaSource {
             let id = format!("{}-{}", config.group_instance_id, topic);
             client.set("group.instance.id", id);
         }
-        let consumer: StreamConsumer<SourceContext> = client
-            .create_with_context(context)
-            .map_err(KafkaSetupError::Client)?;
+        let consumer: StreamConsumer<SourceContext> =
+            create(config, client, context).map_err(KafkaSetupError::Client)?;
         if assignment == Assignment::Group {
             consumer
                 .subscribe(&[&topic])

@@ -7,7 +7,7 @@ use crate::components::{mask_url_password, ReachError};
 use flujo_actors::event::Kind;
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
-use lapin::{Connection, ConnectionProperties};
+use lapin::{Connect, Connection, ConnectionProperties};
 use std::time::Duration;
 
 /// Longest wait for a TCP connection plus AMQP handshake and setup.
@@ -16,15 +16,18 @@ pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub(super) const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Opens a connection named `name` (shown in RabbitMQ's management UI and
-/// `rabbitmqctl list_connections client_properties`).
+/// `rabbitmqctl list_connections client_properties`); over TLS for an `amqps://`
+/// URL, trusting `rabbitmq.ca_file` besides the system's CAs.
 pub async fn connect(config: &RabbitConfig, name: &str) -> Result<Connection, RabbitError> {
     let properties = ConnectionProperties::default().with_connection_name(name.to_owned().into());
-    match tokio::time::timeout(
-        CONNECT_TIMEOUT,
-        Connection::connect(&config.url, properties),
-    )
-    .await
-    {
+    let tls = config.tls_config().map_err(RabbitError::Tls)?;
+    let runtime = lapin::runtime::default_runtime().map_err(|e| RabbitError::amqp(config, e))?;
+    crate::components::install_crypto_provider();
+    let connecting = config
+        .url
+        .as_str()
+        .connect_with_config(properties, tls, runtime);
+    match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
         Ok(result) => result.map_err(|e| RabbitError::amqp(config, e)),
         Err(_) => Err(RabbitError::Timeout(mask_url_password(&config.url))),
     }
@@ -89,6 +92,7 @@ pub async fn reach(config: &RabbitConfig) -> Result<String, ReachError> {
         ReachError::Unreachable(match e {
             RabbitError::Amqp { source, .. } => source.to_string(),
             RabbitError::Timeout(_) => "connection timed out".to_owned(),
+            RabbitError::Tls(why) => why,
         })
     };
     let connection = connect(config, "flujo validate")

@@ -1,17 +1,22 @@
 //! The `[rabbitmq]` section of the configuration.
 
-use crate::components::mask_url_password;
+use crate::components::{mask_url_password, read_ca_pem};
 use flujo_actors::event::Kind;
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::path::PathBuf;
 
 /// RabbitMQ settings (config section `[rabbitmq]`).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RabbitConfig {
-    /// AMQP URL, `amqp://user:password@host:port/vhost` (vhost `/` is `%2f`); TLS
-    /// (`amqps://`) is not built in. The password is masked when shown.
+    /// AMQP URL, `amqp://user:password@host:port/vhost` (vhost `/` is `%2f`), or
+    /// `amqps://…` for TLS (port 5671 unless given). The password is masked when shown.
     pub url: String,
+    /// PEM file of the CA(s) that signed the broker's certificate (`amqps://`), in
+    /// addition to the system's CA store.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
     /// Queue that carries sales (declared durable at start when missing).
     pub sales_queue: String,
     /// Queue that carries tweets (declared durable at start when missing).
@@ -30,6 +35,7 @@ impl Default for RabbitConfig {
     fn default() -> Self {
         RabbitConfig {
             url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            ca_file: None,
             sales_queue: "sales".into(),
             tweets_queue: "tweets".into(),
             prefetch: 1000,
@@ -43,6 +49,7 @@ impl fmt::Debug for RabbitConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RabbitConfig")
             .field("url", &mask_url_password(&self.url))
+            .field("ca_file", &self.ca_file)
             .field("sales_queue", &self.sales_queue)
             .field("tweets_queue", &self.tweets_queue)
             .field("prefetch", &self.prefetch)
@@ -60,11 +67,17 @@ impl RabbitConfig {
 
     /// Checks the values a broker would refuse or that make no sense, naming the key.
     pub fn validate(&self) -> Result<(), String> {
-        if !self.url.starts_with("amqp://") {
+        if !self.url.starts_with("amqp://") && !self.url.starts_with("amqps://") {
             return Err(format!(
-                "rabbitmq.url must be an amqp:// URL (amqps:// is not supported), got {}",
+                "rabbitmq.url must be an amqp:// or amqps:// URL, got {}",
                 mask_url_password(&self.url)
             ));
+        }
+        if let Some(path) = &self.ca_file {
+            if !self.tls() {
+                return Err("rabbitmq.ca_file needs an amqps:// rabbitmq.url".into());
+            }
+            read_ca_pem(path).map_err(|why| format!("rabbitmq.ca_file: {why}"))?;
         }
         if self.url.parse::<lapin::uri::AMQPUri>().is_err() {
             return Err(format!(
@@ -93,6 +106,27 @@ impl RabbitConfig {
         }
         Ok(())
     }
+
+    /// Whether the URL asks for TLS (`amqps://`).
+    pub fn tls(&self) -> bool {
+        self.url.starts_with("amqps://")
+    }
+
+    /// The TLS settings of a connection: `ca_file`'s certificates trusted on top
+    /// of the system's. Read at every connect, so a renewed CA is picked up by the
+    /// next reconnect.
+    pub fn tls_config(&self) -> Result<lapin::tcp::OwnedTLSConfig, String> {
+        let cert_chain = match &self.ca_file {
+            Some(path) => {
+                Some(read_ca_pem(path).map_err(|why| format!("rabbitmq.ca_file: {why}"))?)
+            }
+            None => None,
+        };
+        Ok(lapin::tcp::OwnedTLSConfig {
+            identity: None,
+            cert_chain,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -111,11 +145,31 @@ mod tests {
             ..RabbitConfig::default()
         };
         assert!(bad.validate().is_err());
-        let bad = RabbitConfig {
-            url: "amqps://h/".into(),
+        let tls = RabbitConfig {
+            url: "amqps://u:p@h/".into(),
             ..RabbitConfig::default()
         };
-        assert!(bad.validate().expect_err("amqps").contains("rabbitmq.url"));
+        assert!(tls.validate().is_ok() && tls.tls());
+        let bad = RabbitConfig {
+            url: "http://h/".into(),
+            ..RabbitConfig::default()
+        };
+        assert!(bad.validate().expect_err("http").contains("rabbitmq.url"));
+        let ca_without_tls = RabbitConfig {
+            ca_file: Some("/etc/hostname".into()),
+            ..RabbitConfig::default()
+        };
+        let err = ca_without_tls.validate().expect_err("ca without tls");
+        assert!(err.contains("rabbitmq.ca_file"), "{err}");
+        let missing_ca = RabbitConfig {
+            ca_file: Some("/no/such/ca.pem".into()),
+            ..tls
+        };
+        let err = missing_ca.validate().expect_err("missing ca");
+        assert!(
+            err.contains("rabbitmq.ca_file") && err.contains("/no/such/ca.pem"),
+            "{err}"
+        );
         let parsed: RabbitConfig =
             serde_json::from_str(r#"{"prefetch": 10}"#).expect("partial config");
         assert_eq!((parsed.prefetch, parsed.batch_max), (10, 500));

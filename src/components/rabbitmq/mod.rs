@@ -51,6 +51,9 @@ pub enum RabbitError {
     /// Connecting (TCP, handshake and setup) took longer than allowed.
     #[error("rabbitmq at {0}: connection timed out")]
     Timeout(String),
+    /// The TLS settings cannot be used (the CA file is unreadable).
+    #[error("rabbitmq TLS settings: {0}")]
+    Tls(String),
 }
 
 impl RabbitError {

@@ -2,6 +2,7 @@
 //! URL).
 
 use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
 
 /// The default key prefix.
 pub const DEFAULT_PREFIX: &str = "flujo:";
@@ -15,6 +16,10 @@ pub struct ValkeyConfig {
     /// Connections to the server: each is one multiplexed, self-reconnecting
     /// connection, and calls take them in turn.
     pub pool_size: usize,
+    /// PEM file of the CA(s) that signed the server's certificate, for a
+    /// `valkeys://` (or `rediss://`) store; unset: the system's CA store.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for ValkeyConfig {
@@ -22,6 +27,7 @@ impl Default for ValkeyConfig {
         ValkeyConfig {
             prefix: DEFAULT_PREFIX.into(),
             pool_size: 8,
+            ca_file: None,
         }
     }
 }

@@ -11,6 +11,7 @@ use flujo_actors::store::{
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Script;
 use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -90,11 +91,36 @@ fn redis_url(url: &str) -> String {
     }
 }
 
-/// Connects to the server at `url` once and asks `PING` (and `INFO server`, for
-/// the version, when allowed); nothing is written. Bound the call with a timeout.
-pub async fn reach(url: &str) -> Result<String, ReachError> {
-    let client = redis::Client::open(redis_url(url))
-        .map_err(|e| ReachError::Invalid(format!("not a valkey URL: {e}")))?;
+/// A client for `url`: over TLS for `valkeys://` and `rediss://`, trusting only the
+/// CA(s) of `ca_file` when given (else the system's CA store). The error says
+/// what is wrong with the URL or the file.
+fn client(url: &str, ca_file: Option<&Path>) -> Result<redis::Client, String> {
+    let url = redis_url(url);
+    let tls = url.starts_with("rediss://");
+    if tls {
+        crate::components::install_crypto_provider();
+    }
+    match ca_file {
+        None => redis::Client::open(url).map_err(|e| format!("not a valkey URL: {e}")),
+        Some(_) if !tls => Err("valkey.ca_file needs a valkeys:// (or rediss://) store".into()),
+        Some(path) => {
+            let root = crate::components::read_ca_pem(path)
+                .map_err(|why| format!("valkey.ca_file: {why}"))?;
+            let certificates = redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(root.into_bytes()),
+            };
+            redis::Client::build_with_tls(url, certificates)
+                .map_err(|e| format!("valkey.ca_file: {e}"))
+        }
+    }
+}
+
+/// Connects to the server at `url` once (over TLS for `valkeys://`, trusting
+/// `ca_file` when given) and asks `PING` (and `INFO server`, for the version, when
+/// allowed); nothing is written. Bound the call with a timeout.
+pub async fn reach(url: &str, ca_file: Option<&Path>) -> Result<String, ReachError> {
+    let client = client(url, ca_file).map_err(ReachError::Invalid)?;
     let unreachable = |e: redis::RedisError| ReachError::Unreachable(e.to_string());
     let mut connection = client
         .get_multiplexed_async_connection()
@@ -229,7 +255,20 @@ impl ValkeyStore {
         dedup_window: Duration,
         connections: usize,
     ) -> Result<Self, StoreError> {
-        let client = redis::Client::open(redis_url(url)).map_err(unavailable)?;
+        Self::connect_with_ca(url, None, prefix, dedup_window, connections)
+    }
+
+    /// As [`ValkeyStore::connect`], over TLS for a `valkeys://` (or `rediss://`)
+    /// URL, trusting only the CA(s) in `ca_file` when given (else the system's CA
+    /// store). The file is read here: a bad one fails now.
+    pub fn connect_with_ca(
+        url: &str,
+        ca_file: Option<&Path>,
+        prefix: &str,
+        dedup_window: Duration,
+        connections: usize,
+    ) -> Result<Self, StoreError> {
+        let client = client(url, ca_file).map_err(unavailable)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
