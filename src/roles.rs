@@ -282,7 +282,7 @@ pub async fn run(plan: Plan, metrics: PrometheusHandle) -> anyhow::Result<()> {
     });
     let full = http::full_document(&cfg.http, &gateway);
     let app = http::app(state.clone(), routes, &full, &gateway);
-    exports(&plan, &app.doc, &gateway).register();
+    exports(&plan, &app.doc).register();
     let http_listener = bind("http.addr", cfg.http.addr).await?;
     let mut listening = format!("flujo listening http={}", http_listener.local_addr()?);
     let http_server = axum::serve(
@@ -428,7 +428,7 @@ pub async fn run(plan: Plan, metrics: PrometheusHandle) -> anyhow::Result<()> {
 }
 
 /// The series this process writes, from its plan and its HTTP routes.
-fn exports(plan: &Plan, doc: &utoipa::openapi::OpenApi, gateway: &Gateway) -> Exports {
+fn exports(plan: &Plan, doc: &utoipa::openapi::OpenApi) -> Exports {
     let roles = plan.roles;
     let mut e = Exports::default();
     if roles.receiver {
@@ -455,24 +455,16 @@ fn exports(plan: &Plan, doc: &utoipa::openapi::OpenApi, gateway: &Gateway) -> Ex
     }
     e.http = http::api::routes_and_statuses(doc);
     // The gateway guards ingest on every transport of a receiver (gRPC on a
-    // router too), and the query routes of a consumer on HTTP.
-    let mut guarded: Vec<(&'static str, Scope)> =
-        e.transports.iter().map(|&t| (t, Scope::Ingest)).collect();
-    if roles.consumer {
-        guarded.push(("http", Scope::Query));
-    }
-    if gateway.auth_enabled() {
-        for &(transport, _) in &guarded {
-            if !e.authenticated.contains(&transport) {
-                e.authenticated.push(transport);
-            }
-        }
-    }
-    e.limited = guarded
-        .into_iter()
-        .filter(|&(_, scope)| gateway.limiter(scope).is_some())
-        .map(|(t, scope)| (t, scope.as_str()))
+    // router too), and the query routes of a consumer on HTTP; its series are
+    // exported whether or not authentication and rate limits are on.
+    e.guarded = e
+        .transports
+        .iter()
+        .map(|&t| (t, Scope::Ingest.as_str()))
         .collect();
+    if roles.consumer {
+        e.guarded.push(("http", Scope::Query.as_str()));
+    }
     e
 }
 
@@ -493,7 +485,7 @@ mod tests {
             Gateway::from_config(&plan.config.auth, &plan.config.limits).expect("gateway"),
         );
         let doc = http::full_document(&plan.config.http, &gateway);
-        exports(&plan, &doc, &gateway)
+        exports(&plan, &doc)
     }
 
     /// What each role exports from start-up: the series its actors will write.
@@ -503,6 +495,12 @@ mod tests {
         assert_eq!(receiver.transports, ["http", "grpc", "tcp"]);
         assert!(receiver.sinks.is_empty() && receiver.sources.is_empty());
         assert_eq!(receiver.mailboxes, [receiver::MAILBOX.name()]);
+        // Authentication and rate limits are off by default: their series are
+        // exported all the same.
+        assert_eq!(
+            receiver.guarded,
+            [("http", "ingest"), ("grpc", "ingest"), ("tcp", "ingest")]
+        );
 
         let router = exports_of("router", Bus::Kafka);
         assert_eq!(router.transports, ["grpc"]);
@@ -511,6 +509,7 @@ mod tests {
             [(Kind::Sale, "kafka"), (Kind::Tweet, "kafka")]
         );
         assert!(router.supervised.is_empty());
+        assert_eq!(router.guarded, [("grpc", "ingest")]);
 
         let consumer = exports_of("consumer", Bus::Rabbitmq);
         assert!(consumer.transports.is_empty());
@@ -520,6 +519,7 @@ mod tests {
         );
         assert_eq!(consumer.per_kind_sources, ["rabbitmq"]);
         assert_eq!(consumer.supervised, [consumer::ACTOR, aggregator::ACTOR]);
+        assert_eq!(consumer.guarded, [("http", "query")]);
 
         let all = exports_of("all", Bus::Memory);
         assert_eq!(all.sinks.len(), 2);

@@ -325,10 +325,11 @@ pub struct Exports {
     pub supervised: Vec<&'static str>,
     /// HTTP routes this process serves, with the statuses each can answer.
     pub http: Vec<(String, Vec<u16>)>,
-    /// Transports that require credentials (authentication on).
-    pub authenticated: Vec<&'static str>,
-    /// Rate-limited `(transport, scope)` pairs.
-    pub limited: Vec<(&'static str, &'static str)>,
+    /// `(transport, scope)` pairs the gateway guards. Their authentication
+    /// failures (per transport), rate-limit refusals (per pair) and tracked clients
+    /// (per scope) are exported whether or not authentication and rate limits are
+    /// on: off, they stay at 0, and the dashboards' panels show 0, not "no data".
+    pub guarded: Vec<(&'static str, &'static str)>,
 }
 
 impl Exports {
@@ -426,17 +427,18 @@ impl Exports {
                     .increment(0);
             }
         }
-        for &transport in &self.authenticated {
+        let guarded: BTreeSet<&str> = self.guarded.iter().map(|&(t, _)| t).collect();
+        for transport in guarded {
             for reason in AUTH_FAILURE_REASONS {
                 metrics::counter!(AUTH_FAILURES, "transport" => transport, "reason" => reason)
                     .increment(0);
             }
         }
-        for &(transport, scope) in &self.limited {
+        for &(transport, scope) in &self.guarded {
             metrics::counter!(REQUESTS_LIMITED, "transport" => transport, "scope" => scope)
                 .increment(0);
         }
-        let scopes: BTreeSet<&str> = self.limited.iter().map(|&(_, s)| s).collect();
+        let scopes: BTreeSet<&str> = self.guarded.iter().map(|&(_, s)| s).collect();
         for scope in scopes {
             metrics::gauge!(RATE_LIMIT_CLIENTS, "scope" => scope).increment(0.0);
         }
