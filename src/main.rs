@@ -138,9 +138,14 @@ struct RunArgs {
     /// TCP listen address, e.g. 0.0.0.0:7070 [key: tcp.addr].
     #[arg(long, env = "FLUJO__TCP__ADDR", hide_env_values = true)]
     tcp: Option<String>,
-    /// gRPC URL of the router role, for a receiver-only process [key: router_url].
+    /// gRPC URL of the router role, for a receiver-only process: grpc://HOST:PORT,
+    /// or grpcs://HOST:PORT over TLS [key: router_url].
     #[arg(long, env = "FLUJO__ROUTER_URL", hide_env_values = true)]
     router_url: Option<String>,
+    /// PEM file of the CA certificates a grpcs:// router is checked against (only
+    /// those; default: the system's roots) [key: router_ca_file].
+    #[arg(long, env = "FLUJO__ROUTER_CA_FILE", hide_env_values = true)]
+    router_ca_file: Option<String>,
     /// When clients get their 202 (default: durable with a broker or a remote
     /// router, else accepted) [key: ack].
     #[arg(long, value_parser = plan::ack_mode_parser(), env = "FLUJO__ACK", hide_env_values = true)]
@@ -169,7 +174,19 @@ impl RunArgs {
             };
         }
         forget!(
-            role, bus, kafka, amqp, store, http, grpc, tcp, router_url, ack, log_level, log_format
+            role,
+            bus,
+            kafka,
+            amqp,
+            store,
+            http,
+            grpc,
+            tcp,
+            router_url,
+            router_ca_file,
+            ack,
+            log_level,
+            log_format
         );
     }
 
@@ -213,6 +230,7 @@ impl RunArgs {
             ("grpc.addr", &self.grpc),
             ("tcp.addr", &self.tcp),
             ("router_url", &self.router_url),
+            ("router_ca_file", &self.router_ca_file),
             ("log.level", &self.log_level),
         ];
         Overrides {

@@ -23,6 +23,7 @@ use crate::transports::forward::{self, RemoteRouter};
 use crate::transports::grpc::{self, proto::ingest_server::IngestServer, IngestService};
 use crate::transports::http::{self, query::ReadCache, stream::KpiFeed, AppState, Limits};
 use crate::transports::tcp;
+use crate::transports::tls::{self, TlsListener};
 use actix::prelude::*;
 use anyhow::Context as _;
 use axum::serve::ListenerExt as _;
@@ -39,6 +40,8 @@ use flujo_actors::receiver::{Receiver, ReceiverPool};
 use flujo_actors::router::Router;
 use flujo_actors::store::Store;
 use flujo_actors::{aggregator, consumer, publisher, receiver, router};
+use futures::future::BoxFuture;
+use futures::FutureExt as _;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::collections::HashMap;
 use std::future::IntoFuture as _;
@@ -153,10 +156,14 @@ impl Node {
         } else if roles.receiver {
             let url = cfg.router_url.clone().context("router_url is required")?;
             let token = forward::BearerToken::new(cfg.auth.forward_token_file.as_deref());
-            let remote = RemoteRouter::new(&url, token, cfg.deadlines.durable_ack())
+            let ca_file = cfg.router_ca_file.as_deref();
+            let channel = forward::channel(&url, ca_file)
                 .with_context(|| format!("bad router_url `{url}`"))?;
+            let remote = RemoteRouter::new(channel, token, cfg.deadlines.durable_ack());
             probes.push(Arc::new(RouterProbe(
-                tonic_health::pb::health_client::HealthClient::new(forward::channel(&url)?),
+                tonic_health::pb::health_client::HealthClient::new(forward::channel(
+                    &url, ca_file,
+                )?),
             )));
             let forwarding = Arbiter::new();
             let addr = start_bounded(&forwarding.handle(), mailbox, remote);
@@ -285,15 +292,33 @@ pub async fn run(plan: Plan, metrics: PrometheusHandle) -> anyhow::Result<()> {
     exports(&plan, &app.doc).register();
     let http_listener = bind("http.addr", cfg.http.addr).await?;
     let mut listening = format!("flujo listening http={}", http_listener.local_addr()?);
-    let http_server = axum::serve(
-        http_listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        }),
-        app.router
-            .into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown.signal())
-    .into_future();
+    let mut over_tls = Vec::new();
+    let make_service = app
+        .router
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let http_server: BoxFuture<'static, std::io::Result<()>> =
+        match tls::acceptor(cfg.http.tls_files(), tls::ALPN_HTTP)? {
+            None => axum::serve(
+                http_listener.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                }),
+                make_service,
+            )
+            .with_graceful_shutdown(shutdown.signal())
+            .into_future()
+            .boxed(),
+            Some(acceptor) => {
+                over_tls.push("http");
+                // `tap_io` only for its connect info: the peer address of each request.
+                axum::serve(
+                    TlsListener::new(http_listener, acceptor).tap_io(|_| {}),
+                    make_service,
+                )
+                .with_graceful_shutdown(shutdown.signal())
+                .into_future()
+                .boxed()
+            }
+        };
 
     let grpc_server = match (&node.receivers, roles.receiver || roles.router) {
         (Some(receivers), true) => {
@@ -318,25 +343,38 @@ pub async fn run(plan: Plan, metrics: PrometheusHandle) -> anyhow::Result<()> {
             );
             // The request deadline bounds every call; a shorter `grpc-timeout` from
             // the client wins (tonic answers CANCELLED past either).
-            let server = tonic::transport::Server::builder()
+            let services = tonic::transport::Server::builder()
                 .tcp_nodelay(true)
                 .timeout(cfg.deadlines.request())
                 .add_service(health_service)
                 .add_service(reflection().build_v1()?)
                 .add_service(reflection().build_v1alpha()?)
-                .add_service(ingest)
-                .serve_with_incoming_shutdown(
-                    tokio_stream::wrappers::TcpListenerStream::new(listener),
-                    {
-                        let signal = shutdown.signal();
-                        async move {
-                            signal.await;
-                            health
-                                .set_not_serving::<IngestServer<IngestService>>()
-                                .await;
-                        }
-                    },
-                );
+                .add_service(ingest);
+            let signal = shutdown.signal();
+            let stopped = async move {
+                signal.await;
+                health
+                    .set_not_serving::<IngestServer<IngestService>>()
+                    .await;
+            };
+            let server: BoxFuture<'static, Result<(), tonic::transport::Error>> =
+                match tls::acceptor(cfg.grpc.tls_files(), tls::ALPN_GRPC)? {
+                    None => services
+                        .serve_with_incoming_shutdown(
+                            tokio_stream::wrappers::TcpListenerStream::new(listener),
+                            stopped,
+                        )
+                        .boxed(),
+                    Some(acceptor) => {
+                        over_tls.push("grpc");
+                        services
+                            .serve_with_incoming_shutdown(
+                                TlsListener::new(listener, acceptor).into_stream(),
+                                stopped,
+                            )
+                            .boxed()
+                    }
+                };
             Some(server)
         }
         _ => None,
@@ -350,8 +388,13 @@ pub async fn run(plan: Plan, metrics: PrometheusHandle) -> anyhow::Result<()> {
                 max_batch: cfg.http.max_batch_events,
                 deadline: cfg.deadlines.request(),
             };
+            let acceptor = tls::acceptor(cfg.tcp.tls_files(), tls::ALPN_NONE)?;
+            if acceptor.is_some() {
+                over_tls.push("tcp");
+            }
             Some(tcp::serve(
                 listener,
+                acceptor,
                 receivers.clone(),
                 limits,
                 gateway.clone(),
@@ -364,7 +407,7 @@ pub async fn run(plan: Plan, metrics: PrometheusHandle) -> anyhow::Result<()> {
     println!("{listening}");
     let _ = std::io::stdout().flush();
     tracing::info!(role = %roles, bus = ?cfg.bus, store = %plan.store.masked(),
-        ack = ?plan.ack, "{listening}");
+        ack = ?plan.ack, tls = %over_tls.join(","), "{listening}");
 
     tokio::spawn(async move {
         loop {

@@ -94,11 +94,12 @@ pub fn dependencies(plan: &Plan) -> Vec<Dependency> {
     }
     if let (true, false, Some(url)) = (roles.receiver, roles.router, &config.router_url) {
         let url = url.clone();
+        let ca_file = config.router_ca_file.clone();
         needed.push(Dependency {
             key: "router_url",
             target: mask_url_password(&url),
             check: async move {
-                let channel = forward::channel(&url)
+                let channel = forward::channel(&url, ca_file.as_deref())
                     .map_err(|e| ReachError::Invalid(format!("not a gRPC URL: {e}")))?;
                 let probe =
                     RouterProbe(tonic_health::pb::health_client::HealthClient::new(channel));

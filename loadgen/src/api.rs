@@ -194,10 +194,12 @@ pub struct QueryClient {
 }
 
 impl QueryClient {
-    /// A client for the server at `base` (e.g. `http://127.0.0.1:8080`).
-    pub fn new(base: &str) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
+    /// A client for the server at `base` (e.g. `http://127.0.0.1:8080`); an
+    /// `https://` server's certificate is checked against `ca_file` (else the
+    /// system's roots).
+    pub fn new(base: &str, ca_file: Option<&std::path::Path>) -> anyhow::Result<Self> {
+        let builder = reqwest::Client::builder().timeout(Duration::from_secs(10));
+        let client = crate::transport::http_roots(builder, ca_file)?
             .build()
             .context("building the HTTP client for queries")?;
         Ok(Self {

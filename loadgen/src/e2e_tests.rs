@@ -260,6 +260,7 @@ fn args(target: &str) -> LoadgenArgs {
     LoadgenArgs {
         target: target.to_string(),
         query: None,
+        ca_file: None,
         kind: KindMix::Mixed,
         rate: Rate::PerSecond(2000.0),
         duration: 0.5,

@@ -58,14 +58,21 @@ const MAX_BATCH: usize = 10_000;
 pub struct LoadgenArgs {
     /// Where to send the events; its scheme picks the transport:
     /// `http://host:port` (or https://; with --verify also the query API),
-    /// `grpc://host:port` or `tcp://host:port`.
+    /// `grpc://host:port` (or grpcs://, over TLS) or `tcp://host:port`.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub target: String,
 
     /// Base URL of the query API read by --verify (always HTTP). Default:
-    /// the target when it is http://, else http://<target host>:8080.
+    /// the target when it is http:// or https://, else http://<target
+    /// host>:8080 (https:// for a grpcs:// target).
     #[arg(long)]
     pub query: Option<String>,
+
+    /// PEM file of the CA certificates an https:// or grpcs:// server's
+    /// certificate is checked against (only those; the target's and the
+    /// query API's). Default: the system's roots.
+    #[arg(long)]
+    pub ca_file: Option<std::path::PathBuf>,
 
     /// Which events to send (mixed alternates sales and tweets request by
     /// request).
@@ -128,10 +135,10 @@ impl LoadgenArgs {
         let scheme = self.target.split_once("://").map(|(scheme, _)| scheme);
         let inferred = match scheme.map(str::to_ascii_lowercase).as_deref() {
             Some("http" | "https") => Transport::Http,
-            Some("grpc") => Transport::Grpc,
+            Some("grpc" | "grpcs") => Transport::Grpc,
             Some("tcp") => Transport::Tcp,
             _ => bail!(
-                "--target `{}` must start with http://, https://, grpc:// or tcp:// \
+                "--target `{}` must start with http://, https://, grpc://, grpcs:// or tcp:// \
                  (the scheme picks the transport)",
                 self.target
             ),
@@ -177,6 +184,14 @@ impl LoadgenArgs {
                 "--query must be an http:// URL, got `{query}`"
             );
         }
+        if self.ca_file.is_some() {
+            let query_tls = self.verify && transport::over_tls(&self.query_url()?);
+            ensure!(
+                transport::over_tls(&self.target) || query_tls,
+                "--ca-file applies to an https:// or grpcs:// target (or --verify's https:// \
+                 query API), and neither is one"
+            );
+        }
         Ok(())
     }
 
@@ -194,7 +209,15 @@ impl LoadgenArgs {
         let host = url
             .host_str()
             .with_context(|| format!("target `{}` names no host", self.target))?;
-        Ok(format!("http://{host}:{}", default_port(Transport::Http)))
+        let scheme = if transport::over_tls(&self.target) {
+            "https"
+        } else {
+            "http"
+        };
+        Ok(format!(
+            "{scheme}://{host}:{}",
+            default_port(Transport::Http)
+        ))
     }
 }
 
@@ -215,7 +238,8 @@ async fn execute(args: &LoadgenArgs) -> anyhow::Result<Report> {
     args.validate()?;
     let transport = args.transport()?;
     let timeout = Duration::from_secs_f64(args.timeout);
-    let sender = Sender::new(transport, &args.target, args.concurrency)?;
+    let ca_file = args.ca_file.as_deref();
+    let sender = Sender::new(transport, &args.target, args.concurrency, ca_file)?;
     let nonce = Generator::random_nonce();
     let mut generator = Generator::new(args.seed, nonce.clone());
     eprintln!(
@@ -236,7 +260,7 @@ async fn execute(args: &LoadgenArgs) -> anyhow::Result<Report> {
 
     let mut verifying = None;
     if args.verify {
-        let client = QueryClient::new(&args.query_url()?)?;
+        let client = QueryClient::new(&args.query_url()?, ca_file)?;
         let baseline = client
             .snapshot()
             .await
@@ -338,6 +362,7 @@ mod tests {
             ("http://h:1", Transport::Http),
             ("https://h", Transport::Http),
             ("grpc://h:50051", Transport::Grpc),
+            ("grpcs://h:50051", Transport::Grpc),
             ("tcp://h:7070", Transport::Tcp),
         ] {
             let args = parse(&["--target", target]);
@@ -357,5 +382,27 @@ mod tests {
             .expect_err("no scheme")
             .to_string();
         assert!(err.contains("must start with http://"), "{err}");
+    }
+
+    #[test]
+    fn a_ca_file_needs_a_tls_url() {
+        let tls = parse(&["--target", "grpcs://h", "--ca-file", "ca.pem", "--verify"]);
+        assert!(tls.validate().is_ok());
+        assert_eq!(tls.query_url().expect("query"), "https://h:8080");
+        let err = parse(&["--target", "grpc://h", "--ca-file", "ca.pem"])
+            .validate()
+            .expect_err("plain target")
+            .to_string();
+        assert!(err.contains("--ca-file applies to"), "{err}");
+        let query_tls = parse(&[
+            "--target",
+            "tcp://h:1",
+            "--query",
+            "https://h:1",
+            "--verify",
+            "--ca-file",
+            "ca.pem",
+        ]);
+        assert!(query_tls.validate().is_ok());
     }
 }

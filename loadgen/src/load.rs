@@ -538,7 +538,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn tcp_batches_resend_only_what_was_not_stored() {
         let (target, log) = fake_tcp().await;
-        let sender = Sender::new(Transport::Tcp, &target, 2).expect("sender");
+        let sender = Sender::new(Transport::Tcp, &target, 2, None).expect("sender");
         let mut generator = Generator::new(1, "n");
         let batch = generator.next_batch(KindMix::Sales, 10); // n-s0 ..= n-s9
         let far = Instant::now() + Duration::from_secs(5);
@@ -564,7 +564,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn tcp_truth_counts_exactly_the_events_answered_ok() {
         let (target, log) = fake_tcp().await;
-        let sender = Sender::new(Transport::Tcp, &target, 4).expect("sender");
+        let sender = Sender::new(Transport::Tcp, &target, 4, None).expect("sender");
         let plan = Plan {
             rate: Rate::Max,
             duration: Duration::from_millis(200),

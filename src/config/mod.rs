@@ -87,9 +87,14 @@ pub struct Config {
     /// Where KPIs live: `memory` or `valkey://HOST:PORT`.
     #[serde(with = "text")]
     pub store: StoreLocation,
-    /// gRPC URL of the router role, for a process that runs receivers but no router.
+    /// gRPC URL of the router role, for a process that runs receivers but no router:
+    /// `grpc://` (or `http://`) in plain text, `grpcs://` (or `https://`) over TLS.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub router_url: Option<String>,
+    /// PEM file of the CA certificates a `grpcs://` router's certificate is checked
+    /// against (only those); unset = the system's roots.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub router_ca_file: Option<PathBuf>,
     /// When clients get their 202: `durable` or `accepted`; unset = the bus's default.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ack: Option<AckMode>,
@@ -133,6 +138,7 @@ impl Default for Config {
             routes: RoutesConfig::default(),
             store: StoreLocation::Memory,
             router_url: None,
+            router_ca_file: None,
             ack: None,
             kafka: Default::default(),
             rabbitmq: Default::default(),
@@ -300,6 +306,22 @@ impl Config {
                 } else if BUILTIN_PATHS.contains(&p.as_str()) || !seen.insert(p.as_str()) {
                     invalid(key, format!("path `{p}` is already in use"));
                 }
+            }
+        }
+        for files in [
+            self.http.tls_files(),
+            self.grpc.tls_files(),
+            self.tcp.tls_files(),
+        ] {
+            if let Err(found) = crate::transports::tls::server_config(files, &[]) {
+                for e in found {
+                    invalid(e.key, e.reason);
+                }
+            }
+        }
+        if let Some(path) = &self.router_ca_file {
+            if let Err(reason) = crate::transports::tls::check_ca_file(path) {
+                invalid("router_ca_file", reason);
             }
         }
         if self.tcp.max_line_bytes == 0 {

@@ -193,6 +193,19 @@ impl Plan {
                     .into(),
             );
         }
+        if let Some(url) = &config.router_url {
+            match crate::transports::forward::router_uri(url) {
+                Err(reason) => invalid("router_url", reason),
+                Ok((_, false)) if config.router_ca_file.is_some() => invalid(
+                    "router_ca_file",
+                    format!(
+                        "applies to a router reached over TLS, but router_url `{url}` is plain \
+                         gRPC; use grpcs://"
+                    ),
+                ),
+                Ok(_) => {}
+            }
+        }
         ConfigError::from_problems(problems)?;
         // Durable whenever a broker or a remote router is in the path: only their
         // confirmation makes a 202 safe.

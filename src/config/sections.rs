@@ -4,6 +4,7 @@
 use super::Bus;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 
 /// Which sinks each kind is published to, e.g. `tweet = ["kafka", "rabbitmq"]`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -31,6 +32,13 @@ pub struct HttpConfig {
     pub sales_paths: Vec<String>,
     /// Extra paths that take tweets like `/v1/tweets` (besides `/input`, always served).
     pub tweet_paths: Vec<String>,
+    /// PEM certificate chain of the port; with `tls_key_file` (both or neither) the
+    /// port speaks HTTPS only (ALPN h2 and http/1.1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key_file: Option<PathBuf>,
 }
 
 /// gRPC server settings.
@@ -39,6 +47,13 @@ pub struct HttpConfig {
 pub struct GrpcConfig {
     /// Listen address of `flujo.v1.Ingest`, health and reflection.
     pub addr: SocketAddr,
+    /// PEM certificate chain of the port; with `tls_key_file` (both or neither) the
+    /// port speaks gRPC over TLS only (ALPN h2).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key_file: Option<PathBuf>,
 }
 
 /// TCP line server settings.
@@ -49,6 +64,13 @@ pub struct TcpConfig {
     pub addr: SocketAddr,
     /// Longest accepted line, in bytes (without its newline).
     pub max_line_bytes: usize,
+    /// PEM certificate chain of the port; with `tls_key_file` (both or neither) the
+    /// line protocol runs inside TLS only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key_file: Option<PathBuf>,
 }
 
 /// Sizing of the actor pipeline.
@@ -128,6 +150,8 @@ impl Default for HttpConfig {
             max_batch_events: 10_000,
             sales_paths: Vec::new(),
             tweet_paths: Vec::new(),
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -136,6 +160,8 @@ impl Default for GrpcConfig {
     fn default() -> Self {
         GrpcConfig {
             addr: SocketAddr::from(([0, 0, 0, 0], 50051)),
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -145,6 +171,8 @@ impl Default for TcpConfig {
         TcpConfig {
             addr: SocketAddr::from(([0, 0, 0, 0], 7070)),
             max_line_bytes: 64 * 1024,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -195,6 +223,55 @@ impl Default for LogConfig {
         LogConfig {
             level: "info".into(),
             format: LogFormat::Text,
+        }
+    }
+}
+
+/// The TLS files of one listener as configured, and the keys that name them.
+#[derive(Debug, Clone, Copy)]
+pub struct ListenerTlsFiles<'a> {
+    /// The key of the certificate file, e.g. `http.tls_cert_file`.
+    pub cert_key: &'static str,
+    /// The key of the private key file, e.g. `http.tls_key_file`.
+    pub key_key: &'static str,
+    /// The certificate chain file, when set.
+    pub cert: Option<&'a Path>,
+    /// The private key file, when set.
+    pub key: Option<&'a Path>,
+}
+
+impl HttpConfig {
+    /// The TLS files of the HTTP port.
+    pub fn tls_files(&self) -> ListenerTlsFiles<'_> {
+        ListenerTlsFiles {
+            cert_key: "http.tls_cert_file",
+            key_key: "http.tls_key_file",
+            cert: self.tls_cert_file.as_deref(),
+            key: self.tls_key_file.as_deref(),
+        }
+    }
+}
+
+impl GrpcConfig {
+    /// The TLS files of the gRPC port.
+    pub fn tls_files(&self) -> ListenerTlsFiles<'_> {
+        ListenerTlsFiles {
+            cert_key: "grpc.tls_cert_file",
+            key_key: "grpc.tls_key_file",
+            cert: self.tls_cert_file.as_deref(),
+            key: self.tls_key_file.as_deref(),
+        }
+    }
+}
+
+impl TcpConfig {
+    /// The TLS files of the TCP port.
+    pub fn tls_files(&self) -> ListenerTlsFiles<'_> {
+        ListenerTlsFiles {
+            cert_key: "tcp.tls_cert_file",
+            key_key: "tcp.tls_key_file",
+            cert: self.tls_cert_file.as_deref(),
+            key: self.tls_key_file.as_deref(),
         }
     }
 }

@@ -10,6 +10,10 @@
 //! validation. That check is the typed path only (protobuf → raw events → the
 //! rules): no JSON is built or parsed on either side.
 //!
+//! `router_url` is `grpc://` (or `http://`) for plain gRPC, `grpcs://` (or `https://`)
+//! for gRPC over TLS, the router's certificate checked against `router_ca_file` (only
+//! its certificates) or else the system's roots.
+//!
 //! When the router requires credentials, `auth.forward_token_file` names a token
 //! (a JWT with the `ingest` scope, or an API key) sent with every batch as
 //! `authorization: Bearer …`. The file is re-read every [`TOKEN_REREAD`], so a
@@ -138,15 +142,15 @@ enum Attempt {
 }
 
 impl RemoteRouter {
-    /// A forwarder to `url` (`http://host:port` or `grpc://host:port`) sending
-    /// `token` with each batch; connects lazily and reconnects by itself. A batch
-    /// the router cannot be reached for is sent again, with backoff and the same
-    /// ids, until `deadline` passed.
-    pub fn new(url: &str, token: BearerToken, deadline: Duration) -> anyhow::Result<Self> {
-        Ok(RemoteRouter {
-            client: IngestClient::with_interceptor(channel(url)?, token),
+    /// A forwarder over `channel` (see [`channel`]) sending `token` with each batch;
+    /// the channel connects lazily and reconnects by itself. A batch the router
+    /// cannot be reached for is sent again, with backoff and the same ids, until
+    /// `deadline` passed.
+    pub fn new(channel: Channel, token: BearerToken, deadline: Duration) -> Self {
+        RemoteRouter {
+            client: IngestClient::with_interceptor(channel, token),
             deadline,
-        })
+        }
     }
 
     /// Sends `batch` to the remote router; resolves with its answer. Retries (same
@@ -232,16 +236,34 @@ async fn attempt(mut client: Client, batch: &Batch, left: Duration) -> Attempt {
 
 flujo_actors::pass_batches_on!(RemoteRouter, Route, forward);
 
-/// A lazily connecting gRPC channel to `url` (`grpc://` is taken as `http://`).
-pub fn channel(url: &str) -> anyhow::Result<Channel> {
-    let url = match url.strip_prefix("grpc://") {
-        Some(rest) => format!("http://{rest}"),
-        None => url.to_owned(),
-    };
-    Ok(Endpoint::from_shared(url)?
+/// `url` as tonic takes it (`grpc://` → `http://`, `grpcs://` → `https://`), and
+/// whether it is over TLS.
+pub fn router_uri(url: &str) -> Result<(String, bool), String> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| format!("`{url}` needs a scheme: grpc:// or grpcs://"))?;
+    match scheme.to_ascii_lowercase().as_str() {
+        "grpc" | "http" => Ok((format!("http://{rest}"), false)),
+        "grpcs" | "https" => Ok((format!("https://{rest}"), true)),
+        other => Err(format!(
+            "unknown scheme `{other}` in `{url}`: use grpc:// (or http://) for plain gRPC, \
+             grpcs:// (or https://) for gRPC over TLS"
+        )),
+    }
+}
+
+/// A lazily connecting gRPC channel to the router at `url` (see [`router_uri`]);
+/// over TLS, the router's certificate is checked against `ca_file` (only its
+/// certificates), else the system's roots.
+pub fn channel(url: &str, ca_file: Option<&Path>) -> anyhow::Result<Channel> {
+    let (uri, tls) = router_uri(url).map_err(anyhow::Error::msg)?;
+    let mut endpoint = Endpoint::from_shared(uri)?
         .tcp_nodelay(true)
-        .connect_timeout(std::time::Duration::from_secs(2))
-        .connect_lazy())
+        .connect_timeout(std::time::Duration::from_secs(2));
+    if tls {
+        endpoint = endpoint.tls_config(crate::transports::tls::grpc_client_tls(ca_file)?)?;
+    }
+    Ok(endpoint.connect_lazy())
 }
 
 fn sale_message(s: &Sale) -> SaleMsg {
@@ -272,6 +294,17 @@ mod tests {
     use super::*;
     use flujo_actors::event::protobuf::{raw_sale, raw_tweet};
     use flujo_actors::event::{Category, ReceiveStamp, Weather};
+
+    #[test]
+    fn router_urls_name_plain_or_tls_grpc() {
+        let uri = |url| router_uri(url);
+        assert_eq!(uri("grpc://r:1"), Ok(("http://r:1".into(), false)));
+        assert_eq!(uri("http://r:1"), Ok(("http://r:1".into(), false)));
+        assert_eq!(uri("grpcs://r:1"), Ok(("https://r:1".into(), true)));
+        assert_eq!(uri("HTTPS://r:1"), Ok(("https://r:1".into(), true)));
+        assert!(uri("r:1").is_err());
+        assert!(uri("tcp://r:1").expect_err("scheme").contains("grpcs://"));
+    }
 
     #[test]
     fn canonical_events_become_protos_with_their_ids() {

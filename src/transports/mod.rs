@@ -10,11 +10,13 @@
 //! - [`tcp`]: newline-delimited JSON ingest and `ping` → `pong`.
 //! - [`forward`]: the router of a receiver-only process, forwarding batches to the
 //!   router role over gRPC.
+//! - [`tls`]: TLS of the three listeners and of flujo's clients of them.
 
 pub mod forward;
 pub mod grpc;
 pub mod http;
 pub mod tcp;
+pub mod tls;
 
 use std::time::Duration;
 use tokio::time::Instant;

@@ -15,12 +15,15 @@
 //! the order they came, so a client may pipeline. The lines a connection has ready
 //! are read together and coalesced: each run of events of one kind goes through the
 //! pipeline as one batch, in which a bad event is refused alone.
+//!
+//! With `tcp.tls_cert_file` and `tcp.tls_key_file` the same protocol runs inside TLS
+//! (a client that does not complete the handshake is closed unanswered).
 
 use crate::gateway::{
     client_key, record_auth_failure, AuthError, Gateway, Identity, Refusal, Scope,
 };
 use crate::shutdown::Shutdown;
-use crate::transports::answer_by;
+use crate::transports::{answer_by, tls};
 use flujo_actors::event::line::{one_line, parse_line, Line, LineSplitter, Parsed};
 use flujo_actors::event::{Kind, RawBatch};
 use flujo_actors::messages::{IngestError, Transport};
@@ -34,8 +37,9 @@ use std::io;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 
 /// Lines of one connection in flight (read, not yet answered) at most.
@@ -276,25 +280,25 @@ pub struct Limits {
     pub deadline: Duration,
 }
 
-/// Serves one connection until the client closes it or shutdown begins; answers
-/// every line read before closing. The lines a connection has ready are read
-/// together (up to `limits.max_batch`) and their events coalesced.
+/// Serves one connection (read from `read`, answered on `write`) until the client
+/// closes it or shutdown begins; answers every line read before closing. The lines
+/// a connection has ready are read together (up to `limits.max_batch`) and their
+/// events coalesced.
 async fn serve_connection(
-    stream: TcpStream,
+    (read, write): (impl AsyncRead + Unpin, impl AsyncWrite + Unpin),
+    peer: IpAddr,
     receivers: ReceiverPool,
     limits: Limits,
     gateway: Arc<Gateway>,
     shutdown: Shutdown,
 ) -> io::Result<()> {
-    let mut session = Session::new(gateway, stream.peer_addr().ok().map(|a| a.ip()));
+    let mut session = Session::new(gateway, Some(peer));
     let Limits {
         max_line,
         max_batch,
         deadline,
     } = limits;
     let coalesce = max_batch.clamp(1, COALESCE_MAX);
-    let _ = stream.set_nodelay(true);
-    let (read, write) = stream.into_split();
     let mut lines = LineReader::new(read, max_line);
     let mut out = BufWriter::new(write);
     let mut pending: FuturesOrdered<BoxFuture<'static, (Vec<String>, usize)>> =
@@ -356,11 +360,37 @@ async fn serve_connection(
     out.into_inner().shutdown().await
 }
 
+/// Serves one accepted connection: in plain text, or inside TLS once `tls`'s
+/// handshake succeeded (a failed one closes the connection unanswered).
+async fn serve_stream(
+    stream: TcpStream,
+    peer: IpAddr,
+    tls: Option<TlsAcceptor>,
+    receivers: ReceiverPool,
+    limits: Limits,
+    gateway: Arc<Gateway>,
+    shutdown: Shutdown,
+) -> io::Result<()> {
+    let _ = stream.set_nodelay(true);
+    match tls {
+        None => {
+            let halves = stream.into_split();
+            serve_connection(halves, peer, receivers, limits, gateway, shutdown).await
+        }
+        Some(acceptor) => {
+            let stream = tls::accept_line_connection(&acceptor, stream).await?;
+            let halves = tokio::io::split(stream);
+            serve_connection(halves, peer, receivers, limits, gateway, shutdown).await
+        }
+    }
+}
+
 /// Accepts connections until shutdown, then waits for every connection to answer
-/// what it read (the caller bounds this with the drain deadline); `gateway` checks
-/// credentials and rate limits.
+/// what it read (the caller bounds this with the drain deadline); `tls`, when
+/// given, wraps every connection; `gateway` checks credentials and rate limits.
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     receivers: ReceiverPool,
     limits: Limits,
     gateway: Arc<Gateway>,
@@ -373,9 +403,12 @@ pub async fn serve(
                 Ok((stream, peer)) => {
                     // One receiver per connection: pipelined lines keep their order.
                     let (receivers, shutdown) = (receivers.pin(), shutdown.clone());
-                    let gateway = gateway.clone();
+                    let (gateway, tls) = (gateway.clone(), tls.clone());
                     connections.spawn(async move {
-                        if let Err(e) = serve_connection(stream, receivers, limits, gateway, shutdown).await {
+                        let served = serve_stream(
+                            stream, peer.ip(), tls, receivers, limits, gateway, shutdown,
+                        );
+                        if let Err(e) = served.await {
                             tracing::debug!(%peer, error = %e, "tcp connection ended");
                         }
                     });

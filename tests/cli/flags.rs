@@ -35,6 +35,7 @@ fn help_lists_the_allowed_values_and_the_variables() {
             "[env: FLUJO__GRPC__ADDR]",
             "[env: FLUJO__TCP__ADDR]",
             "[env: FLUJO__ROUTER_URL]",
+            "[env: FLUJO__ROUTER_CA_FILE]",
             "[env: FLUJO__ACK]",
             "[env: FLUJO__LOG__LEVEL]",
             "[env: FLUJO__LOG__FORMAT]",

@@ -16,7 +16,10 @@ Prints "generated id: <id>" (the id the server made) and
 failed check otherwise. Needs grpcio, grpcio-tools and grpcio-health-checking
 (scripts/test.sh installs them into .services/venv).
 
-Usage: grpc_client.py HOST:PORT
+With --ca-file, the channel is gRPC over TLS, the server's certificate checked
+against the CA certificates of that PEM file.
+
+Usage: grpc_client.py HOST:PORT [--ca-file CA.pem]
 """
 
 import os
@@ -68,8 +71,16 @@ def compile_proto(out_dir):
     return ingest_pb2, ingest_pb2_grpc
 
 
-def run(addr, pb, pb_grpc):
-    with grpc.insecure_channel(addr) as channel:
+def open_channel(addr, ca_file):
+    if ca_file is None:
+        return grpc.insecure_channel(addr)
+    with open(ca_file, "rb") as f:
+        credentials = grpc.ssl_channel_credentials(root_certificates=f.read())
+    return grpc.secure_channel(addr, credentials)
+
+
+def run(addr, pb, pb_grpc, ca_file=None):
+    with open_channel(addr, ca_file) as channel:
         grpc.channel_ready_future(channel).result(timeout=TIMEOUT)
 
         # Health.
@@ -151,13 +162,17 @@ def run(addr, pb, pb_grpc):
 
 
 def main(argv):
-    if len(argv) != 2:
+    if len(argv) == 2:
+        ca_file = None
+    elif len(argv) == 4 and argv[2] == "--ca-file":
+        ca_file = argv[3]
+    else:
         sys.stderr.write(__doc__)
         return 2
     with tempfile.TemporaryDirectory(prefix="flujo-proto-") as out_dir:
         try:
             pb, pb_grpc = compile_proto(out_dir)
-            run(argv[1], pb, pb_grpc)
+            run(argv[1], pb, pb_grpc, ca_file)
         except CheckFailed as e:
             sys.stderr.write(f"check failed: {e}\n")
             return 1

@@ -162,6 +162,8 @@ pub(crate) fn flujo_roles(r: &Rendered) -> BTreeMap<&'static str, toml::Value> {
         }
 
         let env = container_env(r, c);
+        // Files of a Secret the operator provides stand in as files made here.
+        let (env, _files) = with_provided_files(pod, c, env);
         let config = flujo_config(role, &env);
         assert_eq!(config["role"].as_str(), Some(role), "{who}: FLUJO__ROLE");
         assert_eq!(config["log"]["format"].as_str(), Some("json"), "{who}");
@@ -185,10 +187,11 @@ pub(crate) fn flujo_roles(r: &Rendered) -> BTreeMap<&'static str, toml::Value> {
     // The pieces fit together: the receiver forwards to the router Service, every
     // broker-side role reads the same Kafka, the consumer stores in Valkey.
     let receiver = &configs["receiver"];
-    assert_eq!(
-        receiver["router_url"].as_str(),
-        Some("grpc://router:50051"),
-        "{}: receiver forwards to the router Service",
+    let router_url = receiver["router_url"].as_str().unwrap_or_default();
+    assert!(
+        router_url == "grpc://router:50051"
+            || (router_url == "grpcs://router:50051" && receiver.get("router_ca_file").is_some()),
+        "{}: receiver forwards to the router Service (over TLS with a CA file), got {receiver}",
         r.overlay
     );
     for role in ["router", "consumer"] {
@@ -283,7 +286,9 @@ pub(crate) fn references_resolve(r: &Rendered) {
                 }
             }
             if let Some(name) = v["secret"]["secretName"].as_str() {
-                secret_data(r, name);
+                if !PROVIDED_SECRETS.contains(&name) {
+                    secret_data(r, name);
+                }
             }
         }
         let template_labels = labels(&w["spec"]["template"]["metadata"]["labels"]);
@@ -385,4 +390,78 @@ pub(crate) fn services_and_ingress(r: &Rendered) {
     .map(|(p, s)| (p.to_string(), s.to_string()))
     .collect();
     assert_eq!(routes, want, "{}: Ingress paths", r.overlay);
+}
+
+/// TLS on flujo's own listeners (`manifests/components/tls`): every role mounts the
+/// listener certificate's Secret and names its files for each listener it runs,
+/// probes over HTTPS; receivers forward over TLS checking the router against the
+/// Secret's CA; Prometheus scrapes over HTTPS against the same CA; the Ingress
+/// speaks HTTPS to its backends.
+pub(crate) fn listener_tls(r: &Rendered) {
+    const DIR: &str = "/etc/flujo/tls";
+    for role in ROLES {
+        let who = format!("{}: Deployment {role}", r.overlay);
+        let pod = &r.get("Deployment", role)["spec"]["template"]["spec"];
+        let c = flujo_container(r, role);
+        let mount = arr(&c["volumeMounts"])
+            .iter()
+            .find(|m| m["mountPath"] == DIR)
+            .unwrap_or_else(|| panic!("{who}: nothing mounted at {DIR}"));
+        assert_eq!(mount["readOnly"], true, "{who}");
+        let volume = arr(&pod["volumes"])
+            .iter()
+            .find(|v| v["name"] == mount["name"])
+            .unwrap_or_else(|| panic!("{who}: no volume {}", mount["name"]));
+        assert_eq!(volume["secret"]["secretName"], PROVIDED_SECRETS[0], "{who}");
+        let env = container_env(r, c);
+        let mut listeners = vec!["HTTP"];
+        if role != "consumer" {
+            listeners.push("GRPC");
+        }
+        if role == "receiver" {
+            listeners.push("TCP");
+        }
+        for listener in listeners {
+            for (key, file) in [("CERT", "tls.crt"), ("KEY", "tls.key")] {
+                let var = format!("FLUJO__{listener}__TLS_{key}_FILE");
+                assert_eq!(
+                    env.get(&var).map(String::as_str),
+                    Some(format!("{DIR}/{file}").as_str()),
+                    "{who}: {var}"
+                );
+            }
+        }
+        for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
+            assert_eq!(c[probe]["httpGet"]["scheme"], "HTTPS", "{who}: {probe}");
+        }
+    }
+    let env = container_env(r, flujo_container(r, "receiver"));
+    assert_eq!(
+        env.get("FLUJO__ROUTER_URL").map(String::as_str),
+        Some("grpcs://router:50051")
+    );
+    assert_eq!(
+        env.get("FLUJO__ROUTER_CA_FILE").map(String::as_str),
+        Some("/etc/flujo/tls/ca.crt")
+    );
+    let monitor = r.all("ServiceMonitor")[0];
+    let endpoint = &monitor["spec"]["endpoints"][0];
+    assert_eq!(endpoint["scheme"], "https", "{}", r.overlay);
+    let ca = &endpoint["tlsConfig"]["ca"]["secret"];
+    assert_eq!(ca["name"], PROVIDED_SECRETS[0]);
+    assert_eq!(ca["key"], "ca.crt");
+    assert!(
+        ["receiver", "router", "consumer"].contains(
+            &endpoint["tlsConfig"]["serverName"]
+                .as_str()
+                .unwrap_or_default()
+        ),
+        "the ServiceMonitor checks one of the certificate's names: {endpoint}"
+    );
+    let ingress = r.all("Ingress")[0];
+    assert_eq!(
+        ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/backend-protocol"], "HTTPS",
+        "{}: the Ingress speaks HTTPS to flujo",
+        r.overlay
+    );
 }

@@ -119,6 +119,48 @@ pub(crate) fn container_env(r: &Rendered, container: &Value) -> BTreeMap<String,
     env
 }
 
+/// Files the operator provides (a Secret of [`PROVIDED_SECRETS`] mounted in
+/// `container`), stood in for by certificates made here: every variable naming a
+/// file under such a mount names the made file of the same name instead. The
+/// files live as long as the returned [`TestPki`].
+pub(crate) fn with_provided_files(
+    pod: &Value,
+    container: &Value,
+    mut env: BTreeMap<String, String>,
+) -> (BTreeMap<String, String>, Option<TestPki>) {
+    let mut made = None;
+    for mount in arr(&container["volumeMounts"]) {
+        let provided = arr(&pod["volumes"]).iter().any(|v| {
+            v["name"] == mount["name"]
+                && v["secret"]["secretName"]
+                    .as_str()
+                    .is_some_and(|n| PROVIDED_SECRETS.contains(&n))
+        });
+        if !provided {
+            continue;
+        }
+        let pki: &TestPki = made.get_or_insert_with(|| {
+            let pki = TestPki::new("manifests");
+            // The names a kubernetes.io/tls Secret (with its CA) has.
+            for (name, from) in [
+                ("tls.crt", &pki.cert),
+                ("tls.key", &pki.key),
+                ("ca.crt", &pki.ca),
+            ] {
+                std::fs::copy(from, pki.dir.path().join(name)).expect("copy a made file");
+            }
+            pki
+        });
+        let mount_path = format!("{}/", text(mount, "/mountPath").trim_end_matches('/'));
+        for value in env.values_mut() {
+            if let Some(file) = value.strip_prefix(&mount_path) {
+                *value = pki.dir.path().join(file).display().to_string();
+            }
+        }
+    }
+    (env, made)
+}
+
 /// `flujo config` run with exactly this environment: the configuration the role
 /// would start with, as TOML.
 pub(crate) fn flujo_config(role: &str, env: &BTreeMap<String, String>) -> toml::Value {

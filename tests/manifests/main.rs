@@ -12,6 +12,12 @@
 //!   flow by flow (what the pipeline needs is allowed, the rest denied).
 //! - `prod_broker_tls_overlay` (`broker_tls`): the broker-tls component on prod —
 //!   Kafka over TLS + SCRAM with the CA and password mounted from Strimzi's Secrets.
+//! - `prod_tls_overlay` checks the prod overlay with the TLS component
+//!   (`manifests/components/tls`) the same way, plus what TLS changes: the
+//!   listener certificate's Secret mounted in every role and named in its settings
+//!   (the real binary accepts them, with certificates made at test time in place of
+//!   the Secret's files), probes and scraping over HTTPS, receivers forwarding to
+//!   `grpcs://router:50051`, the Ingress speaking HTTPS to its backends.
 //! - `no_secret_in_git` scans `manifests/` itself.
 //! - `dockerfile` checks the image recipe the manifests run.
 //! - `local_stack`: `scripts/dev-secrets.sh` makes the dev overlay render on a fresh
@@ -40,12 +46,16 @@ use operations::*;
 
 #[path = "../support/network_policy.rs"]
 mod network_policy;
+#[path = "../support/tls.rs"]
+#[allow(dead_code)]
+mod tls;
 
 use network_policy::{direction_allows, peer, selects, Labels, Peer};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use tls::TestPki;
 
 /// What a developer runs to get the tools these tests need.
 const HINT: &str = "run `scripts/test.sh`: it installs kubernetes-validate and yamllint \
@@ -59,6 +69,9 @@ const ROLES: [&str; 3] = ["receiver", "router", "consumer"];
 const DASHBOARDS: [&str; 3] = ["sales.json", "tweets.json", "pipeline.json"];
 /// The uid the image runs as (Dockerfile `USER`).
 const IMAGE_UID: u64 = 10001;
+/// Secrets the operator provides (not rendered): the listeners' certificate
+/// (`manifests/components/tls`).
+const PROVIDED_SECRETS: [&str; 1] = ["flujo-listener-tls"];
 
 // ---------------------------------------------------------------------------------
 // Rendering
@@ -315,4 +328,14 @@ fn prod_overlay() {
         !arr(&ingress["spec"]["tls"]).is_empty(),
         "prod: TLS on the Ingress"
     );
+}
+
+#[test]
+fn prod_tls_overlay() {
+    let r = check_script("prod-tls");
+    let s = contract(&r);
+    let prod = contract(&check_script("prod"));
+    assert_eq!(s.hpa, prod.hpa, "prod-tls is prod, sizes and all");
+    assert_eq!(s.router_replicas, prod.router_replicas);
+    listener_tls(&r);
 }

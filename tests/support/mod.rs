@@ -13,6 +13,7 @@
 //! - `actor_events`: events and batches as the actors carry them.
 //! - `tools`: finding Prometheus, Locust, valkey-server.
 //! - `line_client`: the TCP line protocol client; bounded child processes.
+//! - `tls`: a CA and a server certificate made at test time ([`TestPki`]).
 //!
 //! The events, their generator and the ground truth are the load generator's
 //! (`flujo_loadgen::{generate, truth}`), re-exported here.
@@ -27,6 +28,7 @@ pub mod line_client;
 pub mod own_valkey;
 pub mod server;
 pub mod services;
+pub mod tls;
 pub mod tools;
 
 pub use actor_events::*;
@@ -40,4 +42,5 @@ pub use line_client::*;
 pub use own_valkey::OwnValkey;
 pub use server::*;
 pub use services::*;
+pub use tls::TestPki;
 pub use tools::*;

@@ -53,18 +53,32 @@ pub struct TestServer {
     pub listening: BTreeMap<String, SocketAddr>,
     /// A client with a request timeout and no proxy.
     pub client: reqwest::Client,
+    /// `http`, or `https` once [`TestServer::over_tls`].
+    scheme: &'static str,
     stderr: Arc<Mutex<Vec<String>>>,
     _dir: tempfile::TempDir,
 }
 
 /// A client for talking to a local server: bounded in time, never through a proxy.
 pub fn http_client() -> reqwest::Client {
+    client_builder().build().expect("build the HTTP client")
+}
+
+fn client_builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .no_proxy()
         .timeout(REQUEST_TIMEOUT)
         .connect_timeout(Duration::from_secs(5))
-        .build()
-        .expect("build the HTTP client")
+}
+
+/// Like [`http_client`], trusting only the CA certificates of `ca` (a PEM file).
+pub fn https_client(ca: &Path) -> reqwest::Client {
+    let pem = std::fs::read(ca).expect("read the CA file");
+    let mut builder = client_builder().tls_built_in_root_certs(false);
+    for cert in reqwest::Certificate::from_pem_bundle(&pem).expect("PEM certificates") {
+        builder = builder.add_root_certificate(cert);
+    }
+    builder.build().expect("build the HTTPS client")
 }
 
 impl TestServer {
@@ -163,14 +177,23 @@ impl TestServer {
             addr,
             listening,
             client: http_client(),
+            scheme: "http",
             stderr,
             _dir: dir,
         }
     }
 
-    /// `http://ADDR{path}`.
+    /// Talks to the HTTP listener over TLS from now on (`https://`), trusting only
+    /// the CA certificates of `ca`.
+    pub fn over_tls(mut self, ca: &Path) -> TestServer {
+        self.client = https_client(ca);
+        self.scheme = "https";
+        self
+    }
+
+    /// `http://ADDR{path}` (`https://` after [`TestServer::over_tls`]).
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("{}://{}{path}", self.scheme, self.addr)
     }
 
     /// The address of the listening line named `name` (`http`, `grpc`, `tcp`).

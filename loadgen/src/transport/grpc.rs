@@ -7,7 +7,7 @@ use std::error::Error;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{bail, Context};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Status};
 
 use flujo_proto::code_name;
@@ -104,14 +104,22 @@ pub struct GrpcSender {
 }
 
 impl GrpcSender {
-    /// A sender to `host_port` for up to `calls` calls in flight. Channels
-    /// connect lazily (and reconnect) on their first call.
-    pub fn new(host_port: &str, calls: usize) -> anyhow::Result<Self> {
-        let endpoint = Endpoint::from_shared(format!("http://{host_port}"))
-            .with_context(|| format!("gRPC endpoint http://{host_port}"))?
+    /// A sender to `host_port` for up to `calls` calls in flight, over TLS
+    /// with `tls`. Channels connect lazily (and reconnect) on their first call.
+    pub fn new(
+        host_port: &str,
+        calls: usize,
+        tls: Option<ClientTlsConfig>,
+    ) -> anyhow::Result<Self> {
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{host_port}"))
+            .with_context(|| format!("gRPC endpoint {scheme}://{host_port}"))?
             .tcp_nodelay(true)
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(REQUEST_TIMEOUT);
+        if let Some(tls) = tls {
+            endpoint = endpoint.tls_config(tls).context("gRPC over TLS")?;
+        }
         let channels = calls.div_ceil(CALLS_PER_CHANNEL).clamp(1, MAX_CHANNELS);
         let clients = (0..channels)
             .map(|_| IngestClient::new(endpoint.connect_lazy()))
@@ -368,7 +376,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr");
         drop(listener);
-        let sender = GrpcSender::new(&addr.to_string(), 100).expect("sender");
+        let sender = GrpcSender::new(&addr.to_string(), 100, None).expect("sender");
         assert_eq!(sender.clients.len(), 4);
         let m = encode(&Batch::Sales(vec![sale("home", "P1", 1.0, 1)])).expect("encode");
         assert_eq!(sender.send(&m).await, Attempt::NotSent { label: "connect" });

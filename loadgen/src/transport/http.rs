@@ -1,6 +1,7 @@
 //! The HTTP transport: `POST /v1/sales` and `POST /v1/tweets` with a JSON
 //! object, a JSON array or NDJSON, answered 202 `{"accepted": N, ...}`.
 
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -69,12 +70,15 @@ struct Ack {
 }
 
 impl HttpSender {
-    /// A sender posting to `target`'s `/v1/sales` and `/v1/tweets`.
-    pub fn new(target: &str, connections: usize) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
+    /// A sender posting to `target`'s `/v1/sales` and `/v1/tweets`; an
+    /// `https://` target's certificate is checked against `ca_file` (else the
+    /// system's roots).
+    pub fn new(target: &str, connections: usize, ca_file: Option<&Path>) -> anyhow::Result<Self> {
+        let builder = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .pool_max_idle_per_host(connections)
-            .tcp_nodelay(true)
+            .tcp_nodelay(true);
+        let client = super::http_roots(builder, ca_file)?
             .build()
             .context("building the HTTP client")?;
         let base = target.trim_end_matches('/');

@@ -8,6 +8,10 @@
 //! - `tcp.rs`: one JSON line per event on a pool of connections, one answer
 //!   line per event.
 //!
+//! Over `https://` and `grpcs://` targets the server's certificate is checked
+//! against `--ca-file` (only its certificates) or else the system's roots
+//! ([`http_roots`], [`grpc_tls`]).
+//!
 //! HTTP and gRPC batches are atomic: one [`Attempt`] answers for every event
 //! ([`Answer::Whole`]). Over TCP every event is answered on its own
 //! ([`Answer::PerEvent`]): some may be stored while others are refused.
@@ -16,12 +20,14 @@ mod grpc;
 mod http;
 mod tcp;
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 pub use flujo_actors::messages::Transport;
+use tonic::transport::{Certificate, ClientTlsConfig};
 
 pub use grpc::GrpcSender;
 pub use http::HttpSender;
@@ -66,14 +72,75 @@ pub fn transport_parser() -> impl TypedValueParser<Value = Transport> {
     })
 }
 
-/// `host:port` of a `grpc://` or `tcp://` target (the transport's default
-/// port when it names none); an error for a target of another scheme, or
-/// one with a path, credentials, query or fragment.
+/// The schemes of `transport`'s targets: plain, then over TLS (none for TCP).
+pub fn schemes(transport: Transport) -> &'static [&'static str] {
+    match transport {
+        Transport::Http => &["http", "https"],
+        Transport::Grpc => &["grpc", "grpcs"],
+        Transport::Tcp => &["tcp"],
+    }
+}
+
+/// Whether `target` is reached over TLS (`https://` or `grpcs://`).
+pub fn over_tls(target: &str) -> bool {
+    target.split_once("://").is_some_and(|(scheme, _)| {
+        matches!(scheme.to_ascii_lowercase().as_str(), "https" | "grpcs")
+    })
+}
+
+/// An HTTP client builder trusting exactly the certificates of `ca_file` (when
+/// given; else the system's roots).
+pub fn http_roots(
+    builder: reqwest::ClientBuilder,
+    ca_file: Option<&Path>,
+) -> anyhow::Result<reqwest::ClientBuilder> {
+    let Some(path) = ca_file else {
+        return Ok(builder);
+    };
+    let pem =
+        std::fs::read(path).with_context(|| format!("reading --ca-file {}", path.display()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .with_context(|| format!("--ca-file {} is not PEM", path.display()))?;
+    if certs.is_empty() {
+        bail!("--ca-file {} holds no PEM certificate", path.display());
+    }
+    let mut builder = builder.tls_built_in_root_certs(false);
+    for cert in certs {
+        builder = builder.add_root_certificate(cert);
+    }
+    Ok(builder)
+}
+
+/// The TLS settings of a gRPC client: trusting exactly the certificates of
+/// `ca_file`, else the system's roots.
+pub fn grpc_tls(ca_file: Option<&Path>) -> anyhow::Result<ClientTlsConfig> {
+    let tls = ClientTlsConfig::new();
+    Ok(match ca_file {
+        Some(path) => {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("reading --ca-file {}", path.display()))?;
+            tls.ca_certificate(Certificate::from_pem(pem))
+        }
+        None => tls.with_native_roots(),
+    })
+}
+
+/// `host:port` of a `grpc://`, `grpcs://` or `tcp://` target (the transport's
+/// default port when it names none); an error for a target of another scheme,
+/// or one with a path, credentials, query or fragment.
 pub fn host_port(transport: Transport, target: &str) -> anyhow::Result<String> {
     let url = reqwest::Url::parse(target).with_context(|| format!("parsing target `{target}`"))?;
-    let scheme = transport.as_str();
-    if url.scheme() != scheme {
-        bail!("--transport {scheme} needs a {scheme}://host:port target, got `{target}`");
+    let scheme = url.scheme();
+    if !schemes(transport).contains(&scheme) {
+        let wanted: Vec<String> = schemes(transport)
+            .iter()
+            .map(|s| format!("{s}://host:port"))
+            .collect();
+        bail!(
+            "--transport {} needs a {} target, got `{target}`",
+            transport.as_str(),
+            wanted.join(" or ")
+        );
     }
     let Some(host) = url.host_str().filter(|h| !h.is_empty()) else {
         bail!("target `{target}` names no host");
@@ -187,13 +254,22 @@ pub enum Sender {
 
 impl Sender {
     /// A sender for `transport` to `target`, keeping up to `connections`
-    /// requests in flight (and connections open).
-    pub fn new(transport: Transport, target: &str, connections: usize) -> anyhow::Result<Self> {
+    /// requests in flight (and connections open); over TLS, the server's
+    /// certificate is checked against `ca_file` (else the system's roots).
+    pub fn new(
+        transport: Transport,
+        target: &str,
+        connections: usize,
+        ca_file: Option<&Path>,
+    ) -> anyhow::Result<Self> {
         Ok(match transport {
-            Transport::Http => Sender::Http(Arc::new(HttpSender::new(target, connections)?)),
+            Transport::Http => {
+                Sender::Http(Arc::new(HttpSender::new(target, connections, ca_file)?))
+            }
             Transport::Grpc => Sender::Grpc(Arc::new(GrpcSender::new(
                 &host_port(transport, target)?,
                 connections,
+                over_tls(target).then(|| grpc_tls(ca_file)).transpose()?,
             )?)),
             Transport::Tcp => Sender::Tcp(Arc::new(TcpSender::new(
                 &host_port(transport, target)?,
@@ -252,6 +328,9 @@ mod tests {
         assert!(hp(Transport::Tcp, "grpc://127.0.0.1:1").is_err());
         assert!(hp(Transport::Grpc, "127.0.0.1:50051").is_err());
         assert!(hp(Transport::Grpc, "grpc://h:1/v1/sales").is_err());
+        assert_eq!(hp(Transport::Grpc, "grpcs://h"), Ok("h:50051".into()));
+        assert!(hp(Transport::Tcp, "tcps://h:1").is_err());
+        assert!(over_tls("grpcs://h:1") && over_tls("HTTPS://h") && !over_tls("grpc://h:1"));
     }
 
     #[tokio::test]
@@ -259,7 +338,7 @@ mod tests {
         let batch = Batch::Sales(vec![sale("home", "P1", 1.5, 2)]);
         for transport in [Transport::Http, Transport::Grpc, Transport::Tcp] {
             let target = format!("{}://127.0.0.1:9", transport.as_str());
-            let sender = Sender::new(transport, &target, 1).expect("sender");
+            let sender = Sender::new(transport, &target, 1, None).expect("sender");
             assert_eq!(sender.transport(), transport);
             let enc = sender.encode(&batch, false).expect("encode");
             assert_eq!((enc.kind, enc.events), (Kind::Sale, 1));
@@ -271,7 +350,7 @@ mod tests {
             );
             assert!(matches, "{transport:?}: {:?}", enc.payload);
         }
-        let http = Sender::new(Transport::Http, "http://127.0.0.1:9", 1).expect("sender");
+        let http = Sender::new(Transport::Http, "http://127.0.0.1:9", 1, None).expect("sender");
         let tcp = encode(&batch, Transport::Tcp, false).expect("encode");
         assert_eq!(
             http.send(&tcp).await,
