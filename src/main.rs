@@ -314,6 +314,10 @@ fn load(args: &RunArgs) -> Result<Plan, ExitCode> {
 }
 
 fn main() -> ExitCode {
+    // One rustls crypto provider (ring) for the whole process, before any TLS
+    // client or listener is built: were a second provider ever compiled in, a
+    // client built without naming one would otherwise panic.
+    flujo::components::install_crypto_provider();
     let cli = parse_cli();
     match cli.command {
         Command::Config(args) => match load(&args) {

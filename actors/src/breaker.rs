@@ -1,5 +1,5 @@
-//! The circuit breaker of one sink: after `failure_threshold` publishes in a row
-//! failed or timed out it opens, and ingest for that sink's kinds is refused at once
+//! The circuit breaker of one sink: after `failure_threshold` publishes or
+//! readiness checks of the sink in a row failed or timed out it opens, and ingest for that sink's kinds is refused at once
 //! (no broker touched) until `open_ms` passed; then it is half-open and lets
 //! `half_open_probes` publishes (or readiness checks) through as probes: that many
 //! successes close it, one failure opens it again.
@@ -36,7 +36,7 @@ pub struct BreakerConfig {
 impl Default for BreakerConfig {
     fn default() -> Self {
         BreakerConfig {
-            failure_threshold: 5,
+            failure_threshold: 3,
             open_ms: 5_000,
             half_open_probes: 2,
         }
@@ -303,27 +303,35 @@ impl Breaker {
     }
 
     /// Runs `check` (the sink's readiness check) as a probe when half-open; while
-    /// open, fails at once without running it. Returns the check's outcome.
+    /// open, fails at once without running it; while closed, a failed check counts
+    /// toward `failure_threshold` like a failed publish (so a frozen broker opens
+    /// the breaker within a few seconds even without traffic), while a good one
+    /// does not reset the count (a broker may answer metadata and still not take
+    /// batches). Returns the check's outcome.
     pub async fn check<F>(&self, check: F) -> Result<(), String>
     where
         F: std::future::Future<Output = Result<(), String>>,
     {
         let permit = {
             let inner = self.lock();
-            match inner.state {
+            let probe = match inner.state {
                 CircuitState::Open => return Err(self.refused(&inner).to_string()),
-                CircuitState::HalfOpen => Some(Permit {
-                    generation: inner.generation,
-                    probe: true,
-                    slot: false,
-                }),
-                CircuitState::Closed => None,
+                CircuitState::HalfOpen => true,
+                CircuitState::Closed => false,
+            };
+            // A probe without a slot: its outcome counts, it took no slot.
+            Permit {
+                generation: inner.generation,
+                probe,
+                slot: false,
             }
         };
         let outcome = check.await;
-        if let Some(permit) = permit {
-            // A probe without a slot: its outcome counts, it took no slot.
-            self.record(permit, outcome.as_ref().map(|_| ()).map_err(String::as_str));
+        match &outcome {
+            Err(e) => self.record(permit, Err(e)),
+            // Closed, a good check leaves the count of failures as it is.
+            Ok(()) if permit.probe => self.record(permit, Ok(())),
+            Ok(()) => {}
         }
         outcome
     }
@@ -451,6 +459,21 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(120)).await;
         assert!(b.check(async { Ok(()) }).await.is_ok());
         assert_eq!(b.state(), CircuitState::Closed, "a good check closes");
+    }
+
+    #[tokio::test]
+    async fn failed_checks_open_a_closed_breaker_and_good_ones_do_not_reset_it() {
+        // A frozen broker and no traffic: the readiness checks alone open it.
+        let b = breaker(3, 60_000, 1);
+        for _ in 0..2 {
+            assert!(b.check(async { Err("no answer".into()) }).await.is_err());
+        }
+        assert_eq!(b.state(), CircuitState::Closed);
+        // A check that passes while publishes fail (metadata still answered)
+        // does not hide the failures.
+        assert!(b.check(async { Ok(()) }).await.is_ok());
+        fail(&b);
+        assert_eq!(b.state(), CircuitState::Open, "two checks and a publish");
     }
 
     #[test]

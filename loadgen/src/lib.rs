@@ -40,7 +40,7 @@ use anyhow::{bail, ensure, Context};
 pub use generate::KindMix;
 pub use load::Rate;
 pub use report::{EXIT_OK, EXIT_REQUEST_FAILURES, EXIT_VERIFY_FAILED};
-pub use transport::Transport;
+pub use transport::{grpc_tls, http_roots, Transport};
 
 use api::QueryClient;
 use generate::{Batch, Generator, CATEGORIES};

@@ -188,19 +188,18 @@ pub fn mask_url_password(url: &str) -> String {
 }
 
 /// Reads a PEM file of CA certificates (a private CA a broker's or the store's
-/// certificate is signed by); it must hold at least one certificate.
+/// certificate is signed by); it must hold at least one certificate, each usable
+/// as a CA (checked as [`crate::transports::tls::check_ca_file`] does for the
+/// listeners' clients).
 pub fn read_ca_pem(path: &std::path::Path) -> Result<String, String> {
-    let pem = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    if !pem.contains("-----BEGIN CERTIFICATE-----") {
-        return Err(format!("{} holds no PEM certificate", path.display()));
-    }
-    Ok(pem)
+    crate::transports::tls::check_ca_file(path)?;
+    std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
 /// Makes ring the process's rustls crypto provider, once (the TLS clients of
 /// RabbitMQ and Valkey build their configurations with the process default, which
-/// must be set when more than one provider is compiled in). Idempotent.
+/// must be set when more than one provider is compiled in). Idempotent: `main`
+/// calls it first thing; the clients call it again for tests and other embedders.
 pub fn install_crypto_provider() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {

@@ -170,7 +170,7 @@ pub enum ConfigError {
     #[error("bad configuration: key `{key}`: {reason}")]
     Invalid {
         /// Dotted key, e.g. `pipeline.max_inflight_events`.
-        key: &'static str,
+        key: std::borrow::Cow<'static, str>,
         /// Why it is refused.
         reason: String,
     },
@@ -226,7 +226,7 @@ impl Config {
             Some(path) => {
                 if !path.exists() {
                     return Err(ConfigError::Invalid {
-                        key: "--config",
+                        key: "--config".into(),
                         reason: format!("file {} does not exist", path.display()),
                     });
                 }
@@ -251,7 +251,12 @@ impl Config {
     /// Every value that is well-typed but unusable, one error each.
     pub(crate) fn problems(&self) -> Vec<ConfigError> {
         let mut problems = Vec::new();
-        let mut invalid = |key, reason: String| problems.push(ConfigError::Invalid { key, reason });
+        let mut invalid = |key: &str, reason: String| {
+            problems.push(ConfigError::Invalid {
+                key: key.to_owned().into(),
+                reason,
+            })
+        };
         for (key, sinks) in [
             ("routes.sale", &self.routes.sale),
             ("routes.tweet", &self.routes.tweet),
@@ -261,7 +266,13 @@ impl Config {
             }
         }
         if let Err(reason) = self.kafka.check() {
-            invalid("kafka", reason);
+            // The section's checks name their key first: `kafka.KEY: why`.
+            match reason.split_once(": ") {
+                Some((key, why)) if key.starts_with("kafka.") && !key.contains(' ') => {
+                    invalid(key, why.to_owned())
+                }
+                _ => invalid("kafka", reason),
+            }
         }
         if let Err(reason) = self.rabbitmq.validate() {
             invalid("rabbitmq", reason);

@@ -163,7 +163,12 @@ impl Plan {
     /// error lists every problem found) and resolves it.
     pub fn resolve(config: Config) -> Result<Plan, ConfigError> {
         let mut problems = config.problems();
-        let mut invalid = |key, reason: String| problems.push(ConfigError::Invalid { key, reason });
+        let mut invalid = |key: &'static str, reason: String| {
+            problems.push(ConfigError::Invalid {
+                key: key.into(),
+                reason,
+            })
+        };
         let roles = config.role;
         let route = |configured: &Option<Vec<Bus>>| {
             let mut buses = configured.clone().unwrap_or_else(|| vec![config.bus]);

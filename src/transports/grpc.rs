@@ -107,6 +107,9 @@ fn credential(meta: &tonic::metadata::MetadataMap) -> Result<Option<&str>, AuthE
 pub fn refusal_status(r: Refusal) -> Status {
     match r {
         Refusal::Auth(e @ AuthError::Forbidden(_)) => Status::permission_denied(e.to_string()),
+        Refusal::Auth(AuthError::Missing) => Status::unauthenticated(
+            "no credential: send `authorization: Bearer <token>` (or `x-api-key: <key>`) metadata",
+        ),
         Refusal::Auth(e) => Status::unauthenticated(e.to_string()),
         Refusal::Limited {
             retry_after_secs, ..

@@ -176,39 +176,7 @@ pub fn check_ca_file(path: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// The TLS settings of a gRPC client: trusting exactly the certificates of
-/// `ca_file`, else the system's roots.
-pub fn grpc_client_tls(
-    ca_file: Option<&Path>,
-) -> anyhow::Result<tonic::transport::ClientTlsConfig> {
-    let tls = tonic::transport::ClientTlsConfig::new();
-    Ok(match ca_file {
-        Some(path) => {
-            check_ca_file(path).map_err(anyhow::Error::msg)?;
-            let pem = std::fs::read(path)?;
-            tls.ca_certificate(tonic::transport::Certificate::from_pem(pem))
-        }
-        None => tls.with_native_roots(),
-    })
-}
-
-/// An HTTP client builder trusting exactly the certificates of `ca_file` (when
-/// given; else the system's roots, reqwest's default).
-pub fn http_client_roots(
-    builder: reqwest::ClientBuilder,
-    ca_file: Option<&Path>,
-) -> anyhow::Result<reqwest::ClientBuilder> {
-    let Some(path) = ca_file else {
-        return Ok(builder);
-    };
-    check_ca_file(path).map_err(anyhow::Error::msg)?;
-    let pem = std::fs::read(path)?;
-    let mut builder = builder.tls_built_in_root_certs(false);
-    for cert in reqwest::Certificate::from_pem_bundle(&pem)? {
-        builder = builder.add_root_certificate(cert);
-    }
-    Ok(builder)
-}
+pub use flujo_loadgen::{grpc_tls as grpc_client_tls, http_roots as http_client_roots};
 
 /// A rustls client configuration (for the TCP line protocol) trusting exactly the
 /// certificates of `ca_file`, else the system's roots.

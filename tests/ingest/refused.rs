@@ -261,6 +261,29 @@ async fn other_media_types_are_a_415() {
             assert!(json["error"].is_string(), "{json}");
         }
     }
+    // A compressed body is refused, not read as if it were plain: nothing stored.
+    for coding in ["gzip", "br", "deflate"] {
+        let resp = server
+            .client
+            .post(server.url("/v1/sales"))
+            .header("content-type", "application/json")
+            .header("content-encoding", coding)
+            .body(body.clone())
+            .send()
+            .await
+            .expect("request");
+        let (status, json) = status_json(resp).await;
+        assert_eq!(
+            status,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "{coding}: {json}"
+        );
+        assert!(
+            json["error"].as_str().is_some_and(|e| e.contains(coding)),
+            "{json}"
+        );
+    }
+    server.wait_sales(0).await;
     server.assert_alive().await;
 }
 

@@ -188,3 +188,76 @@ async fn flujo_ping_checks_each_listener_against_its_ca_file() {
         }
     }
 }
+
+/// `curl --http2 --data-binary BODY URL` with `content_type`: `"STATUS VERSION"`.
+fn curl_post(ca: &str, url: &str, body: &str, content_type: &str) -> String {
+    let header = format!("content-type: {content_type}");
+    let args = [
+        "--silent",
+        "--show-error",
+        "--max-time",
+        "20",
+        "--noproxy",
+        "*",
+        "--http2",
+        "--cacert",
+        ca,
+        "--header",
+        &header,
+        "--data-binary",
+        body,
+        "--output",
+        "/dev/null",
+        "--write-out",
+        "%{http_code} %{http_version}",
+        url,
+    ];
+    let out = run("curl", &args);
+    assert_code(&out, 0, "curl over HTTP/2");
+    stdout(&out)
+}
+
+/// Refusals answered before the handler reads the body (over the rate limit, a
+/// wrong content type) reach curl over HTTP/2 as their status: the body is read
+/// first, so the stream is not reset while curl still sends (curl 7.88 with nghttp2
+/// 1.52 reported such a reset as "Stream error in the HTTP/2 framing layer").
+#[tokio::test(flavor = "multi_thread")]
+async fn early_refusals_reach_curl_over_http2() {
+    let pki = TestPki::new("early");
+    let server = tls_server(
+        &pki,
+        &[
+            ("FLUJO__LIMITS__INGEST__PER_CLIENT_RPS", "1"),
+            ("FLUJO__LIMITS__INGEST__BURST", "1"),
+        ],
+    );
+    let dir = tempfile::tempdir().expect("temporary directory");
+    // A body of about 500 KiB: still being sent when an early answer would come.
+    let events: Vec<String> = (0..6_000)
+        .map(|i| {
+            format!(
+                r#"{{"category":"home","product_id":"EARLY-{i:0>8}","price":2.5,"quantity":1}}"#
+            )
+        })
+        .collect();
+    let body = dir.path().join("body.json");
+    std::fs::write(&body, format!("[{}]", events.join(","))).expect("write the body");
+    let body = format!("@{}", body.display());
+    let url = format!("https://127.0.0.1:{}/v1/sales", server.addr.port());
+    let ca = arg(&pki.ca);
+    let post = |content_type: &str| curl_post(&ca, &url, &body, content_type);
+    // The first takes the burst; every later one within the second is 429.
+    assert_eq!(post("application/json"), "202 2");
+    for _ in 0..8 {
+        assert_eq!(post("application/json"), "429 2");
+    }
+    drop(server);
+    // Without a limit, a wrong content type: 415 (decided before the body is read,
+    // answered after).
+    let server = tls_server(&pki, &[]);
+    let url = format!("https://127.0.0.1:{}/v1/sales", server.addr.port());
+    let post = |content_type: &str| curl_post(&ca, &url, &body, content_type);
+    for _ in 0..8 {
+        assert_eq!(post("text/plain"), "415 2");
+    }
+}

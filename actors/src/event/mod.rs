@@ -164,11 +164,17 @@ pub trait Stamp {
 }
 
 /// Stamps one receive time for the whole batch, and consecutive UUIDv7 ids: the
-/// first event without an id gets a fresh UUIDv7 `base` (with the top 24 of its 62
-/// random bits clear), the next one `base + 1` (as 128-bit integers), and so on. So
-/// a client that learns `base` knows every id stamped on its batch (what the gRPC
+/// first event without an id gets a fresh UUIDv7 `base` (its lowest 24 bits
+/// clear), the next one `base + 1` (as 128-bit integers), and so on. So a client
+/// that learns `base` knows every id stamped on its batch (what the gRPC
 /// `flujo-id-base` metadata of an unknown outcome relies on).
-#[derive(Debug, Clone, Copy)]
+///
+/// Only the lowest 24 of the UUID's random bits are given up: `uuid`'s `now_v7`
+/// keeps a counter above them (bits 32 and up) that differs between any two calls
+/// of a process within one millisecond, and 8 random bits stay between the two, so
+/// the 2^24 ids of two batches never overlap (a batch holds at most 1,000,000).
+/// Not `Clone`: a copy would stamp the same ids again.
+#[derive(Debug)]
 pub struct ReceiveStamp {
     /// Receive time of the batch, ms since the epoch.
     pub now_ms: i64,
@@ -176,9 +182,9 @@ pub struct ReceiveStamp {
     next: u128,
 }
 
-/// The bits of a UUIDv7's random part cleared in a batch's first stamped id, so
-/// that adding up to 2^24 - 1 never carries out of the random part.
-const STAMP_ROOM: u128 = ((1 << 24) - 1) << 38;
+/// The bits of a UUIDv7 cleared in a batch's first stamped id, so that adding up
+/// to 2^24 - 1 never carries into the bits above the 8 random ones over them.
+const STAMP_ROOM: u128 = (1 << 24) - 1;
 
 impl ReceiveStamp {
     /// A stamp for a batch received now.
@@ -498,7 +504,27 @@ mod tests {
             (last.get_version_num(), last.get_variant()),
             (7, uuid::Variant::RFC4122)
         );
-        assert_ne!(ReceiveStamp::now().new_id(), ids[0].to_string());
+    }
+
+    #[test]
+    fn batches_stamped_in_the_same_millisecond_never_share_an_id() {
+        // Many stamps in a tight loop (most within one millisecond): the ranges of
+        // 2^24 ids that start at their bases never overlap.
+        let mut bases: Vec<u128> = (0..2_000)
+            .map(|_| {
+                let id: uuid::Uuid = ReceiveStamp::now().new_id().parse().expect("a UUID");
+                id.as_u128()
+            })
+            .collect();
+        bases.sort_unstable();
+        for pair in bases.windows(2) {
+            assert!(
+                pair[1] - pair[0] >= 1 << 24,
+                "{:032x} and {:032x} are closer than a batch",
+                pair[0],
+                pair[1]
+            );
+        }
     }
 
     #[test]

@@ -88,8 +88,21 @@ pub fn over_tls(target: &str) -> bool {
     })
 }
 
+/// The PEM text of the CA file at `path` and its certificates, each of which
+/// must parse: an unusable file is refused here, not at the first handshake.
+fn ca_bundle(path: &Path) -> anyhow::Result<(Vec<u8>, Vec<reqwest::Certificate>)> {
+    let pem = std::fs::read(path).with_context(|| format!("reading CA file {}", path.display()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .with_context(|| format!("CA file {} is not PEM certificates", path.display()))?;
+    if certs.is_empty() {
+        bail!("CA file {} holds no PEM certificate", path.display());
+    }
+    Ok((pem, certs))
+}
+
 /// An HTTP client builder trusting exactly the certificates of `ca_file` (when
-/// given; else the system's roots).
+/// given; else the system's roots). flujo's own HTTP clients (`flujo ping`) use it
+/// too.
 pub fn http_roots(
     builder: reqwest::ClientBuilder,
     ca_file: Option<&Path>,
@@ -97,13 +110,7 @@ pub fn http_roots(
     let Some(path) = ca_file else {
         return Ok(builder);
     };
-    let pem =
-        std::fs::read(path).with_context(|| format!("reading --ca-file {}", path.display()))?;
-    let certs = reqwest::Certificate::from_pem_bundle(&pem)
-        .with_context(|| format!("--ca-file {} is not PEM", path.display()))?;
-    if certs.is_empty() {
-        bail!("--ca-file {} holds no PEM certificate", path.display());
-    }
+    let (_, certs) = ca_bundle(path)?;
     let mut builder = builder.tls_built_in_root_certs(false);
     for cert in certs {
         builder = builder.add_root_certificate(cert);
@@ -112,15 +119,12 @@ pub fn http_roots(
 }
 
 /// The TLS settings of a gRPC client: trusting exactly the certificates of
-/// `ca_file`, else the system's roots.
+/// `ca_file`, else the system's roots. flujo's own gRPC clients (the forward to
+/// the router, `flujo ping`) use it too.
 pub fn grpc_tls(ca_file: Option<&Path>) -> anyhow::Result<ClientTlsConfig> {
     let tls = ClientTlsConfig::new();
     Ok(match ca_file {
-        Some(path) => {
-            let pem = std::fs::read(path)
-                .with_context(|| format!("reading --ca-file {}", path.display()))?;
-            tls.ca_certificate(Certificate::from_pem(pem))
-        }
+        Some(path) => tls.ca_certificate(Certificate::from_pem(ca_bundle(path)?.0)),
         None => tls.with_native_roots(),
     })
 }

@@ -19,7 +19,8 @@
 //!   [`SaslMechanism`], [`KafkaOptions`]).
 //!
 //! # Delivery guarantees
-//! - The producer is idempotent with `acks=all`; `publish` returns only once every
+//! - The producer uses `acks=all` (and is idempotent with `kafka.idempotence`);
+//!   `publish` returns only once every
 //!   message of the batch is acknowledged, so a durable 202 means "in Kafka".
 //! - The consumer never auto-commits. A [`Delivery`]'s token names the highest offset
 //!   per partition it holds; [`Source::commit`] commits exactly those (+1),

@@ -146,10 +146,26 @@ const OWNED: &[(&str, &str)] = &[
 pub struct KafkaOptions(pub BTreeMap<String, String>);
 
 impl KafkaOptions {
-    /// Whether the value of `key` is a secret (masked when shown).
+    /// Whether the value of `key` may be a secret (masked when shown): passwords,
+    /// secrets, tokens, credentials, inline keys and certificates' keys
+    /// (`ssl.key.pem`, `ssl.keystore.*`), JAAS and OAUTHBEARER configurations. A
+    /// `*.location` (a path) is shown.
     pub fn is_secret(key: &str) -> bool {
         let key = key.to_ascii_lowercase();
-        key.contains("password") || key.contains("secret")
+        if key.ends_with(".location") {
+            return false;
+        }
+        [
+            "password",
+            "secret",
+            "token",
+            "credential",
+            "key",
+            "jaas",
+            "oauthbearer.config",
+        ]
+        .iter()
+        .any(|word| key.contains(word))
     }
 
     /// The same options with secret values replaced by `****`.
@@ -284,6 +300,10 @@ impl KafkaConfig {
             }
             readable(path).map_err(|why| format!("kafka.{key}: {why}"))?;
         }
+        if let Some(path) = &self.ssl_ca_file {
+            crate::transports::tls::check_ca_file(path)
+                .map_err(|why| format!("kafka.ssl_ca_file: {why}"))?;
+        }
         match (&self.ssl_certificate_file, &self.ssl_key_file) {
             (Some(_), None) => {
                 return Err(
@@ -385,6 +405,21 @@ impl KafkaConfig {
         for (key, value) in &self.options.0 {
             client.set(key, value);
         }
+        // Options that turn off checking who the broker is: allowed (a test
+        // cluster), but never silently.
+        let unchecked = self.options.0.iter().any(|(key, value)| {
+            (key == "enable.ssl.certificate.verification" && value == "false")
+                || (key == "ssl.endpoint.identification.algorithm" && value == "none")
+        });
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        if unchecked {
+            WARNED.call_once(|| {
+                tracing::warn!(
+                    "kafka.options turn off the check of the brokers' certificates: \
+                     anyone on the path can pose as a broker"
+                )
+            });
+        }
     }
 }
 
@@ -447,6 +482,9 @@ mod tests {
             [
                 ("ssl.key.password", "hunter2"),
                 ("sasl.oauthbearer.client.secret", "s3"),
+                ("ssl.key.pem", "-----BEGIN PRIVATE KEY-----"),
+                ("sasl.oauthbearer.config", "clientSecret=s4"),
+                ("ssl.key.location", "/etc/kafka/client.key"),
                 ("client.rack", "a"),
             ]
             .into_iter()
@@ -454,11 +492,14 @@ mod tests {
             .collect(),
         );
         let shown = format!("{options:?}");
-        assert!(
-            !shown.contains("hunter2") && !shown.contains("s3\""),
-            "{shown}"
-        );
+        for secret in ["hunter2", "s3\"", "PRIVATE KEY", "s4"] {
+            assert!(!shown.contains(secret), "{secret}: {shown}");
+        }
         assert!(shown.contains("\"client.rack\": \"a\""), "{shown}");
+        assert!(
+            shown.contains("/etc/kafka/client.key"),
+            "a path is shown: {shown}"
+        );
         assert_eq!(options.masked().0["ssl.key.password"], "****");
     }
 

@@ -88,7 +88,8 @@ pub async fn check(State(gate): State<Gate>, req: Request, next: Next) -> Respon
             Ok(None) => ("Authorization", None),
             Err(e) => {
                 record_auth_failure(TRANSPORT, &e);
-                return refusal(Refusal::Auth(e), gate.scope, "Authorization");
+                let refused = refusal(Refusal::Auth(e), gate.scope, "Authorization");
+                return drained(req, refused).await;
             }
         }
     } else {
@@ -104,8 +105,25 @@ pub async fn check(State(gate): State<Gate>, req: Request, next: Next) -> Respon
             }
             response
         }
-        Err(r) => refusal(r, gate.scope, field),
+        Err(r) => drained(req, refusal(r, gate.scope, field)).await,
     }
+}
+
+/// Most bytes of a refused request's body read before the refusal is sent.
+const DRAIN_MAX: usize = 4 * 1024 * 1024;
+/// Longest wait for them.
+const DRAIN_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// `refused`, sent once the request's body is in (up to [`DRAIN_MAX`] bytes and
+/// [`DRAIN_WAIT`]) when the request came over HTTP/2: answering first ends the
+/// stream with `RST_STREAM` while the client still sends, which some clients (curl
+/// with nghttp2 1.52, Debian 12's) report as a stream error instead of the answer.
+async fn drained(req: Request, refused: Response) -> Response {
+    if req.version() == axum::http::Version::HTTP_2 {
+        let body = axum::body::to_bytes(req.into_body(), DRAIN_MAX);
+        let _ = tokio::time::timeout(DRAIN_WAIT, body).await;
+    }
+    refused
 }
 
 /// `error_description` may not hold `"` or `\` (RFC 6750 §3).
