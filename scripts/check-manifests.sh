@@ -11,7 +11,7 @@
 #      `sleep` action) and the newest it knows; CRD kinds (Strimzi, KEDA,
 #      ServiceMonitor) have no schema there and are checked by tests/manifests/.
 #
-#   scripts/check-manifests.sh [--out DIR] [OVERLAY...]    (default overlays: dev prod prod-tls prod-broker-tls)
+#   scripts/check-manifests.sh [--out DIR] [OVERLAY...]    (default overlays: dev prod prod-tls prod-broker-tls prod-secure)
 #
 # With --out, DIR receives OVERLAY.yaml (the rendered manifests) and OVERLAY.json
 # (the same objects as a JSON array, read by tests/manifests/).
@@ -44,7 +44,7 @@ while [ $# -gt 0 ]; do
         *) OVERLAYS+=("$1"); shift ;;
     esac
 done
-[ ${#OVERLAYS[@]} -gt 0 ] || OVERLAYS=(dev prod prod-tls prod-broker-tls)
+[ ${#OVERLAYS[@]} -gt 0 ] || OVERLAYS=(dev prod prod-tls prod-broker-tls prod-secure)
 
 # --- tools ---------------------------------------------------------------------
 tool() { # name: path of a Python tool, from the venv first

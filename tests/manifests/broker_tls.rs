@@ -7,34 +7,15 @@
 
 use super::*;
 
-/// Where each `*_FILE` setting points, and the Secret key mounted there.
-fn mounted_secret_files(r: &Rendered, role: &str) -> BTreeMap<String, (String, String)> {
-    let deployment = r.get("Deployment", role);
-    let pod = &deployment["spec"]["template"]["spec"];
-    let container = flujo_container(r, role);
-    let mut files = BTreeMap::new();
-    for mount in arr(&container["volumeMounts"]) {
-        let dir = text(mount, "/mountPath");
-        let volume = arr(&pod["volumes"])
-            .iter()
-            .find(|v| v["name"] == mount["name"])
-            .unwrap_or_else(|| panic!("{role}: no volume {}", mount["name"]));
-        let Some(secret) = volume["secret"]["secretName"].as_str() else {
-            continue;
-        };
-        for item in arr(&volume["secret"]["items"]) {
-            files.insert(
-                format!("{dir}/{}", text(item, "/path")),
-                (secret.to_owned(), text(item, "/key").to_owned()),
-            );
-        }
-    }
-    files
-}
-
 #[test]
 fn prod_broker_tls_overlay() {
     let r = check_script("prod-broker-tls");
+    contract(&r);
+    broker_tls(&r);
+}
+
+/// What the broker-tls component sets up, in any overlay that has it.
+pub(crate) fn broker_tls(r: &Rendered) {
     let kafka = r.get("Kafka", "flujo");
     let cluster = text(kafka, "/metadata/name");
     let tls = arr(&kafka["spec"]["kafka"]["listeners"])
@@ -53,9 +34,8 @@ fn prod_broker_tls_overlay() {
     assert_eq!(user["metadata"]["labels"]["strimzi.io/cluster"], cluster);
     assert_eq!(user["spec"]["authentication"]["type"], "scram-sha-512");
 
-    let files = tempfile::tempdir().expect("temporary directory");
     for role in ["router", "consumer"] {
-        let mut env = container_env(&r, flujo_container(&r, role));
+        let env = container_env(r, flujo_container(r, role));
         let want = [
             (
                 "FLUJO__KAFKA__BROKERS",
@@ -72,7 +52,7 @@ fn prod_broker_tls_overlay() {
             assert_eq!(env.get(*key), Some(value), "{role}: {key}");
         }
         // The files flujo is told to read are the Secrets Strimzi makes.
-        let mounted = mounted_secret_files(&r, role);
+        let mounted = mounted_secret_files(r, role);
         let expect = [
             (
                 "FLUJO__KAFKA__SSL_CA_FILE",
@@ -95,14 +75,8 @@ fn prod_broker_tls_overlay() {
             );
         }
         // The real binary accepts the environment, with the files in place.
-        for key in [
-            "FLUJO__KAFKA__SSL_CA_FILE",
-            "FLUJO__KAFKA__SASL_PASSWORD_FILE",
-        ] {
-            let local = files.path().join(format!("{role}-{}", key.to_lowercase()));
-            std::fs::write(&local, "-----BEGIN CERTIFICATE-----\n").expect("stand-in file");
-            env.insert(key.to_owned(), local.to_string_lossy().into_owned());
-        }
+        let pod = &r.get("Deployment", role)["spec"]["template"]["spec"];
+        let (env, _files) = with_stand_in_files(pod, flujo_container(r, role), env);
         let config = flujo_config(role, &env);
         assert_eq!(
             config["kafka"]["security_protocol"].as_str(),
@@ -110,14 +84,19 @@ fn prod_broker_tls_overlay() {
             "{role}: {config}"
         );
     }
-    let receiver = container_env(&r, flujo_container(&r, "receiver"));
+    let receiver = container_env(r, flujo_container(r, "receiver"));
     assert!(
         !receiver
             .keys()
             .any(|k| k.contains("SASL") || k.contains("SSL")),
         "the receiver never talks to Kafka: {receiver:?}"
     );
-    assert!(mounted_secret_files(&r, "receiver").is_empty());
+    assert!(
+        mounted_secret_files(r, "receiver")
+            .values()
+            .all(|(secret, _)| !STRIMZI_SECRETS.contains(&secret.as_str())),
+        "the receiver mounts none of Kafka's Secrets"
+    );
 
     // 9093: the router and the consumer in, the receiver and KEDA not.
     let policies: Vec<&Value> = r.all("NetworkPolicy");

@@ -162,8 +162,8 @@ pub(crate) fn flujo_roles(r: &Rendered) -> BTreeMap<&'static str, toml::Value> {
         }
 
         let env = container_env(r, c);
-        // Files of a Secret the operator provides stand in as files made here.
-        let (env, _files) = with_provided_files(pod, c, env);
+        // Files of the Secrets made outside the manifests stand in as files made here.
+        let (env, _files) = with_stand_in_files(pod, c, env);
         let config = flujo_config(role, &env);
         assert_eq!(config["role"].as_str(), Some(role), "{who}: FLUJO__ROLE");
         assert_eq!(config["log"]["format"].as_str(), Some("json"), "{who}");
@@ -286,8 +286,19 @@ pub(crate) fn references_resolve(r: &Rendered) {
                 }
             }
             if let Some(name) = v["secret"]["secretName"].as_str() {
-                if !PROVIDED_SECRETS.contains(&name) {
-                    secret_data(r, name);
+                // A Secret made outside the manifests has the keys documented for
+                // it; a rendered one, those of its data.
+                let keys: BTreeSet<String> = match external_secret_keys(name) {
+                    Some(keys) => keys.iter().map(|k| k.to_string()).collect(),
+                    None => secret_data(r, name).into_keys().collect(),
+                };
+                for item in arr(&v["secret"]["items"]) {
+                    let key = text(item, "/key");
+                    assert!(
+                        keys.contains(key),
+                        "{}: Secret {name} has no {key}",
+                        r.overlay
+                    );
                 }
             }
         }
@@ -459,9 +470,40 @@ pub(crate) fn listener_tls(r: &Rendered) {
         "the ServiceMonitor checks one of the certificate's names: {endpoint}"
     );
     let ingress = r.all("Ingress")[0];
+    let annotations = &ingress["metadata"]["annotations"];
+    let annotation = |name: &str| {
+        annotations[format!("nginx.ingress.kubernetes.io/{name}")]
+            .as_str()
+            .unwrap_or_default()
+    };
     assert_eq!(
-        ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/backend-protocol"], "HTTPS",
+        annotation("backend-protocol"),
+        "HTTPS",
         "{}: the Ingress speaks HTTPS to flujo",
+        r.overlay
+    );
+    // ...and checks the backends' certificate (ingress-nginx does not by default)
+    // against the Secret's CA, for a name the certificate has and that is the
+    // Service of every backend or, as here, of one of them: the one certificate
+    // every role serves carries all their names.
+    assert_eq!(annotation("proxy-ssl-verify"), "on", "{}", r.overlay);
+    assert_eq!(annotation("proxy-ssl-server-name"), "on", "{}", r.overlay);
+    assert_eq!(
+        annotation("proxy-ssl-secret"),
+        format!("{NAMESPACE}/{}", PROVIDED_SECRETS[0]),
+        "{}: namespace/name of the listener certificate's Secret",
+        r.overlay
+    );
+    let backends: BTreeSet<&str> = arr(&ingress["spec"]["rules"])
+        .iter()
+        .flat_map(|rule| arr(&rule["http"]["paths"]))
+        .map(|p| text(p, "/backend/service/name"))
+        .collect();
+    let name = annotation("proxy-ssl-name");
+    assert!(
+        backends.contains(name) && backends.iter().all(|b| ROLES.contains(b)),
+        "{}: proxy-ssl-name {name:?} must be a backend Service ({backends:?}), all of \
+         them names of the listener certificate",
         r.overlay
     );
 }

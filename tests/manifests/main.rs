@@ -12,12 +12,20 @@
 //!   flow by flow (what the pipeline needs is allowed, the rest denied).
 //! - `prod_broker_tls_overlay` (`broker_tls`): the broker-tls component on prod —
 //!   Kafka over TLS + SCRAM with the CA and password mounted from Strimzi's Secrets.
+//! - `prod_secure_overlay` (`auth`): prod with every component (tls, broker-tls,
+//!   auth, and the identity provider's JWKS): the whole contract, each component's
+//!   checks, and what authentication changes — the Secret `flujo-auth` mounted
+//!   read-only in every role, every `FLUJO__AUTH__*_FILE` a key of it, the receivers'
+//!   forward key, a per-client ingest limit, probes and scraping without a
+//!   credential; the real binary accepts each role's environment with real key
+//!   files made at test time in place of the Secret's, and refuses it without them.
 //! - `prod_tls_overlay` checks the prod overlay with the TLS component
 //!   (`manifests/components/tls`) the same way, plus what TLS changes: the
 //!   listener certificate's Secret mounted in every role and named in its settings
 //!   (the real binary accepts them, with certificates made at test time in place of
 //!   the Secret's files), probes and scraping over HTTPS, receivers forwarding to
-//!   `grpcs://router:50051`, the Ingress speaking HTTPS to its backends.
+//!   `grpcs://router:50051`, the Ingress speaking HTTPS to its backends and
+//!   checking their certificate.
 //! - `no_secret_in_git` scans `manifests/` itself.
 //! - `dockerfile` checks the image recipe the manifests run.
 //! - `local_stack`: `scripts/dev-secrets.sh` makes the dev overlay render on a fresh
@@ -27,6 +35,7 @@
 //! These tests never skip: without kubectl or the Python tools they fail, naming
 //! `scripts/test.sh`, which installs them.
 
+mod auth;
 mod broker_tls;
 mod contract;
 mod environment;
@@ -70,8 +79,31 @@ const DASHBOARDS: [&str; 3] = ["sales.json", "tweets.json", "pipeline.json"];
 /// The uid the image runs as (Dockerfile `USER`).
 const IMAGE_UID: u64 = 10001;
 /// Secrets the operator provides (not rendered): the listeners' certificate
-/// (`manifests/components/tls`).
-const PROVIDED_SECRETS: [&str; 1] = ["flujo-listener-tls"];
+/// (`manifests/components/tls`) and the authentication keys
+/// (`manifests/components/auth`).
+const PROVIDED_SECRETS: [&str; 2] = ["flujo-listener-tls", "flujo-auth"];
+/// Secrets Strimzi makes (not rendered) for the Kafka cluster `flujo` and its
+/// KafkaUser `flujo` (`manifests/components/broker-tls`).
+const STRIMZI_SECRETS: [&str; 2] = ["flujo-cluster-ca-cert", "flujo"];
+/// The keys each Secret of [`PROVIDED_SECRETS`] and [`STRIMZI_SECRETS`] holds, as
+/// documented where it is used (the components' headers; Strimzi's documentation).
+const EXTERNAL_SECRET_KEYS: [(&str, &[&str]); 4] = [
+    ("flujo-listener-tls", &["tls.crt", "tls.key", "ca.crt"]),
+    ("flujo-auth", &["api-keys.toml", "forward-key", "jwks.json"]),
+    (
+        "flujo-cluster-ca-cert",
+        &["ca.crt", "ca.p12", "ca.password"],
+    ),
+    ("flujo", &["password", "sasl.jaas.config"]),
+];
+
+/// The keys of a Secret made outside the manifests, or `None` for any other.
+fn external_secret_keys(name: &str) -> Option<&'static [&'static str]> {
+    EXTERNAL_SECRET_KEYS
+        .iter()
+        .find(|(secret, _)| *secret == name)
+        .map(|(_, keys)| *keys)
+}
 
 // ---------------------------------------------------------------------------------
 // Rendering

@@ -134,18 +134,43 @@ pub(crate) fn strimzi(r: &Rendered, configs: &BTreeMap<&str, toml::Value>) -> u6
         }
         assert!(l["tls"].is_boolean(), "listener tls");
     }
-    let plain_port = listeners
-        .iter()
-        .find(|l| l["type"] == "internal" && l["tls"] == false)
-        .map(|l| number(l, "/port"))
-        .expect("a plain internal listener");
+    assert!(
+        listeners
+            .iter()
+            .any(|l| l["type"] == "internal" && l["tls"] == false),
+        "{}: a plain internal listener (KEDA reads the lag there)",
+        r.overlay
+    );
+    // flujo connects to Strimzi's bootstrap Service, on an internal listener, with
+    // the security that listener asks for.
     for role in ["router", "consumer"] {
-        assert_eq!(
-            configs[role]["kafka"]["brokers"].as_str(),
-            Some(format!("{cluster}-kafka-bootstrap:{plain_port}").as_str()),
-            "{}: {role} connects to Strimzi's bootstrap Service",
-            r.overlay
-        );
+        let kafka = &configs[role]["kafka"];
+        let brokers = kafka["brokers"].as_str().unwrap_or_default();
+        let who = format!("{}: {role} (kafka.brokers {brokers})", r.overlay);
+        let port = brokers
+            .strip_prefix(&format!("{cluster}-kafka-bootstrap:"))
+            .and_then(|p| p.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("{who}: connects to Strimzi's bootstrap Service"));
+        let listener = listeners
+            .iter()
+            .find(|l| l["type"] == "internal" && l["port"] == port)
+            .unwrap_or_else(|| panic!("{who}: no internal listener on {port}"));
+        let protocol = kafka
+            .get("security_protocol")
+            .and_then(toml::Value::as_str)
+            .unwrap_or("plaintext");
+        let sasl = kafka.get("sasl_mechanism").and_then(toml::Value::as_str);
+        let (want_protocol, want_sasl) = match (
+            listener["tls"].as_bool(),
+            listener["authentication"]["type"].as_str(),
+        ) {
+            (Some(false), None) => ("plaintext", None),
+            (Some(true), None) => ("ssl", None),
+            (Some(true), Some("scram-sha-512")) => ("sasl_ssl", Some("SCRAM-SHA-512")),
+            other => panic!("{who}: a listener flujo's tests do not know: {other:?}"),
+        };
+        assert_eq!(protocol, want_protocol, "{who}");
+        assert_eq!(sasl, want_sasl, "{who}");
     }
 
     let pools: Vec<&Value> = r
