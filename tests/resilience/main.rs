@@ -274,23 +274,35 @@ async fn kafka_frozen_then_killed_fast_503s_recovery_and_no_double_count() {
     .expect("the scenario ends within 4 minutes");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rabbitmq_frozen_then_cut_fast_503s_recovery_and_no_double_count() {
+/// The shared RabbitMQ behind a fault proxy of the test's own, with queues of the
+/// test's own (deleted when the cleanup drops): the proxy, the cleanup, and the
+/// settings that point flujo at them.
+async fn proxied_rabbitmq(prefix: &str) -> (FaultProxy, QueueCleanup, Vec<(&'static str, String)>) {
     require_rabbitmq().await;
-    let mut proxy = FaultProxy::start(broker::amqp_addr(&amqp_url()).await).await;
+    let proxy = FaultProxy::start(broker::amqp_addr(&amqp_url()).await).await;
     let url = proxy.url(&amqp_url());
     let id = uuid::Uuid::now_v7().simple().to_string();
-    let (sales, tweets) = (format!("r-{id}-sales"), format!("r-{id}-tweets"));
-    let _cleanup = QueueCleanup {
+    let (sales, tweets) = (
+        format!("{prefix}-{id}-sales"),
+        format!("{prefix}-{id}-tweets"),
+    );
+    let cleanup = QueueCleanup {
         url: amqp_url(),
         queues: vec![sales.clone(), tweets.clone()],
     };
+    let envs = vec![
+        ("FLUJO__RABBITMQ__URL", url),
+        ("FLUJO__RABBITMQ__SALES_QUEUE", sales),
+        ("FLUJO__RABBITMQ__TWEETS_QUEUE", tweets),
+    ];
+    (proxy, cleanup, envs)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_frozen_then_cut_fast_503s_recovery_and_no_double_count() {
+    let (mut proxy, _cleanup, rabbit) = proxied_rabbitmq("r").await;
     let mut envs = resilience_envs();
-    envs.extend([
-        ("FLUJO__RABBITMQ__URL", url.as_str()),
-        ("FLUJO__RABBITMQ__SALES_QUEUE", sales.as_str()),
-        ("FLUJO__RABBITMQ__TWEETS_QUEUE", tweets.as_str()),
-    ]);
+    envs.extend(rabbit.iter().map(|(k, v)| (*k, v.as_str())));
     let server = TestServer::start_with_args(&envs, &["--bus", "rabbitmq", "--ack", "durable"]);
     tokio::time::timeout(
         Duration::from_secs(240),
@@ -446,26 +458,14 @@ async fn the_forward_to_a_router_that_is_not_up_yet_is_retried_with_the_same_ids
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_cut_short_by_its_deadline_still_gets_its_ids() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    require_rabbitmq().await;
-    let mut proxy = FaultProxy::start(broker::amqp_addr(&amqp_url()).await).await;
-    let url = proxy.url(&amqp_url());
-    let id = uuid::Uuid::now_v7().simple().to_string();
-    let (sales, tweets) = (format!("d-{id}-sales"), format!("d-{id}-tweets"));
-    let _cleanup = QueueCleanup {
-        url: amqp_url(),
-        queues: vec![sales.clone(), tweets.clone()],
-    };
-    let server = TestServer::start_with_args(
-        &[
-            ("FLUJO__RABBITMQ__URL", url.as_str()),
-            ("FLUJO__RABBITMQ__SALES_QUEUE", sales.as_str()),
-            ("FLUJO__RABBITMQ__TWEETS_QUEUE", tweets.as_str()),
-            ("FLUJO__DEADLINES__REQUEST_MS", "1500"),
-            ("FLUJO__DEADLINES__DURABLE_ACK_MS", "1000"),
-            ("FLUJO__BREAKER__FAILURE_THRESHOLD", "1000"),
-        ],
-        &["--bus", "rabbitmq", "--ack", "durable"],
-    );
+    let (mut proxy, _cleanup, rabbit) = proxied_rabbitmq("d").await;
+    let mut envs: Vec<(&str, &str)> = rabbit.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    envs.extend([
+        ("FLUJO__DEADLINES__REQUEST_MS", "1500"),
+        ("FLUJO__DEADLINES__DURABLE_ACK_MS", "1000"),
+        ("FLUJO__BREAKER__FAILURE_THRESHOLD", "1000"),
+    ]);
+    let server = TestServer::start_with_args(&envs, &["--bus", "rabbitmq", "--ack", "durable"]);
     let ready = wait_until(Duration::from_secs(30), || async {
         readyz(&server).await.0 == StatusCode::OK
     })

@@ -36,18 +36,6 @@ async fn curl_trusts_the_listener_through_its_ca_over_http2_and_http1() {
     let server = tls_server(&pki, &[]);
     let base = format!("https://127.0.0.1:{}", server.addr.port());
     let ca = arg(&pki.ca);
-    let curl = |extra: &[&str]| {
-        let mut args = vec![
-            "--silent",
-            "--show-error",
-            "--max-time",
-            "20",
-            "--noproxy",
-            "*",
-        ];
-        args.extend_from_slice(extra);
-        run("curl", &args)
-    };
 
     // HTTPS with the CA: HTTP/2 by ALPN (curl's default), or HTTP/1.1 when asked.
     let healthz = format!("{base}/healthz");
@@ -189,16 +177,24 @@ async fn flujo_ping_checks_each_listener_against_its_ca_file() {
     }
 }
 
-/// `curl --http2 --data-binary BODY URL` with `content_type`: `"STATUS VERSION"`.
-fn curl_post(ca: &str, url: &str, body: &str, content_type: &str) -> String {
-    let header = format!("content-type: {content_type}");
-    let args = [
+/// curl with `extra` arguments, quiet but for errors, within 20 s.
+fn curl(extra: &[&str]) -> Output {
+    let mut args = vec![
         "--silent",
         "--show-error",
         "--max-time",
         "20",
         "--noproxy",
         "*",
+    ];
+    args.extend_from_slice(extra);
+    run("curl", &args)
+}
+
+/// `curl --http2 --data-binary BODY URL` with `content_type`: `"STATUS VERSION"`.
+fn curl_post(ca: &str, url: &str, body: &str, content_type: &str) -> String {
+    let header = format!("content-type: {content_type}");
+    let out = curl(&[
         "--http2",
         "--cacert",
         ca,
@@ -211,8 +207,7 @@ fn curl_post(ca: &str, url: &str, body: &str, content_type: &str) -> String {
         "--write-out",
         "%{http_code} %{http_version}",
         url,
-    ];
-    let out = run("curl", &args);
+    ]);
     assert_code(&out, 0, "curl over HTTP/2");
     stdout(&out)
 }
