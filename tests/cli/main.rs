@@ -20,7 +20,7 @@ mod validate;
 use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
-use support::{flujo_command, output_within};
+use support::{assert_code, flujo_command, output_within, stderr, stdout};
 
 /// The longest any one command of these tests may run (validate bounds each
 /// dependency check at 5 s, all at once).
@@ -38,25 +38,6 @@ fn flujo_in(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Output {
 fn flujo(args: &[&str], envs: &[(&str, &str)]) -> Output {
     let dir = tempfile::tempdir().expect("temporary directory");
     flujo_in(dir.path(), args, envs)
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// Asserts the exit code, showing both streams when it differs.
-fn assert_code(out: &Output, code: i32, what: &str) {
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "{what}: exit code\nstdout:\n{}\nstderr:\n{}",
-        stdout(out),
-        stderr(out)
-    );
 }
 
 /// A port on 127.0.0.1 that nothing listens on (bound, then released).

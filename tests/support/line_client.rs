@@ -120,6 +120,27 @@ impl LineClient {
     }
 }
 
+/// A finished command's standard output, as text.
+pub fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A finished command's standard error, as text.
+pub fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Asserts a finished command's exit code, showing both streams when it differs.
+pub fn assert_code(out: &std::process::Output, code: i32, what: &str) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{what}: exit code\nstdout:\n{}\nstderr:\n{}",
+        stdout(out),
+        stderr(out)
+    );
+}
+
 /// Runs `cmd` to completion with piped output, killing it (and failing) after `within`.
 pub fn output_within(mut cmd: Command, within: Duration) -> std::process::Output {
     use std::io::Read;

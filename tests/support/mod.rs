@@ -12,7 +12,8 @@
 //!   `flujo_loadgen::truth`, ranking pages, Prometheus samples.
 //! - `actor_events`: events and batches as the actors carry them.
 //! - `tools`: finding Prometheus, Locust, valkey-server.
-//! - `line_client`: the TCP line protocol client; bounded child processes.
+//! - `line_client`: the TCP line protocol client; bounded child processes and
+//!   their output (`output_within`, `stdout`, `stderr`, `assert_code`).
 //! - `tls`: a CA and a server certificate made at test time ([`TestPki`]).
 //!
 //! The events, their generator and the ground truth are the load generator's

@@ -66,25 +66,6 @@ fn run(program: &str, args: &[&str]) -> Output {
     output_within(cmd, COMMAND_TIMEOUT)
 }
 
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// Asserts the exit code, showing both streams when it differs.
-fn assert_code(out: &Output, code: i32, what: &str) {
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "{what}: exit code\nstdout:\n{}\nstderr:\n{}",
-        stdout(out),
-        stderr(out)
-    );
-}
-
 /// The path as an argument.
 fn arg(path: &Path) -> String {
     path.display().to_string()
