@@ -25,7 +25,8 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BreakerConfig {
-    /// Publishes in a row that failed or timed out before the breaker opens (1–1000).
+    /// Publishes or readiness checks of the sink in a row that failed or timed out
+    /// before the breaker opens (1–1000).
     pub failure_threshold: u32,
     /// How long the breaker stays open before it lets probes through, in ms.
     pub open_ms: u64,
@@ -147,7 +148,22 @@ struct Inner {
     /// stale and ignored.
     generation: u64,
     last_error: String,
+    /// Readiness checks in a row that failed while closed (a good check clears
+    /// them, a good publish too); they count toward the threshold with the
+    /// failed publishes.
+    check_failures: u32,
+    /// When a failed check last counted: at most one counts per
+    /// [`CHECK_FAILURE_SPACING`], however many readers (`/readyz`, the readiness
+    /// loop, probes) ask during one outage.
+    last_check_failure: Option<Instant>,
+    /// Whether the sink ever answered (a good check or publish): until it has,
+    /// failed checks do not count (a broker still starting is not a broker that
+    /// froze).
+    answered_once: bool,
 }
+
+/// The least time between two failed readiness checks that count toward opening.
+pub const CHECK_FAILURE_SPACING: Duration = Duration::from_millis(900);
 
 /// The breaker of one sink; shared by its publisher, the receivers and `/readyz`.
 #[derive(Debug)]
@@ -172,6 +188,9 @@ impl Breaker {
                 successes: 0,
                 generation: 0,
                 last_error: String::new(),
+                check_failures: 0,
+                last_check_failure: None,
+                answered_once: false,
             }),
         })
     }
@@ -206,6 +225,7 @@ impl Breaker {
         inner.state = state;
         inner.generation += 1;
         inner.failures = 0;
+        inner.check_failures = 0;
         inner.probes = 0;
         inner.successes = 0;
         if state == CircuitState::Open {
@@ -280,13 +300,17 @@ impl Breaker {
         if let Err(e) = outcome {
             inner.last_error = e.to_owned();
         }
+        if outcome.is_ok() {
+            inner.answered_once = true;
+        }
         match (inner.state, outcome, permit.probe) {
-            (CircuitState::Closed, Ok(()), _) => inner.failures = 0,
+            (CircuitState::Closed, Ok(()), _) => {
+                inner.failures = 0;
+                inner.check_failures = 0;
+            }
             (CircuitState::Closed, Err(_), _) => {
                 inner.failures += 1;
-                if inner.failures >= self.config.failure_threshold {
-                    self.set(&mut inner, CircuitState::Open);
-                }
+                self.open_at_threshold(&mut inner);
             }
             (CircuitState::HalfOpen, Ok(()), true) => {
                 if permit.slot {
@@ -302,12 +326,46 @@ impl Breaker {
         }
     }
 
+    /// The outcome of a readiness check run while closed (see [`Breaker::check`]).
+    fn record_check(&self, permit: Permit, outcome: &Result<(), String>) {
+        let mut inner = self.lock();
+        if permit.generation != inner.generation || inner.state != CircuitState::Closed {
+            return;
+        }
+        match outcome {
+            Ok(()) => {
+                inner.answered_once = true;
+                inner.check_failures = 0;
+            }
+            Err(e) => {
+                let spaced = inner
+                    .last_check_failure
+                    .is_none_or(|at| at.elapsed() >= CHECK_FAILURE_SPACING);
+                if inner.answered_once && spaced {
+                    inner.last_error = e.clone();
+                    inner.check_failures += 1;
+                    inner.last_check_failure = Some(Instant::now());
+                    self.open_at_threshold(&mut inner);
+                }
+            }
+        }
+    }
+
+    /// Opens when the failed publishes and checks in a row reach the threshold.
+    fn open_at_threshold(&self, inner: &mut Inner) {
+        if inner.failures + inner.check_failures >= self.config.failure_threshold {
+            self.set(inner, CircuitState::Open);
+        }
+    }
+
     /// Runs `check` (the sink's readiness check) as a probe when half-open; while
-    /// open, fails at once without running it; while closed, a failed check counts
-    /// toward `failure_threshold` like a failed publish (so a frozen broker opens
-    /// the breaker within a few seconds even without traffic), while a good one
-    /// does not reset the count (a broker may answer metadata and still not take
-    /// batches). Returns the check's outcome.
+    /// open, fails at once without running it. While closed, failed checks in a row
+    /// count toward `failure_threshold` with the failed publishes (so a frozen
+    /// broker opens the breaker within a few seconds even without traffic): at most
+    /// one per [`CHECK_FAILURE_SPACING`], and only once the sink has answered at
+    /// least once. A good check clears the failed checks but not the failed
+    /// publishes (a broker may answer metadata and still not take batches).
+    /// Returns the check's outcome.
     pub async fn check<F>(&self, check: F) -> Result<(), String>
     where
         F: std::future::Future<Output = Result<(), String>>,
@@ -327,11 +385,10 @@ impl Breaker {
             }
         };
         let outcome = check.await;
-        match &outcome {
-            Err(e) => self.record(permit, Err(e)),
-            // Closed, a good check leaves the count of failures as it is.
-            Ok(()) if permit.probe => self.record(permit, Ok(())),
-            Ok(()) => {}
+        if permit.probe {
+            self.record(permit, outcome.as_ref().map(|_| ()).map_err(String::as_str));
+        } else {
+            self.record_check(permit, &outcome);
         }
         outcome
     }
@@ -462,18 +519,37 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn failed_checks_open_a_closed_breaker_and_good_ones_do_not_reset_it() {
-        // A frozen broker and no traffic: the readiness checks alone open it.
+    async fn failed_checks_in_a_row_open_it_once_the_sink_has_answered() {
+        let b = breaker(2, 60_000, 1);
+        let down = || async { Err::<(), String>("no answer".into()) };
+        // A sink that never answered yet (a broker still starting): not counted.
+        assert!(b.check(down()).await.is_err());
+        assert!(b.check(async { Ok(()) }).await.is_ok());
+        // A frozen broker and no traffic: the checks alone open it, one failure
+        // counted per spacing however many readers ask.
+        assert!(b.check(down()).await.is_err());
+        assert!(b.check(down()).await.is_err());
+        assert_eq!(b.state(), CircuitState::Closed, "one counted so far");
+        tokio::time::sleep(CHECK_FAILURE_SPACING).await;
+        assert!(b.check(down()).await.is_err());
+        assert_eq!(b.state(), CircuitState::Open);
+    }
+
+    #[tokio::test]
+    async fn a_good_check_clears_failed_checks_but_not_failed_publishes() {
         let b = breaker(3, 60_000, 1);
-        for _ in 0..2 {
-            assert!(b.check(async { Err("no answer".into()) }).await.is_err());
-        }
-        assert_eq!(b.state(), CircuitState::Closed);
-        // A check that passes while publishes fail (metadata still answered)
-        // does not hide the failures.
         assert!(b.check(async { Ok(()) }).await.is_ok());
         fail(&b);
-        assert_eq!(b.state(), CircuitState::Open, "two checks and a publish");
+        assert!(b.check(async { Err("slow".into()) }).await.is_err());
+        // Failures hours apart are not "in a row": a good check in between clears
+        // the failed check (the broker answers metadata again)...
+        assert!(b.check(async { Ok(()) }).await.is_ok());
+        tokio::time::sleep(CHECK_FAILURE_SPACING).await;
+        assert!(b.check(async { Err("slow".into()) }).await.is_err());
+        assert_eq!(b.state(), CircuitState::Closed, "a publish and a check");
+        // ...but not the failed publish (metadata answered, batches not taken).
+        fail(&b);
+        assert_eq!(b.state(), CircuitState::Open, "two publishes and a check");
     }
 
     #[test]

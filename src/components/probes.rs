@@ -139,6 +139,9 @@ mod tests {
         };
         let breaker = Breaker::new("frozen", config);
         let probe = ComponentProbe::guarded_sink(Arc::new(FrozenSink), breaker.clone());
+        // The broker answered once (a publish went through), then froze.
+        let permit = breaker.try_acquire().expect("closed");
+        breaker.record(permit, Ok(()));
         // Readiness runs the check within its own, longer, timeout: the sink's
         // bound ends it first, and the breaker records the failure.
         for _ in 0..2 {

@@ -176,6 +176,8 @@ pub fn check_ca_file(path: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// The TLS of flujo's own gRPC and HTTP clients (the forward to the router,
+/// `flujo ping`): the load generator's, so that both trust a CA file the same way.
 pub use flujo_loadgen::{grpc_tls as grpc_client_tls, http_roots as http_client_roots};
 
 /// A rustls client configuration (for the TCP line protocol) trusting exactly the

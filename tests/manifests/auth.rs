@@ -143,7 +143,11 @@ pub(crate) fn authentication(r: &Rendered) {
             );
             // Pointing at the real mount (no Secret here) is refused the same way.
             local.insert(var.to_string(), env[*var].clone());
-            flujo_config_refused(role, &local);
+            let refused = flujo_config_refused(role, &local);
+            assert!(
+                refused.contains(&format!("key `{}`", setting(var))),
+                "{who}: with the mount's path but no Secret: {refused}"
+            );
         }
     }
 

@@ -241,14 +241,18 @@ async fn early_refusals_reach_curl_over_http2() {
     let url = format!("https://127.0.0.1:{}/v1/sales", server.addr.port());
     let ca = arg(&pki.ca);
     let post = |content_type: &str| curl_post(&ca, &url, &body, content_type);
-    // The first takes the burst; every later one within the second is 429.
+    // The first takes the burst; the later ones are 429 until a token comes back
+    // (once a second): on a slow machine a few may pass, but each gets an answer.
     assert_eq!(post("application/json"), "202 2");
-    for _ in 0..8 {
-        assert_eq!(post("application/json"), "429 2");
-    }
+    let answers: Vec<String> = (0..8).map(|_| post("application/json")).collect();
+    assert!(
+        answers.iter().all(|a| a == "202 2" || a == "429 2"),
+        "{answers:?}"
+    );
+    let limited = answers.iter().filter(|a| *a == "429 2").count();
+    assert!(limited >= 4, "{answers:?}");
     drop(server);
-    // Without a limit, a wrong content type: 415 (decided before the body is read,
-    // answered after).
+    // Without a limit, a wrong content type: 415, answered once the body is read.
     let server = tls_server(&pki, &[]);
     let url = format!("https://127.0.0.1:{}/v1/sales", server.addr.port());
     let post = |content_type: &str| curl_post(&ca, &url, &body, content_type);

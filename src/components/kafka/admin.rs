@@ -13,8 +13,10 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, DeliveryResult, Producer, ProducerContext};
 use std::time::Duration;
 
-/// Bound of the readiness metadata request.
-const READY_TIMEOUT: Duration = Duration::from_secs(3);
+/// Bound of the readiness metadata request: within the sink check's bound
+/// (`components::probes::SINK_CHECK_TIMEOUT`, 1.5 s), so that a blocking request
+/// never outlives the check that started it (a healthy broker answers in ms).
+const READY_TIMEOUT: Duration = Duration::from_millis(1_400);
 /// Bound of the topic-creation requests.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(15);
 /// Bound of one topic-creation attempt at start.

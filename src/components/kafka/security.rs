@@ -140,8 +140,8 @@ const OWNED: &[(&str, &str)] = &[
 /// `kafka.options`: librdkafka properties (`socket.keepalive.enable`,
 /// `ssl.endpoint.identification.algorithm`, …) set verbatim on every client after
 /// flujo's own. Values may be written as text, numbers or booleans; nested tables
-/// (TOML's dotted keys, `FLUJO__KAFKA__OPTIONS__A.B`) are joined with dots. Values of
-/// keys that contain `password` or `secret` are masked when shown.
+/// (TOML's dotted keys, `FLUJO__KAFKA__OPTIONS__A.B`) are joined with dots. Values
+/// that may hold a secret are masked when shown ([`KafkaOptions::is_secret`]).
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct KafkaOptions(pub BTreeMap<String, String>);
 

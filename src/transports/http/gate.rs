@@ -114,15 +114,32 @@ const DRAIN_MAX: usize = 4 * 1024 * 1024;
 /// Longest wait for them.
 const DRAIN_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// `refused`, sent once the request's body is in (up to [`DRAIN_MAX`] bytes and
-/// [`DRAIN_WAIT`]) when the request came over HTTP/2: answering first ends the
-/// stream with `RST_STREAM` while the client still sends, which some clients (curl
-/// with nghttp2 1.52, Debian 12's) report as a stream error instead of the answer.
+/// `refused`, sent once the request's body is in (read and thrown away, up to
+/// [`DRAIN_MAX`] bytes and [`DRAIN_WAIT`]; a body announced larger is not waited
+/// for) when the request came over HTTP/2: answering first ends the stream with
+/// `RST_STREAM` while the client still sends, which some clients (curl with
+/// nghttp2 1.52, Debian 12's) report as a stream error instead of the answer.
+/// Nothing is kept: a refused client costs no memory.
 async fn drained(req: Request, refused: Response) -> Response {
-    if req.version() == axum::http::Version::HTTP_2 {
-        let body = axum::body::to_bytes(req.into_body(), DRAIN_MAX);
-        let _ = tokio::time::timeout(DRAIN_WAIT, body).await;
+    use futures::StreamExt;
+    let announced = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if req.version() != axum::http::Version::HTTP_2 || announced.is_some_and(|n| n > DRAIN_MAX) {
+        return refused;
     }
+    let mut chunks = req.into_body().into_data_stream();
+    let discard = async {
+        let mut read = 0;
+        while let Some(Ok(chunk)) = chunks.next().await {
+            read += chunk.len();
+            if read > DRAIN_MAX {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_WAIT, discard).await;
     refused
 }
 

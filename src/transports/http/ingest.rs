@@ -85,7 +85,7 @@ async fn accept(
         .await
         .map_err(|_| ApiError::body_too_large(limit))?;
     let encoding = encoding(headers)?;
-    if let Some(coding) = headers.get(header::CONTENT_ENCODING) {
+    for coding in headers.get_all(header::CONTENT_ENCODING) {
         let coding = coding.to_str().unwrap_or("(not text)").trim();
         if !coding.eq_ignore_ascii_case("identity") {
             return Err(ApiError::new(
