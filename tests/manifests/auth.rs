@@ -55,16 +55,7 @@ pub(crate) fn authentication(r: &Rendered) {
         let who = format!("{}: Deployment {role}", r.overlay);
         let pod = &r.get("Deployment", role)["spec"]["template"]["spec"];
         let c = flujo_container(r, role);
-        let mount = arr(&c["volumeMounts"])
-            .iter()
-            .find(|m| m["mountPath"] == DIR)
-            .unwrap_or_else(|| panic!("{who}: nothing mounted at {DIR}"));
-        assert_eq!(mount["readOnly"], true, "{who}: the keys mounted read-only");
-        let volume = arr(&pod["volumes"])
-            .iter()
-            .find(|v| v["name"] == mount["name"])
-            .unwrap_or_else(|| panic!("{who}: no volume {}", mount["name"]));
-        assert_eq!(volume["secret"]["secretName"], SECRET, "{who}");
+        assert_eq!(secret_mounted_at(r, role, DIR), SECRET, "{who}");
 
         // Every file setting of [auth] names a key of the Secret, where it is
         // mounted; and exactly the ones the role needs are set.

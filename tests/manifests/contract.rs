@@ -403,6 +403,22 @@ pub(crate) fn services_and_ingress(r: &Rendered) {
     assert_eq!(routes, want, "{}: Ingress paths", r.overlay);
 }
 
+/// The Secret that `role`'s flujo container mounts, read-only, at `dir`.
+pub(crate) fn secret_mounted_at<'a>(r: &'a Rendered, role: &str, dir: &str) -> &'a Value {
+    let who = format!("{}: Deployment {role}", r.overlay);
+    let pod = &r.get("Deployment", role)["spec"]["template"]["spec"];
+    let mount = arr(&flujo_container(r, role)["volumeMounts"])
+        .iter()
+        .find(|m| m["mountPath"] == dir)
+        .unwrap_or_else(|| panic!("{who}: nothing mounted at {dir}"));
+    assert_eq!(mount["readOnly"], true, "{who}: {dir} mounted read-only");
+    let volume = arr(&pod["volumes"])
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .unwrap_or_else(|| panic!("{who}: no volume {}", mount["name"]));
+    &volume["secret"]["secretName"]
+}
+
 /// TLS on flujo's own listeners (`manifests/components/tls`): every role mounts the
 /// listener certificate's Secret and names its files for each listener it runs,
 /// probes over HTTPS; receivers forward over TLS checking the router against the
@@ -412,18 +428,12 @@ pub(crate) fn listener_tls(r: &Rendered) {
     const DIR: &str = "/etc/flujo/tls";
     for role in ROLES {
         let who = format!("{}: Deployment {role}", r.overlay);
-        let pod = &r.get("Deployment", role)["spec"]["template"]["spec"];
         let c = flujo_container(r, role);
-        let mount = arr(&c["volumeMounts"])
-            .iter()
-            .find(|m| m["mountPath"] == DIR)
-            .unwrap_or_else(|| panic!("{who}: nothing mounted at {DIR}"));
-        assert_eq!(mount["readOnly"], true, "{who}");
-        let volume = arr(&pod["volumes"])
-            .iter()
-            .find(|v| v["name"] == mount["name"])
-            .unwrap_or_else(|| panic!("{who}: no volume {}", mount["name"]));
-        assert_eq!(volume["secret"]["secretName"], PROVIDED_SECRETS[0], "{who}");
+        assert_eq!(
+            secret_mounted_at(r, role, DIR),
+            PROVIDED_SECRETS[0],
+            "{who}"
+        );
         let env = container_env(r, c);
         let mut listeners = vec!["HTTP"];
         if role != "consumer" {
