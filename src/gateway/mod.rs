@@ -136,6 +136,24 @@ impl Gateway {
         }
     }
 
+    /// The refusal of a request whose credential failed (`e`): when `scope` is
+    /// limited, it takes one request off the allowance of its peer (the IP, or the
+    /// /64 of an IPv6 one), and past that allowance the refusal is the rate limit's
+    /// (429, `RESOURCE_EXHAUSTED`, `err busy`): guessing keys or tokens, or
+    /// flooding without one, goes no faster than the limit.
+    pub fn refuse_auth(
+        &self,
+        transport: &'static str,
+        scope: Scope,
+        peer: Option<IpAddr>,
+        e: AuthError,
+    ) -> Refusal {
+        match self.limit(transport, scope, &client_key(None, peer)) {
+            Err(limited) => limited,
+            Ok(_) => Refusal::Auth(e),
+        }
+    }
+
     /// Both checks of one request: its credential, then its client's allowance.
     pub fn admit(
         &self,
@@ -146,7 +164,7 @@ impl Gateway {
     ) -> Result<Admitted, Refusal> {
         let identity = self
             .authenticate(transport, scope, credential)
-            .map_err(Refusal::Auth)?;
+            .map_err(|e| self.refuse_auth(transport, scope, peer, e))?;
         let rate = match self.limiter(scope) {
             Some(_) => self.limit(transport, scope, &client_key(identity.as_ref(), peer))?,
             None => None,

@@ -129,13 +129,15 @@ impl Interceptor for GrpcGate {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         let peer = request.remote_addr().map(|a| a.ip());
         let identity = if self.gateway.auth_enabled() {
+            let refuse =
+                |e| refusal_status(self.gateway.refuse_auth(TRANSPORT, Scope::Ingest, peer, e));
             let token = credential(request.metadata()).map_err(|e| {
                 crate::gateway::record_auth_failure(TRANSPORT, &e);
-                refusal_status(Refusal::Auth(e))
+                refuse(e)
             })?;
             self.gateway
                 .authenticate(TRANSPORT, Scope::Ingest, token)
-                .map_err(|e| refusal_status(Refusal::Auth(e)))?
+                .map_err(refuse)?
         } else {
             None
         };

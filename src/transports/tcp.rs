@@ -109,6 +109,13 @@ struct Session {
     identity: Option<Identity>,
 }
 
+/// The answer to a line over the client's rate limit.
+fn busy(retry_after_secs: u64) -> String {
+    format!(
+        "err busy: rate limit of ingest requests for this client reached; retry in {retry_after_secs} s"
+    )
+}
+
 impl Session {
     fn new(gateway: Arc<Gateway>, peer: Option<IpAddr>) -> Self {
         Session {
@@ -147,7 +154,16 @@ impl Session {
                 } else {
                     "unauthenticated"
                 };
-                one_line(format!("err {word}: {e}"))
+                let answer = one_line(format!("err {word}: {e}"));
+                match self
+                    .gateway
+                    .refuse_auth(TRANSPORT, Scope::Ingest, self.peer, e)
+                {
+                    Refusal::Limited {
+                        retry_after_secs, ..
+                    } => busy(retry_after_secs),
+                    Refusal::Auth(_) => answer,
+                }
             }
         }
     }
@@ -164,9 +180,7 @@ impl Session {
             Ok(_) => None,
             Err(Refusal::Limited {
                 retry_after_secs, ..
-            }) => Some(format!(
-                "err busy: rate limit of ingest requests for this client reached; retry in {retry_after_secs} s"
-            )),
+            }) => Some(busy(retry_after_secs)),
             Err(Refusal::Auth(e)) => Some(one_line(format!("err unauthenticated: {e}"))),
         }
     }

@@ -276,3 +276,73 @@ async fn without_auth_the_client_is_its_address_and_query_has_its_own_limit() {
         "no auth, no scheme"
     );
 }
+
+/// Failed authentications count against the peer's address: past its allowance a
+/// guesser (or a client without a credential) gets the rate limit's answer on every
+/// transport, while a client with a good token from the same address is not held.
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_authentications_are_limited_by_address() {
+    let keys = Keys::new();
+    let mut env = keys.env();
+    env.push(("FLUJO__LIMITS__INGEST__PER_CLIENT_RPS", "1".into()));
+    env.push(("FLUJO__LIMITS__INGEST__BURST", "3".into()));
+    let server = start(&env);
+    let forged = bearer("fk_live_not-a-key-at-all");
+    // The burst of 3, then 429 (a slow machine may see a token come back: the
+    // refusals are then 401 again, never anything else).
+    let mut statuses = Vec::new();
+    for i in 0..8 {
+        let resp = post_sale(&server, &[("authorization", forged.as_str())], i).await;
+        statuses.push(resp.status().as_u16());
+    }
+    assert_eq!(&statuses[..3], [401, 401, 401], "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 401 || *s == 429),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().filter(|s| **s == 429).count() >= 3,
+        "{statuses:?}"
+    );
+    let good = bearer(&keys.hs(&claims("honest", "ingest", 600)));
+    let resp = post_sale(&server, &[("authorization", good.as_str())], 9).await;
+    assert_eq!(
+        resp.status(),
+        StatusCode::ACCEPTED,
+        "a good token has its own bucket"
+    );
+
+    // gRPC and TCP share the address's allowance, now spent.
+    let mut grpc = grpc_client(&server).await;
+    let mut codes = Vec::new();
+    for _ in 0..5 {
+        let status = grpc_sale(&mut grpc, &[("authorization", forged.as_str())])
+            .await
+            .expect_err("refused");
+        codes.push(status.code());
+    }
+    assert!(
+        codes
+            .iter()
+            .all(|c| matches!(c, Code::ResourceExhausted | Code::Unauthenticated)),
+        "{codes:?}"
+    );
+    assert!(codes.contains(&Code::ResourceExhausted), "{codes:?}");
+    let mut tcp = LineClient::connect(server.tcp_addr()).await;
+    let mut answers = Vec::new();
+    for _ in 0..5 {
+        answers.push(tcp.request("auth fk_live_not-a-key-at-all").await);
+    }
+    assert!(
+        answers
+            .iter()
+            .any(|a| a.starts_with("err busy: rate limit")),
+        "{answers:?}"
+    );
+    assert!(
+        answers
+            .iter()
+            .all(|a| a.starts_with("err busy: rate limit") || a.starts_with("err unauthenticated")),
+        "{answers:?}"
+    );
+}

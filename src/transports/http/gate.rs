@@ -88,7 +88,8 @@ pub async fn check(State(gate): State<Gate>, req: Request, next: Next) -> Respon
             Ok(None) => ("Authorization", None),
             Err(e) => {
                 record_auth_failure(TRANSPORT, &e);
-                let refused = refusal(Refusal::Auth(e), gate.scope, "Authorization");
+                let refused = gateway.refuse_auth(TRANSPORT, gate.scope, peer, e);
+                let refused = refusal(refused, gate.scope, "Authorization");
                 return drained(req, refused).await;
             }
         }
