@@ -3,26 +3,12 @@
 //! (lapin over rustls) talks TLS to the proxy and AMQP to the real broker.
 
 use super::support::{
-    amqp_url, require_rabbitmq, sales_array, unique_name, via, Encoding, QueueCleanup, TestServer,
+    amqp_broker_addr, amqp_url, require_rabbitmq, sales_array, unique_name, via, Encoding,
+    QueueCleanup, TestServer,
 };
 use super::tls::{TestPki, TlsProxy};
 use super::{assert_validate, bounded, validate};
 use serde_json::Value;
-use std::net::SocketAddr;
-
-/// The shared broker's address, from its URL.
-fn broker_addr(url: &str) -> SocketAddr {
-    let rest = url.split_once("://").expect("scheme").1;
-    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
-    let host = rest.split('/').next().expect("host");
-    let host = if host.contains(':') {
-        host.to_owned()
-    } else {
-        format!("{host}:5672")
-    };
-    let host = host.replace("localhost", "127.0.0.1");
-    host.parse().expect("a 127.0.0.1:PORT broker address")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_amqps_bus_carries_events_to_the_kpis() {
@@ -30,7 +16,7 @@ async fn an_amqps_bus_carries_events_to_the_kpis() {
         require_rabbitmq().await;
         let pki = TestPki::new();
         let plain = amqp_url();
-        let proxy = TlsProxy::start(&pki, broker_addr(&plain), false).await;
+        let proxy = TlsProxy::start(&pki, amqp_broker_addr(&plain).await, false).await;
         let amqps = via(&plain, proxy.addr).replacen("amqp://", "amqps://", 1);
         let sales_queue = unique_name("tls-sales");
         let tweets_queue = unique_name("tls-tweets");

@@ -2,7 +2,7 @@
 //! with the key named for a bad configuration (file, variable, flag), 69 with the
 //! key named for a dependency that does not answer; and `flujo run`'s 78.
 
-use super::support::{amqp_url, kafka_brokers, store_flag, valkey_url, TestServer};
+use super::support::{amqp_url, kafka_brokers, store_flag, valkey_url, TestServer, LOOPBACK_PORTS};
 use super::{assert_code, closed_port, flujo, stderr, stdout};
 
 /// The line of `text` that starts with `prefix`.
@@ -94,18 +94,8 @@ fn every_problem_gets_its_own_line() {
 
 #[test]
 fn run_exits_78_on_a_bad_configuration() {
-    let out = flujo(
-        &[
-            "run",
-            "--http",
-            "127.0.0.1:0",
-            "--grpc",
-            "127.0.0.1:0",
-            "--tcp",
-            "127.0.0.1:0",
-        ],
-        &[("FLUJO__HTTP__NOPE", "1")],
-    );
+    let args: Vec<&str> = std::iter::once("run").chain(LOOPBACK_PORTS).collect();
+    let out = flujo(&args, &[("FLUJO__HTTP__NOPE", "1")]);
     assert_code(&out, 78, "run with an unknown key");
     line_starting(&stderr(&out), "flujo: bad configuration: key `http.nope`");
 }
@@ -226,20 +216,13 @@ fn a_store_url_the_client_refuses_is_78() {
     let out = flujo(&["validate", "--store", "valkey://h:port"], &[]);
     assert_code(&out, 78, "validate with an unparsable store URL");
     line_starting(&stderr(&out), "store: valkey://h:port: not a valkey URL");
-    let out = flujo(
-        &[
-            "run",
-            "--http",
-            "127.0.0.1:0",
-            "--grpc",
-            "127.0.0.1:0",
-            "--tcp",
-            "127.0.0.1:0",
-            "--store",
-            "valkey://h:port",
-        ],
-        &[],
-    );
+    let args = [
+        &["run"][..],
+        &LOOPBACK_PORTS,
+        &["--store", "valkey://h:port"],
+    ]
+    .concat();
+    let out = flujo(&args, &[]);
     assert_code(&out, 78, "run with an unparsable store URL");
     assert!(stderr(&out).contains("bad store URL"), "{}", stderr(&out));
 }

@@ -391,20 +391,13 @@ fn flujo_config_shows_paths_never_secrets_and_bad_files_name_their_key() {
     let short = dir.path().join("short");
     std::fs::write(&short, "tiny").expect("write");
     let mut cmd = flujo_command(dir.path());
-    cmd.args([
-        "run",
-        "--http",
-        "127.0.0.1:0",
-        "--grpc",
-        "127.0.0.1:0",
-        "--tcp",
-        "127.0.0.1:0",
-    ])
-    .env("FLUJO__AUTH__JWT_SECRET_FILE", &short)
-    .env(
-        "FLUJO__AUTH__API_KEYS_FILE",
-        dir.path().join("missing.toml"),
-    );
+    cmd.arg("run")
+        .args(LOOPBACK_PORTS)
+        .env("FLUJO__AUTH__JWT_SECRET_FILE", &short)
+        .env(
+            "FLUJO__AUTH__API_KEYS_FILE",
+            dir.path().join("missing.toml"),
+        );
     let out = output_within(cmd, Duration::from_secs(30));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(78), "{err}");

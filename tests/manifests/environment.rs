@@ -189,16 +189,7 @@ impl StandIns {
             .unwrap_or_else(|| panic!("Secret {secret} is not made outside the manifests"));
         let dir = self.dir.path().join(text(volume, "/name"));
         std::fs::create_dir_all(&dir).expect("a mount directory");
-        let items = arr(&volume["secret"]["items"]);
-        let files: Vec<(&str, &str)> = if items.is_empty() {
-            keys.iter().map(|k| (*k, *k)).collect()
-        } else {
-            items
-                .iter()
-                .map(|i| (text(i, "/key"), text(i, "/path")))
-                .collect()
-        };
-        for (key, path) in files {
+        for (key, path) in secret_files(volume, keys) {
             assert!(keys.contains(&key), "Secret {secret} has no key {key}");
             std::fs::write(dir.join(path), self.content(secret, key)).expect("a stand-in file");
         }
@@ -263,17 +254,8 @@ pub(crate) fn mounted_secret_files(r: &Rendered, role: &str) -> BTreeMap<String,
         };
         let dir = text(mount, "/mountPath").trim_end_matches('/');
         let secret = text(volume, "/secret/secretName");
-        let items = arr(&volume["secret"]["items"]);
-        let pairs: Vec<(&str, &str)> = if items.is_empty() {
-            let keys = external_secret_keys(secret).unwrap_or_default();
-            keys.iter().map(|k| (*k, *k)).collect()
-        } else {
-            items
-                .iter()
-                .map(|i| (text(i, "/key"), text(i, "/path")))
-                .collect()
-        };
-        for (key, path) in pairs {
+        let keys = external_secret_keys(secret).unwrap_or_default();
+        for (key, path) in secret_files(volume, keys) {
             files.insert(format!("{dir}/{path}"), (secret.to_owned(), key.to_owned()));
         }
     }
@@ -325,4 +307,18 @@ pub(crate) fn flujo_container<'a>(r: &'a Rendered, role: &str) -> &'a Value {
         .iter()
         .find(|c| c["name"] == "flujo")
         .unwrap_or_else(|| panic!("Deployment {role} has no container named flujo"))
+}
+
+/// The (key, file name) pairs a Secret volume mounts: its `items`, or every key of
+/// the Secret (`keys`) under its own name.
+fn secret_files<'a>(volume: &'a Value, keys: &[&'a str]) -> Vec<(&'a str, &'a str)> {
+    let items = arr(&volume["secret"]["items"]);
+    if items.is_empty() {
+        keys.iter().map(|k| (*k, *k)).collect()
+    } else {
+        items
+            .iter()
+            .map(|i| (text(i, "/key"), text(i, "/path")))
+            .collect()
+    }
 }

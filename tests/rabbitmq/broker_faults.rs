@@ -76,23 +76,12 @@ impl Drop for Proxy {
     }
 }
 
-/// The broker's address from an AMQP URL.
-pub(crate) async fn broker_addr(url: &str) -> SocketAddr {
-    let uri: lapin::uri::AMQPUri = url.parse().expect("AMQP URL");
-    let host = format!("{}:{}", uri.authority.host, uri.authority.port);
-    tokio::net::lookup_host(host)
-        .await
-        .expect("resolve broker")
-        .next()
-        .expect("an address")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sink_and_source_survive_a_lost_connection() {
     run_test(async {
         let base = test_config("outage");
         let _cleanup = queue_cleanup(&base);
-        let proxy = Proxy::start(broker_addr(&base.url).await).await;
+        let proxy = Proxy::start(amqp_broker_addr(&base.url).await).await;
         let config = RabbitConfig {
             url: proxy.url(&base.url),
             ..base.clone()

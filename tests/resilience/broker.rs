@@ -215,14 +215,3 @@ async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, mut mode: watch::
         }
     }
 }
-
-/// The broker's address from an AMQP URL.
-pub async fn amqp_addr(url: &str) -> SocketAddr {
-    let uri: lapin::uri::AMQPUri = url.parse().expect("AMQP URL");
-    let host = format!("{}:{}", uri.authority.host, uri.authority.port);
-    tokio::net::lookup_host(host)
-        .await
-        .expect("resolve broker")
-        .next()
-        .expect("an address")
-}

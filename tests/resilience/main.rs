@@ -279,7 +279,7 @@ async fn kafka_frozen_then_killed_fast_503s_recovery_and_no_double_count() {
 /// settings that point flujo at them.
 async fn proxied_rabbitmq(prefix: &str) -> (FaultProxy, QueueCleanup, Vec<(&'static str, String)>) {
     require_rabbitmq().await;
-    let proxy = FaultProxy::start(broker::amqp_addr(&amqp_url()).await).await;
+    let proxy = FaultProxy::start(amqp_broker_addr(&amqp_url()).await).await;
     let url = proxy.url(&amqp_url());
     let id = uuid::Uuid::now_v7().simple().to_string();
     let (sales, tweets) = (
@@ -395,7 +395,7 @@ async fn the_forward_to_a_router_that_is_not_up_yet_is_retried_with_the_same_ids
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .to_vec();
     let env_refs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let receiver = TestServer::start_bare(
+    let receiver = TestServer::start_with_args(
         &env_refs,
         &[
             "--role",
@@ -406,12 +406,6 @@ async fn the_forward_to_a_router_that_is_not_up_yet_is_retried_with_the_same_ids
             "durable",
             "--router-url",
             &router_url,
-            "--http",
-            "127.0.0.1:0",
-            "--grpc",
-            "127.0.0.1:0",
-            "--tcp",
-            "127.0.0.1:0",
         ],
     );
     let body = r#"[{"category":"home","product_id":"F1","price":2.5,"quantity":1}]"#;

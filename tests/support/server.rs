@@ -15,6 +15,15 @@ use std::time::{Duration, Instant};
 
 use super::bodies::{encode, Encoding};
 
+/// The flags that put every listener of `flujo run` on a free loopback port.
+pub const LOOPBACK_PORTS: [&str; 6] = [
+    "--http",
+    "127.0.0.1:0",
+    "--grpc",
+    "127.0.0.1:0",
+    "--tcp",
+    "127.0.0.1:0",
+];
 /// How long the server may take to print its listening line.
 pub const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long the pipeline may take to apply what it accepted.
@@ -100,14 +109,7 @@ impl TestServer {
 
     /// Like [`TestServer::start`], with extra arguments after `run`.
     pub fn start_with_args(envs: &[(&str, &str)], args: &[&str]) -> TestServer {
-        let mut all = vec![
-            "--http",
-            "127.0.0.1:0",
-            "--grpc",
-            "127.0.0.1:0",
-            "--tcp",
-            "127.0.0.1:0",
-        ];
+        let mut all = LOOPBACK_PORTS.to_vec();
         all.extend_from_slice(args);
         TestServer::start_bare(envs, &all)
     }

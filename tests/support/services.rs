@@ -208,3 +208,15 @@ pub fn via(url: &str, addr: std::net::SocketAddr) -> String {
     let path = rest.find('/').map_or("", |i| &rest[i..]);
     format!("{scheme}://{userinfo}{addr}{path}")
 }
+
+/// The address of the RabbitMQ broker an AMQP URL names (resolved), for the tests
+/// that put a proxy of their own in front of it.
+pub async fn amqp_broker_addr(url: &str) -> std::net::SocketAddr {
+    let uri: lapin::uri::AMQPUri = url.parse().expect("AMQP URL");
+    let host = format!("{}:{}", uri.authority.host, uri.authority.port);
+    tokio::net::lookup_host(host)
+        .await
+        .expect("resolve broker")
+        .next()
+        .expect("an address")
+}

@@ -7,18 +7,8 @@ use super::*;
 /// naming `key` on a line that also holds `reason`.
 fn refused(env: &[(&str, &str)], key: &str, reason: &str) {
     for command in ["run", "validate"] {
-        let out = flujo(
-            &[
-                command,
-                "--http",
-                "127.0.0.1:0",
-                "--grpc",
-                "127.0.0.1:0",
-                "--tcp",
-                "127.0.0.1:0",
-            ],
-            env,
-        );
+        let args: Vec<&str> = std::iter::once(command).chain(LOOPBACK_PORTS).collect();
+        let out = flujo(&args, env);
         assert_code(&out, 78, &format!("flujo {command}: {key}"));
         let err = stderr(&out);
         assert!(
