@@ -54,7 +54,7 @@ tansu_bin() {
     if have tansu; then command -v tansu; return; fi
     if [ -x "$HOME/.cargo/bin/tansu" ]; then echo "$HOME/.cargo/bin/tansu"; return; fi
     say "building tansu from crates.io (about 15 minutes, once)" >&2
-    cargo install tansu --locked --features libsql >&2
+    cargo install tansu --version 0.6.0 --locked --features libsql >&2
     echo "$HOME/.cargo/bin/tansu"
 }
 kafka_up() {

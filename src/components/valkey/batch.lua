@@ -7,7 +7,7 @@ local function replayed_events()
   local replay, moves = {}, {}
   if STREAMS == 0 then return replay, moves end
   local keys = {}
-  for s = 1, STREAMS do keys[s] = p .. 'position:' .. ARGV[9 + s] end
+  for s = 1, STREAMS do keys[s] = p .. 'position:' .. ARGV[5 + s] end
   local stored = redis.call('MGET', unpack(keys))
   local floor = {}
   for s = 1, STREAMS do floor[s] = tonumber(stored[s]) end
@@ -17,9 +17,9 @@ local function replayed_events()
     replay[i] = floor[s] ~= nil and offset < floor[s]
   end
   for s = 1, STREAMS do
-    local reached = tonumber(ARGV[9 + STREAMS + s])
+    local reached = tonumber(ARGV[5 + STREAMS + s])
     if floor[s] == nil or reached > floor[s] then
-      moves[#moves + 1] = { keys[s], ARGV[9 + STREAMS + s] }
+      moves[#moves + 1] = { keys[s], ARGV[5 + STREAMS + s] }
     end
   end
   return replay, moves

@@ -55,9 +55,10 @@
 //! a *mirror* of each kind's window (an in-process [`flujo_actors::dedup::IdWindow`]
 //! following Valkey's generations, `dedup_max_ids × 24 B`), checks a batch's ids
 //! against it before sending, and sends the point its mirror is complete up to
-//! (window, generation, length). The script checks the batch only against what
-//! was appended after that point (the *tail*: batches applied meanwhile by this
-//! process or another consumer), verifies that the generations holding the ids the
+//! (window, generation, length); a process runs one batch of a kind at a time, so
+//! its mirror is always caught up with its own writes. The script checks the batch
+//! only against what was appended after that point (the *tail*: batches other
+//! consumers applied meanwhile), verifies that the generations holding the ids the
 //! mirror found are still there, and answers the tail so the mirror catches up. A
 //! mirror whose point is gone (the generation was dropped or expired, the window
 //! was deleted) or far behind (a tail over 64 Ki ids) is told `stale` and reloads

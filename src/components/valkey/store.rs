@@ -73,6 +73,9 @@ pub struct ValkeyStore {
     /// window (see `window.lua`): batches are checked against it before they are
     /// sent, so Valkey never searches the window.
     mirrors: [std::sync::Mutex<Mirror>; 2],
+    /// Per kind, the turn to check a batch against the mirror, run its script and
+    /// catch the mirror up (one batch of a kind at a time; the two kinds overlap).
+    turns: [tokio::sync::Mutex<()>; 2],
     /// Category → its monitored product as last seen (set once, never changed), so
     /// a batch's delta carries that product's prices.
     monitored: std::sync::Mutex<HashMap<String, String>>,
@@ -312,6 +315,7 @@ impl ValkeyStore {
             tweets_script: script(LUA_TWEETS),
             snapshot_script: Script::new(LUA_WINDOW_SNAPSHOT),
             mirrors: Mirror::pair(dedup_window, DEFAULT_MAX_IDS.div_ceil(GENERATIONS)),
+            turns: [tokio::sync::Mutex::new(()), tokio::sync::Mutex::new(())],
             monitored: std::sync::Mutex::new(HashMap::new()),
         })
     }
@@ -326,8 +330,9 @@ impl ValkeyStore {
 
     /// The mirror of `kind`'s id window.
     fn mirror(&self, kind: Kind) -> std::sync::MutexGuard<'_, Mirror> {
-        let i = Kind::ALL.iter().position(|&k| k == kind).unwrap_or(0);
-        self.mirrors[i].lock().unwrap_or_else(|p| p.into_inner())
+        self.mirrors[kind_index(kind)]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// Loads `kind`'s mirror afresh from the whole window, in one atomic read.
@@ -490,29 +495,17 @@ impl ValkeyStore {
         let mut flags = vec![b'1'; events.len()];
         let mut sending: Vec<usize> = (0..events.len()).collect();
         for _ in 0..MAX_BATCH_ATTEMPTS {
-            let (verdicts, claimed, point, epoch) = {
-                let mirror = self.mirror(kind);
-                let (verdicts, claimed) = if self.window_ms == 0 {
-                    // No window: every event is new, a repeat in the batch too.
-                    (vec![b'1'; sending.len()], String::new())
-                } else {
-                    mirror.verdicts(&hashes, &sending)
-                };
-                (verdicts, claimed, mirror.point, mirror.epoch)
-            };
             if sending.is_empty() && at.is_empty() {
                 break; // nothing to apply, no position to move
             }
+            // Everything but the mirror's part is built before waiting for the
+            // kind's turn, folded as if every event were new.
             let mut invocation = script.prepare_invoke();
             invocation
                 .arg(&self.prefix)
                 .arg(self.window_ms)
                 .arg(now_ms().max(0))
                 .arg(self.generation_cap)
-                .arg(point.born)
-                .arg(point.generation)
-                .arg(point.len)
-                .arg(claimed)
                 .arg(streams.len());
             for stream in streams {
                 invocation.arg(stream);
@@ -524,7 +517,7 @@ impl ValkeyStore {
             for &i in &sending {
                 blob.extend_from_slice(&hashes[i].to_le_bytes());
             }
-            invocation.arg(sending.len()).arg(blob).arg(verdicts);
+            invocation.arg(sending.len()).arg(blob);
             if !streams.is_empty() {
                 for &i in &sending {
                     let (stream, offset) = at.offsets[i];
@@ -535,6 +528,26 @@ impl ValkeyStore {
                 &mut invocation,
                 sending.iter().map(|&i| &events[i]).collect(),
             );
+            // One batch of a kind at a time from this process, so its mirror is
+            // always caught up with this process's own writes: the script's tail
+            // then holds only other consumers' batches (usually nothing).
+            let _turn = self.turns[kind_index(kind)].lock().await;
+            let (verdicts, claimed, point, epoch) = {
+                let mirror = self.mirror(kind);
+                let (verdicts, claimed) = if self.window_ms == 0 {
+                    // No window: every event is new, a repeat in the batch too.
+                    (vec![b'1'; sending.len()], String::new())
+                } else {
+                    mirror.verdicts(&hashes, &sending)
+                };
+                (verdicts, claimed, mirror.point, mirror.epoch)
+            };
+            invocation
+                .arg(point.born)
+                .arg(point.generation)
+                .arg(point.len)
+                .arg(claimed)
+                .arg(verdicts);
             // A retry after a broken connection is safe: if the first call did
             // run, the retry finds every id in the window's tail (or every event
             // below its position) and writes nothing, as a redelivery would.
@@ -745,6 +758,11 @@ impl Mirror {
         });
         Ok(())
     }
+}
+
+/// The index of `kind` in [`Kind::ALL`] (and in per-kind arrays).
+fn kind_index(kind: Kind) -> usize {
+    Kind::ALL.iter().position(|&k| k == kind).unwrap_or(0)
 }
 
 /// A reply's simple or bulk string as text.

@@ -12,21 +12,22 @@
 --
 -- Valkey never searches the window. Every flujo that applies batches keeps a
 -- mirror of it (flujo_actors::dedup::IdWindow::insert_in), checks a batch against
--- the mirror before sending it, and names the point its mirror is complete up to:
--- the window born at ARGV[5], generation ARGV[6] (0: none) at byte length ARGV[7].
+-- the mirror before sending it, and names the point its mirror is complete up to
+-- (the four values from ARGV[MIRROR], see common.lua): the window born at ms
+-- `known_born`, generation `known_generation` (0: none) at byte length `known_len`.
 -- The script checks the batch only against what was appended after that point
 -- (the tail: other applies' hashes, from this flujo or another), and answers the
 -- tail with what it appended, so the mirror catches up. The ids the mirror found
--- are verified by generation: ARGV[8] lists the generations holding them, which
+-- are verified by generation: `claimed` lists the generations holding them, which
 -- must all still be there (a generation expires or is dropped whole). A point
 -- the window no longer has (dropped, expired, or of a window deleted since), a
 -- generation gone, or a long tail asks the caller to reload its mirror ('stale').
 local now = tonumber(ARGV[3])
 local generation_cap = tonumber(ARGV[4])
-local known_born = tonumber(ARGV[5])
-local known_generation = tonumber(ARGV[6])
-local known_len = tonumber(ARGV[7])
-local claimed = ARGV[8]
+local known_born = tonumber(ARGV[MIRROR])
+local known_generation = tonumber(ARGV[MIRROR + 1])
+local known_len = tonumber(ARGV[MIRROR + 2])
+local claimed = ARGV[MIRROR + 3]
 local GENERATIONS = 4 -- flujo_actors::dedup::GENERATIONS
 local ID = 16 -- bytes an id's hash takes
 -- A longer tail is cheaper to reload than to answer and check here.
