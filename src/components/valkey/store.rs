@@ -10,7 +10,7 @@ use flujo_actors::store::{
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Script;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -674,22 +674,26 @@ impl Mirror {
     /// generations holding the ids found, space-separated, for the script to
     /// verify they are still there.
     fn verdicts(&self, hashes: &[IdHash], sending: &[usize]) -> (Vec<u8>, String) {
-        let mut batch = HashSet::with_capacity(sending.len());
         let mut generations = std::collections::BTreeSet::new();
-        let verdicts = sending
+        let mut verdicts: Vec<u8> = sending
             .iter()
-            .map(|&i| {
-                let h = hashes[i];
-                if let Some(g) = self.ids.generation_of(h) {
+            .map(|&i| match self.ids.generation_of(hashes[i]) {
+                Some(g) => {
                     generations.insert(g);
                     b'0'
-                } else if !batch.insert(h) {
-                    b'0'
-                } else {
-                    b'1'
                 }
+                None => b'1',
             })
             .collect();
+        // Repeats within the batch: positions sorted by hash (stably, so the
+        // first of equal hashes comes first); every later one is a duplicate.
+        let mut by_hash: Vec<usize> = (0..sending.len()).collect();
+        by_hash.sort_by_key(|&k| hashes[sending[k]]);
+        for pair in by_hash.windows(2) {
+            if hashes[sending[pair[0]]] == hashes[sending[pair[1]]] {
+                verdicts[pair[1]] = b'0';
+            }
+        }
         let claimed = generations.iter().map(u64::to_string).collect::<Vec<_>>();
         (verdicts, claimed.join(" "))
     }
