@@ -53,6 +53,10 @@ fn options() -> anyhow::Result<Options> {
         }
         Ok(())
     })?;
+    anyhow::ensure!(
+        !o.run.alongside,
+        "--alongside is only implemented by kafka_producer_baseline"
+    );
     Ok(o)
 }
 

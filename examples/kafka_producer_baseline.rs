@@ -15,6 +15,12 @@
 //! group (from the earliest offset), the way flujo's consumer role does, and adds
 //! `consumed=N consume_msgs_per_s=R` to the line: the broker's read rate.
 //!
+//! With `--alongside true` that consumer reads while the producer publishes (it
+//! joins its group first), and the line adds `e2e_seconds=S e2e_msgs_per_s=R`:
+//! the messages divided by the time from the first send until the last one was
+//! read, a bare client's end to end on one broker (what flujo's end-to-end row
+//! does, without decoding or a store).
+//!
 //! The topic is created first (`--partitions`, default 3, as flujo does) and deleted
 //! at the end. `--delete-topics a,b` only deletes those topics (the bench script's
 //! cleanup of the topics it gave flujo).
@@ -133,6 +139,21 @@ async fn main() -> anyhow::Result<()> {
         .set("partitioner", "murmur2_random")
         .create()?;
 
+    // --alongside: a reader that has joined its group before the first send.
+    let alongside = if o.run.alongside {
+        let (brokers, topic) = (o.brokers.clone(), o.topic.clone());
+        let (joined_tx, joined_rx) = std::sync::mpsc::channel();
+        let (want_tx, want_rx) = std::sync::mpsc::channel();
+        let reader = tokio::task::spawn_blocking(move || {
+            read_alongside(&brokers, &topic, &joined_tx, &want_rx)
+        });
+        tokio::task::spawn_blocking(move || joined_rx.recv_timeout(Duration::from_secs(60)))
+            .await?
+            .map_err(|_| anyhow::anyhow!("the reader did not join its group within 60 s"))?;
+        Some((reader, want_tx))
+    } else {
+        None
+    };
     let started = Instant::now();
     let until = started + Duration::from_secs_f64(o.run.seconds);
     let mut pending = FuturesUnordered::new();
@@ -175,6 +196,15 @@ async fn main() -> anyhow::Result<()> {
     }
     producer.flush(Duration::from_secs(30))?;
     let seconds = started.elapsed().as_secs_f64();
+    let e2e = match alongside {
+        Some((reader, want_tx)) => {
+            let _ = want_tx.send(sent - failed);
+            let (read, last) = reader.await??;
+            let e2e_seconds = last.map_or(0.0, |at| at.duration_since(started).as_secs_f64());
+            Some((read, e2e_seconds))
+        }
+        None => None,
+    };
     let consumed = if o.run.consume {
         let (brokers, topic, want) = (o.brokers.clone(), o.topic.clone(), sent - failed);
         Some(tokio::task::spawn_blocking(move || consume_all(&brokers, &topic, want)).await??)
@@ -188,7 +218,64 @@ async fn main() -> anyhow::Result<()> {
         seconds,
         consumed,
     );
+    if let Some((read, e2e_seconds)) = e2e {
+        // Appended to the summary line (print_summary ended it).
+        println!(
+            "kafka_producer_baseline alongside: read={read} e2e_seconds={e2e_seconds:.2} e2e_msgs_per_s={:.0}",
+            read as f64 / e2e_seconds.max(f64::EPSILON)
+        );
+    }
     Ok(())
+}
+
+/// Reads `topic` with a fresh group while it is being written: says on `joined`
+/// once the group gave it partitions, learns on `want` how many messages were
+/// sent, and stops once it read that many (at most 120 s after learning it).
+/// Returns how many it read and when it read the last one.
+fn read_alongside(
+    brokers: &str,
+    topic: &str,
+    joined: &std::sync::mpsc::Sender<()>,
+    want: &std::sync::mpsc::Receiver<u64>,
+) -> anyhow::Result<(u64, Option<Instant>)> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("{topic}-alongside"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    consumer.subscribe(&[topic])?;
+    let joining = Instant::now();
+    while consumer.assignment()?.count() == 0 {
+        anyhow::ensure!(
+            joining.elapsed() < Duration::from_secs(60),
+            "no partitions assigned within 60 s"
+        );
+        if let Some(Err(e)) = consumer.poll(Duration::from_millis(100)) {
+            eprintln!("consume: {e}");
+        }
+    }
+    let _ = joined.send(());
+    let (mut n, mut last, mut target) = (0u64, None, None::<(u64, Instant)>);
+    loop {
+        if target.is_none() {
+            target = want.try_recv().ok().map(|w| (w, Instant::now()));
+        }
+        if let Some((w, since)) = target {
+            if n >= w || since.elapsed() > Duration::from_secs(120) {
+                return Ok((n, last));
+            }
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(_)) => {
+                n += 1;
+                last = Some(Instant::now());
+            }
+            Some(Err(e)) => eprintln!("consume: {e}"),
+            None => {}
+        }
+    }
 }
 
 /// Reads `want` messages of `topic` with a fresh group, at most 120 s; returns how

@@ -9,7 +9,8 @@
 #   Valkey store: all-in-one with --store valkey://, verified, against redis-benchmark
 #       running the per-event writes as one EVAL each on the same Valkey
 #   Kafka and RabbitMQ, end to end with every role in one process (--store valkey://,
-#       `loadgen --verify`) against the same bare publisher;
+#       `loadgen --verify`) against the same bare publisher (Kafka also against the bare
+#       publisher with a bare reader alongside, `--alongside true`);
 #   Kafka and RabbitMQ, receiver → router → broker → consumer → Valkey (one process per
 #       role): ingest of batches of 100 (202 once the broker confirmed) against a bare
 #       client publishing messages of the same size (examples/kafka_producer_baseline.rs,
@@ -346,6 +347,18 @@ broker() {
     row "$label: end to end, all roles in one process, 100 events per request, applied and verified in Valkey (events ÷ time until verified)" \
         "$all_rate" "events/s" "$(field msgs_per_s "$bi")" \
         "$(basename "$BASELINE"): the bare client publishing (first row of this bus)" "" ""
+    if [ "$bus" = kafka ]; then
+        # The same flujo figure against a bare client that publishes and reads the
+        # same broker at once: what one broker gives a producer and a consumer
+        # sharing it (tansu 0.6 serializes both on one storage task).
+        tansu_fresh
+        say "$label: baseline publisher with a reader alongside"
+        local ba=$TMP/base-$bus-alongside.txt
+        run_baseline "$bus" "$ba" --seconds "$SECONDS_PER" --alongside true
+        row "$label: the same end to end against a bare client publishing and reading at once" \
+            "$all_rate" "events/s" "$(field e2e_msgs_per_s "$ba")" \
+            "$(basename "$BASELINE") --alongside: bare producer and reader on one broker (messages ÷ time until the last is read)" "" ""
+    fi
 
     # 3. Apply a backlog: the load goes in with no consumer; then the consumer starts
     # and `loadgen --verify` times until every KPI in Valkey is exact.
@@ -492,13 +505,15 @@ lines += [
     " `--ack durable`: a 202 means Kafka (acks=all, idempotent, lz4) or RabbitMQ (publisher"
     " confirms, persistent) confirmed every event. Ingest runs without a consumer. The end-to-end"
     " row runs every role in one process with the Valkey store and `loadgen --verify`, timed like"
-    " the Valkey rows, against the bare publisher of the ingest row. The backlog row"
+    " the Valkey rows, against the bare publisher of the ingest row, and (Kafka) against the"
+    " bare publisher with a bare reader of the same topic running alongside, timed until the"
+    " last message is read: a broker serving both a producer and a consumer. The backlog row"
     " sends a fixed load with no consumer, then starts one and times until its"
     " `flujo_events_applied_total` reaches the accepted events (consumer start and group join"
     " included).",
     "- Broker baselines: `examples/kafka_producer_baseline.rs` (rdkafka FutureProducer with"
     " flujo's producer settings, canonical sale JSON keyed by category; `--consume` reads the backlog"
-    " back with a fresh group) and `examples/amqp_publisher_baseline.rs` (lapin, confirms,"
+    " back with a fresh group, `--alongside` reads while it publishes) and `examples/amqp_publisher_baseline.rs` (lapin, confirms,"
     " persistent, durable queue; `--consume` reads back with prefetch 1000 and one ack per"
     " message), on the same broker. Unless BENCH_KAFKA names a broker, each Kafka step gets a"
     " fresh private tansu (sqlite), the broker scripts/services.sh installs: its figures are"

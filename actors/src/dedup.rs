@@ -19,10 +19,9 @@ use std::time::Duration;
 /// How many generations share `max_ids` when the window is full: more means
 /// finer-grained expiry and eviction (an eviction drops `1/GENERATIONS` of the
 /// ids; an id may outlive the window by `1/(GENERATIONS-1)` of it), fewer means
-/// fewer passes over the table here and fewer sets to ask in Valkey, which keeps
-/// the same number of generation sets (one `SMISMEMBER` per set per batch: with
-/// the window filling, 8 → 4 sets took the Valkey script from 5.6 to 4.2 µs per
-/// event, and the all-in-one Valkey path from 154k to 175k events/s).
+/// fewer passes over the table here. The Valkey store keeps the same number of
+/// generations (one string each), and each process applying to it a mirror of
+/// them ([`IdWindow::insert_in`]).
 pub const GENERATIONS: usize = 4;
 
 /// The default cap on ids remembered per kind: 2,097,152 ids, a 48 MiB table per
@@ -56,6 +55,9 @@ fn tag_of(entry: u128) -> u16 {
 /// One generation: the ids first seen while it was the newest.
 #[derive(Debug)]
 struct Generation {
+    /// Its number: generations are numbered in the order they open (by this
+    /// window, or by the store a mirror follows).
+    number: u64,
     /// Tag of its entries in the table.
     tag: u16,
     /// When its first id arrived (ms).
@@ -100,6 +102,8 @@ pub struct IdWindow {
     slots: Box<[u128]>,
     generations: VecDeque<Generation>,
     next_tag: u16,
+    /// The number the next generation this window opens gets.
+    next_number: u64,
     len: usize,
     evicted: u64,
 }
@@ -123,6 +127,7 @@ impl IdWindow {
             slots: vec![0u128; slots].into_boxed_slice(),
             generations: VecDeque::new(),
             next_tag: 1,
+            next_number: 1,
             len: 0,
             evicted: 0,
         }
@@ -220,14 +225,10 @@ impl IdWindow {
             g.len >= self.generation_capacity || now_ms.saturating_sub(g.opened_ms) >= slice_ms
         });
         if open_new {
-            let tag = self.next_tag;
-            self.next_tag = self.next_tag.checked_add(1).unwrap_or(1);
-            self.generations.push_back(Generation {
-                tag,
-                opened_ms: now_ms,
-                newest_ms: now_ms,
-                len: 0,
-            });
+            let number = self.next_number;
+            self.next_number += 1;
+            let generation = self.open(number, now_ms);
+            self.generations.push_back(generation);
         }
         let Some(g) = self.generations.back_mut() else {
             return Seen::New;
@@ -241,6 +242,88 @@ impl IdWindow {
         }
         self.len += 1;
         Seen::New
+    }
+
+    /// A new, empty generation numbered `number`, with a tag of its own.
+    fn open(&mut self, number: u64, now_ms: u64) -> Generation {
+        let tag = self.next_tag;
+        self.next_tag = self.next_tag.checked_add(1).unwrap_or(1);
+        Generation {
+            number,
+            tag,
+            opened_ms: now_ms,
+            newest_ms: now_ms,
+            len: 0,
+        }
+    }
+
+    /// Records `hash` in generation `number` of a window kept elsewhere: this
+    /// window is then a *mirror* of another's (the Valkey store's), which decides
+    /// when generations open and are dropped, and tells the mirror with
+    /// [`IdWindow::forget_before`]. The generation is added if new; nothing
+    /// expires by time. An id of a generation older than every one held is not
+    /// kept (its generation was dropped). Only if the mirror already holds
+    /// `max_ids` ids is its oldest generation dropped first (counted as evicted):
+    /// the window it follows holds no more than that.
+    pub fn insert_in(&mut self, hash: IdHash, number: u64) -> Seen {
+        if self.window_ms == 0 {
+            return Seen::New;
+        }
+        if self.probe(hash).is_ok() {
+            return Seen::Duplicate;
+        }
+        if self.len == self.max_ids {
+            self.drop_oldest(true);
+        }
+        let at = match self.generations.iter().rposition(|g| g.number <= number) {
+            Some(i) if self.generations[i].number == number => i,
+            Some(i) => {
+                let generation = self.open(number, 0);
+                self.generations.insert(i + 1, generation);
+                i + 1
+            }
+            None if self.generations.is_empty() => {
+                let generation = self.open(number, 0);
+                self.generations.push_back(generation);
+                0
+            }
+            None => return Seen::New, // older than every generation held: dropped
+        };
+        let g = &mut self.generations[at];
+        g.len += 1;
+        let entry = id_bits(hash) | (u128::from(g.tag) << TAG_SHIFT);
+        if let Err(empty) = self.probe(hash) {
+            self.slots[empty] = entry;
+        }
+        self.len += 1;
+        Seen::New
+    }
+
+    /// The number of the generation holding `hash`, if held.
+    pub fn generation_of(&self, hash: IdHash) -> Option<u64> {
+        if self.window_ms == 0 {
+            return None;
+        }
+        let tag = tag_of(self.slots[self.probe(hash).ok()?]);
+        self.generations
+            .iter()
+            .find(|g| g.tag == tag)
+            .map(|g| g.number)
+    }
+
+    /// Drops every generation numbered below `number` (a mirror's: the window it
+    /// follows dropped them, by age or by its cap).
+    pub fn forget_before(&mut self, number: u64) {
+        while self.generations.front().is_some_and(|g| g.number < number) {
+            self.drop_oldest(false);
+        }
+    }
+
+    /// Forgets every id at once.
+    pub fn clear(&mut self) {
+        self.slots.fill(0);
+        self.generations.clear();
+        self.len = 0;
     }
 
     /// Forgets generations whose every id is older than the window.
@@ -387,6 +470,50 @@ mod tests {
         // A held id is still a duplicate; an evicted one is new again.
         assert_eq!(w.insert(ids[ids.len() - 1], 20_000), Seen::Duplicate);
         assert_eq!(w.insert(ids[0], 20_000), Seen::New);
+    }
+
+    #[test]
+    fn a_mirror_keeps_the_generations_it_is_told_and_drops_them_when_told() {
+        let mut m = IdWindow::new(Duration::from_secs(60), 1_000);
+        assert_eq!(m.insert_in(id_hash("a"), 5), Seen::New);
+        assert_eq!(m.insert_in(id_hash("c"), 7), Seen::New);
+        // Out of order: generation 6 goes between 5 and 7.
+        assert_eq!(m.insert_in(id_hash("b"), 6), Seen::New);
+        assert_eq!(m.insert_in(id_hash("b"), 7), Seen::Duplicate);
+        assert_eq!(m.generation_of(id_hash("b")), Some(6));
+        assert_eq!(m.generation_of(id_hash("c")), Some(7));
+        assert_eq!(m.generation_of(id_hash("nope")), None);
+        // Older than everything held: its generation was dropped, not kept.
+        assert_eq!(m.insert_in(id_hash("z"), 4), Seen::New);
+        assert!(!m.contains(id_hash("z")));
+        assert_eq!(m.len(), 3);
+        m.forget_before(6);
+        assert!(!m.contains(id_hash("a")));
+        assert!(m.contains(id_hash("b")) && m.contains(id_hash("c")));
+        m.forget_before(8);
+        assert!(m.is_empty() && !m.contains(id_hash("c")));
+        assert_eq!(
+            m.evicted(),
+            0,
+            "dropping what the leader dropped is not eviction"
+        );
+        m.insert_in(id_hash("d"), 9);
+        m.clear();
+        assert!(m.is_empty() && !m.contains(id_hash("d")));
+        // Nothing expires by time in a mirror: no clock is involved.
+        assert_eq!(m.insert_in(id_hash("d"), 10), Seen::New);
+        assert_eq!(m.insert_in(id_hash("d"), 10), Seen::Duplicate);
+    }
+
+    #[test]
+    fn a_full_mirror_drops_its_oldest_rather_than_overfill() {
+        let mut m = IdWindow::new(Duration::from_secs(60), 100);
+        for i in 0..1_000u64 {
+            m.insert_in(id_hash(&i.to_string()), i / 50);
+            assert!(m.len() <= m.max_ids());
+        }
+        assert!(m.contains(id_hash("999")));
+        assert!(!m.contains(id_hash("0")));
     }
 
     #[test]

@@ -17,6 +17,8 @@ pub struct Run {
     pub messages: u64,
     /// `--consume`: read every message back afterwards.
     pub consume: bool,
+    /// `--alongside`: read every message back while publishing (a bare end to end).
+    pub alongside: bool,
 }
 
 impl Run {
@@ -27,16 +29,18 @@ impl Run {
             window,
             messages: u64::MAX,
             consume: false,
+            alongside: false,
         }
     }
 
-    /// Sets option `name` to `value`; a name other than these four is an error.
+    /// Sets option `name` to `value`; a name other than these five is an error.
     pub fn set(&mut self, name: &str, value: &str) -> anyhow::Result<()> {
         match name {
             "--seconds" => self.seconds = value.parse()?,
             "--window" => self.window = value.parse()?,
             "--messages" => self.messages = value.parse()?,
             "--consume" => self.consume = value.parse()?,
+            "--alongside" => self.alongside = value.parse()?,
             other => anyhow::bail!("unknown option {other}"),
         }
         Ok(())

@@ -37,26 +37,39 @@ async fn batches_are_idempotent_and_kinds_have_separate_ids() {
     keys_before.sort();
     keys_after.sort();
     assert_eq!(keys_after, keys_before);
-    // Ids are kept as 16-byte hashes in the window's first generation, one set per kind.
+    // Ids are kept as 16-byte hashes appended to the window's first generation,
+    // one string per kind.
     for kind in ["sale", "tweet"] {
-        let generation = format!("{}dedup:{kind}:1", keys.prefix);
+        let generation = format!("{}ids:{kind}:1", keys.prefix);
         assert!(
             keys_after.contains(&generation),
             "{generation} in {keys_after:?}"
         );
-        assert!(keys_after.contains(&format!("{}dedup:{kind}", keys.prefix)));
+        assert!(keys_after.contains(&format!("{}ids:{kind}", keys.prefix)));
     }
     let mut con = redis_connection(&keys.url).expect("admin");
-    let members: Vec<Vec<u8>> = redis::cmd("SMEMBERS")
-        .arg(format!("{}dedup:sale:1", keys.prefix))
+    let generation: Vec<u8> = redis::cmd("GET")
+        .arg(format!("{}ids:sale:1", keys.prefix))
         .query(&mut con)
-        .expect("SMEMBERS");
-    assert_eq!(members.len(), 3, "three distinct sale ids");
-    assert!(members.iter().all(|m| m.len() == 16), "hashes, not ids");
+        .expect("GET");
+    let held: HashSet<&[u8]> = generation.chunks(16).collect();
+    let want: HashSet<[u8; 16]> = ["a", "b", "c"]
+        .map(|id| flujo_actors::dedup::id_hash(id).to_le_bytes())
+        .into();
+    assert_eq!(
+        generation.len(),
+        3 * 16,
+        "three distinct sale ids, once each"
+    );
+    assert_eq!(
+        held,
+        want.iter().map(|h| &h[..]).collect(),
+        "hashes, not ids"
+    );
 
     // The generation expires a window after its last write.
     let ttl: i64 = redis::cmd("PTTL")
-        .arg(format!("{}dedup:sale:1", keys.prefix))
+        .arg(format!("{}ids:sale:1", keys.prefix))
         .query(&mut con)
         .expect("PTTL");
     assert!(ttl > 0 && ttl <= DAY.as_millis() as i64, "ttl {ttl}");
@@ -182,9 +195,9 @@ async fn one_script_call_per_batch() {
         "zrange",
         "rename",
         "del",
-        "smismember",
-        "sadd",
-        "scard",
+        "strlen",
+        "getrange",
+        "append",
         "pexpire",
         "exists",
         "unlink",
@@ -211,7 +224,7 @@ async fn zero_window_disables_dedup_like_memory_store() {
         assert_eq!(valkey.apply_sales(&batch).await.expect("valkey"), want);
     }
     assert_eq!(answers(&valkey).await, answers(&memory).await);
-    let markers = keys_under(&keys.url, &format!("{}dedup:", keys.prefix)).expect("scan");
+    let markers = keys_under(&keys.url, &format!("{}ids:", keys.prefix)).expect("scan");
     assert!(
         markers.is_empty(),
         "no id window without a window: {markers:?}"
@@ -357,77 +370,90 @@ async fn the_window_costs_at_most_64_bytes_an_id() {
     assert!(per_id <= 64.0, "{per_id:.1} bytes per id");
 }
 
-#[tokio::test]
-async fn more_generations_left_by_an_older_flujo_age_out_without_evictions() {
-    // A flujo that kept 8 generations of max/8 ids left 8 young, small sets; this
-    // one keeps 4 of max/4. Nothing near the cap: nothing may be forgotten early.
-    let (valkey, keys) = shared_store(DAY, 1).await;
-    let valkey = valkey.with_max_ids(1_000);
-    let mut con = redis_connection(&keys.url).expect("admin");
-    let meta = format!("{}dedup:sale", keys.prefix);
-    let now_ms = SystemTimeMs::now();
-    for g in 1..=8 {
-        let hashes: Vec<Vec<u8>> = (0..10)
-            .map(|i| {
-                flujo_actors::dedup::id_hash(&format!("old-{g}-{i}"))
-                    .to_le_bytes()
-                    .to_vec()
-            })
-            .collect();
-        let _: () = redis::cmd("SADD")
-            .arg(format!("{meta}:{g}"))
-            .arg(hashes)
-            .query(&mut con)
-            .expect("SADD");
-        let _: () = redis::cmd("PEXPIRE")
-            .arg(format!("{meta}:{g}"))
-            .arg(DAY.as_millis() as u64)
-            .query(&mut con)
-            .expect("PEXPIRE");
-        // Opened a full slice apart, the newest a full slice ago: the next batch
-        // opens a generation by the clock.
-        let opened = now_ms - (9 - g) * (DAY.as_millis() as u64 / 3 + 1);
-        let _: () = redis::cmd("HSET")
-            .arg(&meta)
-            .arg(format!("opened:{g}"))
-            .arg(opened)
-            .query(&mut con)
-            .expect("HSET");
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ids_another_consumer_applied_are_duplicates_here() {
+    // Three consumers on one window (one prefix): each checks a batch against its
+    // own mirror, so what the others appended must reach it, through the tail of
+    // its next batch, or by a reload when it is far behind or starts late.
+    let (a, keys) = shared_store(DAY, 1).await;
+    let connect = || {
+        ValkeyStore::connect(&keys.url, &keys.prefix, DAY, 1)
+            .expect("store")
+            .with_max_ids(200_000)
+    };
+    let a = std::sync::Arc::new(a.with_max_ids(200_000));
+    let b = std::sync::Arc::new(connect());
+    let ids = |from: usize, to: usize| -> Vec<Sale> {
+        (from..to)
+            .map(|i| sale(&format!("x{i}"), Category::ALL[i % 4], "P", 1.0, 1))
+            .collect()
+    };
+    // Alternating, overlapping batches: b's mirror learns a's ids from the tail.
+    let mut fresh = 0;
+    for round in 0..20 {
+        let from = round * 500;
+        fresh += fresh_sales(&*a, &ids(from, from + 1_000)).await;
+        fresh += fresh_sales(&*b, &ids(from + 250, from + 1_250)).await;
     }
-    let _: () = redis::cmd("HSET")
-        .arg(&meta)
-        .arg("oldest")
-        .arg(1)
-        .arg("newest")
-        .arg(8)
-        .query(&mut con)
-        .expect("HSET");
-
-    let new: Vec<Sale> = (0..50)
-        .map(|i| sale(&format!("new-{i}"), Category::Home, "P", 1.0, 1))
+    assert_eq!(fresh, 10_750, "every id once");
+    // Concurrently, the same ids from both: still once each.
+    let tasks: Vec<_> = [a.clone(), b.clone(), a.clone(), b.clone()]
+        .into_iter()
+        .map(|store| {
+            tokio::spawn(async move {
+                let mut fresh = 0;
+                for chunk in 0..10 {
+                    let batch: Vec<Sale> = (0..1_000)
+                        .map(|i| {
+                            let i = 20_000 + chunk * 1_000 + i;
+                            sale(&format!("x{i}"), Category::ALL[i % 4], "P", 1.0, 1)
+                        })
+                        .collect();
+                    fresh += fresh_sales(&*store, &batch).await;
+                }
+                fresh
+            })
+        })
         .collect();
-    let applied = valkey.apply_sales(&new).await.expect("apply");
-    assert_eq!(applied.fresh_count(), 50);
-    let windows = valkey.dedup_windows().await.expect("windows");
-    assert_eq!(windows[0].1.evicted, 0, "{:?}", windows[0]);
-    assert_eq!(windows[0].1.ids, 130, "{:?}", windows[0]);
-    // Every old id is still remembered.
-    let old: Vec<Sale> = (1..=8)
-        .flat_map(|g| (0..10).map(move |i| format!("old-{g}-{i}")))
-        .map(|id| sale(&id, Category::Home, "P", 1.0, 1))
-        .collect();
-    let again = valkey.apply_sales(&old).await.expect("apply");
-    assert_eq!(again.fresh_count(), 0, "old ids were forgotten");
+    let mut concurrent = 0;
+    for t in tasks {
+        concurrent += t.await.expect("writer");
+    }
+    assert_eq!(concurrent, 10_000, "each of 10,000 ids once across writers");
+    // Far behind: a appends 70,000 ids (more than a tail answers); b's next batch
+    // must reload its mirror and still find a's ids.
+    for chunk in 0..7 {
+        let from = 40_000 + chunk * 10_000;
+        assert_eq!(fresh_sales(&*a, &ids(from, from + 10_000)).await, 10_000);
+    }
+    assert_eq!(fresh_sales(&*b, &ids(40_000, 110_000)).await, 0);
+    // A consumer that starts late loads the window before its first batch.
+    let c = connect();
+    for (from, to) in [(0, 10_750), (20_000, 30_000), (40_000, 110_000)] {
+        assert_eq!(fresh_sales(&c, &ids(from, to)).await, 0, "{from}..{to}");
+    }
+    // Ids nobody applied are new to it, and only to the first who sends them.
+    assert_eq!(fresh_sales(&c, &ids(10_000, 20_010)).await, 9_250);
+    assert_eq!(fresh_sales(&*b, &ids(10_000, 20_010)).await, 0);
+    let (_, window) = c.dedup_windows().await.expect("windows")[0];
+    assert_eq!(window.ids, 100_000);
+    assert_eq!(answers(&c).await, answers(&*a).await);
 }
 
-/// Milliseconds since the Unix epoch.
-struct SystemTimeMs;
-
-impl SystemTimeMs {
-    fn now() -> u64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock")
-            .as_millis() as u64
+#[tokio::test]
+async fn a_window_deleted_under_a_consumer_is_not_remembered() {
+    // The mirror may hold only what the window holds: when the window's keys are
+    // deleted (by an operator, or lost with an unpersisted Valkey), ids the mirror
+    // still knows are new again, as they are to every other consumer.
+    let (store, keys) = shared_store(DAY, 1).await;
+    let batch: Vec<Sale> = (0..100)
+        .map(|i| sale(&format!("d{i}"), Category::Home, "P", 1.0, 1))
+        .collect();
+    assert_eq!(fresh_sales(&store, &batch).await, 100);
+    assert_eq!(fresh_sales(&store, &batch).await, 0);
+    let mut con = redis_connection(&keys.url).expect("admin");
+    for key in keys_under(&keys.url, &format!("{}ids:", keys.prefix)).expect("scan") {
+        let _: () = redis::cmd("DEL").arg(&key).query(&mut con).expect("DEL");
     }
+    assert_eq!(fresh_sales(&store, &batch).await, 100);
 }

@@ -1,16 +1,22 @@
 local p = ARGV[1]
 local window = ARGV[2]
--- ARGV[3] = now (ms), ARGV[4] = ids per window generation, ARGV[5] = the number S
--- of source streams the batch carries positions for, then their S names, then per
+-- ARGV[3] = now (ms), ARGV[4] = ids per window generation, ARGV[5] to ARGV[8] =
+-- the caller's mirror of the id window (window.lua), ARGV[9] = the number S of
+-- source streams the batch carries positions for, then their S names, then per
 -- stream the next offset after the whole delivery, then the number N of events,
--- then the events: the id's 16-byte hash, and when S > 0 the event's stream (1 to
--- S) and offset. Then the batch folded into per-key changes (the delta), which
+-- their ids' 16-byte hashes in one string (HASHES), one character per event
+-- (VERDICTS: '0' when the caller's mirror holds its id or an earlier event of the
+-- batch has it, else '1'), then when S > 0 each event's stream (1 to S) and
+-- offset. Then the batch folded into per-key changes (the delta), which
 -- sales.lua or tweets.lua read in order with `arg()`.
-local STREAMS = tonumber(ARGV[5])
-local HEAD = 6 + 2 * STREAMS
+local STREAMS = tonumber(ARGV[9])
+local HEAD = 10 + 2 * STREAMS
 local N = tonumber(ARGV[HEAD])
-local WIDTH = STREAMS == 0 and 1 or 3
-local cursor = HEAD + N * WIDTH
+local HASHES = ARGV[HEAD + 1]
+local VERDICTS = ARGV[HEAD + 2]
+local FIRST = HEAD + 3 -- the first event's stream, when S > 0
+local WIDTH = STREAMS == 0 and 0 or 2
+local cursor = HEAD + 2 + N * WIDTH
 local function arg()
   cursor = cursor + 1
   return ARGV[cursor]

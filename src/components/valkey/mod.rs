@@ -22,8 +22,8 @@
 //! | `{p}tweets:weather` | hash | one count field per weather seen (`sunny`, `cloudy`, `rainy`, `foggy`, `snowy`, `stormy`) |
 //! | `{p}tweets:locations` | sorted set | member = location, score = tweet count |
 //! | `{p}tweets:location:{location}` | hash | the `tweets:total` fields for one location |
-//! | `{p}dedup:sale`, `{p}dedup:tweet` | hash | the id window of a kind: `oldest`, `newest` (generation numbers), `opened:{n}` (ms generation n opened), `evicted` (ids forgotten early because the window was full) |
-//! | `{p}dedup:sale:{n}`, `{p}dedup:tweet:{n}` | set | generation n of the id window: the 16-byte XXH3 hashes of applied ids, expiring a window after its last write |
+//! | `{p}ids:sale`, `{p}ids:tweet` | hash | the id window of a kind: `born` (ms it was created), `oldest`, `newest` (generation numbers), `opened:{n}` (ms generation n opened), `evicted` (ids forgotten early because the window was full) |
+//! | `{p}ids:sale:{n}`, `{p}ids:tweet:{n}` | string | generation n of the id window: the 16-byte XXH3 hashes of applied ids, one after another (`APPEND`), expiring a window after its last write |
 //! | `{p}position:{stream}` | string | the next offset of a source stream (`kafka:{group}:{topic}:{partition}`) not applied yet, written in the batch's script |
 //!
 //! Averages are not stored: queries divide the sums by the count, as `MemoryStore` does.
@@ -42,18 +42,29 @@
 //! ([`flujo_actors::store::delta`]) as if every event were new, so the script does
 //! work in proportion to the keys the batch touches, not to its events. `ARGV`
 //! carries the prefix, the dedup window in ms, the time now, the most ids one window
-//! generation holds, the batch's source streams (their count, their names, and per
-//! stream the next offset after the whole delivery), the events (their id hashes,
-//! with stream and offset when the batch has streams), then the delta: the total and
-//! per-category (per-location) scopes, each category's earliest sale (`ts`, id,
-//! product) and newest `ts`, per product its newest 1,000 price points of the batch
-//! (score and member; for a category flujo last saw closed, only those of the
-//! monitored product it saw and of the batch's earliest sale's product), and the
-//! quantities per product (tweets: counts per weather).
+//! generation holds, the point this process's mirror of the id window is complete
+//! up to and the generations its duplicates are in (below), the batch's source
+//! streams (their count, their names, and per stream the next offset after the
+//! whole delivery), the events (their id hashes in one string, the mirror's verdict
+//! on each, and stream and offset when the batch has streams), then the delta: the
+//! total and per-category (per-location) scopes, each category's earliest sale
+//! (`ts`, id, product) and newest `ts`, per product its newest 1,000 price points
+//! of the batch (score and member; for a category flujo last saw closed, only those
+//! of the monitored product it saw and of the batch's earliest sale's product), and
+//! the quantities per product (tweets: counts per weather).
 //!
-//! The script first reads the streams' positions (`MGET`) and asks the window's
-//! generations which id hashes they hold (`SMISMEMBER`, one call per generation),
-//! writing nothing. If an event is below its stream's position, or its id was seen,
+//! **Valkey never searches the id window.** Each process that applies batches keeps
+//! a *mirror* of each kind's window (an in-process [`flujo_actors::dedup::IdWindow`]
+//! following Valkey's generations, `dedup_max_ids × 24 B`), checks a batch's ids
+//! against it before sending, and sends the point its mirror is complete up to
+//! (window, generation, length). The script checks the batch only against what
+//! was appended after that point (the *tail*: batches applied meanwhile by this
+//! process or another consumer), verifies that the generations holding the ids the
+//! mirror found are still there, and answers the tail so the mirror catches up. A
+//! mirror whose point is gone (the generation was dropped or expired, the window
+//! was deleted) or far behind (a tail over 64 Ki ids) is told `stale` and reloads
+//! the whole window in one read. The script first reads the streams' positions
+//! (`MGET`), writing nothing. If an event is below its stream's position, or its id was seen,
 //! the script answers `retry` with one flag per event (`1` new, `0` a duplicate id,
 //! `2` below its position) and flujo sends the batch again without those events
 //! (and with a delta folded without them). If a category sent with only some prices
@@ -67,9 +78,9 @@
 //! (compared byte by byte: Lua's `<` follows the server's collation), renaming the
 //! price sets; one `ZADD` per price set touched (then `ZREMRANGEBYRANK` to 1,000);
 //! and a category that closes `UNLINK`s its histories.
-//! Then the new ids go into the newest generation (`SADD`; a new generation opens
-//! when it is full or a window/3 old; when the open ones hold the cap, the oldest
-//! is dropped whole with `UNLINK`), and last the streams' positions (`SET`, never
+//! Then the new ids' hashes are appended to the newest generation (one `APPEND`; a
+//! new generation opens when it is full or a window/3 old; when the open ones hold
+//! the cap, the oldest is dropped whole with `UNLINK`), and last the streams' positions (`SET`, never
 //! moving back), so a script failing midway leaves them unwritten. A dedup window of zero disables
 //! dedup, as it does in `MemoryStore`.
 //!

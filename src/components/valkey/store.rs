@@ -1,7 +1,7 @@
 //! [`ValkeyStore`]: the [`Store`] over Valkey (key schema and guarantees in [`super`]).
 
 use crate::components::ReachError;
-use flujo_actors::dedup::{id_hash, WindowStats, DEFAULT_MAX_IDS, GENERATIONS};
+use flujo_actors::dedup::{id_hash, IdHash, IdWindow, WindowStats, DEFAULT_MAX_IDS, GENERATIONS};
 use flujo_actors::event::{now_ms, Category, Kind, Sale, Tweet, Weather};
 use flujo_actors::store::delta::{
     PricePoint, SaleScope, SalesDelta, Tally, TweetScope, TweetsDelta,
@@ -13,7 +13,7 @@ use flujo_actors::store::{
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Script;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -40,6 +40,18 @@ const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(5);
 
 /// The helpers shared by both batch scripts.
 const LUA_COMMON: &str = include_str!("common.lua");
+/// Bytes an id's hash takes in the window (a `u128`, little-endian).
+const ID_BYTES: usize = 16;
+/// Reads a whole id window at once, for a mirror that must reload: {born, oldest,
+/// newest, the bytes of each generation from oldest to newest (false when gone)}.
+const LUA_WINDOW_SNAPSHOT: &str = r#"
+local m = redis.call('HMGET', KEYS[1], 'oldest', 'newest', 'born')
+local oldest, newest = tonumber(m[1]), tonumber(m[2])
+if not newest then return { 0, 0, 0 } end
+local reply = { tonumber(m[3]) or 0, oldest, newest }
+for g = oldest, newest do reply[#reply + 1] = redis.call('GET', KEYS[1] .. ':' .. g) end
+return reply
+"#;
 /// The bounded id window (after [`LUA_COMMON`]).
 const LUA_WINDOW: &str = include_str!("window.lua");
 /// The batch driver both scripts end with (after [`LUA_WINDOW`]).
@@ -59,6 +71,11 @@ pub struct ValkeyStore {
     generation_cap: usize,
     sales_script: Script,
     tweets_script: Script,
+    snapshot_script: Script,
+    /// Per kind ([`Kind::ALL`] order), this process's mirror of the kind's id
+    /// window (see `window.lua`): batches are checked against it before they are
+    /// sent, so Valkey never searches the window.
+    mirrors: [std::sync::Mutex<Mirror>; 2],
     /// Closed category → its monitored product as last seen, so a batch's delta
     /// carries only that product's prices and those of the batch's earliest sale's
     /// product (an open category, or one not known closed, gets every price).
@@ -297,6 +314,8 @@ impl ValkeyStore {
             generation_cap: DEFAULT_MAX_IDS.div_ceil(GENERATIONS),
             sales_script: script(LUA_SALES),
             tweets_script: script(LUA_TWEETS),
+            snapshot_script: Script::new(LUA_WINDOW_SNAPSHOT),
+            mirrors: Mirror::pair(dedup_window, DEFAULT_MAX_IDS.div_ceil(GENERATIONS)),
             monitored: std::sync::Mutex::new(HashMap::new()),
         })
     }
@@ -305,13 +324,60 @@ impl ValkeyStore {
     /// many, the oldest are forgotten first (and counted as evicted).
     pub fn with_max_ids(mut self, max_ids: usize) -> Self {
         self.generation_cap = max_ids.div_ceil(GENERATIONS).max(1);
+        self.mirrors = Mirror::pair(Duration::from_millis(self.window_ms), self.generation_cap);
         self
+    }
+
+    /// The mirror of `kind`'s id window.
+    fn mirror(&self, kind: Kind) -> std::sync::MutexGuard<'_, Mirror> {
+        let i = Kind::ALL.iter().position(|&k| k == kind).unwrap_or(0);
+        self.mirrors[i].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Loads `kind`'s mirror afresh from the whole window, in one atomic read.
+    async fn reload_mirror(&self, kind: Kind) -> Result<(), StoreError> {
+        let meta = self.key(&format!("ids:{}", kind.as_str()));
+        let mut conn = self.connection();
+        let reply: Vec<redis::Value> = self
+            .snapshot_script
+            .key(&meta)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        let number = |v: Option<&redis::Value>| match v {
+            Some(redis::Value::Int(n)) => u64::try_from(*n).ok(),
+            _ => None,
+        };
+        let (Some(born), Some(oldest), Some(newest)) = (
+            number(reply.first()),
+            number(reply.get(1)),
+            number(reply.get(2)),
+        ) else {
+            return Err(corrupt(&meta, "window snapshot"));
+        };
+        let mut mirror = self.mirror(kind);
+        mirror.epoch += 1;
+        mirror.ids.clear();
+        mirror.point = Point::default();
+        for (g, bytes) in (oldest..=newest).zip(reply.iter().skip(3)) {
+            let bytes = match bytes {
+                redis::Value::BulkString(bytes) => bytes.as_slice(),
+                _ => &[],
+            };
+            mirror.take(g, bytes);
+            mirror.point = Point {
+                born,
+                generation: g,
+                len: bytes.len() as u64,
+            };
+        }
+        Ok(())
     }
 
     /// The id window of `kind` now (one round trip for its description, one for
     /// the size and memory of its generations).
     async fn window_stats(&self, kind: Kind, now_ms: u64) -> Result<WindowStats, StoreError> {
-        let meta = self.key(&format!("dedup:{}", kind.as_str()));
+        let meta = self.key(&format!("ids:{}", kind.as_str()));
         let (fields,): (HashMap<String, u64>,) = self.query(redis::pipe().hgetall(&meta)).await?;
         let (Some(&oldest), Some(&newest)) = (fields.get("oldest"), fields.get("newest")) else {
             return Ok(WindowStats {
@@ -324,11 +390,11 @@ impl ValkeyStore {
         let mut pipe = redis::pipe();
         for g in oldest..=newest {
             let key = format!("{meta}:{g}");
-            pipe.scard(&key);
+            pipe.strlen(&key);
             pipe.cmd("MEMORY").arg("USAGE").arg(&key);
         }
         let sizes: Vec<Option<u64>> = self.query(&pipe).await?;
-        let ids: u64 = sizes.iter().step_by(2).flatten().sum();
+        let ids: u64 = sizes.iter().step_by(2).flatten().sum::<u64>() / ID_BYTES as u64;
         let bytes: u64 = sizes.iter().skip(1).step_by(2).flatten().sum();
         let max_ids = (self.generation_cap * GENERATIONS) as u64;
         let opened = fields.get(&format!("opened:{oldest}")).copied();
@@ -400,15 +466,18 @@ impl ValkeyStore {
         self.query(&pipe).await
     }
 
-    /// Runs one batch script for `events` at `at`, optimistically: the events go
-    /// with their delta folded by `delta` (which pushes it) as if all were new; when
-    /// the script finds some are not (below their stream's position, or ids seen
-    /// within the window) it writes nothing and says which, and the batch goes again
-    /// without them. A `monitored` refusal (a category sent with only its monitored
-    /// product's prices is open, or monitors another product) forgets the category
-    /// and goes again with every price of it.
+    /// Runs one batch script for `events` of `kind` at `at`, optimistically: the
+    /// events go with their delta folded by `delta` (which pushes it) as if all
+    /// were new, after this process's mirror of the id window found no duplicate
+    /// among them; when the script finds some are not new (below their stream's
+    /// position, or ids another apply added to the window since the mirror's point)
+    /// it writes nothing and says which, and the batch goes again without them. A
+    /// `monitored` refusal (a category sent with only its monitored product's prices
+    /// is open, or monitors another product) forgets the category and goes again
+    /// with every price of it; `stale` reloads the mirror.
     async fn run_batch<E>(
         &self,
+        kind: Kind,
         script: &Script,
         events: &[E],
         at: &Positions,
@@ -419,11 +488,23 @@ impl ValkeyStore {
             return Ok(Applied::default());
         }
         at.check(events.len())?;
+        let streams: &[String] = if at.is_empty() { &[] } else { &at.streams };
         let reached = at.next_offsets();
+        let hashes: Vec<IdHash> = events.iter().map(|e| id_hash(id(e))).collect();
         // b'1' new, b'0' a duplicate id, b'2' below its stream's position.
         let mut flags = vec![b'1'; events.len()];
         let mut sending: Vec<usize> = (0..events.len()).collect();
         for _ in 0..MAX_BATCH_ATTEMPTS {
+            let (verdicts, claimed, point, epoch) = {
+                let mirror = self.mirror(kind);
+                let (verdicts, claimed) = if self.window_ms == 0 {
+                    // No window: every event is new, a repeat in the batch too.
+                    (vec![b'1'; sending.len()], String::new())
+                } else {
+                    mirror.verdicts(&hashes, &sending)
+                };
+                (verdicts, claimed, mirror.point, mirror.epoch)
+            };
             if sending.is_empty() && at.is_empty() {
                 break; // nothing to apply, no position to move
             }
@@ -433,17 +514,25 @@ impl ValkeyStore {
                 .arg(self.window_ms)
                 .arg(now_ms().max(0))
                 .arg(self.generation_cap)
-                .arg(at.streams.len());
-            for stream in &at.streams {
+                .arg(point.born)
+                .arg(point.generation)
+                .arg(point.len)
+                .arg(claimed)
+                .arg(streams.len());
+            for stream in streams {
                 invocation.arg(stream);
             }
-            for &next in &reached {
+            for &next in &reached[..streams.len()] {
                 invocation.arg(next);
             }
-            invocation.arg(sending.len());
+            let mut blob = Vec::with_capacity(sending.len() * ID_BYTES);
             for &i in &sending {
-                invocation.arg(&id_hash(id(&events[i])).to_le_bytes()[..]);
-                if let Some(&(stream, offset)) = at.offsets.get(i) {
+                blob.extend_from_slice(&hashes[i].to_le_bytes());
+            }
+            invocation.arg(sending.len()).arg(blob).arg(verdicts);
+            if !streams.is_empty() {
+                for &i in &sending {
+                    let (stream, offset) = at.offsets[i];
                     invocation.arg(stream + 1).arg(offset);
                 }
             }
@@ -452,26 +541,42 @@ impl ValkeyStore {
                 sending.iter().map(|&i| &events[i]).collect(),
             );
             // A retry after a broken connection is safe: if the first call did
-            // run, the retry finds every id seen (or every event below its
-            // position) and writes nothing, as a redelivery would.
+            // run, the retry finds every id in the window's tail (or every event
+            // below its position) and writes nothing, as a redelivery would.
             let mut conn = self.apply_connection();
-            let reply = match invocation.invoke_async::<Vec<String>>(&mut conn).await {
+            let reply = match invocation
+                .invoke_async::<Vec<redis::Value>>(&mut conn)
+                .await
+            {
                 Err(e) if connection_broken(&e) => {
-                    invocation.invoke_async::<Vec<String>>(&mut conn).await
+                    invocation
+                        .invoke_async::<Vec<redis::Value>>(&mut conn)
+                        .await
                 }
                 result => result,
             }
             .map_err(unavailable)?;
-            match reply.first().map(String::as_str) {
+            let word = |i: usize| reply.get(i).and_then(text);
+            match word(0).as_deref() {
                 Some("ok") => {
-                    self.learn_monitored(&reply[2..]);
+                    if let Some(window) = reply.get(3) {
+                        let own = sending.iter().map(|&i| hashes[i]);
+                        self.mirror(kind)
+                            .learn(epoch, window, own)
+                            .map_err(|what| unavailable(format!("batch script answered {what}")))?;
+                    }
+                    let extra: Vec<String> = match reply.get(2) {
+                        Some(redis::Value::Array(items)) => items.iter().filter_map(text).collect(),
+                        _ => Vec::new(),
+                    };
+                    self.learn_monitored(&extra);
                     return Ok(Applied {
                         fresh: flags.iter().map(|&f| f == b'1').collect(),
                         replayed: flags.iter().filter(|&&f| f == b'2').count(),
                     });
                 }
                 Some("retry") => {
-                    let sent = reply.get(1).map(String::as_bytes).unwrap_or_default();
+                    let sent = word(1).unwrap_or_default();
                     if sent.len() != sending.len() {
                         return Err(unavailable(format!(
                             "batch script answered {} flags for {} events",
@@ -479,15 +584,16 @@ impl ValkeyStore {
                             sending.len()
                         )));
                     }
-                    for (&i, &flag) in sending.iter().zip(sent) {
+                    for (&i, &flag) in sending.iter().zip(sent.as_bytes()) {
                         flags[i] = flag;
                     }
                     sending.retain(|&i| flags[i] == b'1');
                 }
+                Some("stale") => self.reload_mirror(kind).await?,
                 Some("monitored") => {
                     let mut known = self.monitored.lock().unwrap_or_else(|p| p.into_inner());
-                    for category in &reply[1..] {
-                        known.remove(category);
+                    for category in reply[1..].iter().filter_map(text) {
+                        known.remove(&category);
                     }
                 }
                 _ => return Err(unavailable(format!("batch script answered {reply:?}"))),
@@ -521,6 +627,143 @@ impl ValkeyStore {
     fn monitored_of(&self, category: Category) -> Option<String> {
         let known = self.monitored.lock().unwrap_or_else(|p| p.into_inner());
         known.get(category.as_str()).cloned()
+    }
+}
+
+/// The point a [`Mirror`] is complete up to: every hash of the window born at
+/// `born` (ms) in its generations up to `generation`, and that one's first `len`
+/// bytes; all zero before any. (The mirror may hold more: its point moves only on
+/// answers, in one epoch.)
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+struct Point {
+    born: u64,
+    generation: u64,
+    len: u64,
+}
+
+/// This process's mirror of one kind's id window in Valkey (see `window.lua`):
+/// every hash the window holds, up to a point.
+struct Mirror {
+    /// The hashes, in the window's generations.
+    ids: IdWindow,
+    /// How far `ids` is complete.
+    point: Point,
+    /// Reloads so far: an answer to a batch sent before the latest reload is not
+    /// learned (it may skip what the reload's snapshot lacks).
+    epoch: u64,
+}
+
+impl Mirror {
+    /// Empty mirrors for sales and tweets, for a window of `window` with
+    /// generations of `generation_cap` ids.
+    fn pair(window: Duration, generation_cap: usize) -> [std::sync::Mutex<Mirror>; 2] {
+        let mirror = || {
+            std::sync::Mutex::new(Mirror {
+                ids: IdWindow::new(window, generation_cap * GENERATIONS),
+                point: Point::default(),
+                epoch: 0,
+            })
+        };
+        [mirror(), mirror()]
+    }
+
+    /// Per event of `sending`, b'0' when the window holds its id (as far as the
+    /// mirror knows) or an earlier event of the batch has it, else b'1'; and the
+    /// generations holding the ids found, space-separated, for the script to
+    /// verify they are still there.
+    fn verdicts(&self, hashes: &[IdHash], sending: &[usize]) -> (Vec<u8>, String) {
+        let mut batch = HashSet::with_capacity(sending.len());
+        let mut generations = std::collections::BTreeSet::new();
+        let verdicts = sending
+            .iter()
+            .map(|&i| {
+                let h = hashes[i];
+                if let Some(g) = self.ids.generation_of(h) {
+                    generations.insert(g);
+                    b'0'
+                } else if !batch.insert(h) {
+                    b'0'
+                } else {
+                    b'1'
+                }
+            })
+            .collect();
+        let claimed = generations.iter().map(u64::to_string).collect::<Vec<_>>();
+        (verdicts, claimed.join(" "))
+    }
+
+    /// Adds the hashes of generation `number` in `bytes` (16 each).
+    fn take(&mut self, number: u64, bytes: &[u8]) {
+        for chunk in bytes.chunks_exact(ID_BYTES) {
+            let mut id = [0u8; ID_BYTES];
+            id.copy_from_slice(chunk);
+            self.ids.insert_in(IdHash::from_le_bytes(id), number);
+        }
+    }
+
+    /// Catches up with a batch script's answer {born, oldest, newest, bytes in newest,
+    /// {generation, ids, …} where `own` (the hashes the batch sent) went, {generation,
+    /// bytes, …} the tail this mirror lacked}, given in that order. Says what is
+    /// wrong with an answer of another shape.
+    fn learn(
+        &mut self,
+        epoch: u64,
+        window: &redis::Value,
+        mut own: impl Iterator<Item = IdHash>,
+    ) -> Result<(), String> {
+        let redis::Value::Array(parts) = window else {
+            return Err(format!("window {window:?}"));
+        };
+        let number = |i: usize| match parts.get(i) {
+            Some(redis::Value::Int(n)) => u64::try_from(*n).ok(),
+            _ => None,
+        };
+        let (Some(born), Some(oldest), Some(newest), Some(len)) =
+            (number(0), number(1), number(2), number(3))
+        else {
+            return Err(format!("window {window:?}"));
+        };
+        let (Some(redis::Value::Array(spans)), Some(redis::Value::Array(tail))) =
+            (parts.get(4), parts.get(5))
+        else {
+            return Err(format!("window {window:?}"));
+        };
+        if newest == 0 || epoch != self.epoch {
+            // No window yet (nothing was appended), or the batch was checked
+            // before the latest reload: its tail starts at a point the reloaded
+            // mirror may not have reached.
+            return Ok(());
+        }
+        self.ids.forget_before(oldest);
+        for pair in tail.chunks_exact(2) {
+            if let [redis::Value::Int(g), redis::Value::BulkString(bytes)] = pair {
+                self.take(u64::try_from(*g).unwrap_or(0), bytes);
+            }
+        }
+        for pair in spans.chunks_exact(2) {
+            if let [redis::Value::Int(g), redis::Value::Int(n)] = pair {
+                let g = u64::try_from(*g).unwrap_or(0);
+                for h in own.by_ref().take(usize::try_from(*n).unwrap_or(0)) {
+                    self.ids.insert_in(h, g);
+                }
+            }
+        }
+        // Answers may be handled out of order: the point only moves forward.
+        self.point = self.point.max(Point {
+            born,
+            generation: newest,
+            len,
+        });
+        Ok(())
+    }
+}
+
+/// A reply's simple or bulk string as text.
+fn text(value: &redis::Value) -> Option<String> {
+    match value {
+        redis::Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
+        redis::Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
     }
 }
 
@@ -582,6 +825,7 @@ impl Store for ValkeyStore {
 
     async fn apply_sales_at(&self, sales: &[Sale], at: &Positions) -> Result<Applied, StoreError> {
         self.run_batch(
+            Kind::Sale,
             &self.sales_script,
             sales,
             at,
@@ -633,6 +877,7 @@ impl Store for ValkeyStore {
         at: &Positions,
     ) -> Result<Applied, StoreError> {
         self.run_batch(
+            Kind::Tweet,
             &self.tweets_script,
             tweets,
             at,
