@@ -269,34 +269,62 @@ impl IdWindow {
         if self.window_ms == 0 {
             return Seen::New;
         }
-        if self.probe(hash).is_ok() {
-            return Seen::Duplicate;
-        }
-        if self.len == self.max_ids {
+        let held = self.probe(hash).ok();
+        if held.is_none() && self.len == self.max_ids {
             self.drop_oldest(true);
         }
-        let at = match self.generations.iter().rposition(|g| g.number <= number) {
-            Some(i) if self.generations[i].number == number => i,
+        let Some(at) = self.generation_index(number) else {
+            // Older than every generation held: dropped, not kept.
+            return if held.is_some() {
+                Seen::Duplicate
+            } else {
+                Seen::New
+            };
+        };
+        let tag = self.generations[at].tag;
+        match held {
+            Some(slot) => {
+                // Held already, maybe in an older generation (dropped in the
+                // window it mirrors, then added again): it now lives as long as
+                // `number`.
+                let old_tag = tag_of(self.slots[slot]);
+                if let Some(old) = self.generations.iter().position(|g| g.tag == old_tag) {
+                    if self.generations[old].number < number {
+                        self.generations[old].len -= 1;
+                        self.generations[at].len += 1;
+                        self.slots[slot] = id_bits(hash) | (u128::from(tag) << TAG_SHIFT);
+                    }
+                }
+                Seen::Duplicate
+            }
+            None => {
+                self.generations[at].len += 1;
+                if let Err(empty) = self.probe(hash) {
+                    self.slots[empty] = id_bits(hash) | (u128::from(tag) << TAG_SHIFT);
+                }
+                self.len += 1;
+                Seen::New
+            }
+        }
+    }
+
+    /// The index of generation `number`, added in its place if new; `None` when
+    /// it is older than every generation held (and some are).
+    fn generation_index(&mut self, number: u64) -> Option<usize> {
+        match self.generations.iter().rposition(|g| g.number <= number) {
+            Some(i) if self.generations[i].number == number => Some(i),
             Some(i) => {
                 let generation = self.open(number, 0);
                 self.generations.insert(i + 1, generation);
-                i + 1
+                Some(i + 1)
             }
             None if self.generations.is_empty() => {
                 let generation = self.open(number, 0);
                 self.generations.push_back(generation);
-                0
+                Some(0)
             }
-            None => return Seen::New, // older than every generation held: dropped
-        };
-        let g = &mut self.generations[at];
-        g.len += 1;
-        let entry = id_bits(hash) | (u128::from(g.tag) << TAG_SHIFT);
-        if let Err(empty) = self.probe(hash) {
-            self.slots[empty] = entry;
+            None => None,
         }
-        self.len += 1;
-        Seen::New
     }
 
     /// The number of the generation holding `hash`, if held.
@@ -480,17 +508,25 @@ mod tests {
         // Out of order: generation 6 goes between 5 and 7.
         assert_eq!(m.insert_in(id_hash("b"), 6), Seen::New);
         assert_eq!(m.insert_in(id_hash("b"), 7), Seen::Duplicate);
-        assert_eq!(m.generation_of(id_hash("b")), Some(6));
+        assert_eq!(m.generation_of(id_hash("b")), Some(7), "moved to the newer");
         assert_eq!(m.generation_of(id_hash("c")), Some(7));
         assert_eq!(m.generation_of(id_hash("nope")), None);
+        // Added again in a newer generation: it lives as long as that one.
+        assert_eq!(m.insert_in(id_hash("a"), 7), Seen::Duplicate);
+        assert_eq!(m.generation_of(id_hash("a")), Some(7));
         // Older than everything held: its generation was dropped, not kept.
         assert_eq!(m.insert_in(id_hash("z"), 4), Seen::New);
         assert!(!m.contains(id_hash("z")));
         assert_eq!(m.len(), 3);
         m.forget_before(6);
-        assert!(!m.contains(id_hash("a")));
+        assert!(m.contains(id_hash("a")), "moved to generation 7");
+        assert_eq!(m.len(), 3);
         assert!(m.contains(id_hash("b")) && m.contains(id_hash("c")));
+        // Added again as the first id of a generation not held yet: moved too.
+        assert_eq!(m.insert_in(id_hash("c"), 8), Seen::Duplicate);
         m.forget_before(8);
+        assert!(m.contains(id_hash("c")));
+        m.forget_before(9);
         assert!(m.is_empty() && !m.contains(id_hash("c")));
         assert_eq!(
             m.evicted(),

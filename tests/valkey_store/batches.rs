@@ -457,3 +457,57 @@ async fn a_window_deleted_under_a_consumer_is_not_remembered() {
     }
     assert_eq!(fresh_sales(&store, &batch).await, 100);
 }
+
+#[tokio::test]
+async fn a_consumer_with_a_smaller_cap_still_holds_the_whole_window() {
+    // The flujo that creates a window fixes its generations' size; a consumer
+    // configured with a smaller `dedup_max_ids` must mirror all of it, not evict.
+    let (big, keys) = shared_store(DAY, 1).await;
+    let big = big.with_max_ids(40_000);
+    let small = ValkeyStore::connect(&keys.url, &keys.prefix, DAY, 1)
+        .expect("store")
+        .with_max_ids(400);
+    let batch: Vec<Sale> = (0..5_000)
+        .map(|i| sale(&format!("c{i}"), Category::Home, "P", 1.0, 1))
+        .collect();
+    assert_eq!(fresh_sales(&big, &batch).await, 5_000);
+    assert_eq!(
+        fresh_sales(&small, &batch).await,
+        0,
+        "every id is still held"
+    );
+    assert_eq!(fresh_sales(&small, &batch[..10]).await, 0);
+}
+
+#[tokio::test]
+async fn a_generation_rebuilt_under_the_same_number_is_not_taken_for_the_old_one() {
+    // After a rollback (a replica promoted, a restart from an older snapshot) a
+    // generation may hold other ids under the same number and length: a mirror
+    // must notice and reload, not trust its own copy.
+    let (store, keys) = shared_store(DAY, 1).await;
+    let ids = |tag: &str| -> Vec<Sale> {
+        (0..100)
+            .map(|i| sale(&format!("{tag}{i}"), Category::Home, "P", 1.0, 1))
+            .collect()
+    };
+    assert_eq!(fresh_sales(&store, &ids("old")).await, 100);
+    let rebuilt: Vec<u8> = (0..100)
+        .flat_map(|i| flujo_actors::dedup::id_hash(&format!("new{i}")).to_le_bytes())
+        .collect();
+    let mut con = redis_connection(&keys.url).expect("admin");
+    let _: () = redis::cmd("SET")
+        .arg(format!("{}ids:sale:1", keys.prefix))
+        .arg(rebuilt)
+        .query(&mut con)
+        .expect("SET");
+    assert_eq!(
+        fresh_sales(&store, &ids("new")).await,
+        0,
+        "held by the window"
+    );
+    assert_eq!(
+        fresh_sales(&store, &ids("old")).await,
+        100,
+        "gone from the window"
+    );
+}

@@ -6,7 +6,7 @@ local window = ARGV[2]
 -- their ids' 16-byte hashes in one string (HASHES), then when S > 0 each event's
 -- stream (1 to S) and offset. Then the batch folded into per-key changes (the
 -- delta), which sales.lua or tweets.lua read in order with `arg()`. Last come the
--- caller's mirror of the id window (four values, see window.lua) and VERDICTS, one
+-- caller's mirror of the id window (five values, see window.lua) and VERDICTS, one
 -- character per event: '0' when the caller's mirror holds its id or an earlier
 -- event of the batch has it, else '1'.
 local STREAMS = tonumber(ARGV[5])
@@ -16,7 +16,7 @@ local HASHES = ARGV[HEAD + 1]
 local FIRST = HEAD + 2 -- the first event's stream, when S > 0
 local WIDTH = STREAMS == 0 and 0 or 2
 local cursor = HEAD + 1 + N * WIDTH
-local MIRROR = #ARGV - 4 -- the first of the mirror's values
+local MIRROR = #ARGV - 5 -- the first of the mirror's values
 local VERDICTS = ARGV[#ARGV]
 local function arg()
   cursor = cursor + 1

@@ -22,7 +22,7 @@
 //! | `{p}tweets:weather` | hash | one count field per weather seen (`sunny`, `cloudy`, `rainy`, `foggy`, `snowy`, `stormy`) |
 //! | `{p}tweets:locations` | sorted set | member = location, score = tweet count |
 //! | `{p}tweets:location:{location}` | hash | the `tweets:total` fields for one location |
-//! | `{p}ids:sale`, `{p}ids:tweet` | hash | the id window of a kind: `born` (ms it was created), `oldest`, `newest` (generation numbers), `opened:{n}` (ms generation n opened), `evicted` (ids forgotten early because the window was full) |
+//! | `{p}ids:sale`, `{p}ids:tweet` | hash | the id window of a kind: `born` (ms it was created), `cap` (ids per generation, fixed at creation), `oldest`, `newest` (generation numbers), `opened:{n}` (ms generation n opened), `evicted` (ids forgotten early because the window was full) |
 //! | `{p}ids:sale:{n}`, `{p}ids:tweet:{n}` | string | generation n of the id window: the 16-byte XXH3 hashes of applied ids, one after another (`APPEND`), expiring a window after its last write |
 //! | `{p}position:{stream}` | string | the next offset of a source stream (`kafka:{group}:{topic}:{partition}`) not applied yet, written in the batch's script |
 //!
@@ -42,11 +42,12 @@
 //! ([`flujo_actors::store::delta`]) as if every event were new, so the script does
 //! work in proportion to the keys the batch touches, not to its events. `ARGV`
 //! carries the prefix, the dedup window in ms, the time now, the most ids one window
-//! generation holds, the point this process's mirror of the id window is complete
-//! up to and the generations its duplicates are in (below), the batch's source
-//! streams (their count, their names, and per stream the next offset after the
-//! whole delivery), the events (their id hashes in one string, the mirror's verdict
-//! on each, and stream and offset when the batch has streams), then the delta: the
+//! generation holds (used when the window is created), the batch's source streams
+//! (their count, their names, and per stream the next offset after the whole
+//! delivery), the events (their id hashes in one string, and stream and offset when
+//! the batch has streams), then the delta, and last the point this process's mirror
+//! of the id window is complete up to, the generations its duplicates are in, and
+//! its verdict on each event (below). The delta is: the
 //! total and per-category (per-location) scopes, each category's earliest sale
 //! (`ts`, id, product) and newest `ts`, per product its newest 1,000 price points
 //! of the batch (score and member; for a category flujo last saw closed, only those
@@ -57,7 +58,8 @@
 //! a *mirror* of each kind's window (an in-process [`flujo_actors::dedup::IdWindow`]
 //! following Valkey's generations, `dedup_max_ids × 24 B`), checks a batch's ids
 //! against it before sending, and sends the point its mirror is complete up to
-//! (window, generation, length); a process runs one batch of a kind at a time, so
+//! (window, generation, length and the 16 bytes before it, so a generation
+//! rebuilt under the same number is noticed); a process runs one batch of a kind at a time, so
 //! its mirror is always caught up with its own writes. The script checks the batch
 //! only against what was appended after that point (the *tail*: batches other
 //! consumers applied meanwhile), verifies that the generations holding the ids the

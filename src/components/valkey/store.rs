@@ -43,12 +43,13 @@ const LUA_COMMON: &str = include_str!("common.lua");
 /// Bytes an id's hash takes in the window (a `u128`, little-endian).
 const ID_BYTES: usize = 16;
 /// Reads a whole id window at once, for a mirror that must reload: {born, oldest,
-/// newest, the bytes of each generation from oldest to newest (false when gone)}.
+/// newest, ids per generation, the bytes of each generation from oldest to newest
+/// (false when gone)}.
 const LUA_WINDOW_SNAPSHOT: &str = r#"
-local m = redis.call('HMGET', KEYS[1], 'oldest', 'newest', 'born')
+local m = redis.call('HMGET', KEYS[1], 'oldest', 'newest', 'born', 'cap')
 local oldest, newest = tonumber(m[1]), tonumber(m[2])
-if not newest then return { 0, 0, 0 } end
-local reply = { tonumber(m[3]) or 0, oldest, newest }
+if not newest then return { 0, 0, 0, 0 } end
+local reply = { tonumber(m[3]) or 0, oldest, newest, tonumber(m[4]) or 0 }
 for g = oldest, newest do reply[#reply + 1] = redis.call('GET', KEYS[1] .. ':' .. g) end
 return reply
 "#;
@@ -353,18 +354,28 @@ impl ValkeyStore {
             Some(redis::Value::Int(n)) => u64::try_from(*n).ok(),
             _ => None,
         };
-        let (Some(born), Some(oldest), Some(newest)) = (
+        let (Some(born), Some(oldest), Some(newest), Some(cap)) = (
             number(reply.first()),
             number(reply.get(1)),
             number(reply.get(2)),
+            number(reply.get(3)),
         ) else {
             return Err(corrupt(&meta, "window snapshot"));
         };
         let mut mirror = self.mirror(kind);
         mirror.epoch += 1;
-        mirror.ids.clear();
+        // The window's generations hold what the flujo that created it chose: a
+        // mirror must hold them all, never evict on its own.
+        let holds = usize::try_from(cap)
+            .unwrap_or(usize::MAX)
+            .saturating_mul(GENERATIONS);
+        if holds > mirror.ids.max_ids() {
+            mirror.ids = IdWindow::new(Duration::from_millis(self.window_ms), holds);
+        } else {
+            mirror.ids.clear();
+        }
         mirror.point = Point::default();
-        for (g, bytes) in (oldest..=newest).zip(reply.iter().skip(3)) {
+        for (g, bytes) in (oldest..=newest).zip(reply.iter().skip(4)) {
             let bytes = match bytes {
                 redis::Value::BulkString(bytes) => bytes.as_slice(),
                 _ => &[],
@@ -374,6 +385,7 @@ impl ValkeyStore {
                 born,
                 generation: g,
                 len: bytes.len() as u64,
+                last: last_id(bytes),
             };
         }
         Ok(())
@@ -551,6 +563,7 @@ impl ValkeyStore {
                 .arg(point.born)
                 .arg(point.generation)
                 .arg(point.len)
+                .arg(&point.last[..])
                 .arg(claimed)
                 .arg(verdicts);
             // A retry after a broken connection is safe: if the first call did
@@ -652,6 +665,18 @@ struct Point {
     born: u64,
     generation: u64,
     len: u64,
+    /// The generation's 16 bytes before `len` (checked by the script, so a
+    /// generation rebuilt under the same number is not taken for this one).
+    last: [u8; ID_BYTES],
+}
+
+/// The last 16 bytes of `bytes` (zeros when shorter).
+fn last_id(bytes: &[u8]) -> [u8; ID_BYTES] {
+    let mut last = [0u8; ID_BYTES];
+    if let Some(tail) = bytes.len().checked_sub(ID_BYTES).map(|at| &bytes[at..]) {
+        last.copy_from_slice(tail);
+    }
+    last
 }
 
 /// This process's mirror of one kind's id window in Valkey (see `window.lua`):
@@ -719,8 +744,8 @@ impl Mirror {
     }
 
     /// Catches up with a batch script's answer {born, oldest, newest, bytes in newest,
-    /// {generation, ids, …} where `own` (the hashes the batch sent) went, {generation,
-    /// bytes, …} the tail this mirror lacked}, given in that order. Says what is
+    /// {generation, ids, …} where `own` (the hashes the batch sent) went, newest's
+    /// last 16 bytes, {generation, bytes, …} the tail this mirror lacked}. Says what is
     /// wrong with an answer of another shape.
     fn learn(
         &mut self,
@@ -740,10 +765,14 @@ impl Mirror {
         else {
             return Err(format!("window {window:?}"));
         };
-        let (Some(redis::Value::Array(spans)), Some(redis::Value::Array(tail))) =
-            (parts.get(4), parts.get(5))
+        let (Some(redis::Value::Array(spans)), Some(last), Some(redis::Value::Array(tail))) =
+            (parts.get(4), parts.get(5), parts.get(6))
         else {
             return Err(format!("window {window:?}"));
+        };
+        let last = match last {
+            redis::Value::BulkString(bytes) => last_id(bytes),
+            _ => [0u8; ID_BYTES],
         };
         if newest == 0 || epoch != self.epoch {
             // No window yet (nothing was appended), or the batch was checked
@@ -770,6 +799,7 @@ impl Mirror {
             born,
             generation: newest,
             len,
+            last,
         });
         Ok(())
     }
