@@ -59,13 +59,13 @@ async fn same_answers_as_memory_store() {
     assert_eq!(monitored.prices.len(), MONITORED_PRICES, "stream is capped");
     let stream_len: usize = {
         let mut con = redis_connection(&valkey_url()).expect("admin");
-        redis::cmd("ZCARD")
+        redis::cmd("XLEN")
             .arg(format!(
-                "{}sales:monitored:clothing:newest",
+                "{}sales:monitored:clothing:prices",
                 valkey.prefix()
             ))
             .query(&mut con)
-            .expect("ZCARD")
+            .expect("XLEN")
     };
     assert_eq!(stream_len, MONITORED_PRICES);
     let ranking = valkey

@@ -242,15 +242,7 @@ mod tests {
         keys.sort();
         assert_eq!(
             keys,
-            [
-                "category",
-                "id",
-                "kind",
-                "price",
-                "product_id",
-                "quantity",
-                "ts"
-            ]
+            ["category", "id", "kind", "price", "product_id", "quantity"]
         );
         let ids: Vec<_> = parsed.iter().map(|v| v["id"].as_str()).collect();
         assert_eq!(
