@@ -238,13 +238,8 @@ fn read_alongside(
     joined: &std::sync::mpsc::Sender<()>,
     want: &std::sync::mpsc::Receiver<u64>,
 ) -> anyhow::Result<(u64, Option<Instant>)> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", format!("{topic}-alongside"))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .create()?;
+    use rdkafka::consumer::Consumer;
+    let consumer = reader(brokers, &format!("{topic}-alongside"))?;
     consumer.subscribe(&[topic])?;
     let joining = Instant::now();
     while consumer.assignment()?.count() == 0 {
@@ -278,16 +273,21 @@ fn read_alongside(
     }
 }
 
+/// A bare consumer in group `group`, reading from the earliest offset, no commits.
+fn reader(brokers: &str, group: &str) -> anyhow::Result<rdkafka::consumer::BaseConsumer> {
+    Ok(ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()?)
+}
+
 /// Reads `want` messages of `topic` with a fresh group, at most 120 s; returns how
 /// many it read and the seconds it took.
 fn consume_all(brokers: &str, topic: &str, want: u64) -> anyhow::Result<(u64, f64)> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", format!("{topic}-reader"))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .create()?;
+    use rdkafka::consumer::Consumer;
+    let consumer = reader(brokers, &format!("{topic}-reader"))?;
     consumer.subscribe(&[topic])?;
     let started = Instant::now();
     let mut n = 0u64;

@@ -359,7 +359,6 @@ impl ValkeyStore {
             return Err(corrupt(&meta, "window snapshot"));
         };
         let mut mirror = self.mirror(kind);
-        mirror.epoch += 1;
         // The window's generations hold what the flujo that created it chose: a
         // mirror must hold them all, never evict on its own.
         let holds = usize::try_from(cap)
@@ -544,7 +543,7 @@ impl ValkeyStore {
             // always caught up with this process's own writes: the script's tail
             // then holds only other consumers' batches (usually nothing).
             let _turn = self.turns[kind_index(kind)].lock().await;
-            let (verdicts, claimed, point, epoch) = {
+            let (verdicts, claimed, point) = {
                 let mirror = self.mirror(kind);
                 let (verdicts, claimed) = if self.window_ms == 0 {
                     // No window: every event is new, a repeat in the batch too.
@@ -552,7 +551,7 @@ impl ValkeyStore {
                 } else {
                     mirror.verdicts(&hashes, &sending)
                 };
-                (verdicts, claimed, mirror.point, mirror.epoch)
+                (verdicts, claimed, mirror.point)
             };
             invocation
                 .arg(point.born)
@@ -583,7 +582,7 @@ impl ValkeyStore {
                     if let Some(window) = reply.get(3) {
                         let own = sending.iter().map(|&i| hashes[i]);
                         self.mirror(kind)
-                            .learn(epoch, window, own)
+                            .learn(window, own)
                             .map_err(|what| unavailable(format!("batch script answered {what}")))?;
                     }
                     let extra: Vec<String> = match reply.get(2) {
@@ -647,8 +646,8 @@ impl ValkeyStore {
 
 /// The point a [`Mirror`] is complete up to: every hash of the window born at
 /// `born` (ms) in its generations up to `generation`, and that one's first `len`
-/// bytes; all zero before any. (The mirror may hold more: its point moves only on
-/// answers, in one epoch.)
+/// bytes; all zero before any. A kind's batches take turns (check, script,
+/// catch-up), so answers arrive in order and the point only moves forward.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
 struct Point {
     born: u64,
@@ -675,9 +674,6 @@ struct Mirror {
     ids: IdWindow,
     /// How far `ids` is complete.
     point: Point,
-    /// Reloads so far: an answer to a batch sent before the latest reload is not
-    /// learned (it may skip what the reload's snapshot lacks).
-    epoch: u64,
 }
 
 impl Mirror {
@@ -688,7 +684,6 @@ impl Mirror {
             std::sync::Mutex::new(Mirror {
                 ids: IdWindow::new(window, generation_cap * GENERATIONS),
                 point: Point::default(),
-                epoch: 0,
             })
         };
         [mirror(), mirror()]
@@ -738,7 +733,6 @@ impl Mirror {
     /// wrong with an answer of another shape.
     fn learn(
         &mut self,
-        epoch: u64,
         window: &redis::Value,
         mut own: impl Iterator<Item = IdHash>,
     ) -> Result<(), String> {
@@ -763,11 +757,8 @@ impl Mirror {
             redis::Value::BulkString(bytes) => last_id(bytes),
             _ => [0u8; ID_BYTES],
         };
-        if newest == 0 || epoch != self.epoch {
-            // No window yet (nothing was appended), or the batch was checked
-            // before the latest reload: its tail starts at a point the reloaded
-            // mirror may not have reached.
-            return Ok(());
+        if newest == 0 {
+            return Ok(()); // no window yet: nothing was appended
         }
         self.ids.forget_before(oldest);
         for pair in tail.chunks_exact(2) {
@@ -783,7 +774,6 @@ impl Mirror {
                 }
             }
         }
-        // Answers may be handled out of order: the point only moves forward.
         self.point = self.point.max(Point {
             born,
             generation: newest,
