@@ -2,7 +2,9 @@
 //! when the rules accept them; extreme prices included) with or without stream
 //! positions → the memory store's apply (dedup by id and position, per-key deltas,
 //! floating sums) → its KPI answers, checked against a plain model: counts and
-//! quantities add up, duplicates and replays are caught, min/max are exact, no panic.
+//! quantities add up, duplicates and replays are caught, min/max are exact, the
+//! monitored product is that of the earliest sale by (ts, id) and its prices are
+//! in (ts, id) order, no panic.
 #![no_main]
 
 use flujo_actors::event::{Category, Events, RawField, RawSale, RawTweet, Sale, Tweet, Weather};
@@ -17,6 +19,7 @@ use std::time::Duration;
 #[derive(Debug, Arbitrary)]
 struct FuzzSale {
     id: u8,
+    ts: u8,
     category: u8,
     product: u8,
     price: f64,
@@ -41,7 +44,7 @@ enum Op {
 fn sale(f: &FuzzSale) -> Option<Sale> {
     RawSale {
         id: RawField::Given(format!("s{}", f.id % 32)),
-        ts: RawField::Given(1),
+        ts: RawField::Given(i64::from(f.ts % 4)),
         category: RawField::from_code(i64::from(f.category % 5)),
         product_id: RawField::Given(format!("P{}", f.product % 8)),
         price: RawField::Given(f.price),
@@ -204,15 +207,16 @@ fuzz_target!(|ops: Vec<Op>| {
     );
     for c in Category::ALL {
         let monitored = block_on(store.monitored_prices(c, 1000)).expect("monitored");
-        let expected: Vec<f64> = match &monitored.product_id {
-            Some(p) => model
-                .sales
-                .iter()
-                .filter(|s| s.category == c && &s.product_id == p)
-                .map(|s| s.price)
-                .collect(),
-            None => Vec::new(),
-        };
+        // The product of the earliest sale by (ts, id); its prices by (ts, id).
+        let mut mine: Vec<&Sale> = model.sales.iter().filter(|s| s.category == c).collect();
+        mine.sort_by(|a, b| (a.ts, &a.id).cmp(&(b.ts, &b.id)));
+        let product = mine.first().map(|s| s.product_id.clone());
+        assert_eq!(monitored.product_id, product, "{c} monitored product");
+        let expected: Vec<f64> = mine
+            .iter()
+            .filter(|s| Some(&s.product_id) == product.as_ref())
+            .map(|s| s.price)
+            .collect();
         let newest = &expected[expected.len().saturating_sub(1000)..];
         assert_eq!(monitored.prices, newest, "{c} monitored prices");
     }

@@ -231,6 +231,7 @@ impl Fake {
             let batch = if path == "/v1/sales" {
                 Batch::Sales(vec![Sale {
                     id,
+                    ts: v["ts"].as_i64().unwrap_or(0),
                     category: static_of(&CATEGORIES, &v["category"]),
                     product_id: v["product_id"].as_str().unwrap_or("").to_string(),
                     price: v["price"].as_f64().unwrap_or(0.0),

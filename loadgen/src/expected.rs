@@ -87,7 +87,7 @@ pub fn expected(baseline: &Snapshot, truth: &Truth) -> Expected {
             combine_products(&base_ranking.items, added_products),
         );
         let prices = match &product {
-            Some(p) => expected_prices(p, &base_prices.prices, truth.prices_of(&category, p)),
+            Some(p) => expected_prices(p, &base_prices.prices, &truth.prices_of(&category, p)),
             None => ExpectedPrices::default(),
         };
         monitored.insert(category, prices);

@@ -9,10 +9,15 @@ use tokio::net::TcpListener;
 use super::generate::{Batch, Sale, Tweet};
 use super::truth::Truth;
 
-/// A sale with an id derived from its fields.
+/// Event time of the next fixture sale: fixtures made earlier are earlier.
+static NEXT_TS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(1);
+
+/// A sale with an id derived from its fields, and a `ts` after every fixture sale
+/// made before it.
 pub fn sale(category: &'static str, product: &str, price: f64, quantity: u64) -> Sale {
     Sale {
         id: format!("{category}-{product}-{price}-{quantity}"),
+        ts: NEXT_TS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         category,
         product_id: product.to_string(),
         price,

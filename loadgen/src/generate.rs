@@ -73,11 +73,21 @@ const SALES_STREAM: u64 = 0x5a1e_5a1e_5a1e_5a1e;
 const TWEETS_STREAM: u64 = 0x7ee7_7ee7_7ee7_7ee7;
 const WARMUP_STREAM: u64 = 0x3a3a_3a3a_3a3a_3a3a;
 
+/// Milliseconds since the epoch now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 /// One sale, serialized exactly as `POST /v1/sales` expects it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Sale {
     /// Event id chosen by loadgen (nonce + sequence number).
     pub id: String,
+    /// Event time (ms since the epoch): when loadgen made the sale. Sent, so the
+    /// ground truth knows each category's earliest sale by (`ts`, `id`).
+    pub ts: i64,
     /// Category, one of [`CATEGORIES`].
     pub category: &'static str,
     /// Product, `P1` ..= `P200`.
@@ -182,6 +192,7 @@ pub fn random_sale(rng: &mut impl Rng, id: String, category: &'static str, produ
     let price = random_price(rng);
     Sale {
         id,
+        ts: now_ms(),
         category,
         product_id: product.to_owned(),
         price,
@@ -438,6 +449,9 @@ mod tests {
         let v = serde_json::to_value(g.sale()).expect("json");
         let mut keys: Vec<_> = v.as_object().expect("object").keys().cloned().collect();
         keys.sort();
-        assert_eq!(keys, ["category", "id", "price", "product_id", "quantity"]);
+        assert_eq!(
+            keys,
+            ["category", "id", "price", "product_id", "quantity", "ts"]
+        );
     }
 }

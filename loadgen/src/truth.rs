@@ -68,6 +68,9 @@ impl TweetAgg {
     }
 }
 
+/// One accepted sale's (`ts`, `id`, price).
+pub type PricePoint = (i64, String, f64);
+
 /// Everything loadgen knows the server accepted during this run.
 #[derive(Debug, Clone, Default)]
 pub struct Truth {
@@ -75,14 +78,18 @@ pub struct Truth {
     pub sales: SaleAgg,
     /// Accepted sales per category.
     pub sales_by_category: BTreeMap<String, SaleAgg>,
-    /// Product of the first accepted sale in each category.
+    /// Product of the earliest accepted sale by (`ts`, `id`) in each category:
+    /// the monitored product.
     pub first_product: BTreeMap<String, String>,
+    /// (`ts`, `id`) of that sale.
+    pub earliest: BTreeMap<String, (i64, String)>,
     /// Σ quantity per product, over all categories.
     pub product_quantity: BTreeMap<String, u64>,
     /// Σ quantity per category, then per product.
     pub product_quantity_by_category: BTreeMap<String, BTreeMap<String, u64>>,
-    /// Unit prices per (category, product), in acknowledgement order.
-    pub prices: BTreeMap<(String, String), Vec<f64>>,
+    /// Unit prices per (category, product) with their (`ts`, `id`), in
+    /// acknowledgement order.
+    pub prices: BTreeMap<(String, String), Vec<PricePoint>>,
     /// All accepted tweets.
     pub tweets: TweetAgg,
     /// Accepted tweets per weather.
@@ -123,9 +130,12 @@ impl Truth {
             .entry(category.clone())
             .or_default()
             .add(sale);
-        self.first_product
-            .entry(category.clone())
-            .or_insert_with(|| sale.product_id.clone());
+        let key = (sale.ts, sale.id.clone());
+        if self.earliest.get(&category).is_none_or(|e| key < *e) {
+            self.earliest.insert(category.clone(), key);
+            self.first_product
+                .insert(category.clone(), sale.product_id.clone());
+        }
         *self
             .product_quantity
             .entry(sale.product_id.clone())
@@ -139,7 +149,7 @@ impl Truth {
         self.prices
             .entry((category, sale.product_id.clone()))
             .or_default()
-            .push(sale.price);
+            .push((sale.ts, sale.id.clone(), sale.price));
     }
 
     /// Records one accepted tweet.
@@ -152,11 +162,16 @@ impl Truth {
             .add(tweet);
     }
 
-    /// Prices of `product` sold in `category`.
-    pub fn prices_of(&self, category: &str, product: &str) -> &[f64] {
-        self.prices
+    /// Prices of `product` sold in `category`, by (`ts`, `id`): the order of its
+    /// price stream.
+    pub fn prices_of(&self, category: &str, product: &str) -> Vec<f64> {
+        let mut points: Vec<&PricePoint> = self
+            .prices
             .get(&(category.to_string(), product.to_string()))
-            .map_or(&[], Vec::as_slice)
+            .map(|v| v.iter().collect())
+            .unwrap_or_default();
+        points.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        points.iter().map(|p| p.2).collect()
     }
 
     /// Products with their Σ quantity (over every category, or within `category`),
@@ -188,7 +203,8 @@ impl Truth {
         items
     }
 
-    /// The monitored product of `category` (the product of its first sale) and the
+    /// The monitored product of `category` (the product of its earliest sale by
+    /// (`ts`, `id`)) and the
     /// newest `limit` of its prices the server keeps (at most 1,000),
     /// newest last.
     pub fn monitored_prices(&self, category: &str, limit: usize) -> (Option<String>, Vec<f64>) {

@@ -84,7 +84,7 @@ fn weather_code(weather: &str) -> i32 {
 fn pb_sale(s: &Sale) -> pb::Sale {
     pb::Sale {
         id: s.id.clone(),
-        ts: 0,
+        ts: s.ts,
         category: category_code(s.category),
         product_id: s.product_id.clone(),
         price: s.price,

@@ -28,11 +28,16 @@ pub(crate) const LOCATIONS: [&str; 6] = [
 pub(crate) fn workload(seed: u64) -> Workload {
     let mut rng = StdRng::seed_from_u64(seed);
     let price = |rng: &mut StdRng| rng.random_range(1..=8000) as f64 / 4.0;
+    // Each sale's own ts: the same events on every transport, so the same
+    // monitored streams (by (ts, id)) however the server stamps receive times.
+    const BASE_TS: i64 = 1_700_000_000_000;
     let first: Vec<Sale> = CATEGORIES
         .iter()
         .enumerate()
-        .map(|(i, c)| {
-            sale(
+        .map(|(i, c)| Sale {
+            // Before every other sale, whatever the transport's timing.
+            ts: BASE_TS - 1,
+            ..sale(
                 &format!("x-first-{i}"),
                 c,
                 &format!("MON-{c}"),
@@ -52,6 +57,7 @@ pub(crate) fn workload(seed: u64) -> Workload {
             };
             Sale {
                 id: format!("x-s-{i}"),
+                ts: BASE_TS + i,
                 category: CATEGORIES[ci],
                 product_id: product,
                 price: price(&mut rng),

@@ -1,5 +1,5 @@
 //! Topics and messages: created once with the configured partitions, canonical
-//! JSON keyed by category coming back exactly, undecodable messages skipped, bulk
+//! JSON keyed by product coming back exactly, undecodable messages skipped, bulk
 //! batches in bounded deliveries.
 
 use super::*;
@@ -66,10 +66,13 @@ async fn events_travel_as_canonical_json_keyed_and_come_back_exactly() {
         let sale = plain_event(m, &sales_by_id, "sale");
         let id = &sale.id;
         assert_canonical_sale_fields(&format!("sale {id}"), &m.json);
-        assert_eq!(m.key, sale.category.as_str(), "key of sale {id}");
+        assert_eq!(m.key, sale.product_id, "key of sale {id}");
         per_key.entry(m.key.clone()).or_default().push(m);
     }
-    assert_eq!(per_key.len(), 4, "every category");
+    assert_eq!(per_key.len(), 7, "every product");
+    // Products spread the sales over more than one partition.
+    let used: BTreeSet<i32> = plain.iter().map(|m| m.partition).collect();
+    assert!(used.len() > 1, "every sale on partitions {used:?}");
     // One key → one partition, in publish order.
     for (key, mut msgs) in per_key {
         let partitions: BTreeSet<i32> = msgs.iter().map(|m| m.partition).collect();
@@ -82,7 +85,7 @@ async fn events_travel_as_canonical_json_keyed_and_come_back_exactly() {
         let expected: Vec<&str> = sale_batches
             .iter()
             .flat_map(|(v, _)| v.iter())
-            .filter(|s| s.category.as_str() == key)
+            .filter(|s| s.product_id == key)
             .map(|s| s.id.as_str())
             .collect();
         assert_eq!(order, expected, "order within {key}");

@@ -114,7 +114,7 @@ pub(crate) async fn assert_every_kpi(
             let on_bus = &order[c];
             assert!(
                 same_floats(on_bus, &got),
-                "{path}: not in the order of the {c} partition (newest last):\n\
+                "{path}: not in the (ts, id) order of the {c} sales on the bus (newest last):\n\
                  got    {got:?}\non bus {on_bus:?}"
             );
         }
@@ -212,8 +212,9 @@ pub(crate) async fn read_topic(
 }
 
 /// Reads the sales topic, checks every sale answered 202 is there (else `Err`), and
-/// returns the price stream of each category's monitored product in the order a
-/// consumer applies it: partition order, first occurrence of each id.
+/// returns the price stream of each category's monitored product as the store must
+/// hold it: the first occurrence of each id on the bus, in (`ts`, `id`) order (the
+/// `ts` the client sent, carried on the bus).
 ///
 /// Runs in a task of its own (the topic is complete once the client is done), so the
 /// reading overlaps the wait for the consumer; await it with [`join`].
@@ -248,10 +249,10 @@ pub(crate) async fn read_stream_order(
         ));
     }
     let mut seen = HashSet::new();
-    let mut order: HashMap<String, Vec<f64>> = HashMap::new();
+    let mut points: HashMap<String, Vec<(i64, String, f64)>> = HashMap::new();
     for m in &messages {
         let id = m.json["id"].as_str().expect("id").to_owned();
-        if !seen.insert(id) {
+        if !seen.insert(id.clone()) {
             continue;
         }
         let c = m.json["category"].as_str().expect("category");
@@ -259,12 +260,21 @@ pub(crate) async fn read_stream_order(
             .get(c)
             .unwrap_or_else(|| panic!("category {c} of {}", m.json));
         if m.json["product_id"].as_str() == Some(product.as_str()) {
-            order
+            let ts = m.json["ts"].as_i64().expect("ts");
+            let price = m.json["price"].as_f64().expect("price");
+            points
                 .entry(c.to_owned())
                 .or_default()
-                .push(m.json["price"].as_f64().expect("price"));
+                .push((ts, id, price));
         }
     }
+    let order = points
+        .into_iter()
+        .map(|(c, mut v)| {
+            v.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+            (c, v.into_iter().map(|p| p.2).collect())
+        })
+        .collect();
     Ok(order)
 }
 

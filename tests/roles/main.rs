@@ -41,9 +41,10 @@
 //! - `receiver_durable_202_means_on_the_bus`: receiver and router only, the router
 //!   SIGKILLed and restarted mid-stream, then both SIGKILLed: every sale answered 202
 //!   is on the topic, and a consumer started only then applies every event.
-//! - `kafka_topic_holds_every_202d_sale_as_canonical_json_keyed_by_category`: a plain
+//! - `kafka_topic_holds_every_202d_sale_as_canonical_json_keyed_by_product`: a plain
 //!   rdkafka client finds every sale answered 202, in every input form, as canonical
-//!   JSON keyed by its category, in send order within the category.
+//!   JSON keyed by its product, in send order within the product, over several
+//!   partitions.
 
 mod checks;
 mod consumer_sigkill;

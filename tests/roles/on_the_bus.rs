@@ -1,5 +1,5 @@
 //! What a 202 means on the bus: `receiver_durable_202_means_on_the_bus` and
-//! `kafka_topic_holds_every_202d_sale_as_canonical_json_keyed_by_category`.
+//! `kafka_topic_holds_every_202d_sale_as_canonical_json_keyed_by_product`.
 
 use super::*;
 
@@ -122,9 +122,9 @@ pub(crate) enum Stamp {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn kafka_topic_holds_every_202d_sale_as_canonical_json_keyed_by_category() {
+async fn kafka_topic_holds_every_202d_sale_as_canonical_json_keyed_by_product() {
     bounded(
-        "kafka_topic_holds_every_202d_sale_as_canonical_json_keyed_by_category",
+        "kafka_topic_holds_every_202d_sale_as_canonical_json_keyed_by_product",
         async {
             let label = "plain";
             require_kafka(Duration::from_secs(15)).await;
@@ -135,7 +135,7 @@ async fn kafka_topic_holds_every_202d_sale_as_canonical_json_keyed_by_category()
             let receiver = start(&envs, receiver_args(&router)).await;
             wait_ready(&receiver, "receiver", READY_TIMEOUT).await;
 
-            // One sequential client (so the order within a category is known), every
+            // One sequential client (so the order within a product is known), every
             // sale form, half of the requests with client timestamps.
             let mut rng = StdRng::seed_from_u64(rand::rng().random());
             let tag = uuid::Uuid::now_v7().simple().to_string();
@@ -162,9 +162,11 @@ async fn kafka_topic_holds_every_202d_sale_as_canonical_json_keyed_by_category()
                     })
                     .collect();
                 let mut req = Req::new(Payload::Sales(sales.clone(), form), Encoding::Ndjson);
-                if with_ts {
-                    for (i, body) in req.bodies.iter_mut().enumerate() {
+                for (i, body) in req.bodies.iter_mut().enumerate() {
+                    if with_ts {
                         body["ts"] = json!(1_700_000_000_000i64 + (b * BATCH + i) as i64);
+                    } else if let Some(fields) = body.as_object_mut() {
+                        fields.remove("ts"); // for the receiver to stamp
                     }
                 }
                 let before = now_ms();
@@ -225,13 +227,13 @@ async fn kafka_topic_holds_every_202d_sale_as_canonical_json_keyed_by_category()
                 assert_canonical_sale_fields(&format!("sale {id}"), &m.json);
                 assert_eq!(
                     m.key.as_deref(),
-                    Some(sale.category),
+                    Some(sale.product_id.as_str()),
                     "key of sale {id} (partition {} offset {})",
                     m.partition,
                     m.offset
                 );
                 partition_of
-                    .entry(sale.category.to_owned())
+                    .entry(sale.product_id.clone())
                     .or_default()
                     .insert(m.partition);
                 let n = copies.entry(id).or_default();
@@ -247,21 +249,24 @@ async fn kafka_topic_holds_every_202d_sale_as_canonical_json_keyed_by_category()
             for (c, partitions) in &partition_of {
                 assert_eq!(partitions.len(), 1, "key {c} spread over {partitions:?}");
             }
-            // Within a category, the order the client sent (one request at a time).
-            for c in CATEGORIES {
+            // Within a product, the order the client sent (one request at a time).
+            for product in partition_of.keys() {
                 let sent_order: Vec<&String> = order
                     .iter()
-                    .filter(|id| sent[*id].0.category == c)
+                    .filter(|id| &sent[*id].0.product_id == product)
                     .collect();
                 let on_topic: Vec<&String> = first_seen
                     .iter()
-                    .filter(|id| sent[*id].0.category == c)
+                    .filter(|id| &sent[*id].0.product_id == product)
                     .collect();
-                assert_eq!(on_topic, sent_order, "order within {c}");
+                assert_eq!(on_topic, sent_order, "order within {product}");
             }
+            // Twenty products spread the sales over more than one partition.
+            let used: BTreeSet<i32> = partition_of.values().flatten().copied().collect();
+            assert!(used.len() > 1, "every sale on partitions {used:?}");
             println!(
                 "plain reader: {} messages for {} sales, {duplicates} duplicates, {refused} \
-                 refusals, partitions per category {partition_of:?}",
+                 refusals, partitions per product {partition_of:?}",
                 messages.len(),
                 sent.len()
             );

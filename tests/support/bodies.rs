@@ -94,19 +94,19 @@ pub fn sale_json(s: &Sale, form: SaleForm) -> Value {
     let i = category_index(s.category);
     match form {
         SaleForm::English => json!({
-            "id": s.id, "category": s.category, "product_id": s.product_id,
+            "id": s.id, "ts": s.ts, "category": s.category, "product_id": s.product_id,
             "price": s.price, "quantity": s.quantity,
         }),
         SaleForm::SeedCodes => json!({
-            "id": s.id, "categoria": i + 1, "producto_id": s.product_id,
+            "id": s.id, "ts": s.ts, "categoria": i + 1, "producto_id": s.product_id,
             "precio": s.price, "cantidad_vendida": s.quantity,
         }),
         SaleForm::SpanishNames => json!({
-            "id": s.id, "category": SPANISH_CATEGORIES[i], "product_id": s.product_id,
+            "id": s.id, "ts": s.ts, "category": SPANISH_CATEGORIES[i], "product_id": s.product_id,
             "price": s.price, "quantity": s.quantity,
         }),
         SaleForm::SeedNames => json!({
-            "id": s.id, "categoria": SPANISH_CATEGORIES[i].to_uppercase(),
+            "id": s.id, "ts": s.ts, "categoria": SPANISH_CATEGORIES[i].to_uppercase(),
             "producto_id": s.product_id, "precio": s.price, "cantidad_vendida": s.quantity,
         }),
     }
@@ -138,10 +138,11 @@ pub fn tweet_json(t: &Tweet, seed_form: bool) -> Value {
     }
 }
 
-/// A sale with these fields.
+/// A sale with these fields, made now.
 pub fn sale(id: &str, category: &'static str, product: &str, price: f64, quantity: u64) -> Sale {
     Sale {
         id: id.to_owned(),
+        ts: flujo_loadgen::generate::now_ms(),
         category,
         product_id: product.to_owned(),
         price,
@@ -151,7 +152,8 @@ pub fn sale(id: &str, category: &'static str, product: &str, price: f64, quantit
 
 /// Sale `i` of a test of the order of events (rounds of them, `i` counting on across
 /// rounds): the first sale of each category is its "MON" product, and most later ones
-/// are too (other products in between); prices increase sale by sale.
+/// are too (other products in between); prices and `ts` increase sale by sale, so
+/// the price streams, in (`ts`, `id`) order, are in the order sent.
 pub fn order_sale(i: u64) -> Sale {
     let category = CATEGORIES[(i % 4) as usize];
     let product = if i < 4 || i % 8 != 7 {
@@ -159,8 +161,14 @@ pub fn order_sale(i: u64) -> Sale {
     } else {
         format!("OTHER-{}", i % 5)
     };
-    sale(&format!("ord-{i}"), category, &product, (i + 1) as f64, 1)
+    Sale {
+        ts: ORDER_TS + i as i64,
+        ..sale(&format!("ord-{i}"), category, &product, (i + 1) as f64, 1)
+    }
 }
+
+/// The `ts` of [`order_sale`] 0 (2020-09-13).
+const ORDER_TS: i64 = 1_600_000_000_000;
 
 /// A tweet with these fields and no text.
 pub fn tweet(

@@ -9,6 +9,7 @@
 //! one `scripts/services.sh` installs under `.services/`).
 
 mod batches;
+mod order;
 mod parity;
 mod positions;
 mod restart;
@@ -133,8 +134,9 @@ const LOCATIONS: [&str; 14] = [
     "Solo C",
 ];
 
-/// The distinct sales of the parity test, in order: clothing's first sale is the
-/// monitored `MON` (then sold 1,050 more times there, and elsewhere too), nine
+/// The distinct sales of the parity test, in order: clothing's first sale (all have
+/// ts 0, and `s-first` is the smallest id) is the monitored `MON` (then sold 1,050
+/// more times there, and elsewhere too), nine
 /// products tie at 7 units each, and the rest is random.
 fn parity_sales(rng: &mut StdRng) -> Vec<Sale> {
     let mut sales = vec![sale("s-first", Category::Clothing, "MON", 9.99, 1)];

@@ -59,13 +59,13 @@ async fn same_answers_as_memory_store() {
     assert_eq!(monitored.prices.len(), MONITORED_PRICES, "stream is capped");
     let stream_len: usize = {
         let mut con = redis_connection(&valkey_url()).expect("admin");
-        redis::cmd("XLEN")
+        redis::cmd("ZCARD")
             .arg(format!(
-                "{}sales:monitored:clothing:prices",
+                "{}sales:monitored:clothing:newest",
                 valkey.prefix()
             ))
             .query(&mut con)
-            .expect("XLEN")
+            .expect("ZCARD")
     };
     assert_eq!(stream_len, MONITORED_PRICES);
     let ranking = valkey

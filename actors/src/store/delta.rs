@@ -4,6 +4,7 @@
 //! folded from zero in event order, added to the stored sum), so they answer with
 //! the same values.
 
+use super::{MONITORED_LATENESS_MS, MONITORED_PRICES};
 use crate::event::{Category, Sale, Tweet, Weather};
 use std::collections::HashMap;
 
@@ -118,6 +119,114 @@ impl<T: Default> Tally<T> {
         };
         &mut self.items[i].1
     }
+
+    /// The value of `name`, if added.
+    pub fn get(&self, name: &str) -> Option<&T> {
+        self.index.get(name).map(|&i| &self.items[i].1)
+    }
+}
+
+/// A sale's price as a price stream holds it, ordered by [`PricePoint::key`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct PricePoint {
+    /// The sale's `ts` (a negative one, which the rules refuse, counts as 0).
+    pub ts: i64,
+    /// The member of a Valkey price set: `ts` in 19 digits, the sale's id, a NUL,
+    /// and the price in its shortest round-trip form.
+    pub member: String,
+    /// The unit price.
+    pub price: f64,
+}
+
+impl PricePoint {
+    /// The point of a sale.
+    pub fn of(s: &Sale) -> PricePoint {
+        let ts = s.ts.max(0);
+        PricePoint {
+            ts,
+            member: format!("{ts:019}{}\0{:?}", s.id, s.price),
+            price: s.price,
+        }
+    }
+
+    /// The order of a price stream, oldest first: the member's byte order, i.e.
+    /// (`ts`, `id`) for every id without a NUL character (then the price, for
+    /// one id applied twice). A Valkey sorted set with score `ts` and this member
+    /// has the same order.
+    pub fn key(&self) -> &str {
+        &self.member
+    }
+}
+
+/// Inserts `new` (sorted by [`PricePoint::key`]) into `stream` (sorted, no two
+/// points with the same key) and keeps the newest `MONITORED_PRICES`: a point
+/// whose key is already in the stream replaces nothing (as `ZADD` of a member
+/// with the same score; equal members are equal points).
+pub fn merge_newest(stream: &mut Vec<PricePoint>, new: &[PricePoint]) {
+    if new.is_empty() {
+        return;
+    }
+    let appends = stream.last().is_none_or(|last| last.key() < new[0].key());
+    if appends {
+        stream.extend_from_slice(new);
+    } else {
+        let mut merged = Vec::with_capacity(stream.len() + new.len());
+        let (mut a, mut b) = (stream.drain(..).peekable(), new.iter().peekable());
+        loop {
+            match (a.peek(), b.peek()) {
+                (Some(x), Some(y)) if x.key() < y.key() => merged.extend(a.next()),
+                (Some(x), Some(y)) if x.key() == y.key() => {
+                    merged.extend(a.next());
+                    b.next();
+                }
+                (_, Some(_)) => merged.extend(b.next().cloned()),
+                (Some(_), None) => merged.extend(a.next()),
+                (None, None) => break,
+            }
+        }
+        drop(a);
+        *stream = merged;
+    }
+    if stream.len() > MONITORED_PRICES {
+        stream.drain(..stream.len() - MONITORED_PRICES);
+    }
+}
+
+/// The earliest sale of some sales by (`ts`, `id`): the one whose product a
+/// category monitors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Earliest {
+    /// Its `ts` (a negative one counts as 0).
+    pub ts: i64,
+    /// Its id (ties in `ts` by id, byte order).
+    pub id: String,
+    /// Its product.
+    pub product: String,
+}
+
+impl Earliest {
+    /// The earliest of a sale.
+    pub fn of(s: &Sale) -> Earliest {
+        Earliest {
+            ts: s.ts.max(0),
+            id: s.id.clone(),
+            product: s.product_id.clone(),
+        }
+    }
+
+    /// True when this sale comes before `other` by (`ts`, `id`).
+    pub fn before(&self, ts: i64, id: &str) -> bool {
+        (self.ts, self.id.as_str()) < (ts, id)
+    }
+}
+
+/// True when a category whose earliest sale has `earliest_ts` and newest
+/// `newest_ts` is closed: its newest sale is at least
+/// [`MONITORED_LATENESS_MS`] after its earliest, so the price histories of the
+/// products it does not monitor are no longer kept. Computed in doubles, as the
+/// Valkey script does.
+pub fn closed(earliest_ts: i64, newest_ts: i64) -> bool {
+    newest_ts as f64 - earliest_ts as f64 >= MONITORED_LATENESS_MS as f64
 }
 
 /// One category's part of a [`SalesDelta`].
@@ -127,24 +236,22 @@ pub struct CategoryDelta {
     pub scope: SaleScope,
     /// Quantity sold per product in the category.
     pub products: Tally<u64>,
-    /// Every sale's (product, price), in order: the monitored product's price
-    /// stream takes those of its product.
-    pub prices: Vec<(String, f64)>,
+    /// The batch's earliest sale in the category by (`ts`, `id`).
+    pub earliest: Option<Earliest>,
+    /// The batch's newest `ts` in the category (negative counts as 0).
+    pub newest_ts: i64,
+    /// Per product, the newest `MONITORED_PRICES` prices of its sales in the
+    /// batch, sorted by [`PricePoint::key`] (first-sold order of products).
+    pub prices: Tally<Vec<PricePoint>>,
 }
 
 impl CategoryDelta {
-    /// The product of the category's first sale in the batch.
-    pub fn first_product(&self) -> Option<&str> {
-        self.prices.first().map(|(p, _)| p.as_str())
-    }
-
-    /// The prices of `product`'s sales, in order.
-    pub fn prices_of(&self, product: &str) -> Vec<f64> {
+    /// The points of `product`'s sales in the batch (empty when none).
+    pub fn prices_of(&self, product: &str) -> &[PricePoint] {
         self.prices
-            .iter()
-            .filter(|(p, _)| p == product)
-            .map(|&(_, x)| x)
-            .collect()
+            .get(product)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
     }
 }
 
@@ -168,8 +275,25 @@ impl SalesDelta {
             let c = &mut d.categories[s.category.index()];
             c.scope.add(s);
             *c.products.entry(&s.product_id) += s.quantity;
-            c.prices.push((s.product_id.clone(), s.price));
+            c.prices.entry(&s.product_id).push(PricePoint::of(s));
+            let first = Earliest::of(s);
+            if c.earliest
+                .as_ref()
+                .is_none_or(|e| first.before(e.ts, &e.id))
+            {
+                c.earliest = Some(first);
+            }
+            c.newest_ts = c.newest_ts.max(s.ts.max(0));
             *d.products.entry(&s.product_id) += s.quantity;
+        }
+        for c in &mut d.categories {
+            for (_, points) in &mut c.prices.items {
+                points.sort_by(|a, b| a.key().cmp(b.key()));
+                points.dedup_by(|a, b| a.key() == b.key());
+                if points.len() > MONITORED_PRICES {
+                    points.drain(..points.len() - MONITORED_PRICES);
+                }
+            }
         }
         d
     }

@@ -1,14 +1,17 @@
 //! [`MemoryStore`]: every aggregate in process memory, lost at exit.
 
-use super::delta::{Fold, SaleScope, SalesDelta, TweetScope, TweetsDelta};
+use super::delta::{
+    closed, merge_newest, CategoryDelta, Earliest, Fold, PricePoint, SaleScope, SalesDelta,
+    TweetScope, TweetsDelta,
+};
 use super::{
     Applied, CategoryStats, LocationRank, MonitoredPrices, Page, Positions, ProductRank, Ranking,
-    SaleStats, SalesKpis, Store, StoreError, TweetKpis, TweetStats, MONITORED_PRICES,
+    SaleStats, SalesKpis, Store, StoreError, TweetKpis, TweetStats,
 };
 use crate::dedup::{id_hash, IdWindow, Seen, WindowStats, DEFAULT_MAX_IDS};
 use crate::event::{Category, Kind, Sale, Tweet, Weather};
 use async_trait::async_trait;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -47,6 +50,64 @@ fn tweet_stats(scope: &TweetScope) -> TweetStats {
     }
 }
 
+/// A category's monitored product and the price streams it needs (the rules in
+/// [`super`]'s docs, as the Valkey script applies them).
+#[derive(Debug, Default)]
+struct Monitor {
+    /// The category's earliest sale (its product is the monitored one).
+    earliest: Option<Earliest>,
+    /// The newest `ts` of the category's sales.
+    newest_ts: i64,
+    /// The monitored product's newest prices.
+    stream: Vec<PricePoint>,
+    /// While the category is open, every other product's newest prices.
+    history: HashMap<String, Vec<PricePoint>>,
+}
+
+impl Monitor {
+    fn closed(&self) -> bool {
+        self.earliest
+            .as_ref()
+            .is_some_and(|e| closed(e.ts, self.newest_ts))
+    }
+
+    /// Adds a batch's part of the category.
+    fn merge(&mut self, d: &CategoryDelta) {
+        let Some(first) = &d.earliest else {
+            return;
+        };
+        let was_closed = self.closed();
+        let old = self.earliest.as_ref().map(|e| e.product.clone());
+        if self
+            .earliest
+            .as_ref()
+            .is_none_or(|e| first.before(e.ts, &e.id))
+        {
+            self.earliest = Some(first.clone());
+        }
+        self.newest_ts = self.newest_ts.max(d.newest_ts);
+        let open = !self.closed();
+        let monitored = self.earliest.as_ref().map_or("", |e| e.product.as_str());
+        if old.as_deref() != Some(monitored) {
+            let stream = std::mem::take(&mut self.stream);
+            if let (Some(old), true) = (old, open) {
+                self.history.insert(old, stream);
+            }
+            self.stream = self.history.remove(monitored).unwrap_or_default();
+        }
+        for (product, points) in &d.prices.items {
+            if product == monitored {
+                merge_newest(&mut self.stream, points);
+            } else if open {
+                merge_newest(self.history.entry(product.clone()).or_default(), points);
+            }
+        }
+        if !open && !was_closed {
+            self.history = HashMap::new();
+        }
+    }
+}
+
 /// The sales aggregates.
 #[derive(Debug, Default)]
 struct SalesState {
@@ -54,7 +115,7 @@ struct SalesState {
     by_category: [SaleScope; 4],
     quantity_by_product: HashMap<String, u64>,
     quantity_by_category_product: [HashMap<String, u64>; 4],
-    monitored: [Option<(String, VecDeque<f64>)>; 4],
+    monitored: [Monitor; 4],
 }
 
 impl SalesState {
@@ -72,17 +133,7 @@ impl SalesState {
                     .entry(product.clone())
                     .or_default() += q;
             }
-            let Some(first) = delta.first_product() else {
-                continue;
-            };
-            let monitored =
-                self.monitored[i].get_or_insert_with(|| (first.to_owned(), VecDeque::new()));
-            for price in delta.prices_of(&monitored.0) {
-                if monitored.1.len() == MONITORED_PRICES {
-                    monitored.1.pop_front();
-                }
-                monitored.1.push_back(price);
-            }
+            self.monitored[i].merge(delta);
         }
     }
 }
@@ -300,7 +351,10 @@ impl Store for MemoryStore {
             .map(|&c| {
                 let stats = CategoryStats {
                     stats: sale_stats(&st.by_category[c.index()]),
-                    monitored_product: st.monitored[c.index()].as_ref().map(|m| m.0.clone()),
+                    monitored_product: st.monitored[c.index()]
+                        .earliest
+                        .as_ref()
+                        .map(|e| e.product.clone()),
                 };
                 (c.as_str(), stats)
             })
@@ -363,22 +417,17 @@ impl Store for MemoryStore {
         category: Category,
         limit: usize,
     ) -> Result<MonitoredPrices, StoreError> {
-        Ok(
-            match &lock(&self.sales).aggregates.monitored[category.index()] {
-                Some((product, prices)) => MonitoredPrices {
-                    product_id: Some(product.clone()),
-                    prices: prices
-                        .iter()
-                        .skip(prices.len().saturating_sub(limit))
-                        .copied()
-                        .collect(),
-                },
-                None => MonitoredPrices {
-                    product_id: None,
-                    prices: Vec::new(),
-                },
-            },
-        )
+        let st = &lock(&self.sales).aggregates;
+        let m = &st.monitored[category.index()];
+        Ok(MonitoredPrices {
+            product_id: m.earliest.as_ref().map(|e| e.product.clone()),
+            prices: m
+                .stream
+                .iter()
+                .skip(m.stream.len().saturating_sub(limit))
+                .map(|p| p.price)
+                .collect(),
+        })
     }
 
     async fn ready(&self) -> Result<(), StoreError> {
@@ -401,6 +450,7 @@ impl Store for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::{MONITORED_LATENESS_MS, MONITORED_PRICES};
 
     fn sale(id: &str, c: Category, p: &str, price: f64, q: u64) -> Sale {
         Sale {
@@ -604,18 +654,27 @@ mod tests {
         assert_eq!((past.total, past.items.len()), (3, 0));
     }
 
+    fn sale_at(id: &str, ts: i64, c: Category, p: &str, price: f64) -> Sale {
+        Sale {
+            ts,
+            ..sale(id, c, p, price, 1)
+        }
+    }
+
     #[tokio::test]
-    async fn monitored_product_keeps_last_prices_of_first_product() {
+    async fn monitored_stream_keeps_newest_prices_by_time() {
         let s = store();
-        let mut batch = vec![sale("first", Category::Clothing, "SHIRT", 1.0, 1)];
-        batch.push(sale("other", Category::Clothing, "HAT", 0.5, 1));
-        for i in 0..(MONITORED_PRICES + 5) {
-            batch.push(sale(
+        let mut batch = vec![sale_at("first", 0, Category::Clothing, "SHIRT", 1.0)];
+        batch.push(sale_at("other", 1, Category::Clothing, "HAT", 0.5));
+        // Sent newest first: the stream is in event time all the same.
+        for i in (0..(MONITORED_PRICES + 5)).rev() {
+            let ts = 10 + i as i64;
+            batch.push(sale_at(
                 &format!("s{i}"),
+                ts,
                 Category::Clothing,
                 "SHIRT",
-                2.0 + i as f64,
-                1,
+                ts as f64,
             ));
         }
         s.apply_sales(&batch).await.expect("apply");
@@ -624,16 +683,187 @@ mod tests {
             .await
             .expect("m");
         assert_eq!(m.product_id.as_deref(), Some("SHIRT"));
-        assert_eq!(m.prices.len(), MONITORED_PRICES);
-        assert_eq!(
-            m.prices.last().copied(),
-            Some(2.0 + (MONITORED_PRICES + 4) as f64)
-        );
-        assert!(!m.prices.contains(&0.5));
+        let want: Vec<f64> = (15..15 + MONITORED_PRICES).map(|ts| ts as f64).collect();
+        assert_eq!(m.prices, want, "the newest 1,000 by ts, oldest first");
         let few = s.monitored_prices(Category::Clothing, 3).await.expect("m");
         assert_eq!(few.prices, m.prices[m.prices.len() - 3..].to_vec());
         let none = s.monitored_prices(Category::Home, 10).await.expect("m");
         assert_eq!((none.product_id, none.prices.len()), (None, 0));
+    }
+
+    #[tokio::test]
+    async fn earliest_sale_by_ts_then_id_wins_whenever_it_arrives() {
+        use Category::Home;
+        let s = store();
+        s.apply_sales(&[
+            sale_at("b", 100, Home, "LAMP", 1.0),
+            sale_at("c", 120, Home, "SOFA", 2.0),
+            sale_at("d", 130, Home, "SOFA", 3.0),
+        ])
+        .await
+        .expect("apply");
+        let k = s.sales_kpis().await.expect("kpis");
+        assert_eq!(
+            k.categories["home"].monitored_product.as_deref(),
+            Some("LAMP")
+        );
+        // Same ts, smaller id: earlier. SOFA's prices applied before are its stream.
+        s.apply_sales(&[sale_at("a", 100, Home, "SOFA", 4.0)])
+            .await
+            .expect("apply");
+        let m = s.monitored_prices(Home, 10).await.expect("m");
+        assert_eq!(m.product_id.as_deref(), Some("SOFA"));
+        assert_eq!(m.prices, vec![4.0, 2.0, 3.0]);
+        // Same ts, larger id: not earlier.
+        s.apply_sales(&[sale_at("aa", 100, Home, "LAMP", 5.0)])
+            .await
+            .expect("apply");
+        let m = s.monitored_prices(Home, 10).await.expect("m");
+        assert_eq!(m.product_id.as_deref(), Some("SOFA"));
+        // An earlier one brings LAMP back, with both its prices (ts 100: "aa" < "b").
+        s.apply_sales(&[sale_at("z", 99, Home, "LAMP", 6.0)])
+            .await
+            .expect("apply");
+        let m = s.monitored_prices(Home, 10).await.expect("m");
+        assert_eq!(
+            (m.product_id.as_deref(), m.prices),
+            (Some("LAMP"), vec![6.0, 5.0, 1.0])
+        );
+    }
+
+    #[tokio::test]
+    async fn a_closed_category_keeps_only_the_monitored_stream() {
+        use Category::Beauty;
+        let s = store();
+        let late = MONITORED_LATENESS_MS;
+        s.apply_sales(&[
+            sale_at("a", 1_000, Beauty, "SOAP", 1.0),
+            sale_at("b", 1_001, Beauty, "GEL", 2.0),
+        ])
+        .await
+        .expect("apply");
+        assert_eq!(
+            lock(&s.sales).aggregates.monitored[Beauty.index()]
+                .history
+                .len(),
+            1
+        );
+        // The newest sale is LATENESS after the earliest: closed, GEL's history goes.
+        s.apply_sales(&[sale_at("c", 1_000 + late, Beauty, "GEL", 3.0)])
+            .await
+            .expect("apply");
+        assert!(lock(&s.sales).aggregates.monitored[Beauty.index()]
+            .history
+            .is_empty());
+        // A sale that late changes the product still; its stream starts with it.
+        s.apply_sales(&[sale_at("d", 5, Beauty, "GEL", 4.0)])
+            .await
+            .expect("apply");
+        let m = s.monitored_prices(Beauty, 10).await.expect("m");
+        assert_eq!(
+            (m.product_id.as_deref(), m.prices),
+            (Some("GEL"), vec![4.0])
+        );
+        // One LATENESS - 1 behind the earliest, in an open category, keeps history.
+        s.apply_sales(&[
+            sale_at("e", 0, Category::Home, "X", 1.0),
+            sale_at("f", late - 1, Category::Home, "Y", 2.0),
+        ])
+        .await
+        .expect("apply");
+        s.apply_sales(&[sale_at("d0", 0, Category::Home, "Y", 3.0)])
+            .await
+            .expect("apply");
+        let m = s.monitored_prices(Category::Home, 10).await.expect("m");
+        assert_eq!(
+            (m.product_id.as_deref(), m.prices),
+            (Some("Y"), vec![3.0, 2.0])
+        );
+    }
+
+    /// Sales over a few products, ts in a range shorter than the lateness, with
+    /// ts ties.
+    fn order_workload() -> Vec<Sale> {
+        let products = ["A", "B", "C", "D"];
+        (0..3_001u64)
+            .map(|i| {
+                let c = Category::ALL[(i % 7 % 4) as usize];
+                let p = products[(i * 7 % 11 % 4) as usize];
+                let ts = 1_000 + (i * 7919 % 500) as i64;
+                let price = 1.0 + (i * 31 % 997) as f64 / 100.0;
+                Sale {
+                    quantity: 1 + i % 5,
+                    ..sale_at(&format!("id{}", i * 13 % 3_001), ts, c, p, price)
+                }
+            })
+            .collect()
+    }
+
+    /// True when `a` and `b` are within 1e-9 relative (the float sums' tolerance).
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() <= 1e-9 * a.abs().max(b.abs())
+    }
+
+    /// The stats with their float sums checked against `want`'s within 1e-9
+    /// relative, then replaced by `want`'s, so the rest compares exactly.
+    fn sums_checked(mut got: SaleStats, want: &SaleStats) -> SaleStats {
+        for (g, w) in [
+            (&mut got.price_sum, want.price_sum),
+            (&mut got.revenue, want.revenue),
+        ] {
+            assert!(close(*g, w), "{g} vs {w}");
+            *g = w;
+        }
+        let (g, w) = (got.avg_price.unwrap_or(0.0), want.avg_price.unwrap_or(0.0));
+        assert!(close(g, w), "{g} vs {w}");
+        got.avg_price = want.avg_price;
+        got
+    }
+
+    #[tokio::test]
+    async fn any_order_and_batching_gives_the_same_kpis() {
+        let sales = order_workload();
+        let mut reference: Option<(SalesKpis, Vec<MonitoredPrices>, Ranking<ProductRank>)> = None;
+        for (order, size) in [(0, 1), (1, 97), (2, 3_000)] {
+            let mut v = sales.clone();
+            match order {
+                0 => {}
+                1 => v.reverse(),
+                _ => v.sort_by_key(|s| (s.price.to_bits(), s.id.clone())),
+            }
+            let s = store();
+            for batch in v.chunks(size) {
+                s.apply_sales(batch).await.expect("apply");
+            }
+            let mut kpis = s.sales_kpis().await.expect("kpis");
+            let mut prices = Vec::new();
+            for c in Category::ALL {
+                prices.push(s.monitored_prices(c, 1000).await.expect("m"));
+            }
+            let page = Page {
+                limit: 100,
+                offset: 0,
+            };
+            let ranking = s.product_ranking(None, page).await.expect("rank");
+            let Some((want, want_prices, want_ranking)) = &reference else {
+                reference = Some((kpis, prices, ranking));
+                continue;
+            };
+            kpis.total = sums_checked(kpis.total, &want.total);
+            for (name, c) in kpis.categories.iter_mut() {
+                c.stats = sums_checked(c.stats, &want.categories[name].stats);
+            }
+            assert_eq!(&kpis, want, "order {order}, batches of {size}");
+            assert_eq!(&prices, want_prices, "order {order}, batches of {size}");
+            assert_eq!(&ranking, want_ranking, "order {order}, batches of {size}");
+        }
+        // The workload exercised what it claims: ties in ts, more than one product.
+        let (kpis, prices, _) = reference.expect("answers");
+        assert!(prices.iter().all(|m| m.prices.len() > 100));
+        assert!(kpis
+            .categories
+            .values()
+            .all(|c| c.monitored_product.is_some()));
     }
 
     #[tokio::test]

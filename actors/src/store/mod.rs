@@ -7,7 +7,31 @@
 //! descending, ties by `product_id` descending; location rankings by count
 //! descending, ties by `location` descending (the order of a Valkey sorted set read
 //! with ZREVRANGE). A batch is folded into a [`delta`] first; floating sums are the
-//! stored sum plus the batch's sum (folded from zero in event order).
+//! stored sum plus the batch's sum (folded from zero in event order), so two
+//! stores given the same batches answer the same doubles, while other orders or
+//! batchings of the same events may differ in the last bits (well within 1e-9
+//! relative, the tolerance of the SPEC and of the tests).
+//!
+//! # The monitored product (order-independent)
+//!
+//! A category monitors the product of its earliest sale by (`ts`, `id`: ties by
+//! id, byte order; a negative `ts` counts as 0), whichever order sales arrive in:
+//! an earlier sale applied later changes it. Its price stream is that product's
+//! newest [`MONITORED_PRICES`] prices in the category by (`ts`, `id`), oldest
+//! first (see [`delta::PricePoint::key`]).
+//!
+//! To give the new product's stream when the monitored product changes, a store
+//! keeps, besides the monitored product's stream, the newest
+//! [`MONITORED_PRICES`] prices of every other product of the category while the
+//! category is *open*: until its newest sale is [`MONITORED_LATENESS_MS`] or more
+//! (event time) after its earliest. When it closes they are dropped, and only
+//! the monitored product's stream is kept. The monitored product is always exact;
+//! its stream is exact unless the product changes after the category closed,
+//! which takes a sale applied at least [`MONITORED_LATENESS_MS`] behind its
+//! category's newest sale of an earlier batch (a backfill, or a partition that
+//! lags that far): the new product's stream then holds only its prices applied
+//! from that batch on. Every store applies these rules batch by batch in the same
+//! way ([`delta::merge_newest`], [`delta::closed`]).
 
 pub mod delta;
 mod memory;
@@ -22,6 +46,12 @@ use std::collections::BTreeMap;
 
 /// Length of each monitored product's price stream.
 pub const MONITORED_PRICES: usize = 1_000;
+
+/// How far (ms of event time) a category's newest sale may get ahead of its
+/// earliest before the category closes and the price histories of the products
+/// it does not monitor are dropped (ten minutes): a sale that changes the
+/// monitored product later than that gets a stream of its prices from then on.
+pub const MONITORED_LATENESS_MS: i64 = 10 * 60 * 1000;
 
 /// A failure of the store itself (not of the data).
 #[derive(Debug, thiserror::Error)]
@@ -148,7 +178,7 @@ pub struct CategoryStats {
     /// The category's aggregates.
     #[serde(flatten)]
     pub stats: SaleStats,
-    /// The first product seen in the category.
+    /// The product of the category's earliest sale by (`ts`, `id`).
     pub monitored_product: Option<String>,
 }
 
@@ -216,9 +246,10 @@ pub struct Ranking<T> {
 /// Answer of `GET /v1/sales/monitored/{category}/prices`.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct MonitoredPrices {
-    /// The monitored product, `null` before the category's first sale.
+    /// The monitored product (of the category's earliest sale by (`ts`, `id`)),
+    /// `null` before the category's first sale.
     pub product_id: Option<String>,
-    /// Its newest prices, newest last.
+    /// Its newest prices by (`ts`, `id`), newest last.
     pub prices: Vec<f64>,
 }
 

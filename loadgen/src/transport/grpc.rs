@@ -70,11 +70,11 @@ fn enum_value(names: &[&str], name: &str, what: &str) -> anyhow::Result<i32> {
     }
 }
 
-/// One sale as a proto message; `ts` is left to the receiver (0).
+/// One sale as a proto message, with its `ts`.
 pub fn sale_message(s: &Sale) -> anyhow::Result<proto::Sale> {
     Ok(proto::Sale {
         id: s.id.clone(),
-        ts: 0,
+        ts: s.ts,
         category: enum_value(&CATEGORIES, s.category, "category")?,
         product_id: s.product_id.clone(),
         price: s.price,
@@ -214,12 +214,13 @@ mod tests {
     fn sales_become_proto_messages() {
         let mut s = sale("home", "P7", 12.5, 3);
         s.id = "lg1-s0".into();
+        s.ts = 1_700_000_000_123;
         let m = sale_message(&s).expect("encode");
         assert_eq!(
             m,
             proto::Sale {
                 id: "lg1-s0".into(),
-                ts: 0,
+                ts: 1_700_000_000_123,
                 category: Category::Home as i32,
                 product_id: "P7".into(),
                 price: 12.5,

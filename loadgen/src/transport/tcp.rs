@@ -242,7 +242,15 @@ mod tests {
         keys.sort();
         assert_eq!(
             keys,
-            ["category", "id", "kind", "price", "product_id", "quantity"]
+            [
+                "category",
+                "id",
+                "kind",
+                "price",
+                "product_id",
+                "quantity",
+                "ts"
+            ]
         );
         let ids: Vec<_> = parsed.iter().map(|v| v["id"].as_str()).collect();
         assert_eq!(

@@ -4,8 +4,8 @@
 //! the aggregator has stored; [`ensure_topics`] creates the topics at start.
 //!
 //! On the wire a message is the event as canonical JSON ([`super::wire`]), keyed by
-//! the sale's category or the tweet's location (so the order within a category or
-//! location is kept), with the header [`RECEIVED_AT_HEADER`] carrying the batch's
+//! the sale's `product_id` or the tweet's location (so a kind spreads over every
+//! partition, and the order within a product or location is kept), with the header [`RECEIVED_AT_HEADER`] carrying the batch's
 //! receive time in ms since the epoch, as decimal text (end-to-end latency).
 //!
 //! # Layout

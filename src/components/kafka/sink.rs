@@ -19,7 +19,7 @@ const QUEUE_FULL_WAIT: Duration = Duration::from_secs(10);
 const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(5);
 
 /// Publishes batches to Kafka: each event to the topic of its kind, as canonical
-/// JSON, keyed by category (sales) or location (tweets).
+/// JSON, keyed by product (sales) or location (tweets).
 #[derive(Debug)]
 pub struct KafkaSink {
     producer: Opaque<FutureProducer<LogContext>>,

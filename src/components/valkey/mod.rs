@@ -4,9 +4,8 @@
 //!
 //! # Key schema
 //!
-//! Every key starts with the configured prefix `{p}` (default `flujo:`). The KPIs
-//! are hashes, sorted sets and streams only, so Grafana's Redis data source can
-//! read them all.
+//! Every key starts with the configured prefix `{p}` (default `flujo:`). The KPIs are
+//! hashes and sorted sets, so Grafana's Redis data source can read them all.
 //! Floats are stored as decimal strings that parse back to the exact same `f64`
 //! (the shortest of 15, 16 or 17 significant digits that round-trips); counts are
 //! integers.
@@ -14,10 +13,11 @@
 //! | key | type | content |
 //! |---|---|---|
 //! | `{p}sales:total` | hash | `count`, `quantity_sum`, `price_sum`, `revenue`, `price_min`, `price_max` of all sales |
-//! | `{p}sales:category:{category}` | hash | the same fields for one category (`electronics`, `clothing`, `home`, `beauty`), plus `monitored_product` (set by the category's first sale, `HSETNX`) |
+//! | `{p}sales:category:{category}` | hash | the same fields for one category (`electronics`, `clothing`, `home`, `beauty`), plus `monitored_product` (the product of the category's earliest sale by (`ts`, `id`)), `earliest_ts` and `earliest_id` (that sale's), `newest_ts` (the newest sale's `ts`) |
 //! | `{p}sales:products` | sorted set | member = `product_id`, score = quantity sold over all categories |
 //! | `{p}sales:products:{category}` | sorted set | member = `product_id`, score = quantity sold in the category |
-//! | `{p}sales:monitored:{category}:prices` | stream | one entry `price <p>` per sale of the category's monitored product, capped at the newest 1,000 (`XADD … MAXLEN = 1000`), oldest first |
+//! | `{p}sales:monitored:{category}:newest` | sorted set | the monitored product's newest 1,000 prices by (`ts`, `id`): score = `ts`, member = [`PricePoint::member`] (`ts` in 19 digits, id, NUL, price), trimmed with `ZREMRANGEBYRANK` |
+//! | `{p}sales:history:{category}:{product}` | sorted set | the same for each other product of a category while it is open (see [`flujo_actors::store`]); `RENAME`d to or from `…:newest` when the monitored product changes, `UNLINK`ed when the category closes |
 //! | `{p}tweets:total` | hash | `count`, `temperature_sum`, `humidity_sum`, `temperature_min`, `temperature_max` of all tweets |
 //! | `{p}tweets:weather` | hash | one count field per weather seen (`sunny`, `cloudy`, `rainy`, `foggy`, `snowy`, `stormy`) |
 //! | `{p}tweets:locations` | sorted set | member = location, score = tweet count |
@@ -47,10 +47,12 @@
 //! delivery), the events (their id hashes in one string, and stream and offset when
 //! the batch has streams), then the delta, and last the point this process's mirror
 //! of the id window is complete up to, the generations its duplicates are in, and
-//! its verdict on each event (below). The delta is: the total and per-category
-//! (per-location) scopes, each category's monitored product as flujo last saw it
-//! and the batch's first product, each with the prices of its sales, and the
-//! quantities per product (tweets: counts per weather).
+//! its verdict on each event (below). The delta is: the
+//! total and per-category (per-location) scopes, each category's earliest sale
+//! (`ts`, id, product) and newest `ts`, per product its newest 1,000 price points
+//! of the batch (score and member; for a category flujo last saw closed, only those
+//! of the monitored product it saw and of the batch's earliest sale's product), and
+//! the quantities per product (tweets: counts per weather).
 //!
 //! **Valkey never searches the id window.** Each process that applies batches keeps
 //! a *mirror* of each kind's window (an in-process [`flujo_actors::dedup::IdWindow`]
@@ -68,13 +70,17 @@
 //! (`MGET`), writing nothing. If an event is below its stream's position, or its id was seen,
 //! the script answers `retry` with one flag per event (`1` new, `0` a duplicate id,
 //! `2` below its position) and flujo sends the batch again without those events
-//! (and with a delta folded without them). If a category's stored monitored product
-//! is neither of the two the delta carries prices for (only before flujo has seen
-//! it), the script answers `monitored` with it and flujo goes again. Otherwise it
+//! (and with a delta folded without them). If a category sent with only some prices
+//! is open or monitors another product than flujo saw, the script answers
+//! `monitored` with it and flujo sends every price of that category. Otherwise it
 //! writes: each touched aggregate hash is read once (`HMGET`) and written once
 //! (`HSET`) with the stored sum plus the batch's sum (the same addition
 //! `MemoryStore` makes, so both answer the same doubles), min/max combined; one
-//! `ZINCRBY` per product and ranking; one `XADD` per price of a monitored product.
+//! `ZINCRBY` per product and ranking; each category's monitored product moves to
+//! the batch's earliest sale's product when that is earlier by (`ts`, `id`)
+//! (compared byte by byte: Lua's `<` follows the server's collation), renaming the
+//! price sets; one `ZADD` per price set touched (then `ZREMRANGEBYRANK` to 1,000);
+//! and a category that closes `UNLINK`s its histories.
 //! Then the new ids' hashes are appended to the newest generation (one `APPEND`; a
 //! new generation opens when it is full or a window/3 old; when the open ones hold
 //! the cap, the oldest is dropped whole with `UNLINK`), and last the streams' positions (`SET`, never
@@ -129,4 +135,4 @@ pub use config::{ValkeyConfig, DEFAULT_PREFIX};
 pub use store::{reach, ValkeyStore};
 
 #[cfg(doc)]
-use flujo_actors::store::{Applied, Store, StoreError};
+use flujo_actors::store::{delta::PricePoint, Applied, Store, StoreError};

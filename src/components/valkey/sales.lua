@@ -1,74 +1,197 @@
 -- The delta of a batch of sales (after the events): the total scope (count,
 -- quantity_sum, price_sum, revenue, price_min, price_max); the number of
--- categories, each with its name, its scope (same six values), the monitored
--- product the caller believes it has ('' if unknown) with the prices of that
--- product's sales in the batch (count, then the prices), the product of the
--- category's first sale with its prices (same form), and its products (count, then
--- product and quantity pairs); then the products of all categories (same pairs).
+-- categories, each with its name, its scope (same six values), the batch's
+-- earliest sale by (ts, id) (ts, id, product), its newest ts, whether the prices
+-- of every product sold follow ('1') or only those of the monitored product flujo
+-- believes a closed category has ('0', with that product; '' after a '1'), the
+-- price lists (count, then per product: product, count, then score (ts) and
+-- member pairs, sorted), and its products (count, then product and quantity
+-- pairs); then the products of all categories (same pairs).
 local function scope()
   return { count = num(), quantity_sum = num(), price_sum = num(), revenue = num(),
     price_min = num(), price_max = num() }
-end
-local function prices()
-  local list = {}
-  for i = 1, num() do list[i] = arg() end
-  return list
 end
 local function pairs_list()
   local list = {}
   for i = 1, num() do list[i] = { arg(), arg() } end
   return list
 end
+local function price_lists()
+  local lists = {}
+  for l = 1, num() do
+    local product, points = arg(), {}
+    for i = 1, 2 * num() do points[i] = arg() end
+    lists[l] = { product = product, points = points }
+  end
+  return lists
+end
 local total = scope()
 local categories = {}
 for c = 1, num() do
   local name = arg()
   local s = scope()
-  local known, known_prices = arg(), prices()
-  local first, first_prices = arg(), prices()
-  categories[c] = { name = name, scope = s, known = known, known_prices = known_prices,
-    first = first, first_prices = first_prices, products = pairs_list() }
+  local earliest = { ts = arg(), id = arg(), product = arg() }
+  local newest = arg()
+  local complete, known = arg() == '1', arg()
+  categories[c] = { name = name, scope = s, earliest = earliest, newest = newest,
+    complete = complete, known = known, lists = price_lists(), products = pairs_list() }
 end
 local products = pairs_list()
+-- Lua's unpack takes a few thousand values at most: long lists go in chunks.
+local PRICE_CHUNK = 500
 
 local function merge_sales(key, s)
   merge_scope(key, s.count, { quantity_sum = s.quantity_sum },
     { price_sum = s.price_sum, revenue = s.revenue }, 'price_min', s.price_min, 'price_max', s.price_max)
 end
 
--- Each category's monitored product must be the one the caller folded prices for:
--- the stored one, or the batch's first product when none is stored yet.
+-- True when string a is before b in byte order (Lua's `<` follows the server's
+-- collation locale).
+local function bytes_before(a, b)
+  if a == b then return false end
+  for i = 1, math.min(#a, #b) do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
+-- True when ts a is before ts b (decimal strings without leading zeros).
+local function ts_before(a, b)
+  if #a ~= #b then return #a < #b end
+  return bytes_before(a, b)
+end
+-- True when a closed category: its newest sale LATENESS ms or more after its
+-- earliest (in doubles, as flujo_actors::store::delta::closed).
+local function is_closed(earliest_ts, newest_ts)
+  return tonumber(newest_ts) - tonumber(earliest_ts) >= LATENESS
+end
+
+-- The monitor fields of each category's hash (read once, by check()).
+local function read_monitor(c)
+  local key = p .. 'sales:category:' .. c.name
+  local h = redis.call('HMGET', key, 'monitored_product', 'earliest_ts', 'earliest_id', 'newest_ts')
+  -- A missing field reads as false: nil here.
+  c.key, c.old, c.ets, c.eid, c.stored_newest = key, h[1] or nil, h[2] or nil, h[3] or nil, h[4] or nil
+  if c.old and not c.ets then c.legacy, c.old = true, nil end
+  c.was_closed = c.ets ~= nil and is_closed(c.ets, c.stored_newest)
+end
+
+-- A category sent with only some prices ('0') must still be closed and monitor
+-- the product flujo believes; else the reply is {'monitored', category} and
+-- flujo sends every price of it.
 local function check()
   for _, c in ipairs(categories) do
-    local m = redis.call('HGET', p .. 'sales:category:' .. c.name, 'monitored_product')
-    if not m then
-      c.monitored, c.prices, c.set = c.first, c.first_prices, true
-    elseif m == c.known then
-      c.monitored, c.prices = m, c.known_prices
-    elseif m == c.first then
-      c.monitored, c.prices = m, c.first_prices
-    else
-      return { 'monitored', c.name, m }
+    read_monitor(c)
+    if not c.complete and not (c.was_closed and c.old == c.known) then
+      return { 'monitored', c.name }
     end
   end
   return nil
+end
+
+-- Adds sorted (score, member) pairs to the price set `key`; returns how many
+-- were new.
+local function zadd_prices(key, points)
+  local added = 0
+  for from = 1, #points, 2 * PRICE_CHUNK do
+    added = added + redis.call('ZADD', key, unpack(points, from, math.min(from + 2 * PRICE_CHUNK - 1, #points)))
+  end
+  return added
+end
+-- Adds prices to the monitored product's stream, keeping the newest MONITORED.
+local function add_prices(key, points)
+  zadd_prices(key, points)
+  redis.call('ZREMRANGEBYRANK', key, 0, -(tonumber(MONITORED) + 1))
+end
+-- A history may hold up to a quarter more than MONITORED prices between trims
+-- (reads take the newest MONITORED), so most batches add to it with one ZADD
+-- and no trim: its length is kept in the category's `history-len` hash.
+local HISTORY_SLACK = math.floor(tonumber(MONITORED) / 4)
+
+-- The category's monitored product and price sets after the batch (the rules of
+-- flujo_actors::store, as MemoryStore applies them).
+local function apply_monitor(c)
+  local stream = p .. 'sales:monitored:' .. c.name .. ':newest'
+  local function history(product) return p .. 'sales:history:' .. c.name .. ':' .. product end
+  local lengths = p .. 'sales:history-len:' .. c.name
+  -- An older flujo's stream, in arrival order: dropped.
+  if c.legacy then redis.call('DEL', p .. 'sales:monitored:' .. c.name .. ':prices') end
+  local e, ets, eid, mon = c.earliest, c.ets, c.eid, c.old
+  if not ets or ts_before(e.ts, ets) or (e.ts == ets and bytes_before(e.id, eid)) then
+    ets, eid, mon = e.ts, e.id, e.product
+  end
+  local newest = c.stored_newest
+  if not newest or ts_before(newest, c.newest) then newest = c.newest end
+  local open = not is_closed(ets, newest)
+  if mon ~= c.old then
+    if redis.call('EXISTS', stream) == 1 then
+      if c.old and open then
+        redis.call('RENAME', stream, history(c.old))
+        -- The stream is trimmed after every batch: at most MONITORED prices.
+        redis.call('HSET', lengths, c.old, MONITORED)
+      else
+        redis.call('DEL', stream)
+      end
+    end
+    if redis.call('EXISTS', history(mon)) == 1 then redis.call('RENAME', history(mon), stream) end
+  end
+  local others = {}
+  for _, list in ipairs(c.lists) do
+    if list.product == mon then
+      add_prices(stream, list.points)
+    elseif open then
+      others[#others + 1] = list
+    end
+  end
+  for from = 1, #others, PRICE_CHUNK do
+    local to = math.min(from + PRICE_CHUNK - 1, #others)
+    local names = {}
+    for i = from, to do names[#names + 1] = others[i].product end
+    local known = redis.call('HMGET', lengths, unpack(names))
+    local fields = {}
+    for i = from, to do
+      local list = others[i]
+      local key = history(list.product)
+      local len = (tonumber(known[i - from + 1]) or 0) + zadd_prices(key, list.points)
+      if len > tonumber(MONITORED) + HISTORY_SLACK then
+        redis.call('ZREMRANGEBYRANK', key, 0, -(tonumber(MONITORED) + 1))
+        len = tonumber(MONITORED)
+      end
+      fields[#fields + 1] = list.product
+      fields[#fields + 1] = len
+    end
+    redis.call('HSET', lengths, unpack(fields))
+  end
+  redis.call('HSET', c.key, 'monitored_product', mon, 'earliest_ts', ets, 'earliest_id', eid,
+    'newest_ts', newest)
+  c.monitored, c.open, c.drop = mon, open, c.ets ~= nil and not c.was_closed and not open
+end
+
+-- A category that just closed forgets the histories of its other products.
+local function drop_histories(c)
+  local sold = redis.call('ZRANGE', p .. 'sales:products:' .. c.name, 0, -1)
+  local keys = {}
+  for _, product in ipairs(sold) do
+    if product ~= c.monitored then keys[#keys + 1] = p .. 'sales:history:' .. c.name .. ':' .. product end
+  end
+  keys[#keys + 1] = p .. 'sales:history-len:' .. c.name
+  for from = 1, #keys, PRICE_CHUNK do
+    redis.call('UNLINK', unpack(keys, from, math.min(from + PRICE_CHUNK - 1, #keys)))
+  end
 end
 
 local function apply()
   local extra = {}
   merge_sales(p .. 'sales:total', total)
   for _, c in ipairs(categories) do
-    local key = p .. 'sales:category:' .. c.name
-    merge_sales(key, c.scope)
-    if c.set then redis.call('HSETNX', key, 'monitored_product', c.monitored) end
-    local stream = p .. 'sales:monitored:' .. c.name .. ':prices'
-    for _, price in ipairs(c.prices) do
-      redis.call('XADD', stream, 'MAXLEN', '=', MONITORED, '*', 'price', fmt(tonumber(price)))
-    end
+    merge_sales(c.key, c.scope)
+    apply_monitor(c)
     local ranking = p .. 'sales:products:' .. c.name
     for _, pq in ipairs(c.products) do redis.call('ZINCRBY', ranking, pq[2], pq[1]) end
+    if c.drop then drop_histories(c) end
     extra[#extra + 1] = c.name
     extra[#extra + 1] = c.monitored
+    extra[#extra + 1] = c.open and '0' or '1'
   end
   local ranking = p .. 'sales:products'
   for _, pq in ipairs(products) do redis.call('ZINCRBY', ranking, pq[2], pq[1]) end

@@ -3,10 +3,13 @@
 use crate::components::ReachError;
 use flujo_actors::dedup::{id_hash, IdHash, IdWindow, WindowStats, DEFAULT_MAX_IDS, GENERATIONS};
 use flujo_actors::event::{now_ms, Category, Kind, Sale, Tweet, Weather};
-use flujo_actors::store::delta::{SaleScope, SalesDelta, Tally, TweetScope, TweetsDelta};
+use flujo_actors::store::delta::{
+    PricePoint, SaleScope, SalesDelta, Tally, TweetScope, TweetsDelta,
+};
 use flujo_actors::store::{
     Applied, CategoryStats, LocationRank, MonitoredPrices, Page, Positions, ProductRank, Ranking,
-    SaleStats, SalesKpis, Store, StoreError, TweetKpis, TweetStats, MONITORED_PRICES,
+    SaleStats, SalesKpis, Store, StoreError, TweetKpis, TweetStats, MONITORED_LATENESS_MS,
+    MONITORED_PRICES,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Script;
@@ -77,8 +80,9 @@ pub struct ValkeyStore {
     /// Per kind, the turn to check a batch against the mirror, run its script and
     /// catch the mirror up (one batch of a kind at a time; the two kinds overlap).
     turns: [tokio::sync::Mutex<()>; 2],
-    /// Category → its monitored product as last seen (set once, never changed), so
-    /// a batch's delta carries that product's prices.
+    /// Closed category → its monitored product as last seen, so a batch's delta
+    /// carries only that product's prices and those of the batch's earliest sale's
+    /// product (an open category, or one not known closed, gets every price).
     monitored: std::sync::Mutex<HashMap<String, String>>,
 }
 
@@ -302,7 +306,7 @@ impl ValkeyStore {
             .map_err(unavailable)?;
         let script = |body: &str| {
             Script::new(&format!(
-                "local MONITORED = '{MONITORED_PRICES}'\n\n{LUA_COMMON}\n{LUA_WINDOW}\n{LUA_BATCH}\n{body}"
+                "local MONITORED = '{MONITORED_PRICES}'\nlocal LATENESS = {MONITORED_LATENESS_MS}\n\n{LUA_COMMON}\n{LUA_WINDOW}\n{LUA_BATCH}\n{body}"
             ))
         };
         Ok(ValkeyStore {
@@ -484,8 +488,9 @@ impl ValkeyStore {
     /// among them; when the script finds some are not new (below their stream's
     /// position, or ids another apply added to the window since the mirror's point)
     /// it writes nothing and says which, and the batch goes again without them. A
-    /// `monitored` refusal (a category's monitored product is not the one the delta
-    /// was folded for) updates the cache and goes again; `stale` reloads the mirror.
+    /// `monitored` refusal (a category sent with only its monitored product's prices
+    /// is open, or monitors another product) forgets the category and goes again
+    /// with every price of it; `stale` reloads the mirror.
     async fn run_batch<E>(
         &self,
         kind: Kind,
@@ -611,8 +616,10 @@ impl ValkeyStore {
                 }
                 Some("stale") => self.reload_mirror(kind).await?,
                 Some("monitored") => {
-                    let pairs: Vec<String> = reply[1..].iter().filter_map(text).collect();
-                    self.learn_monitored(&pairs);
+                    let mut known = self.monitored.lock().unwrap_or_else(|p| p.into_inner());
+                    for category in reply[1..].iter().filter_map(text) {
+                        known.remove(&category);
+                    }
                 }
                 _ => return Err(unavailable(format!("batch script answered {reply:?}"))),
             }
@@ -628,16 +635,20 @@ impl ValkeyStore {
         )))
     }
 
-    /// Remembers each category's monitored product from `pairs` (category,
-    /// product, …) of a script's reply.
-    fn learn_monitored(&self, pairs: &[String]) {
+    /// Remembers each closed category's monitored product from the triples
+    /// (category, product, `1` closed or `0` open) of a script's reply.
+    fn learn_monitored(&self, triples: &[String]) {
         let mut known = self.monitored.lock().unwrap_or_else(|p| p.into_inner());
-        for pair in pairs.chunks_exact(2) {
-            known.insert(pair[0].clone(), pair[1].clone());
+        for t in triples.chunks_exact(3) {
+            if t[2] == "1" {
+                known.insert(t[0].clone(), t[1].clone());
+            } else {
+                known.remove(&t[0]);
+            }
         }
     }
 
-    /// The monitored product of `category` as last seen, if any.
+    /// The monitored product of `category` if it was last seen closed.
     fn monitored_of(&self, category: Category) -> Option<String> {
         let known = self.monitored.lock().unwrap_or_else(|p| p.into_inner());
         known.get(category.as_str()).cloned()
@@ -831,11 +842,12 @@ fn push_tweet_scope(inv: &mut redis::ScriptInvocation<'_>, scope: &TweetScope) {
         .arg(lua_float(scope.temperature.max));
 }
 
-/// A product and the prices of its sales: product, count, prices.
-fn push_prices(inv: &mut redis::ScriptInvocation<'_>, product: &str, prices: &[f64]) {
-    inv.arg(product).arg(prices.len());
-    for &price in prices {
-        inv.arg(lua_float(price));
+/// A product and the prices of its sales as `sales.lua` reads them: product,
+/// count, then score (`ts`) and member pairs.
+fn push_prices(inv: &mut redis::ScriptInvocation<'_>, product: &str, points: &[PricePoint]) {
+    inv.arg(product).arg(points.len());
+    for point in points {
+        inv.arg(point.ts).arg(&point.member);
     }
 }
 
@@ -867,13 +879,31 @@ impl Store for ValkeyStore {
                 for (category, c) in d.touched() {
                     inv.arg(category.as_str());
                     push_sale_scope(inv, &c.scope);
-                    let known = self.monitored_of(category).unwrap_or_default();
-                    push_prices(inv, &known, &c.prices_of(&known));
-                    let first = c.first_product().unwrap_or_default();
-                    if first == known {
-                        push_prices(inv, first, &[]); // the same list, sent once
-                    } else {
-                        push_prices(inv, first, &c.prices_of(first));
+                    if let Some(e) = &c.earliest {
+                        inv.arg(e.ts).arg(&e.id).arg(&e.product);
+                    }
+                    inv.arg(c.newest_ts);
+                    match self.monitored_of(category) {
+                        Some(known) => {
+                            let first = c.earliest.as_ref().map_or("", |e| e.product.as_str());
+                            let lists: Vec<&str> = c
+                                .prices
+                                .items
+                                .iter()
+                                .map(|(product, _)| product.as_str())
+                                .filter(|&p| p == known || p == first)
+                                .collect();
+                            inv.arg("0").arg(&known).arg(lists.len());
+                            for product in lists {
+                                push_prices(inv, product, c.prices_of(product));
+                            }
+                        }
+                        None => {
+                            inv.arg("1").arg("").arg(c.prices.items.len());
+                            for (product, points) in &c.prices.items {
+                                push_prices(inv, product, points);
+                            }
+                        }
                     }
                     push_tally(inv, &c.products);
                 }
@@ -1053,7 +1083,7 @@ impl Store for ValkeyStore {
         limit: usize,
     ) -> Result<MonitoredPrices, StoreError> {
         let category_key = self.key(&format!("sales:category:{}", category.as_str()));
-        let stream_key = self.key(&format!("sales:monitored:{}:prices", category.as_str()));
+        let stream_key = self.key(&format!("sales:monitored:{}:newest", category.as_str()));
         let mut pipe = redis::pipe();
         pipe.atomic().hget(&category_key, "monitored_product");
         if limit == 0 {
@@ -1063,24 +1093,18 @@ impl Store for ValkeyStore {
                 prices: Vec::new(),
             });
         }
-        pipe.cmd("XREVRANGE")
-            .arg(&stream_key)
-            .arg("+")
-            .arg("-")
-            .arg("COUNT")
-            .arg(limit.min(MONITORED_PRICES));
-        type Entries = Vec<(String, HashMap<String, String>)>;
-        let (product_id, entries): (Option<String>, Entries) = self.query(&pipe).await?;
-        let mut prices = entries
+        let newest = limit.min(MONITORED_PRICES) as isize;
+        pipe.zrange(&stream_key, -newest, -1);
+        let (product_id, members): (Option<String>, Vec<String>) = self.query(&pipe).await?;
+        let prices = members
             .iter()
-            .map(|(id, fields)| {
-                fields
-                    .get("price")
-                    .and_then(|p| p.parse::<f64>().ok())
-                    .ok_or_else(|| corrupt(&stream_key, format!("entry {id}")))
+            .map(|member| {
+                member
+                    .rsplit_once('\0')
+                    .and_then(|(_, price)| price.parse::<f64>().ok())
+                    .ok_or_else(|| corrupt(&stream_key, format!("member {member:?}")))
             })
             .collect::<Result<Vec<f64>, StoreError>>()?;
-        prices.reverse();
         Ok(MonitoredPrices { product_id, prices })
     }
 

@@ -346,7 +346,7 @@ pub async fn location_ranking(q: QueryRequest) -> Result<Response, ApiError> {
     get,
     path = "/v1/sales/monitored/{category}/prices",
     tag = "query",
-    description = "The price stream of the category's monitored product (its first product), newest last.",
+    description = "The price stream of the category's monitored product (the product of its earliest sale by (ts, id)): its newest prices by (ts, id), newest last.",
     params(
         ("category" = Category, Path, description = "The category."),
         ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "Newest prices wanted (default 10)."),
