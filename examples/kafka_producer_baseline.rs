@@ -4,7 +4,7 @@
 //! A `FutureProducer` with the settings flujo's Kafka sink uses (idempotent,
 //! `acks=all`, lz4, `linger.ms=5`, large batches) sends, for `--seconds`, messages of
 //! the same shape and size as flujo's: the canonical JSON of one sale, keyed by its
-//! category, with a `flujo-received-at` header (or only `--messages N` of them). It keeps at most `--window` messages
+//! product, with a `flujo-received-at` header (or only `--messages N` of them). It keeps at most `--window` messages
 //! unconfirmed, then waits for every confirm and prints one line:
 //!
 //! ```text
@@ -172,7 +172,7 @@ async fn main() -> anyhow::Result<()> {
             value: Some(&ts_text),
         });
         let record = FutureRecord::to(&o.topic)
-            .key(key)
+            .key(&key)
             .payload(&body)
             .headers(headers);
         match producer.send_result(record) {

@@ -42,13 +42,12 @@ TMP=$(mktemp -d)
 ROWS=$TMP/rows.tsv
 : >"$ROWS"
 PIDS=()
+# shellcheck source=loadtest/lib.sh
+source "$ROOT/loadtest/lib.sh"
 
-say() { printf '==> %s\n' "$*" >&2; }
-have() { command -v "$1" >/dev/null 2>&1; }
 want() { [[ $SCENARIOS == *",$1,"* ]]; }
 BROKERS=0
 if want kafka || want rabbitmq; then BROKERS=1; fi
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 cleanup() {
     local pid
@@ -76,41 +75,6 @@ FLUJO=$ROOT/target/release/flujo
 EXAMPLES=$ROOT/target/release/examples
 
 # --- helpers ---------------------------------------------------------------------
-# start NAME CMD... : runs a server in the background and waits for its
-# "listening http=…" line; sets LINE to that line and PID to the process id.
-start() {
-    local name=$1
-    shift
-    "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
-    PID=$!
-    PIDS+=("$PID")
-    local i
-    for ((i = 0; i < 300; i++)); do
-        if grep -q 'listening' "$TMP/$name.out" 2>/dev/null; then
-            LINE=$(grep -m1 'listening' "$TMP/$name.out")
-            return 0
-        fi
-        kill -0 "$PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    say "$name did not start:"
-    tail -20 "$TMP/$name.err" >&2
-    exit 1
-}
-stop() { # stop PID: SIGTERM, wait for the drain
-    kill "$1" 2>/dev/null || true
-    wait "$1" 2>/dev/null || true
-}
-addr() { sed -n "s/.*$1=\([^ ]*\).*/\1/p" <<<"$2"; }
-wait_ready() { # wait_ready URL NAME
-    local i
-    for ((i = 0; i < 600; i++)); do
-        curl -sf -o /dev/null "$1/readyz" && return 0
-        sleep 0.1
-    done
-    say "$2 never ready: $(curl -s "$1/readyz")"
-    exit 1
-}
 json() { # json FILE EXPR: a value of loadgen's --json report
     python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2], {}, {"d": d}))' "$1" "$2"
 }
@@ -217,31 +181,6 @@ rps() { # requests per second of redis-benchmark --csv output
     python3 -c 'import csv, sys; rows = list(csv.reader(sys.stdin)); print(round(float(rows[-1][1])))'
 }
 field() { sed -n "s/.* $1=\([0-9.]*\).*/\1/p" "$2"; } # field NAME FILE: NAME=value of a baseline line
-
-# A private Kafka-compatible broker (tansu, as scripts/services.sh installs it) with
-# fresh storage, so a scenario neither depends on nor disturbs the shared one; used
-# unless BENCH_KAFKA names a broker.
-TANSU_PID=
-tansu_fresh() {
-    [ -n "${BENCH_KAFKA:-}" ] && return 0
-    [ -z "$TANSU_PID" ] || stop "$TANSU_PID"
-    local bin port dir
-    bin=$(command -v tansu || echo "$HOME/.cargo/bin/tansu")
-    [ -x "$bin" ] || { say "no tansu binary: run scripts/services.sh up once, or set BENCH_KAFKA"; exit 1; }
-    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-    dir=$TMP/tansu-$port
-    mkdir -p "$dir"
-    (cd "$dir" && exec "$bin" broker --storage-engine sqlite://tansu.db \
-        --listener-url "tcp://127.0.0.1:$port" --advertised-listener-url "tcp://127.0.0.1:$port" \
-        >"$dir.log" 2>&1) &
-    TANSU_PID=$!
-    PIDS+=("$TANSU_PID")
-    local i
-    for ((i = 0; i < 100; i++)); do port_open "$port" && break; sleep 0.1; done
-    # As scripts/services.sh does: without it tansu reads slow down as topics grow.
-    python3 "$ROOT/scripts/tansu-index.py" "$dir/tansu.db" || say "could not index tansu's header table"
-    KAFKA=127.0.0.1:$port
-}
 
 # bus_env BUS TAG: sets ENVS (topics, queues, group and Valkey prefix named after
 # TAG) and BUSARGS (the bus and its broker) for the flujo processes of one step.
@@ -512,7 +451,7 @@ lines += [
     " `flujo_events_applied_total` reaches the accepted events (consumer start and group join"
     " included).",
     "- Broker baselines: `examples/kafka_producer_baseline.rs` (rdkafka FutureProducer with"
-    " flujo's producer settings, canonical sale JSON keyed by category; `--consume` reads the backlog"
+    " flujo's producer settings, canonical sale JSON keyed by product; `--consume` reads the backlog"
     " back with a fresh group, `--alongside` reads while it publishes) and `examples/amqp_publisher_baseline.rs` (lapin, confirms,"
     " persistent, durable queue; `--consume` reads back with prefetch 1000 and one ack per"
     " message), on the same broker. Unless BENCH_KAFKA names a broker, each Kafka step gets a"

@@ -5,6 +5,8 @@
 #   RabbitMQ (Debian package, guest/guest)            127.0.0.1:5672
 #
 #   scripts/services.sh up      install what is missing, start what is not running
+#   scripts/services.sh cluster also a three-master Valkey Cluster on 127.0.0.1:7001-7003
+#                               (`--store valkey+cluster://127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003`)
 #   scripts/services.sh down    stop what this script started (reused services stay)
 #   scripts/services.sh reset   wipe data: topics, queues, keys
 #   scripts/services.sh status  what answers on the three ports
@@ -127,6 +129,56 @@ valkey_reset() {
     say "valkey: FLUSHALL ${reply%$'\r'}"
 }
 
+# A three-master Valkey Cluster (each node's cluster bus on port + 10000), made
+# with CLUSTER ADDSLOTSRANGE and CLUSTER MEET; reused when the ports answer.
+CLUSTER_PORTS=(7001 7002 7003)
+cluster_cmd() { # port, command...: one command, the reply's first line
+    local port=$1 reply
+    shift
+    exec 3<>"/dev/tcp/127.0.0.1/$port"
+    printf '*%d\r\n' "$#" >&3
+    local arg
+    for arg in "$@"; do printf '$%d\r\n%s\r\n' "${#arg}" "$arg" >&3; done
+    read -r reply <&3
+    exec 3>&-
+    printf '%s\n' "${reply%$'\r'}"
+}
+cluster_ok() { # true when every node reports cluster_state:ok
+    local port
+    for port in "${CLUSTER_PORTS[@]}"; do
+        port_open "$port" || return 1
+        timeout 2 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$0"; printf "CLUSTER INFO\r\n" >&3;
+            head -c 200 <&3' "$port" 2>/dev/null | grep -q 'cluster_state:ok' || return 1
+    done
+}
+cluster_up() {
+    if cluster_ok; then say "valkey cluster: reusing 127.0.0.1:${CLUSTER_PORTS[*]}"; return; fi
+    local bin port i
+    bin=$(valkey_bin)
+    [ -x "$bin" ] || { say "valkey-server not found"; exit 1; }
+    for port in "${CLUSTER_PORTS[@]}"; do
+        port_open "$port" && { say "port $port is taken by something else"; exit 1; }
+        mkdir -p "$STATE/cluster-$port"
+        rm -f "$STATE/cluster-$port/nodes.conf"
+        "$bin" --port "$port" --bind 127.0.0.1 --cluster-enabled yes \
+            --cluster-config-file nodes.conf --appendonly yes --dir "$STATE/cluster-$port" \
+            --daemonize yes --pidfile "$STATE/cluster-$port.pid" --logfile "$STATE/cluster-$port.log"
+        wait_port "$port" 10 || { say "valkey cluster node $port did not start"; exit 1; }
+    done
+    cluster_cmd 7001 CLUSTER ADDSLOTSRANGE 0 5460 >/dev/null
+    cluster_cmd 7002 CLUSTER ADDSLOTSRANGE 5461 10922 >/dev/null
+    cluster_cmd 7003 CLUSTER ADDSLOTSRANGE 10923 16383 >/dev/null
+    cluster_cmd 7001 CLUSTER MEET 127.0.0.1 7002 >/dev/null
+    cluster_cmd 7001 CLUSTER MEET 127.0.0.1 7003 >/dev/null
+    for ((i = 0; i < 150; i++)); do cluster_ok && break; sleep 0.2; done
+    cluster_ok || { say "the valkey cluster did not reach cluster_state:ok"; exit 1; }
+    say "valkey cluster: started on 127.0.0.1:${CLUSTER_PORTS[*]} (AOF in $STATE/cluster-*)"
+}
+cluster_down() {
+    local port
+    for port in "${CLUSTER_PORTS[@]}"; do stop_ours "cluster-$port"; done
+}
+
 # --- RabbitMQ ------------------------------------------------------------------
 rabbitmq_up() {
     if port_open $AMQP_PORT; then say "rabbitmq: reusing 127.0.0.1:$AMQP_PORT"; return; fi
@@ -164,8 +216,9 @@ status() {
 mkdir -p "$STATE"
 case "${1:-}" in
     up) rabbitmq_up; valkey_up; kafka_up ;;
-    down) stop_ours kafka; stop_ours valkey; rabbitmq_down ;;
+    cluster) rabbitmq_up; valkey_up; kafka_up; cluster_up ;;
+    down) stop_ours kafka; stop_ours valkey; cluster_down; rabbitmq_down ;;
     reset) kafka_reset; valkey_reset; rabbitmq_reset ;;
     status) status ;;
-    *) echo "usage: $0 up|down|reset|status" >&2; exit 2 ;;
+    *) echo "usage: $0 up|cluster|down|reset|status" >&2; exit 2 ;;
 esac

@@ -68,17 +68,17 @@ pub fn now_ms() -> u64 {
 }
 
 /// Sale number `n`, at `ts`, in flujo's canonical JSON (the message body flujo's
-/// router publishes), with its category.
-pub fn sale(n: u64, ts: u64) -> (String, &'static str) {
+/// router publishes), with its message key: the product, as flujo keys sales.
+pub fn sale(n: u64, ts: u64) -> (String, String) {
     let category = CATEGORIES[(n % 4) as usize];
-    let product = 1 + (n * 7919) % 200;
+    let product = format!("P{}", 1 + (n * 7919) % 200);
     let price = 5.0 + ((n * 104_729) % 99_500) as f64 / 100.0;
     let quantity = 1 + n % 5;
     let body = format!(
-        r#"{{"id":"lgbaseline{:08x}-s{n}","ts":{ts},"category":"{category}","product_id":"P{product}","price":{price},"quantity":{quantity}}}"#,
+        r#"{{"id":"lgbaseline{:08x}-s{n}","ts":{ts},"category":"{category}","product_id":"{product}","price":{price},"quantity":{quantity}}}"#,
         n >> 32
     );
-    (body, category)
+    (body, product)
 }
 
 /// Prints the baseline's one line: `name messages=N bytes=B seconds=S

@@ -120,7 +120,8 @@ pub enum StoreLocation {
     /// In this process; gone with it.
     Memory,
     /// A Valkey server, `valkey://HOST:PORT` or `redis://HOST:PORT`, or over TLS
-    /// `valkeys://HOST:PORT` or `rediss://HOST:PORT`.
+    /// `valkeys://HOST:PORT` or `rediss://HOST:PORT`; or a Valkey Cluster,
+    /// `valkey+cluster://HOST:PORT[,HOST:PORT…]` (`valkeys+cluster://` over TLS).
     Valkey(String),
 }
 
@@ -129,9 +130,14 @@ impl StoreLocation {
     pub fn tls(&self) -> bool {
         match self {
             StoreLocation::Memory => false,
-            StoreLocation::Valkey(url) => {
-                url.starts_with("valkeys://") || url.starts_with("rediss://")
-            }
+            StoreLocation::Valkey(url) => [
+                "valkeys://",
+                "rediss://",
+                "valkeys+cluster://",
+                "rediss+cluster://",
+            ]
+            .iter()
+            .any(|scheme| url.starts_with(scheme)),
         }
     }
 
@@ -150,15 +156,24 @@ impl FromStr for StoreLocation {
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         match text {
             "memory" => Ok(StoreLocation::Memory),
-            url if ["valkey://", "redis://", "valkeys://", "rediss://"]
-                .iter()
-                .any(|scheme| url.starts_with(scheme)) =>
+            url if [
+                "valkey://",
+                "redis://",
+                "valkeys://",
+                "rediss://",
+                "valkey+cluster://",
+                "redis+cluster://",
+                "valkeys+cluster://",
+                "rediss+cluster://",
+            ]
+            .iter()
+            .any(|scheme| url.starts_with(scheme)) =>
             {
                 Ok(StoreLocation::Valkey(url.to_owned()))
             }
             other => Err(format!(
-                "unknown store `{other}`; expected `memory`, `valkey://HOST:PORT` or \
-                 `valkeys://HOST:PORT` (TLS)"
+                "unknown store `{other}`; expected `memory`, `valkey://HOST:PORT`, \
+                 `valkeys://HOST:PORT` (TLS) or `valkey+cluster://HOST:PORT[,HOST:PORT…]`"
             )),
         }
     }
@@ -390,9 +405,12 @@ impl Components {
                     window,
                     valkey.pool_size,
                 )
-                .map_err(ComponentError::StoreUrl)?
-                .with_max_ids(max_ids);
-                Ok(Arc::new(store))
+                .map_err(ComponentError::StoreUrl)?;
+                let store = match valkey.shards {
+                    Some(shards) => store.with_shards(shards),
+                    None => store,
+                };
+                Ok(Arc::new(store.with_max_ids(max_ids)))
             }
         }
     }

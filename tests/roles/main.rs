@@ -41,6 +41,10 @@
 //! - `receiver_durable_202_means_on_the_bus`: receiver and router only, the router
 //!   SIGKILLed and restarted mid-stream, then both SIGKILLed: every sale answered 202
 //!   is on the topic, and a consumer started only then applies every event.
+//! - `kafka_three_consumers_on_a_valkey_cluster_survive_a_kill`: three consumers
+//!   (`K/3`) on six partitions and a three-master Valkey Cluster of the test's own;
+//!   one consumer SIGKILLed mid-stream and started again at once; every KPI exact on
+//!   every consumer, every consumer applied events, every node holds keys.
 //! - `kafka_topic_holds_every_202d_sale_as_canonical_json_keyed_by_product`: a plain
 //!   rdkafka client finds every sale answered 202, in every input form, as canonical
 //!   JSON keyed by its product, in send order within the product, over several
@@ -50,6 +54,7 @@ mod checks;
 mod consumer_sigkill;
 mod every_role_sigkill;
 mod on_the_bus;
+mod scale_out;
 #[path = "../support/mod.rs"]
 mod support;
 mod valkey_restart;

@@ -6,7 +6,8 @@
 //! - `server`: a real `flujo run` process per test ([`TestServer`]), HTTP helpers.
 //! - `services`: the shared brokers' addresses (`FLUJO_TEST_*`), probes that fail
 //!   when a service is down, Valkey key helpers.
-//! - `own_valkey`: a `valkey-server` of the test's own ([`OwnValkey`]).
+//! - `own_valkey`: a `valkey-server` of the test's own ([`OwnValkey`]), and a
+//!   three-master Valkey Cluster ([`OwnCluster`]).
 //! - `bodies`: request bodies (object, array, NDJSON) and the spellings of events.
 //! - `assertions`: numbers to 1e-9, KPI objects against the ground truth of
 //!   `flujo_loadgen::truth`, ranking pages, Prometheus samples.
@@ -40,7 +41,7 @@ pub use flujo_loadgen::generate::{
 };
 pub use flujo_loadgen::truth::{DedupTruth, SaleAgg, Truth, TweetAgg};
 pub use line_client::*;
-pub use own_valkey::OwnValkey;
+pub use own_valkey::{OwnCluster, OwnValkey};
 pub use server::*;
 pub use services::*;
 pub use tls::TestPki;

@@ -92,6 +92,11 @@ impl OwnValkey {
             .spawn()
             .expect("spawn valkey-server");
         self.child = Some(child);
+        self.wait_for_pong();
+    }
+
+    /// Waits until the server answers PING (15 s at most).
+    fn wait_for_pong(&self) {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             let pong = redis_connection(&self.url())
@@ -120,5 +125,124 @@ impl OwnValkey {
 impl Drop for OwnValkey {
     fn drop(&mut self) {
         self.kill9();
+    }
+}
+
+/// A three-master Valkey Cluster of the test's own: three `valkey-server`s in
+/// cluster mode on free ports (each with its cluster bus on port + 10000), the
+/// slots split in three, joined with `CLUSTER MEET`; killed when dropped.
+pub struct OwnCluster {
+    /// The nodes, in slot order (the first holds slots 0–5460).
+    pub nodes: Vec<OwnValkey>,
+}
+
+impl OwnCluster {
+    /// Starts the three nodes and waits until every one reports `cluster_state:ok`.
+    pub fn start() -> OwnCluster {
+        let ranges = [(0, 5460), (5461, 10922), (10923, 16383)];
+        let mut nodes = Vec::new();
+        while nodes.len() < ranges.len() {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port();
+            // The cluster bus listens on port + 10000: it must be free too.
+            let bus_free =
+                port <= 55_535 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok();
+            if !bus_free
+                || nodes
+                    .iter()
+                    .any(|n: &OwnValkey| n.port.abs_diff(port) == 10_000)
+            {
+                continue;
+            }
+            let dir = tempfile::tempdir().expect("temporary directory");
+            let child = Command::new(valkey_server_bin())
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args([
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                ])
+                .args(["--cluster-node-timeout", "2000"])
+                .args(["--appendonly", "no", "--save", ""])
+                .arg("--dir")
+                .arg(dir.path())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn valkey-server");
+            let node = OwnValkey {
+                child: Some(child),
+                port,
+                dir,
+            };
+            node.wait_for_pong();
+            nodes.push(node);
+        }
+        let connect = |n: &OwnValkey| redis_connection(&n.url()).expect("a cluster node");
+        for (node, (first, last)) in nodes.iter().zip(ranges) {
+            let _: () = redis::cmd("CLUSTER")
+                .arg("ADDSLOTSRANGE")
+                .arg(first)
+                .arg(last)
+                .query(&mut connect(node))
+                .expect("CLUSTER ADDSLOTSRANGE");
+        }
+        for other in &nodes[1..] {
+            let _: () = redis::cmd("CLUSTER")
+                .arg("MEET")
+                .arg("127.0.0.1")
+                .arg(other.port)
+                .query(&mut connect(&nodes[0]))
+                .expect("CLUSTER MEET");
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ok = nodes.iter().all(|n| {
+                let info: String = redis::cmd("CLUSTER")
+                    .arg("INFO")
+                    .query(&mut connect(n))
+                    .unwrap_or_default();
+                let known: String = redis::cmd("CLUSTER")
+                    .arg("NODES")
+                    .query(&mut connect(n))
+                    .unwrap_or_default();
+                info.contains("cluster_state:ok") && known.lines().count() == 3
+            });
+            if ok {
+                return OwnCluster { nodes };
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the cluster never reported cluster_state:ok"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `valkey+cluster://127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3`.
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        format!("valkey+cluster://{}", hosts.join(","))
+    }
+
+    /// The keys each node holds (`KEYS *`, in node order).
+    pub fn keys_per_node(&self) -> Vec<Vec<String>> {
+        self.nodes
+            .iter()
+            .map(|n| {
+                redis::cmd("KEYS")
+                    .arg("*")
+                    .query(&mut redis_connection(&n.url()).expect("a cluster node"))
+                    .expect("KEYS")
+            })
+            .collect()
     }
 }

@@ -13,6 +13,7 @@ mod order;
 mod parity;
 mod positions;
 mod restart;
+mod shards;
 #[path = "../support/mod.rs"]
 mod support;
 

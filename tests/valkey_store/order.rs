@@ -25,7 +25,7 @@ fn sale_at(id: &str, ts: i64, c: Category, product: &str, price: f64, quantity: 
 }
 
 /// Asserts `got` equals `want`, floating sums within 1e-9 relative.
-fn assert_close(got: &Value, want: &Value, path: &str) {
+pub(super) fn assert_close(got: &Value, want: &Value, path: &str) {
     match (got, want) {
         (Value::Object(g), Value::Object(w)) => {
             let mut keys: Vec<_> = g.keys().collect();
@@ -59,7 +59,7 @@ fn assert_close(got: &Value, want: &Value, path: &str) {
 /// Sales within one lateness of each other: four categories, a few products with
 /// more than 1,000 sales each, many ts ties (ids decide), and the earliest sale of
 /// each category somewhere in the middle.
-fn order_sales(rng: &mut StdRng) -> Vec<Sale> {
+pub(super) fn order_sales(rng: &mut StdRng) -> Vec<Sale> {
     let products = ["A", "B", "C", "Ω", "a b"];
     let mut sales: Vec<Sale> = (0..9_000)
         .map(|n| {
@@ -92,7 +92,7 @@ fn order_sales(rng: &mut StdRng) -> Vec<Sale> {
     sales
 }
 
-fn order_tweets(rng: &mut StdRng) -> Vec<Tweet> {
+pub(super) fn order_tweets(rng: &mut StdRng) -> Vec<Tweet> {
     (0..800)
         .map(|n| {
             let location = *LOCATIONS.choose(rng).expect("locations");

@@ -24,7 +24,9 @@
 //! | `{p}tweets:location:{location}` | hash | the `tweets:total` fields for one location |
 //! | `{p}ids:sale`, `{p}ids:tweet` | hash | the id window of a kind: `born` (ms it was created), `cap` (ids per generation, fixed at creation), `oldest`, `newest` (generation numbers), `opened:{n}` (ms generation n opened), `evicted` (ids forgotten early because the window was full) |
 //! | `{p}ids:sale:{n}`, `{p}ids:tweet:{n}` | string | generation n of the id window: the 16-byte XXH3 hashes of applied ids, one after another (`APPEND`), expiring a window after its last write |
-//! | `{p}position:{stream}` | string | the next offset of a source stream (`kafka:{group}:{topic}:{partition}`) not applied yet, written in the batch's script |
+//! | `{p}position:{stream}` | string | the next offset of a source stream (`kafka:{group}:{topic}:{partition}`) not applied yet, written in the batch's script (per shard: the next offset after the stream's events that shard applied) |
+//! | `{p}sales:history-len:{category}` | hash | product → the length of its history set (trimmed to 1,000 once over 1,250) while the category is open |
+//! | `{p}resume:{stream}` | string | with several shards, in the stream's home shard: where a consumer given the partition starts (moved once every shard's part of a batch is applied) |
 //!
 //! Averages are not stored: queries divide the sums by the count, as `MemoryStore` does.
 //! Rankings are read with `ZREVRANGE`: score descending, ties by member descending
@@ -87,14 +89,37 @@
 //! moving back), so a script failing midway leaves them unwritten. A dedup window of zero disables
 //! dedup, as it does in `MemoryStore`.
 //!
-//! The script builds key names from the prefix instead of receiving them in `KEYS`, so
-//! it targets a standalone Valkey (or one with replicas), not a Valkey Cluster.
+//! # Shards and Valkey Cluster
+//!
+//! With several shards ([`ValkeyStore::with_shards`], `valkey.shards`; 16 by default
+//! on a `valkey+cluster://` store) every key above gets its shard's hash tag after
+//! the prefix (`{p}{n}:…`), so all keys of a shard share a cluster slot. An event
+//! goes to the shard of its key (a sale's product, a tweet's location), whatever
+//! bus it came over; a batch is applied as one script call per shard it touches
+//! (in parallel), each part with the positions its events reached in that shard,
+//! so each part is atomic and skips what that shard applied already. Once every
+//! part is in, each stream's resume position (`{p}{n}:resume:{stream}` in the
+//! stream's home shard, partition mod shards) moves forward: a consumer given
+//! the partition starts there. The script builds key names from its shard's
+//! prefix (all in one slot) and names one key of the shard in `KEYS`, which
+//! routes the call to the shard's node on a cluster.
+//!
+//! Queries read each shard and merge: sums add, min/max combine, rankings add the
+//! scores of each member over every shard (each shard read whole), and the
+//! monitored product is the earliest (`ts`, `id`) sale over the shards, its
+//! stream read from that shard (a product lives in one shard).
 //!
 //! # Reads
 //!
-//! Each query is one pipelined `MULTI`/`EXEC` round trip (a consistent snapshot),
-//! except the location ranking: one round trip for the page of the sorted set, then
-//! one pipelined `HGETALL` per location of the page.
+//! Each query is one pipelined `MULTI`/`EXEC` round trip per shard (a consistent
+//! snapshot of each shard), except the location ranking: one round trip per shard
+//! for the sorted set, then one pipelined `HGETALL` per location of the page; and
+//! the monitored prices on several shards: each shard's category hash, then the
+//! stream of the shard with the earliest sale.
+//!
+//! On a cluster, `valkey.pool_size` does not apply: one cluster connection keeps
+//! one multiplexed connection per node, routes each call by its first key's slot,
+//! follows `MOVED` and reconnects by itself.
 //!
 //! # Connections
 //!

@@ -11,7 +11,9 @@ use flujo_actors::store::{
     SaleStats, SalesKpis, Store, StoreError, TweetKpis, TweetStats, MONITORED_LATENESS_MS,
     MONITORED_PRICES,
 };
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
 use redis::Script;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -37,6 +39,13 @@ const RECONNECT_RETRIES: usize = 2;
 const RECONNECT_MIN_DELAY: Duration = Duration::from_millis(100);
 /// Longest delay between reconnect attempts.
 const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(5);
+/// Shards of a store on a cluster unless [`ValkeyStore::with_shards`] says.
+pub const DEFAULT_CLUSTER_SHARDS: usize = 16;
+/// Retries of a call on a cluster (after a MOVED, a node that went away, …)
+/// before it fails.
+const CLUSTER_RETRIES: u32 = 3;
+/// Longest wait between two retries of a call on a cluster.
+const CLUSTER_MAX_RETRY_WAIT: Duration = Duration::from_millis(500);
 
 /// The helpers shared by both batch scripts.
 const LUA_COMMON: &str = include_str!("common.lua");
@@ -53,6 +62,13 @@ local reply = { tonumber(m[3]) or 0, oldest, newest, tonumber(m[4]) or 0 }
 for g = oldest, newest do reply[#reply + 1] = redis.call('GET', KEYS[1] .. ':' .. g) end
 return reply
 "#;
+/// Moves each position `KEYS[i]` forward to `ARGV[i]`, never back.
+const LUA_RESUME: &str = r#"
+for i, key in ipairs(KEYS) do
+  local stored = tonumber(redis.call('GET', key))
+  if not stored or stored < tonumber(ARGV[i]) then redis.call('SET', key, ARGV[i]) end
+end
+"#;
 /// The bounded id window (after [`LUA_COMMON`]).
 const LUA_WINDOW: &str = include_str!("window.lua");
 /// The batch driver both scripts end with (after [`LUA_WINDOW`]).
@@ -62,17 +78,81 @@ const LUA_SALES: &str = include_str!("sales.lua");
 /// The tweets batch script (after [`LUA_COMMON`]).
 const LUA_TWEETS: &str = include_str!("tweets.lua");
 
-/// The KPI store on a standalone Valkey server (see [`super`] for the keys).
+/// The connections of a store: to a standalone server, or to a Valkey Cluster.
+enum Connections {
+    /// `valkey.pool_size` self-reconnecting managers, used in turn.
+    Standalone(Vec<ConnectionManager>),
+    /// One cluster connection (it keeps one multiplexed connection per node,
+    /// routes each call by its first key's slot and reconnects by itself), made
+    /// on first use.
+    Cluster(Box<(ClusterClient, tokio::sync::OnceCell<ClusterConnection>)>),
+}
+
+/// One connection of a store, standalone or cluster.
+#[derive(Clone)]
+enum Connection {
+    Standalone(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Connection {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Connection::Standalone(c) => c.req_packed_command(cmd),
+            Connection::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Connection::Standalone(c) => c.req_packed_commands(pipeline, offset, count),
+            Connection::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Connection::Standalone(c) => c.get_db(),
+            Connection::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// The KPI store on Valkey (see [`super`] for the keys and the shards).
 pub struct ValkeyStore {
-    connections: Vec<ConnectionManager>,
+    connections: Connections,
     next_connection: AtomicUsize,
     prefix: String,
     window_ms: u64,
-    /// The most ids one window generation holds (`dedup_max_ids` / `GENERATIONS`).
+    /// The most ids of each kind all shards' windows hold together
+    /// (`dedup_max_ids`).
+    max_ids: usize,
+    /// The most ids one window generation of a shard holds
+    /// (`max_ids` / shards / `GENERATIONS`).
     generation_cap: usize,
     sales_script: Script,
     tweets_script: Script,
     snapshot_script: Script,
+    resume_script: Script,
+    /// The independent key sets the KPIs are kept in (one unless
+    /// [`ValkeyStore::with_shards`]); queries merge them.
+    shards: Vec<Shard>,
+}
+
+/// One independent set of KPI keys, all under one prefix (with a hash tag when
+/// there are several, so each shard's keys share a Valkey Cluster slot), with
+/// this process's state for applying batches to it.
+struct Shard {
+    /// The prefix of every key of the shard.
+    prefix: String,
     /// Per kind ([`Kind::ALL`] order), this process's mirror of the kind's id
     /// window (see `window.lua`): batches are checked against it before they are
     /// sent, so Valkey never searches the window.
@@ -86,13 +166,80 @@ pub struct ValkeyStore {
     monitored: std::sync::Mutex<HashMap<String, String>>,
 }
 
+impl Shard {
+    /// Shard `index` under the store's `prefix`: the prefix and the shard number
+    /// in braces (`flujo:{3}:`, a hash tag) when `tagged`, else the prefix itself
+    /// (one shard on a standalone server: the keys of a store from before shards).
+    fn new(
+        prefix: &str,
+        index: usize,
+        tagged: bool,
+        window: Duration,
+        generation_cap: usize,
+    ) -> Self {
+        let prefix = if tagged {
+            format!("{prefix}{{{index}}}:")
+        } else {
+            prefix.to_owned()
+        };
+        Shard {
+            prefix,
+            mirrors: Mirror::pair(window, generation_cap),
+            turns: [tokio::sync::Mutex::new(()), tokio::sync::Mutex::new(())],
+            monitored: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn key(&self, suffix: &str) -> String {
+        format!("{}{suffix}", self.prefix)
+    }
+
+    /// The mirror of `kind`'s id window.
+    fn mirror(&self, kind: Kind) -> std::sync::MutexGuard<'_, Mirror> {
+        self.mirrors[kind_index(kind)]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Remembers each closed category's monitored product from the triples
+    /// (category, product, `1` closed or `0` open) of a script's reply.
+    fn learn_monitored(&self, triples: &[String]) {
+        let mut known = self.monitored.lock().unwrap_or_else(|p| p.into_inner());
+        for t in triples.chunks_exact(3) {
+            if t[2] == "1" {
+                known.insert(t[0].clone(), t[1].clone());
+            } else {
+                known.remove(&t[0]);
+            }
+        }
+    }
+
+    /// The monitored product of `category` if it was last seen closed.
+    fn monitored_of(&self, category: Category) -> Option<String> {
+        let known = self.monitored.lock().unwrap_or_else(|p| p.into_inner());
+        known.get(category.as_str()).cloned()
+    }
+
+    /// Forgets what it knew of `categories` (the script found it wrong).
+    fn forget_monitored(&self, categories: impl Iterator<Item = String>) {
+        let mut known = self.monitored.lock().unwrap_or_else(|p| p.into_inner());
+        for category in categories {
+            known.remove(&category);
+        }
+    }
+}
+
 impl std::fmt::Debug for ValkeyStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ValkeyStore")
             .field("prefix", &self.prefix)
+            .field("shards", &self.shards.len())
             .field("window_ms", &self.window_ms)
             .field("generation_cap", &self.generation_cap)
-            .field("connections", &self.connections.len())
+            .field(
+                "cluster",
+                &matches!(self.connections, Connections::Cluster(..)),
+            )
             .finish()
     }
 }
@@ -103,6 +250,68 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 
 fn corrupt(key: &str, what: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("valkey: unexpected value in {key}: {what}"))
+}
+
+/// The nodes of a cluster URL (`valkey+cluster://[USER:PASSWORD@]HOST:PORT[,HOST:PORT…]`,
+/// `valkeys+cluster://` over TLS, or the `redis+cluster`/`rediss+cluster` forms) as
+/// one `redis://` (or `rediss://`) URL each, the credentials repeated; `None` for
+/// a URL of one server.
+pub fn cluster_nodes(url: &str) -> Option<Result<Vec<String>, String>> {
+    let (scheme, rest) = url.split_once("://")?;
+    let scheme = match scheme {
+        "valkey+cluster" | "redis+cluster" => "redis",
+        "valkeys+cluster" | "rediss+cluster" => "rediss",
+        _ => return None,
+    };
+    let (credentials, hosts) = match rest.rsplit_once('@') {
+        Some((credentials, hosts)) => (format!("{credentials}@"), hosts),
+        None => (String::new(), rest),
+    };
+    let nodes: Vec<String> = hosts
+        .split(',')
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .map(|host| format!("{scheme}://{credentials}{host}"))
+        .collect();
+    if nodes.is_empty() || hosts.contains('/') {
+        return Some(Err(format!(
+            "a cluster URL is {scheme}+cluster://HOST:PORT[,HOST:PORT…] (no database): {}",
+            crate::components::mask_url_password(url)
+        )));
+    }
+    Some(Ok(nodes))
+}
+
+/// A client of the cluster whose nodes are `nodes` (see [`cluster_nodes`]), over
+/// TLS for `rediss://` nodes, trusting only the CA(s) of `ca_file` when given.
+fn cluster_client(nodes: &[String], ca_file: Option<&Path>) -> Result<ClusterClient, String> {
+    let tls = nodes.iter().any(|n| n.starts_with("rediss://"));
+    if tls {
+        crate::components::install_crypto_provider();
+    }
+    let mut builder = redis::cluster::ClusterClientBuilder::new(nodes.to_vec())
+        .connection_timeout(CONNECT_TIMEOUT)
+        .response_timeout(RESPONSE_TIMEOUT)
+        .retries(CLUSTER_RETRIES)
+        .min_retry_wait(RECONNECT_MIN_DELAY.as_millis() as u64)
+        .max_retry_wait(CLUSTER_MAX_RETRY_WAIT.as_millis() as u64);
+    match ca_file {
+        None => {}
+        Some(_) if !tls => {
+            return Err("valkey.ca_file needs a valkeys+cluster:// store".into());
+        }
+        Some(path) => {
+            let root = crate::components::read_ca_pem(path)
+                .map_err(|why| format!("valkey.ca_file: {why}"))?;
+            builder = builder.certs(redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(root.into_bytes()),
+            });
+        }
+    }
+    builder
+        .build()
+        .map_err(|e| format!("not a valkey cluster URL: {e}"))
 }
 
 /// Rewrites `valkey://` and `valkeys://` to the `redis` schemes.
@@ -145,19 +354,37 @@ fn client(url: &str, ca_file: Option<&Path>) -> Result<redis::Client, String> {
 /// `ca_file` when given) and asks `PING` (and `INFO server`, for the version, when
 /// allowed); nothing is written. Bound the call with a timeout.
 pub async fn reach(url: &str, ca_file: Option<&Path>) -> Result<String, ReachError> {
-    let client = client(url, ca_file).map_err(ReachError::Invalid)?;
     let unreachable = |e: redis::RedisError| ReachError::Unreachable(e.to_string());
-    let mut connection = client
-        .get_multiplexed_async_connection()
-        .await
-        .map_err(unreachable)?;
-    let pong: String = redis::cmd("PING")
-        .query_async(&mut connection)
-        .await
-        .map_err(unreachable)?;
+    match cluster_nodes(url) {
+        Some(nodes) => {
+            let nodes = nodes.map_err(ReachError::Invalid)?;
+            let client = cluster_client(&nodes, ca_file).map_err(ReachError::Invalid)?;
+            let mut connection = client.get_async_connection().await.map_err(unreachable)?;
+            let answer = ping_and_version(&mut connection)
+                .await
+                .map_err(unreachable)?;
+            Ok(format!("{answer} (cluster)"))
+        }
+        None => {
+            let client = client(url, ca_file).map_err(ReachError::Invalid)?;
+            let mut connection = client
+                .get_multiplexed_async_connection()
+                .await
+                .map_err(unreachable)?;
+            ping_and_version(&mut connection).await.map_err(unreachable)
+        }
+    }
+}
+
+/// `PING`, and the server's version from `INFO server` when allowed:
+/// `PONG from valkey 9.1.2`.
+async fn ping_and_version(
+    connection: &mut impl ConnectionLike,
+) -> Result<String, redis::RedisError> {
+    let pong: String = redis::cmd("PING").query_async(connection).await?;
     let info: Option<String> = redis::cmd("INFO")
         .arg("server")
-        .query_async(&mut connection)
+        .query_async(connection)
         .await
         .ok();
     let version = info.as_deref().and_then(|info| {
@@ -218,40 +445,6 @@ impl Fields<'_> {
             None => Err(corrupt(self.key, format!("{field} missing"))),
         }
     }
-
-    /// Sales stats, computed exactly like `MemoryStore`'s.
-    fn sale_stats(&self) -> Result<SaleStats, StoreError> {
-        let count = self.u64("count")?;
-        let quantity_sum = self.u64("quantity_sum")?;
-        let price_sum = self.f64("price_sum")?.unwrap_or(0.0);
-        let revenue = self.f64("revenue")?.unwrap_or(0.0);
-        let some = |x| (count > 0).then_some(x);
-        Ok(SaleStats {
-            count,
-            quantity_sum,
-            price_sum,
-            revenue,
-            avg_quantity: some(quantity_sum as f64 / count as f64),
-            avg_price: some(price_sum / count as f64),
-            price_min: self.required(count, "price_min")?,
-            price_max: self.required(count, "price_max")?,
-        })
-    }
-
-    /// Tweet stats, computed exactly like `MemoryStore`'s.
-    fn tweet_stats(&self) -> Result<TweetStats, StoreError> {
-        let count = self.u64("count")?;
-        let temperature_sum = self.f64("temperature_sum")?.unwrap_or(0.0);
-        let humidity_sum = self.f64("humidity_sum")?.unwrap_or(0.0);
-        let some = |x| (count > 0).then_some(x);
-        Ok(TweetStats {
-            count,
-            avg_temperature: some(temperature_sum / count as f64),
-            avg_humidity: some(humidity_sum / count as f64),
-            temperature_min: self.required(count, "temperature_min")?,
-            temperature_max: self.required(count, "temperature_max")?,
-        })
-    }
 }
 
 /// `ZREVRANGE` bounds of a page, `None` when the page is empty by construction.
@@ -293,57 +486,96 @@ impl ValkeyStore {
         dedup_window: Duration,
         connections: usize,
     ) -> Result<Self, StoreError> {
-        let client = client(url, ca_file).map_err(unavailable)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_number_of_retries(RECONNECT_RETRIES)
-            .set_min_delay(RECONNECT_MIN_DELAY)
-            .set_max_delay(RECONNECT_MAX_DELAY);
-        let connections = (0..connections.max(1))
-            .map(|_| ConnectionManager::new_lazy_with_config(client.clone(), config.clone()))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(unavailable)?;
+        let cluster = cluster_nodes(url);
+        let connections = match cluster {
+            Some(nodes) => {
+                let nodes = nodes.map_err(unavailable)?;
+                let client = cluster_client(&nodes, ca_file).map_err(unavailable)?;
+                Connections::Cluster(Box::new((client, tokio::sync::OnceCell::new())))
+            }
+            None => {
+                let client = client(url, ca_file).map_err(unavailable)?;
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                    .set_response_timeout(Some(RESPONSE_TIMEOUT))
+                    .set_number_of_retries(RECONNECT_RETRIES)
+                    .set_min_delay(RECONNECT_MIN_DELAY)
+                    .set_max_delay(RECONNECT_MAX_DELAY);
+                let managers = (0..connections.max(1))
+                    .map(|_| {
+                        ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(unavailable)?;
+                Connections::Standalone(managers)
+            }
+        };
         let script = |body: &str| {
             Script::new(&format!(
                 "local MONITORED = '{MONITORED_PRICES}'\nlocal LATENESS = {MONITORED_LATENESS_MS}\n\n{LUA_COMMON}\n{LUA_WINDOW}\n{LUA_BATCH}\n{body}"
             ))
         };
-        Ok(ValkeyStore {
+        let mut store = ValkeyStore {
             connections,
             next_connection: AtomicUsize::new(0),
             prefix: prefix.to_owned(),
             window_ms: u64::try_from(dedup_window.as_millis())
                 .map_or(MAX_WINDOW_MS, |ms| ms.min(MAX_WINDOW_MS)),
-            generation_cap: DEFAULT_MAX_IDS.div_ceil(GENERATIONS),
+            max_ids: DEFAULT_MAX_IDS,
+            generation_cap: 1,
             sales_script: script(LUA_SALES),
             tweets_script: script(LUA_TWEETS),
             snapshot_script: Script::new(LUA_WINDOW_SNAPSHOT),
-            mirrors: Mirror::pair(dedup_window, DEFAULT_MAX_IDS.div_ceil(GENERATIONS)),
-            turns: [tokio::sync::Mutex::new(()), tokio::sync::Mutex::new(())],
-            monitored: std::sync::Mutex::new(HashMap::new()),
-        })
+            resume_script: Script::new(LUA_RESUME),
+            shards: Vec::new(),
+        };
+        // A cluster spreads shards over its nodes: 16 unless told otherwise.
+        store.make_shards(if store.is_cluster() {
+            DEFAULT_CLUSTER_SHARDS
+        } else {
+            1
+        });
+        Ok(store)
     }
 
-    /// Remembers at most `max_ids` ids of each kind: when the window holds that
-    /// many, the oldest are forgotten first (and counted as evicted).
+    /// Remembers at most `max_ids` ids of each kind (split evenly over the
+    /// shards): when a shard's window holds its part, its oldest are forgotten
+    /// first (and counted as evicted).
     pub fn with_max_ids(mut self, max_ids: usize) -> Self {
-        self.generation_cap = max_ids.div_ceil(GENERATIONS).max(1);
-        self.mirrors = Mirror::pair(Duration::from_millis(self.window_ms), self.generation_cap);
+        self.max_ids = max_ids;
+        self.make_shards(self.shards.len());
         self
     }
 
-    /// The mirror of `kind`'s id window.
-    fn mirror(&self, kind: Kind) -> std::sync::MutexGuard<'_, Mirror> {
-        self.mirrors[kind_index(kind)]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+    /// Keeps the KPIs in `shards` independent key sets (at least one), each under
+    /// its own hash tag (`{p}{n}:`), so that on a Valkey Cluster they spread over
+    /// the nodes and the parts of a batch apply in parallel. An event goes to the
+    /// shard of its key (a sale's product, a tweet's location), whatever bus it
+    /// came over, so a product or a location lives in one shard and a resent event
+    /// meets its id window. Each shard keeps the positions its events reached; a
+    /// stream's resume position is kept in its home shard. Queries merge the
+    /// shards. One shard on a standalone server keeps the plain `{p}` keys.
+    pub fn with_shards(mut self, shards: usize) -> Self {
+        self.make_shards(shards.max(1));
+        self
     }
 
-    /// Loads `kind`'s mirror afresh from the whole window, in one atomic read.
-    async fn reload_mirror(&self, kind: Kind) -> Result<(), StoreError> {
-        let meta = self.key(&format!("ids:{}", kind.as_str()));
-        let mut conn = self.connection();
+    /// (Re)creates `count` shards with empty mirrors sized for `max_ids` (tagged
+    /// keys when there are several, or on a cluster).
+    fn make_shards(&mut self, count: usize) {
+        self.generation_cap = self.max_ids.div_ceil(count * GENERATIONS).max(1);
+        let window = Duration::from_millis(self.window_ms);
+        let tagged = count > 1 || self.is_cluster();
+        self.shards = (0..count)
+            .map(|i| Shard::new(&self.prefix, i, tagged, window, self.generation_cap))
+            .collect();
+    }
+
+    /// Loads `kind`'s mirror of `shard` afresh from the whole window, in one
+    /// atomic read.
+    async fn reload_mirror(&self, shard: &Shard, kind: Kind) -> Result<(), StoreError> {
+        let meta = shard.key(&format!("ids:{}", kind.as_str()));
+        let mut conn = self.connection().await?;
         let reply: Vec<redis::Value> = self
             .snapshot_script
             .key(&meta)
@@ -362,7 +594,7 @@ impl ValkeyStore {
         ) else {
             return Err(corrupt(&meta, "window snapshot"));
         };
-        let mut mirror = self.mirror(kind);
+        let mut mirror = shard.mirror(kind);
         // The window's generations hold what the flujo that created it chose: a
         // mirror must hold them all, never evict on its own.
         let holds = usize::try_from(cap)
@@ -390,10 +622,15 @@ impl ValkeyStore {
         Ok(())
     }
 
-    /// The id window of `kind` now (one round trip for its description, one for
-    /// the size and memory of its generations).
-    async fn window_stats(&self, kind: Kind, now_ms: u64) -> Result<WindowStats, StoreError> {
-        let meta = self.key(&format!("ids:{}", kind.as_str()));
+    /// The id window of `kind` in `shard` now (one round trip for its
+    /// description, one for the size and memory of its generations).
+    async fn window_stats(
+        &self,
+        shard: &Shard,
+        kind: Kind,
+        now_ms: u64,
+    ) -> Result<WindowStats, StoreError> {
+        let meta = shard.key(&format!("ids:{}", kind.as_str()));
         let (fields,): (HashMap<String, u64>,) = self.query(redis::pipe().hgetall(&meta)).await?;
         let (Some(&oldest), Some(&newest)) = (fields.get("oldest"), fields.get("newest")) else {
             return Ok(WindowStats {
@@ -434,20 +671,36 @@ impl ValkeyStore {
         &self.prefix
     }
 
-    fn key(&self, suffix: &str) -> String {
-        format!("{}{suffix}", self.prefix)
+    /// True on a Valkey Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.connections, Connections::Cluster(..))
     }
 
     /// The connection every batch is applied on: one, so scripts run in the order
     /// flujo sends them (queries spread over all of them).
-    fn apply_connection(&self) -> ConnectionManager {
-        self.connections[0].clone()
+    async fn apply_connection(&self) -> Result<Connection, StoreError> {
+        match &self.connections {
+            Connections::Standalone(managers) => Ok(Connection::Standalone(managers[0].clone())),
+            Connections::Cluster(..) => self.connection().await,
+        }
     }
 
-    /// The next connection, in turn (a cheap handle on a shared connection).
-    fn connection(&self) -> ConnectionManager {
-        let i = self.next_connection.fetch_add(1, Ordering::Relaxed) % self.connections.len();
-        self.connections[i].clone()
+    /// The next connection, in turn (a cheap handle on a shared connection); on a
+    /// cluster, its one connection, made on first use.
+    async fn connection(&self) -> Result<Connection, StoreError> {
+        match &self.connections {
+            Connections::Standalone(managers) => {
+                let i = self.next_connection.fetch_add(1, Ordering::Relaxed) % managers.len();
+                Ok(Connection::Standalone(managers[i].clone()))
+            }
+            Connections::Cluster(cluster) => cluster
+                .1
+                .get_or_try_init(|| cluster.0.get_async_connection())
+                .await
+                .cloned()
+                .map(Connection::Cluster)
+                .map_err(unavailable),
+        }
     }
 
     /// Runs a pipeline (or a single command), retried once when the connection turned
@@ -457,7 +710,7 @@ impl ValkeyStore {
         &self,
         pipe: &redis::Pipeline,
     ) -> Result<T, StoreError> {
-        let mut conn = self.connection();
+        let mut conn = self.connection().await?;
         match pipe.query_async(&mut conn).await {
             Err(e) if connection_broken(&e) => pipe.query_async(&mut conn).await,
             result => result,
@@ -482,6 +735,59 @@ impl ValkeyStore {
         self.query(&pipe).await
     }
 
+    /// The indices of items grouped by their shard (`shards` gives each item's),
+    /// in shard order.
+    fn by_shard(&self, shards: impl Iterator<Item = usize>) -> Vec<(usize, Vec<usize>)> {
+        let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        for (i, shard) in shards.enumerate() {
+            groups.entry(shard).or_default().push(i);
+        }
+        groups.into_iter().collect()
+    }
+
+    /// One page of the ranking kept in the sorted set `suffix` of every shard,
+    /// merged: the number of distinct members over all shards, and the page's
+    /// members with their scores (added up over the shards that hold them) and
+    /// those shards, by score descending, ties by member descending (byte order).
+    /// With several shards each is read whole (a ranking holds one member per
+    /// product or location), so the merge is exact wherever members live.
+    async fn ranked_merged(
+        &self,
+        suffix: &str,
+        page: Page,
+    ) -> Result<(usize, Vec<(String, (f64, Vec<usize>))>), StoreError> {
+        if let [shard] = &self.shards[..] {
+            let (total, items) = self.ranked(&shard.key(suffix), page).await?;
+            let items = items
+                .into_iter()
+                .map(|(member, score)| (member, (score, vec![0])))
+                .collect();
+            return Ok((total, items));
+        }
+        let whole = Page {
+            offset: 0,
+            limit: usize::MAX,
+        };
+        let mut merged: HashMap<String, (f64, Vec<usize>)> = HashMap::new();
+        for (s, shard) in self.shards.iter().enumerate() {
+            let (_, items) = self.ranked(&shard.key(suffix), whole).await?;
+            for (member, score) in items {
+                let entry = merged.entry(member).or_insert((0.0, Vec::new()));
+                entry.0 += score;
+                entry.1.push(s);
+            }
+        }
+        let total = merged.len();
+        let mut ranked: Vec<(String, (f64, Vec<usize>))> = merged.into_iter().collect();
+        ranked.sort_by(|(a, (x, _)), (b, (y, _))| y.total_cmp(x).then_with(|| b.cmp(a)));
+        let items = ranked
+            .into_iter()
+            .skip(page.offset)
+            .take(page.limit)
+            .collect();
+        Ok((total, items))
+    }
+
     /// Runs one batch script for `events` of `kind` at `at`, optimistically: the
     /// events go with their delta folded by `delta` (which pushes it) as if all
     /// were new, after this process's mirror of the id window found no duplicate
@@ -491,8 +797,10 @@ impl ValkeyStore {
     /// `monitored` refusal (a category sent with only its monitored product's prices
     /// is open, or monitors another product) forgets the category and goes again
     /// with every price of it; `stale` reloads the mirror.
+    #[allow(clippy::too_many_arguments)]
     async fn run_batch<E>(
         &self,
+        shard: &Shard,
         kind: Kind,
         script: &Script,
         events: &[E],
@@ -517,8 +825,11 @@ impl ValkeyStore {
             // Everything but the mirror's part is built before waiting for the
             // kind's turn, folded as if every event were new.
             let mut invocation = script.prepare_invoke();
+            // The key only routes the call to the shard's node on a cluster (the
+            // script builds its key names from the prefix, all in the shard's slot).
             invocation
-                .arg(&self.prefix)
+                .key(shard.key(&format!("ids:{}", kind.as_str())))
+                .arg(&shard.prefix)
                 .arg(self.window_ms)
                 .arg(now_ms().max(0))
                 .arg(self.generation_cap)
@@ -547,9 +858,9 @@ impl ValkeyStore {
             // One batch of a kind at a time from this process, so its mirror is
             // always caught up with this process's own writes: the script's tail
             // then holds only other consumers' batches (usually nothing).
-            let _turn = self.turns[kind_index(kind)].lock().await;
+            let _turn = shard.turns[kind_index(kind)].lock().await;
             let (verdicts, claimed, point) = {
-                let mirror = self.mirror(kind);
+                let mirror = shard.mirror(kind);
                 let (verdicts, claimed) = if self.window_ms == 0 {
                     // No window: every event is new, a repeat in the batch too.
                     (vec![b'1'; sending.len()], String::new())
@@ -568,7 +879,7 @@ impl ValkeyStore {
             // A retry after a broken connection is safe: if the first call did
             // run, the retry finds every id in the window's tail (or every event
             // below its position) and writes nothing, as a redelivery would.
-            let mut conn = self.apply_connection();
+            let mut conn = self.apply_connection().await?;
             let reply = match invocation
                 .invoke_async::<Vec<redis::Value>>(&mut conn)
                 .await
@@ -586,7 +897,8 @@ impl ValkeyStore {
                 Some("ok") => {
                     if let Some(window) = reply.get(3) {
                         let own = sending.iter().map(|&i| hashes[i]);
-                        self.mirror(kind)
+                        shard
+                            .mirror(kind)
                             .learn(window, own)
                             .map_err(|what| unavailable(format!("batch script answered {what}")))?;
                     }
@@ -594,7 +906,7 @@ impl ValkeyStore {
                         Some(redis::Value::Array(items)) => items.iter().filter_map(text).collect(),
                         _ => Vec::new(),
                     };
-                    self.learn_monitored(&extra);
+                    shard.learn_monitored(&extra);
                     return Ok(Applied {
                         fresh: flags.iter().map(|&f| f == b'1').collect(),
                         replayed: flags.iter().filter(|&&f| f == b'2').count(),
@@ -614,13 +926,8 @@ impl ValkeyStore {
                     }
                     sending.retain(|&i| flags[i] == b'1');
                 }
-                Some("stale") => self.reload_mirror(kind).await?,
-                Some("monitored") => {
-                    let mut known = self.monitored.lock().unwrap_or_else(|p| p.into_inner());
-                    for category in reply[1..].iter().filter_map(text) {
-                        known.remove(&category);
-                    }
-                }
+                Some("stale") => self.reload_mirror(shard, kind).await?,
+                Some("monitored") => shard.forget_monitored(reply[1..].iter().filter_map(text)),
                 _ => return Err(unavailable(format!("batch script answered {reply:?}"))),
             }
         }
@@ -635,24 +942,261 @@ impl ValkeyStore {
         )))
     }
 
-    /// Remembers each closed category's monitored product from the triples
-    /// (category, product, `1` closed or `0` open) of a script's reply.
-    fn learn_monitored(&self, triples: &[String]) {
-        let mut known = self.monitored.lock().unwrap_or_else(|p| p.into_inner());
-        for t in triples.chunks_exact(3) {
-            if t[2] == "1" {
-                known.insert(t[0].clone(), t[1].clone());
-            } else {
-                known.remove(&t[0]);
-            }
-        }
+    /// Applies `sales` (all of one shard) to `shard`.
+    async fn apply_sales_in(
+        &self,
+        shard: &Shard,
+        sales: &[Sale],
+        at: &Positions,
+    ) -> Result<Applied, StoreError> {
+        self.run_batch(
+            shard,
+            Kind::Sale,
+            &self.sales_script,
+            sales,
+            at,
+            |s| &s.id,
+            |inv, batch| {
+                let d = SalesDelta::of(batch);
+                push_sale_scope(inv, &d.total);
+                inv.arg(d.touched().count());
+                for (category, c) in d.touched() {
+                    inv.arg(category.as_str());
+                    push_sale_scope(inv, &c.scope);
+                    if let Some(e) = &c.earliest {
+                        inv.arg(e.ts).arg(&e.id).arg(&e.product);
+                    }
+                    inv.arg(c.newest_ts);
+                    match shard.monitored_of(category) {
+                        Some(known) => {
+                            let first = c.earliest.as_ref().map_or("", |e| e.product.as_str());
+                            let lists: Vec<&str> = c
+                                .prices
+                                .items
+                                .iter()
+                                .map(|(product, _)| product.as_str())
+                                .filter(|&p| p == known || p == first)
+                                .collect();
+                            inv.arg("0").arg(&known).arg(lists.len());
+                            for product in lists {
+                                push_prices(inv, product, c.prices_of(product));
+                            }
+                        }
+                        None => {
+                            inv.arg("1").arg("").arg(c.prices.items.len());
+                            for (product, points) in &c.prices.items {
+                                push_prices(inv, product, points);
+                            }
+                        }
+                    }
+                    push_tally(inv, &c.products);
+                }
+                push_tally(inv, &d.products);
+            },
+        )
+        .await
     }
 
-    /// The monitored product of `category` if it was last seen closed.
-    fn monitored_of(&self, category: Category) -> Option<String> {
-        let known = self.monitored.lock().unwrap_or_else(|p| p.into_inner());
-        known.get(category.as_str()).cloned()
+    /// Applies `tweets` (all of one shard) to `shard`.
+    async fn apply_tweets_in(
+        &self,
+        shard: &Shard,
+        tweets: &[Tweet],
+        at: &Positions,
+    ) -> Result<Applied, StoreError> {
+        self.run_batch(
+            shard,
+            Kind::Tweet,
+            &self.tweets_script,
+            tweets,
+            at,
+            |t| &t.id,
+            |inv, batch| {
+                let d = TweetsDelta::of(batch);
+                push_tweet_scope(inv, &d.total);
+                inv.arg(d.weathers().count());
+                for (weather, n) in d.weathers() {
+                    inv.arg(weather.as_str()).arg(n);
+                }
+                inv.arg(d.locations.items.len());
+                for (location, scope) in &d.locations.items {
+                    inv.arg(location);
+                    push_tweet_scope(inv, scope);
+                }
+            },
+        )
+        .await
     }
+
+    /// Applies a batch by shard: the whole batch to the one shard when there is
+    /// one, else each shard's part (its events by key, see
+    /// [`ValkeyStore::with_shards`]) to its shard, the parts in parallel. Every part
+    /// is atomic on its own, with the positions its events reached in that shard;
+    /// when one fails the batch fails, and its redelivery finds the parts that were
+    /// applied by those positions or by id, as after a lost reply. Once every part
+    /// is applied, the streams' resume positions move to the batch's end.
+    async fn apply_split<E: ShardEvent>(
+        &self,
+        events: &[E],
+        at: &Positions,
+    ) -> Result<Applied, StoreError> {
+        if self.shards.len() == 1 {
+            return E::apply(self, &self.shards[0], events, at).await;
+        }
+        at.check(events.len())?;
+        let parts = split(events, at, self.shards.len());
+        let results = futures::future::join_all(
+            parts
+                .iter()
+                .map(|part| E::apply(self, &self.shards[part.shard], &part.events, &part.at)),
+        )
+        .await;
+        let mut applied = Applied {
+            fresh: vec![false; events.len()],
+            replayed: 0,
+        };
+        for (part, result) in parts.iter().zip(results) {
+            let done = result?;
+            for (&i, fresh) in part.index.iter().zip(done.fresh) {
+                applied.fresh[i] = fresh;
+            }
+            applied.replayed += done.replayed;
+        }
+        if !at.is_empty() {
+            self.move_resume_positions(&at.streams, &at.next_offsets())
+                .await?;
+        }
+        Ok(applied)
+    }
+
+    /// Moves each stream's resume position (`{p}{n}:resume:{stream}` in the
+    /// stream's home shard) forward to `next` (never back): where a consumer given
+    /// the stream's partition starts when there are several shards.
+    async fn move_resume_positions(
+        &self,
+        streams: &[String],
+        next: &[i64],
+    ) -> Result<(), StoreError> {
+        let home = streams.iter().map(|s| stream_shard(s, self.shards.len()));
+        for (shard, index) in self.by_shard(home) {
+            let shard = &self.shards[shard];
+            let mut invocation = self.resume_script.prepare_invoke();
+            for &i in &index {
+                invocation
+                    .key(shard.key(&format!("resume:{}", streams[i])))
+                    .arg(next[i]);
+            }
+            let mut conn = self.connection().await?;
+            let _: () = match invocation.invoke_async(&mut conn).await {
+                Err(e) if connection_broken(&e) => invocation.invoke_async(&mut conn).await,
+                result => result,
+            }
+            .map_err(unavailable)?;
+        }
+        Ok(())
+    }
+}
+
+/// An event kind as the shards see it: the key that picks its shard, and how a
+/// shard's part of a batch is applied.
+trait ShardEvent: Clone + Send + Sync + Sized {
+    /// The key whose hash picks the event's shard.
+    fn shard_key(&self) -> &str;
+    /// Applies `events` (all of `shard`) to `shard`.
+    fn apply<'s>(
+        store: &'s ValkeyStore,
+        shard: &'s Shard,
+        events: &'s [Self],
+        at: &'s Positions,
+    ) -> futures::future::BoxFuture<'s, Result<Applied, StoreError>>;
+}
+
+impl ShardEvent for Sale {
+    fn shard_key(&self) -> &str {
+        &self.product_id
+    }
+
+    fn apply<'s>(
+        store: &'s ValkeyStore,
+        shard: &'s Shard,
+        events: &'s [Self],
+        at: &'s Positions,
+    ) -> futures::future::BoxFuture<'s, Result<Applied, StoreError>> {
+        Box::pin(store.apply_sales_in(shard, events, at))
+    }
+}
+
+impl ShardEvent for Tweet {
+    fn shard_key(&self) -> &str {
+        &self.location
+    }
+
+    fn apply<'s>(
+        store: &'s ValkeyStore,
+        shard: &'s Shard,
+        events: &'s [Self],
+        at: &'s Positions,
+    ) -> futures::future::BoxFuture<'s, Result<Applied, StoreError>> {
+        Box::pin(store.apply_tweets_in(shard, events, at))
+    }
+}
+
+/// The events of one shard in a batch: their indices in the batch, the events,
+/// and their positions.
+struct Part<E> {
+    shard: usize,
+    index: Vec<usize>,
+    events: Vec<E>,
+    at: Positions,
+}
+
+/// The home shard of a source stream among `shards` (where its resume position
+/// is kept): a Kafka partition `n` (the stream name's last field) has shard
+/// `n mod shards`, any other stream the shard of its name's hash.
+fn stream_shard(stream: &str, shards: usize) -> usize {
+    match stream
+        .rsplit(':')
+        .next()
+        .and_then(|n| n.parse::<u64>().ok())
+    {
+        Some(n) => (n % shards as u64) as usize,
+        None => key_shard(stream, shards),
+    }
+}
+
+/// The shard of an event's key (a sale's product, a tweet's location).
+fn key_shard(key: &str, shards: usize) -> usize {
+    (id_hash(key) % shards as u128) as usize
+}
+
+/// Splits a batch into its shards' parts, in shard order, each event to the
+/// shard of its key (whatever source it came from, so a resend over another
+/// bus meets the same id window), with the positions of its events.
+fn split<E: ShardEvent>(events: &[E], at: &Positions, shards: usize) -> Vec<Part<E>> {
+    let mut parts: Vec<Option<Part<E>>> = (0..shards).map(|_| None).collect();
+    for (i, event) in events.iter().enumerate() {
+        let shard = key_shard(event.shard_key(), shards);
+        let part = parts[shard].get_or_insert_with(|| Part {
+            shard,
+            index: Vec::new(),
+            events: Vec::new(),
+            at: Positions::NONE,
+        });
+        part.index.push(i);
+        part.events.push(event.clone());
+        if let Some(&(stream, offset)) = at.offsets.get(i) {
+            let name = &at.streams[stream as usize];
+            let local = match part.at.streams.iter().position(|s| s == name) {
+                Some(local) => local,
+                None => {
+                    part.at.streams.push(name.clone());
+                    part.at.streams.len() - 1
+                }
+            };
+            part.at.offsets.push((local as u32, offset));
+        }
+    }
+    parts.into_iter().flatten().collect()
 }
 
 /// The point a [`Mirror`] is complete up to: every hash of the window born at
@@ -866,51 +1410,7 @@ impl Store for ValkeyStore {
     }
 
     async fn apply_sales_at(&self, sales: &[Sale], at: &Positions) -> Result<Applied, StoreError> {
-        self.run_batch(
-            Kind::Sale,
-            &self.sales_script,
-            sales,
-            at,
-            |s| &s.id,
-            |inv, batch| {
-                let d = SalesDelta::of(batch);
-                push_sale_scope(inv, &d.total);
-                inv.arg(d.touched().count());
-                for (category, c) in d.touched() {
-                    inv.arg(category.as_str());
-                    push_sale_scope(inv, &c.scope);
-                    if let Some(e) = &c.earliest {
-                        inv.arg(e.ts).arg(&e.id).arg(&e.product);
-                    }
-                    inv.arg(c.newest_ts);
-                    match self.monitored_of(category) {
-                        Some(known) => {
-                            let first = c.earliest.as_ref().map_or("", |e| e.product.as_str());
-                            let lists: Vec<&str> = c
-                                .prices
-                                .items
-                                .iter()
-                                .map(|(product, _)| product.as_str())
-                                .filter(|&p| p == known || p == first)
-                                .collect();
-                            inv.arg("0").arg(&known).arg(lists.len());
-                            for product in lists {
-                                push_prices(inv, product, c.prices_of(product));
-                            }
-                        }
-                        None => {
-                            inv.arg("1").arg("").arg(c.prices.items.len());
-                            for (product, points) in &c.prices.items {
-                                push_prices(inv, product, points);
-                            }
-                        }
-                    }
-                    push_tally(inv, &c.products);
-                }
-                push_tally(inv, &d.products);
-            },
-        )
-        .await
+        self.apply_split(sales, at).await
     }
 
     async fn apply_tweets_at(
@@ -918,104 +1418,122 @@ impl Store for ValkeyStore {
         tweets: &[Tweet],
         at: &Positions,
     ) -> Result<Applied, StoreError> {
-        self.run_batch(
-            Kind::Tweet,
-            &self.tweets_script,
-            tweets,
-            at,
-            |t| &t.id,
-            |inv, batch| {
-                let d = TweetsDelta::of(batch);
-                push_tweet_scope(inv, &d.total);
-                inv.arg(d.weathers().count());
-                for (weather, n) in d.weathers() {
-                    inv.arg(weather.as_str()).arg(n);
-                }
-                inv.arg(d.locations.items.len());
-                for (location, scope) in &d.locations.items {
-                    inv.arg(location);
-                    push_tweet_scope(inv, scope);
-                }
-            },
-        )
-        .await
+        self.apply_split(tweets, at).await
     }
 
     async fn positions(&self, streams: &[String]) -> Result<Vec<Option<i64>>, StoreError> {
-        if streams.is_empty() {
-            return Ok(Vec::new());
-        }
-        let keys: Vec<String> = streams
-            .iter()
-            .map(|s| self.key(&format!("position:{s}")))
-            .collect();
-        // MGET by name: the client's `mget` sends GET for a single key.
-        let mut pipe = redis::pipe();
-        pipe.cmd("MGET").arg(&keys);
-        let (values,): (Vec<Option<i64>>,) = self.query(&pipe).await?;
-        if values.len() != keys.len() {
-            return Err(corrupt(&keys[0], "short MGET reply"));
+        let mut values = vec![None; streams.len()];
+        // One shard: the position written with the KPIs; several: the resume
+        // position, written once every shard's part of a batch was applied.
+        let name = if self.shards.len() == 1 {
+            "position"
+        } else {
+            "resume"
+        };
+        let home = streams.iter().map(|s| stream_shard(s, self.shards.len()));
+        for (shard, index) in self.by_shard(home) {
+            let shard = &self.shards[shard];
+            let keys: Vec<String> = index
+                .iter()
+                .map(|&i| shard.key(&format!("{name}:{}", streams[i])))
+                .collect();
+            // MGET by name: the client's `mget` sends GET for a single key.
+            let mut pipe = redis::pipe();
+            pipe.cmd("MGET").arg(&keys);
+            let (got,): (Vec<Option<i64>>,) = self.query(&pipe).await?;
+            if got.len() != keys.len() {
+                return Err(corrupt(&keys[0], "short MGET reply"));
+            }
+            for (i, value) in index.into_iter().zip(got) {
+                values[i] = value;
+            }
         }
         Ok(values)
     }
 
     async fn sales_kpis(&self) -> Result<SalesKpis, StoreError> {
-        let total_key = self.key("sales:total");
-        let category_keys: Vec<String> = Category::ALL
+        let mut total = SaleSums::default();
+        let mut categories: Vec<(SaleSums, Option<Earliest>)> =
+            Category::ALL.iter().map(|_| Default::default()).collect();
+        for shard in &self.shards {
+            let total_key = shard.key("sales:total");
+            let category_keys: Vec<String> = Category::ALL
+                .iter()
+                .map(|c| shard.key(&format!("sales:category:{}", c.as_str())))
+                .collect();
+            let mut pipe = redis::pipe();
+            pipe.atomic().hgetall(&total_key);
+            for key in &category_keys {
+                pipe.hgetall(key);
+            }
+            let maps: Vec<HashMap<String, String>> = self.query(&pipe).await?;
+            if maps.len() != 1 + Category::ALL.len() {
+                return Err(corrupt(&total_key, "short pipeline reply"));
+            }
+            let mut maps = maps.into_iter();
+            total.add(&Fields {
+                key: &total_key,
+                map: maps.next().unwrap_or_default(),
+            })?;
+            for ((sums, earliest), (key, map)) in
+                categories.iter_mut().zip(category_keys.iter().zip(maps))
+            {
+                let fields = Fields { key, map };
+                sums.add(&fields)?;
+                if let Some(candidate) = Earliest::of(&fields)? {
+                    if earliest.as_ref().is_none_or(|e| candidate.before(e)) {
+                        *earliest = Some(candidate);
+                    }
+                }
+            }
+        }
+        let categories = Category::ALL
             .iter()
-            .map(|c| self.key(&format!("sales:category:{}", c.as_str())))
+            .zip(categories)
+            .map(|(c, (sums, earliest))| {
+                let stats = CategoryStats {
+                    stats: sums.stats(),
+                    monitored_product: earliest.map(|e| e.product),
+                };
+                (c.as_str(), stats)
+            })
             .collect();
-        let mut pipe = redis::pipe();
-        pipe.atomic().hgetall(&total_key);
-        for key in &category_keys {
-            pipe.hgetall(key);
-        }
-        let maps: Vec<HashMap<String, String>> = self.query(&pipe).await?;
-        if maps.len() != 1 + Category::ALL.len() {
-            return Err(corrupt(&total_key, "short pipeline reply"));
-        }
-        let mut maps = maps.into_iter();
-        let total = Fields {
-            key: &total_key,
-            map: maps.next().unwrap_or_default(),
-        }
-        .sale_stats()?;
-        let mut by_category = BTreeMap::new();
-        for ((c, key), map) in Category::ALL.iter().zip(&category_keys).zip(maps) {
-            let fields = Fields { key, map };
-            let stats = CategoryStats {
-                stats: fields.sale_stats()?,
-                monitored_product: fields.map.get("monitored_product").cloned(),
-            };
-            by_category.insert(c.as_str(), stats);
-        }
         Ok(SalesKpis {
-            total,
-            categories: by_category,
+            total: total.stats(),
+            categories,
         })
     }
 
     async fn tweet_kpis(&self) -> Result<TweetKpis, StoreError> {
-        let total_key = self.key("tweets:total");
-        let weather_key = self.key("tweets:weather");
-        let mut pipe = redis::pipe();
-        pipe.atomic().hgetall(&total_key).hgetall(&weather_key);
-        let (total, weather): (HashMap<String, String>, HashMap<String, String>) =
-            self.query(&pipe).await?;
-        let total = Fields {
-            key: &total_key,
-            map: total,
+        let mut total = TweetSums::default();
+        let mut weather: Vec<u64> = vec![0; Weather::ALL.len()];
+        for shard in &self.shards {
+            let total_key = shard.key("tweets:total");
+            let weather_key = shard.key("tweets:weather");
+            let mut pipe = redis::pipe();
+            pipe.atomic().hgetall(&total_key).hgetall(&weather_key);
+            let (total_map, weather_map): (HashMap<String, String>, HashMap<String, String>) =
+                self.query(&pipe).await?;
+            total.add(&Fields {
+                key: &total_key,
+                map: total_map,
+            })?;
+            let weather_fields = Fields {
+                key: &weather_key,
+                map: weather_map,
+            };
+            for (n, w) in weather.iter_mut().zip(Weather::ALL) {
+                *n += weather_fields.u64(w.as_str())?;
+            }
         }
-        .tweet_stats()?;
-        let weather_fields = Fields {
-            key: &weather_key,
-            map: weather,
-        };
-        let weather = Weather::ALL
-            .iter()
-            .map(|w| Ok((w.as_str(), weather_fields.u64(w.as_str())?)))
-            .collect::<Result<_, StoreError>>()?;
-        Ok(TweetKpis { total, weather })
+        Ok(TweetKpis {
+            total: total.stats(),
+            weather: Weather::ALL
+                .iter()
+                .zip(weather)
+                .map(|(w, n)| (w.as_str(), n))
+                .collect(),
+        })
     }
 
     async fn product_ranking(
@@ -1023,17 +1541,17 @@ impl Store for ValkeyStore {
         category: Option<Category>,
         page: Page,
     ) -> Result<Ranking<ProductRank>, StoreError> {
-        let key = match category {
-            Some(c) => self.key(&format!("sales:products:{}", c.as_str())),
-            None => self.key("sales:products"),
+        let suffix = match category {
+            Some(c) => format!("sales:products:{}", c.as_str()),
+            None => "sales:products".to_owned(),
         };
-        let (total, page_items) = self.ranked(&key, page).await?;
-        let items = page_items
+        let (total, ranked) = self.ranked_merged(&suffix, page).await?;
+        let items = ranked
             .into_iter()
-            .map(|(product_id, score)| {
+            .map(|(product_id, (score, _))| {
                 Ok(ProductRank {
                     product_id,
-                    quantity: score_u64(&key, score)?,
+                    quantity: score_u64(&suffix, score)?,
                 })
             })
             .collect::<Result<_, StoreError>>()?;
@@ -1041,39 +1559,41 @@ impl Store for ValkeyStore {
     }
 
     async fn location_ranking(&self, page: Page) -> Result<Ranking<LocationRank>, StoreError> {
-        let key = self.key("tweets:locations");
-        let (total, ranked) = self.ranked(&key, page).await?;
-        let locations: Vec<String> = ranked.into_iter().map(|(location, _)| location).collect();
-        if locations.is_empty() {
-            return Ok(Ranking {
-                total,
-                items: Vec::new(),
-            });
+        let (total, ranked) = self.ranked_merged("tweets:locations", page).await?;
+        let mut sums: Vec<TweetSums> = ranked.iter().map(|_| TweetSums::default()).collect();
+        // Each location's hash, in every shard that ranks it (one with keyed sharding).
+        for (s, shard) in self.shards.iter().enumerate() {
+            let here: Vec<usize> = (0..ranked.len())
+                .filter(|&i| ranked[i].1 .1.contains(&s))
+                .collect();
+            if here.is_empty() {
+                continue;
+            }
+            let keys: Vec<String> = here
+                .iter()
+                .map(|&i| shard.key(&format!("tweets:location:{}", ranked[i].0)))
+                .collect();
+            let mut pipe = redis::pipe();
+            pipe.atomic();
+            for k in &keys {
+                pipe.hgetall(k);
+            }
+            let maps: Vec<HashMap<String, String>> = self.query(&pipe).await?;
+            if maps.len() != keys.len() {
+                return Err(corrupt(&keys[0], "short pipeline reply"));
+            }
+            for ((&i, key), map) in here.iter().zip(&keys).zip(maps) {
+                sums[i].add(&Fields { key, map })?;
+            }
         }
-        let keys: Vec<String> = locations
-            .iter()
-            .map(|l| self.key(&format!("tweets:location:{l}")))
-            .collect();
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        for k in &keys {
-            pipe.hgetall(k);
-        }
-        let maps: Vec<HashMap<String, String>> = self.query(&pipe).await?;
-        if maps.len() != keys.len() {
-            return Err(corrupt(&key, "short pipeline reply"));
-        }
-        let items = locations
+        let items = ranked
             .into_iter()
-            .zip(&keys)
-            .zip(maps)
-            .map(|((location, key), map)| {
-                Ok(LocationRank {
-                    location,
-                    stats: Fields { key, map }.tweet_stats()?,
-                })
+            .zip(sums)
+            .map(|((location, _), sums)| LocationRank {
+                location,
+                stats: sums.stats(),
             })
-            .collect::<Result<_, StoreError>>()?;
+            .collect();
         Ok(Ranking { total, items })
     }
 
@@ -1082,20 +1602,60 @@ impl Store for ValkeyStore {
         category: Category,
         limit: usize,
     ) -> Result<MonitoredPrices, StoreError> {
-        let category_key = self.key(&format!("sales:category:{}", category.as_str()));
-        let stream_key = self.key(&format!("sales:monitored:{}:newest", category.as_str()));
-        let mut pipe = redis::pipe();
-        pipe.atomic().hget(&category_key, "monitored_product");
-        if limit == 0 {
-            let (product_id,): (Option<String>,) = self.query(&pipe).await?;
-            return Ok(MonitoredPrices {
-                product_id,
-                prices: Vec::new(),
-            });
-        }
+        let category_suffix = format!("sales:category:{}", category.as_str());
+        let stream_suffix = format!("sales:monitored:{}:newest", category.as_str());
         let newest = limit.min(MONITORED_PRICES) as isize;
-        pipe.zrange(&stream_key, -newest, -1);
-        let (product_id, members): (Option<String>, Vec<String>) = self.query(&pipe).await?;
+        let read_stream = |pipe: &mut redis::Pipeline, shard: &Shard| {
+            if newest > 0 {
+                pipe.zrange(shard.key(&stream_suffix), -newest, -1);
+            }
+        };
+        // One shard: the product and its stream in one round trip.
+        let (product_id, members, stream_key) = if let [shard] = &self.shards[..] {
+            let mut pipe = redis::pipe();
+            pipe.atomic()
+                .hget(shard.key(&category_suffix), "monitored_product");
+            read_stream(&mut pipe, shard);
+            let mut values: Vec<redis::Value> = self.query(&pipe).await?;
+            let members: Vec<String> = if values.len() > 1 {
+                redis::from_redis_value(values.pop().unwrap_or(redis::Value::Nil))
+                    .map_err(unavailable)?
+            } else {
+                Vec::new()
+            };
+            let product: Option<String> =
+                redis::from_redis_value(values.pop().unwrap_or(redis::Value::Nil))
+                    .map_err(unavailable)?;
+            (product, members, shard.key(&stream_suffix))
+        } else {
+            // Several: the shard of the earliest sale holds the product's stream
+            // (a product lives in one shard).
+            let mut earliest: Option<(Earliest, usize)> = None;
+            for (s, shard) in self.shards.iter().enumerate() {
+                let key = shard.key(&category_suffix);
+                let mut pipe = redis::pipe();
+                pipe.hgetall(&key);
+                let (map,): (HashMap<String, String>,) = self.query(&pipe).await?;
+                if let Some(candidate) = Earliest::of(&Fields { key: &key, map })? {
+                    if earliest.as_ref().is_none_or(|(e, _)| candidate.before(e)) {
+                        earliest = Some((candidate, s));
+                    }
+                }
+            }
+            match earliest {
+                None => (None, Vec::new(), String::new()),
+                Some((e, s)) => {
+                    let shard = &self.shards[s];
+                    let mut members = Vec::new();
+                    if newest > 0 {
+                        let mut pipe = redis::pipe();
+                        read_stream(&mut pipe, shard);
+                        (members,) = self.query(&pipe).await?;
+                    }
+                    (Some(e.product), members, shard.key(&stream_suffix))
+                }
+            }
+        };
         let prices = members
             .iter()
             .map(|member| {
@@ -1109,6 +1669,15 @@ impl Store for ValkeyStore {
     }
 
     async fn ready(&self) -> Result<(), StoreError> {
+        if self.is_cluster() {
+            // A call in every shard's slot reaches every node that holds a shard.
+            for shard in &self.shards {
+                let mut pipe = redis::pipe();
+                pipe.exists(shard.key("sales:total"));
+                let _: (u8,) = self.query(&pipe).await?;
+            }
+            return Ok(());
+        }
         let mut pipe = redis::pipe();
         pipe.cmd("PING");
         let (pong,): (String,) = self.query(&pipe).await?;
@@ -1123,9 +1692,182 @@ impl Store for ValkeyStore {
         let now = u64::try_from(now_ms()).unwrap_or(0);
         let mut windows = Vec::with_capacity(Kind::ALL.len());
         for kind in Kind::ALL {
-            windows.push((kind, self.window_stats(kind, now).await?));
+            let mut sum: Option<WindowStats> = None;
+            for shard in &self.shards {
+                let w = self.window_stats(shard, kind, now).await?;
+                sum = Some(match sum {
+                    None => w,
+                    Some(s) => WindowStats {
+                        ids: s.ids + w.ids,
+                        evicted: s.evicted + w.evicted,
+                        held_ms: s.held_ms.min(w.held_ms),
+                        bytes: s.bytes + w.bytes,
+                    },
+                });
+            }
+            if let Some(sum) = sum {
+                windows.push((kind, sum));
+            }
         }
         Ok(windows)
+    }
+}
+
+/// Sums of one sales scope as stored, added up over shards.
+#[derive(Debug, Default)]
+struct SaleSums {
+    count: u64,
+    quantity_sum: u64,
+    price_sum: f64,
+    revenue: f64,
+    price_min: Option<f64>,
+    price_max: Option<f64>,
+}
+
+impl SaleSums {
+    /// Adds one shard's hash of the scope (nothing when it has no sale).
+    fn add(&mut self, fields: &Fields<'_>) -> Result<(), StoreError> {
+        let count = fields.u64("count")?;
+        if count == 0 {
+            return Ok(());
+        }
+        let (price_sum, revenue) = (
+            fields.f64("price_sum")?.unwrap_or(0.0),
+            fields.f64("revenue")?.unwrap_or(0.0),
+        );
+        // The first shard's sums as stored (one shard answers exactly the stored doubles).
+        if self.count == 0 {
+            (self.price_sum, self.revenue) = (price_sum, revenue);
+        } else {
+            self.price_sum += price_sum;
+            self.revenue += revenue;
+        }
+        self.count += count;
+        self.quantity_sum += fields.u64("quantity_sum")?;
+        self.price_min = min_of(self.price_min, fields.required(count, "price_min")?);
+        self.price_max = max_of(self.price_max, fields.required(count, "price_max")?);
+        Ok(())
+    }
+
+    /// The stats, computed exactly like `MemoryStore`'s.
+    fn stats(&self) -> SaleStats {
+        let count = self.count;
+        let some = |x| (count > 0).then_some(x);
+        SaleStats {
+            count,
+            quantity_sum: self.quantity_sum,
+            price_sum: self.price_sum,
+            revenue: self.revenue,
+            avg_quantity: some(self.quantity_sum as f64 / count as f64),
+            avg_price: some(self.price_sum / count as f64),
+            price_min: self.price_min,
+            price_max: self.price_max,
+        }
+    }
+}
+
+/// Sums of one tweets scope as stored, added up over shards.
+#[derive(Debug, Default)]
+struct TweetSums {
+    count: u64,
+    temperature_sum: f64,
+    humidity_sum: f64,
+    temperature_min: Option<f64>,
+    temperature_max: Option<f64>,
+}
+
+impl TweetSums {
+    /// Adds one shard's hash of the scope (nothing when it has no tweet).
+    fn add(&mut self, fields: &Fields<'_>) -> Result<(), StoreError> {
+        let count = fields.u64("count")?;
+        if count == 0 {
+            return Ok(());
+        }
+        let (temperature_sum, humidity_sum) = (
+            fields.f64("temperature_sum")?.unwrap_or(0.0),
+            fields.f64("humidity_sum")?.unwrap_or(0.0),
+        );
+        if self.count == 0 {
+            (self.temperature_sum, self.humidity_sum) = (temperature_sum, humidity_sum);
+        } else {
+            self.temperature_sum += temperature_sum;
+            self.humidity_sum += humidity_sum;
+        }
+        self.count += count;
+        self.temperature_min = min_of(
+            self.temperature_min,
+            fields.required(count, "temperature_min")?,
+        );
+        self.temperature_max = max_of(
+            self.temperature_max,
+            fields.required(count, "temperature_max")?,
+        );
+        Ok(())
+    }
+
+    /// The stats, computed exactly like `MemoryStore`'s.
+    fn stats(&self) -> TweetStats {
+        let count = self.count;
+        let some = |x| (count > 0).then_some(x);
+        TweetStats {
+            count,
+            avg_temperature: some(self.temperature_sum / count as f64),
+            avg_humidity: some(self.humidity_sum / count as f64),
+            temperature_min: self.temperature_min,
+            temperature_max: self.temperature_max,
+        }
+    }
+}
+
+/// The smaller of two optional values (the other when one is missing).
+fn min_of(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The larger of two optional values (the other when one is missing).
+fn max_of(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// A category's earliest sale as a shard stores it, to pick the monitored product
+/// over shards.
+#[derive(Debug)]
+struct Earliest {
+    ts: i64,
+    id: String,
+    product: String,
+}
+
+impl Earliest {
+    /// The earliest sale of a category hash, if it has a monitored product (a
+    /// product from before the order-independent rule, without `earliest_ts`,
+    /// counts as the latest possible).
+    fn of(fields: &Fields<'_>) -> Result<Option<Earliest>, StoreError> {
+        let Some(product) = fields.map.get("monitored_product") else {
+            return Ok(None);
+        };
+        let ts = match fields.map.get("earliest_ts") {
+            Some(ts) => ts
+                .parse()
+                .map_err(|_| corrupt(fields.key, format!("earliest_ts={ts:?}")))?,
+            None => i64::MAX,
+        };
+        Ok(Some(Earliest {
+            ts,
+            id: fields.map.get("earliest_id").cloned().unwrap_or_default(),
+            product: product.clone(),
+        }))
+    }
+
+    /// True when this sale is before `other` by (`ts`, `id` in byte order).
+    fn before(&self, other: &Earliest) -> bool {
+        (self.ts, self.id.as_bytes()) < (other.ts, other.id.as_bytes())
     }
 }
 
@@ -1152,7 +1894,28 @@ mod tests {
             0,
         )
         .expect("a valid URL needs no server");
-        assert_eq!((store.name(), store.connections.len()), ("valkey", 1));
+        assert_eq!((store.name(), store.is_cluster()), ("valkey", false));
+        assert_eq!(store.shards.len(), 1);
+        assert_eq!(
+            store.shards[0].prefix, "flujo:",
+            "one shard keeps the plain keys"
+        );
+        let sharded = store.with_shards(3);
+        assert_eq!(sharded.shards[2].prefix, "flujo:{2}:");
+        let cluster = ValkeyStore::connect(
+            "valkey+cluster://127.0.0.1:1,127.0.0.1:2",
+            "p:",
+            Duration::ZERO,
+            1,
+        )
+        .expect("a valid cluster URL needs no server");
+        assert!(cluster.is_cluster());
+        assert_eq!(cluster.shards.len(), DEFAULT_CLUSTER_SHARDS);
+        let one = cluster.with_shards(1);
+        assert_eq!(
+            one.shards[0].prefix, "p:{0}:",
+            "a cluster's keys carry a hash tag"
+        );
         assert!(ValkeyStore::connect("http://x", "p:", Duration::ZERO, 1).is_err());
     }
 
