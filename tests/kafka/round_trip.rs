@@ -77,6 +77,14 @@ async fn events_travel_as_canonical_json_keyed_and_come_back_exactly() {
     for (key, mut msgs) in per_key {
         let partitions: BTreeSet<i32> = msgs.iter().map(|m| m.partition).collect();
         assert_eq!(partitions.len(), 1, "key {key} spread over {partitions:?}");
+        // The partition librdkafka's murmur2 partitioner chose is the shard a
+        // sharded Valkey store gives the key among as many shards.
+        let count = config.partitions as usize;
+        assert_eq!(
+            partitions.first().map(|&p| p as usize),
+            Some(flujo::components::valkey::key_shard(&key, count)),
+            "key {key}: the producer's partition among {count}"
+        );
         msgs.sort_by_key(|m| m.offset);
         let order: Vec<&str> = msgs
             .iter()

@@ -21,8 +21,10 @@ pub struct ValkeyConfig {
     pub pool_size: usize,
     /// Independent key sets the KPIs are kept in, each under its own hash tag
     /// (`{prefix}{n}:`) so that they spread over a Valkey Cluster's nodes; queries
-    /// merge them. Unset: 1 on a standalone server (the plain `{prefix}` keys), 16
-    /// on a cluster. An event goes to the shard of its product or location.
+    /// merge them. Unset: 1 on a standalone server (the plain `{prefix}` keys), 12
+    /// on a cluster. An event goes to the shard of its product or location (the
+    /// partition murmur2 gives its key among `shards`): a count that divides the
+    /// topics' partition count keeps each partition's events in one shard.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shards: Option<usize>,
     /// PEM file of the CA(s) that signed the server's certificate, for a

@@ -91,11 +91,13 @@
 //!
 //! # Shards and Valkey Cluster
 //!
-//! With several shards ([`ValkeyStore::with_shards`], `valkey.shards`; 16 by default
+//! With several shards ([`ValkeyStore::with_shards`], `valkey.shards`; 12 by default
 //! on a `valkey+cluster://` store) every key above gets its shard's hash tag after
 //! the prefix (`{p}{n}:…`), so all keys of a shard share a cluster slot. An event
 //! goes to the shard of its key (a sale's product, a tweet's location), whatever
-//! bus it came over; a batch is applied as one script call per shard it touches
+//! bus it came over: the partition Kafka's murmur2 gives the key among the
+//! shards, so with a shard count dividing the partition count a Kafka delivery
+//! of one partition touches one shard; a batch is applied as one script call per shard it touches
 //! (in parallel), each part with the positions its events reached in that shard,
 //! so each part is atomic and skips what that shard applied already. Once every
 //! part is in, each stream's resume position (`{p}{n}:resume:{stream}` in the
@@ -157,7 +159,7 @@ mod config;
 mod store;
 
 pub use config::{ValkeyConfig, DEFAULT_PREFIX};
-pub use store::{reach, ValkeyStore};
+pub use store::{key_shard, reach, ValkeyStore};
 
 #[cfg(doc)]
 use flujo_actors::store::{delta::PricePoint, Applied, Store, StoreError};

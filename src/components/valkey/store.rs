@@ -39,8 +39,11 @@ const RECONNECT_RETRIES: usize = 2;
 const RECONNECT_MIN_DELAY: Duration = Duration::from_millis(100);
 /// Longest delay between reconnect attempts.
 const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(5);
-/// Shards of a store on a cluster unless [`ValkeyStore::with_shards`] says.
-pub const DEFAULT_CLUSTER_SHARDS: usize = 16;
+/// Shards of a store on a cluster unless [`ValkeyStore::with_shards`] says: 12,
+/// which divides or is divided by the usual partition counts (6, 12, 24, 48), so a
+/// Kafka delivery of one partition touches one shard (6 or 12 partitions) or a
+/// few.
+pub const DEFAULT_CLUSTER_SHARDS: usize = 12;
 /// Retries of a call on a cluster (after a MOVED, a node that went away, …)
 /// before it fails.
 const CLUSTER_RETRIES: u32 = 3;
@@ -1164,9 +1167,47 @@ fn stream_shard(stream: &str, shards: usize) -> usize {
     }
 }
 
-/// The shard of an event's key (a sale's product, a tweet's location).
-fn key_shard(key: &str, shards: usize) -> usize {
-    (id_hash(key) % shards as u128) as usize
+/// The shard of an event's key (a sale's product, a tweet's location): the
+/// partition Kafka's keyed producers give it among `shards` partitions (murmur2,
+/// as flujo's producer, librdkafka's `murmur2_random` and the Java client hash a
+/// key). So when the shard count divides a topic's partition count, every event
+/// of partition `p` lives in shard `p mod shards`, and a delivery of one
+/// partition is one script call.
+pub fn key_shard(key: &str, shards: usize) -> usize {
+    (kafka_murmur2(key.as_bytes()) & 0x7fff_ffff) as usize % shards.max(1)
+}
+
+/// Kafka's murmur2 of a key (the 32-bit MurmurHash2 with Kafka's seed), as its
+/// default partitioner computes it.
+fn kafka_murmur2(data: &[u8]) -> u32 {
+    const SEED: u32 = 0x9747_b28c;
+    const M: u32 = 0x5bd1_e995;
+    const R: u32 = 24;
+    let mut h = SEED ^ data.len() as u32;
+    let mut chunks = data.chunks_exact(4);
+    for chunk in &mut chunks {
+        let mut k = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> R;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M);
+        h ^= k;
+    }
+    let rest = chunks.remainder();
+    if rest.len() >= 3 {
+        h ^= u32::from(rest[2]) << 16;
+    }
+    if rest.len() >= 2 {
+        h ^= u32::from(rest[1]) << 8;
+    }
+    if let Some(&first) = rest.first() {
+        h ^= u32::from(first);
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h
 }
 
 /// Splits a batch into its shards' parts, in shard order, each event to the
@@ -1917,6 +1958,25 @@ mod tests {
             "a cluster's keys carry a hash tag"
         );
         assert!(ValkeyStore::connect("http://x", "p:", Duration::ZERO, 1).is_err());
+    }
+
+    #[test]
+    fn murmur2_is_kafkas() {
+        // The values of Kafka's own test of Utils.murmur2 (as signed 32-bit ints).
+        for (key, want) in [
+            ("21", -973_932_308i32),
+            ("foobar", -790_332_482),
+            ("a-little-bit-long-string", -985_981_536),
+            ("a-little-bit-longer-string", -1_486_304_829),
+            ("lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58_897_971),
+            ("abc", 479_470_107),
+        ] {
+            assert_eq!(kafka_murmur2(key.as_bytes()) as i32, want, "{key}");
+        }
+        // A shard count that divides the partitions: partition p, shard p mod n.
+        for key in ["P1", "P2", "Ñandú", "Guatemala", ""] {
+            assert_eq!(key_shard(key, 12) % 6, key_shard(key, 6), "{key}");
+        }
     }
 
     #[test]
