@@ -23,6 +23,7 @@ fn prod_secure_overlay() {
     assert_eq!(s.hpa, prod.hpa, "prod-secure is prod, sizes and all");
     assert_eq!(s.router_replicas, prod.router_replicas);
     assert_eq!(s.brokers, prod.brokers);
+    assert_eq!(s.store, prod.store, "prod-secure: prod's Valkey Cluster");
     listener_tls(&r);
     broker_tls::broker_tls(&r);
     authentication(&r);

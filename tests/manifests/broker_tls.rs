@@ -10,7 +10,12 @@ use super::*;
 #[test]
 fn prod_broker_tls_overlay() {
     let r = check_script("prod-broker-tls");
-    contract(&r);
+    let s = contract(&r);
+    assert_eq!(
+        s.store,
+        Store::Cluster,
+        "prod-broker-tls: prod's Valkey Cluster"
+    );
     broker_tls(&r);
 }
 

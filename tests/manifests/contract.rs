@@ -4,7 +4,7 @@
 use super::*;
 
 pub(crate) fn every_required_kind(r: &Rendered) {
-    let need: [(&str, &str, Option<&str>); 13] = [
+    let need: [(&str, &str, Option<&str>); 12] = [
         ("v1", "Namespace", Some(NAMESPACE)),
         ("apps/v1", "Deployment", Some("receiver")),
         ("apps/v1", "Deployment", Some("router")),
@@ -14,7 +14,6 @@ pub(crate) fn every_required_kind(r: &Rendered) {
         ("keda.sh/v1alpha1", "ScaledObject", None),
         ("kafka.strimzi.io/v1beta2", "Kafka", None),
         ("kafka.strimzi.io/v1beta2", "KafkaNodePool", None),
-        ("apps/v1", "StatefulSet", Some("valkey")),
         ("monitoring.coreos.com/v1", "ServiceMonitor", None),
         ("networking.k8s.io/v1", "NetworkPolicy", None),
         ("policy/v1", "PodDisruptionBudget", None),
@@ -26,6 +25,21 @@ pub(crate) fn every_required_kind(r: &Rendered) {
                 && name.is_none_or(|n| o["metadata"]["name"] == n)
         });
         assert!(found, "{}: no {api} {kind} {name:?}", r.overlay);
+    }
+    // The KPI store: one of the two Valkeys (`store` panics on none or both), and
+    // with the cluster the Job that creates it.
+    let store = r.store();
+    assert_eq!(
+        r.get("StatefulSet", store.workload())["apiVersion"],
+        "apps/v1"
+    );
+    if store == Store::Cluster {
+        assert_eq!(
+            r.get("Job", VALKEY_CLUSTER_JOB)["apiVersion"],
+            "batch/v1",
+            "{}",
+            r.overlay
+        );
     }
     for topic in ["sales", "tweets"] {
         let found = r.all("KafkaTopic").iter().any(|t| {
@@ -60,6 +74,12 @@ pub(crate) fn every_container_is_locked_down(r: &Rendered) {
     for w in workloads {
         let pod = &w["spec"]["template"]["spec"];
         let who = format!("{}: {}", r.overlay, name_of(w));
+        // Probes for what keeps running: not a Job's container, which exits when
+        // done, nor an init container (the API refuses probes there).
+        let probed: Vec<&Value> = match w["kind"] == "Job" {
+            true => Vec::new(),
+            false => arr(&pod["containers"]).iter().collect(),
+        };
         assert_eq!(
             pod["automountServiceAccountToken"], false,
             "{who}: no API token in pods that never call the API"
@@ -92,8 +112,10 @@ pub(crate) fn every_container_is_locked_down(r: &Rendered) {
                 "{who}"
             );
             assert!(sc["privileged"] != true, "{who}: privileged");
-            for probe in ["livenessProbe", "readinessProbe"] {
-                assert!(c[probe].is_object(), "{who}: no {probe}");
+            if probed.iter().any(|p| std::ptr::eq(*p, c)) {
+                for probe in ["livenessProbe", "readinessProbe"] {
+                    assert!(c[probe].is_object(), "{who}: no {probe}");
+                }
             }
             let res = &c["resources"];
             for path in ["/requests/cpu", "/requests/memory", "/limits/memory"] {
@@ -203,11 +225,14 @@ pub(crate) fn flujo_roles(r: &Rendered) -> BTreeMap<&'static str, toml::Value> {
         );
     }
     let store = configs["consumer"]["store"].as_str().unwrap_or_default();
-    assert!(
-        store.starts_with("valkey://") && store.ends_with("@valkey:6379"),
-        "{}: consumer store {store}",
-        r.overlay
-    );
+    match r.store() {
+        Store::Standalone => assert!(
+            store.starts_with("valkey://") && store.ends_with("@valkey:6379"),
+            "{}: consumer store {store}",
+            r.overlay
+        ),
+        Store::Cluster => cluster_store(r, &configs["consumer"]),
+    }
     configs
 }
 
@@ -224,8 +249,21 @@ pub(crate) fn credentials_come_from_secrets(r: &Rendered) {
         assert_eq!(env.get("FLUJO__RABBITMQ__URL"), Some(&url), "{role}");
     }
     let env = container_env(r, flujo_container(r, "consumer"));
-    let store = format!("valkey://:{}@valkey:6379", valkey["VALKEY_PASSWORD"]);
-    assert_eq!(env.get("FLUJO__STORE"), Some(&store));
+    let store = match r.store() {
+        Store::Standalone => format!("valkey://:{}@valkey:6379", valkey["VALKEY_PASSWORD"]),
+        Store::Cluster => format!(
+            "valkey+cluster://:{}@{}",
+            valkey["VALKEY_PASSWORD"],
+            cluster_seeds(r)
+        ),
+    };
+    // Resolved as the kubelet does: VALKEY_PASSWORD must come before the URL.
+    assert_eq!(
+        env.get("FLUJO__STORE"),
+        Some(&store),
+        "{}: the consumer's store, with the Secret's password",
+        r.overlay
+    );
 
     // Secrets are generated (hash suffix), hold exactly the keys of their example
     // files, and are the only Secrets (besides the Ingress TLS one, yours to make).

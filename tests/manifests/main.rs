@@ -9,7 +9,14 @@
 //!   binary (`flujo config`), its drain deadline shorter than the grace period; the
 //!   CRD objects (Strimzi, KEDA, ServiceMonitor) that kubernetes-validate has no
 //!   schema for; references between objects; and the NetworkPolicies evaluated
-//!   flow by flow (what the pipeline needs is allowed, the rest denied).
+//!   flow by flow (what the pipeline needs is allowed, the rest denied). The KPI
+//!   store is dev's standalone Valkey, or in prod (and every overlay built on it)
+//!   the Valkey Cluster of `manifests/components/valkey-cluster` (`valkey_cluster`):
+//!   six nodes in cluster mode announcing stable names of their headless Service,
+//!   the Job that makes them one cluster only when none exists, the consumers'
+//!   `valkey+cluster://` store and Grafana's data source naming those pods, the
+//!   nodes' bus open between them only. Consumers scale with partitions: KEDA's
+//!   ceiling is never above the topics' partition count, and in prod equals it.
 //! - `prod_broker_tls_overlay` (`broker_tls`): the broker-tls component on prod —
 //!   Kafka over TLS + SCRAM with the CA and password mounted from Strimzi's Secrets.
 //! - `prod_secure_overlay` (`auth`): prod with every component (tls, broker-tls,
@@ -43,6 +50,7 @@ mod local_stack;
 mod network_policies;
 mod operations;
 mod repository;
+mod valkey_cluster;
 
 #[allow(unused_imports)]
 use contract::*;
@@ -52,6 +60,8 @@ use environment::*;
 use network_policies::*;
 #[allow(unused_imports)]
 use operations::*;
+#[allow(unused_imports)]
+use valkey_cluster::*;
 
 #[path = "../support/network_policy.rs"]
 mod network_policy;
@@ -96,6 +106,46 @@ const EXTERNAL_SECRET_KEYS: [(&str, &[&str]); 4] = [
     ),
     ("flujo", &["password", "sasl.jaas.config"]),
 ];
+
+/// The base's standalone Valkey: its StatefulSet, client Service and PDB (dev).
+const VALKEY: &str = "valkey";
+/// The Valkey Cluster of `manifests/components/valkey-cluster` (prod): its
+/// StatefulSet and PDB, its headless Service, the Job that creates the cluster.
+const VALKEY_CLUSTER: &str = "valkey-cluster";
+const VALKEY_CLUSTER_SERVICE: &str = "valkey-cluster-headless";
+const VALKEY_CLUSTER_JOB: &str = "valkey-cluster-create";
+/// Three masters with a replica each.
+const VALKEY_CLUSTER_NODES: u64 = 6;
+/// Valkey's client port; the cluster bus is this plus 10000 (Valkey's default).
+const VALKEY_PORT: u64 = 6379;
+const VALKEY_BUS_PORT: u64 = VALKEY_PORT + 10000;
+
+/// The KPI store an overlay deploys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Store {
+    /// The base's standalone Valkey ([`VALKEY`]).
+    Standalone,
+    /// The Valkey Cluster ([`VALKEY_CLUSTER`]) in its place.
+    Cluster,
+}
+
+impl Store {
+    /// Its StatefulSet (and PodDisruptionBudget).
+    fn workload(self) -> &'static str {
+        match self {
+            Store::Standalone => VALKEY,
+            Store::Cluster => VALKEY_CLUSTER,
+        }
+    }
+
+    /// The Service its clients name.
+    fn service(self) -> &'static str {
+        match self {
+            Store::Standalone => VALKEY,
+            Store::Cluster => VALKEY_CLUSTER_SERVICE,
+        }
+    }
+}
 
 /// The keys of a Secret made outside the manifests, or `None` for any other.
 fn external_secret_keys(name: &str) -> Option<&'static [&'static str]> {
@@ -179,12 +229,32 @@ impl Rendered {
             .copied()
     }
 
-    /// Deployments and StatefulSets.
+    /// Deployments, StatefulSets and Jobs.
     fn workloads(&self) -> Vec<&Value> {
         self.objects
             .iter()
-            .filter(|o| o["kind"] == "Deployment" || o["kind"] == "StatefulSet")
+            .filter(|o| {
+                ["Deployment", "StatefulSet", "Job"]
+                    .iter()
+                    .any(|k| o["kind"] == *k)
+            })
             .collect()
+    }
+
+    /// The KPI store it deploys: the standalone Valkey or the Valkey Cluster,
+    /// exactly one of them.
+    fn store(&self) -> Store {
+        let standalone = self.find("StatefulSet", VALKEY).is_some();
+        let cluster = self.find("StatefulSet", VALKEY_CLUSTER).is_some();
+        match (standalone, cluster) {
+            (true, false) => Store::Standalone,
+            (false, true) => Store::Cluster,
+            _ => panic!(
+                "{}: one KPI store, StatefulSet {VALKEY} or {VALKEY_CLUSTER}; got {VALKEY}: \
+                 {standalone}, {VALKEY_CLUSTER}: {cluster}",
+                self.overlay
+            ),
+        }
     }
 
     fn workload_of(&self, kind: &str, name: &str) -> &Value {
@@ -258,6 +328,9 @@ fn quantity(q: &Value) -> f64 {
 /// Everything every overlay must satisfy; returns what the overlay tests compare.
 struct Summary {
     hpa: [u64; 4],
+    /// The fewest partitions of a topic the consumers scale on.
+    partitions: u64,
+    store: Store,
     brokers: u64,
     router_replicas: u64,
     budgets: BTreeMap<String, Value>,
@@ -271,7 +344,7 @@ fn contract(r: &Rendered) -> Summary {
     let configs = flujo_roles(r);
     credentials_come_from_secrets(r);
     services_and_ingress(r);
-    let hpa = autoscaling(r, &configs);
+    let (hpa, partitions) = autoscaling(r, &configs);
     let brokers = strimzi(r, &configs);
     stores(r);
     observability(r);
@@ -286,6 +359,8 @@ fn contract(r: &Rendered) -> Summary {
         .collect();
     Summary {
         hpa,
+        partitions,
+        store: r.store(),
         brokers,
         router_replicas: number(r.get("Deployment", "router"), "/spec/replicas"),
         budgets,
@@ -306,6 +381,7 @@ fn dev_overlay() {
     assert_eq!(s.hpa[0], 1, "receivers start at 1");
     assert_eq!(s.hpa[2], 1, "consumers start at 1");
     assert_eq!(s.brokers, 1, "one Kafka node");
+    assert_eq!(s.store, Store::Standalone, "dev: the standalone Valkey");
     for (name, budget) in &s.budgets {
         assert_eq!(
             budget["maxUnavailable"], 1,
@@ -330,6 +406,15 @@ fn prod_overlay() {
         "prod: wider ranges"
     );
     assert!(s.brokers >= 3, "prod: three Kafka brokers");
+    // Consumers scale with partitions: up to one per partition, no idle ones.
+    assert_eq!(
+        so_max, s.partitions,
+        "prod: KEDA's ceiling is the topics' partition count"
+    );
+    assert!(
+        s.partitions > dev.partitions,
+        "prod: more partitions than dev"
+    );
     for role in ROLES {
         assert!(
             s.cpu_requests[role] > dev.cpu_requests[role],
@@ -351,9 +436,10 @@ fn prod_overlay() {
             "prod: PDB {name} minAvailable {min} of {replicas}"
         );
     }
+    assert_eq!(s.store, Store::Cluster, "prod: the Valkey Cluster");
     assert_eq!(
-        s.budgets["valkey"]["minAvailable"], 1,
-        "prod: Valkey moves only deliberately"
+        s.budgets[VALKEY_CLUSTER]["maxUnavailable"], 1,
+        "prod: drains take one Valkey node at a time (its replica takes over)"
     );
     let ingress = r.all("Ingress")[0];
     assert!(
@@ -369,5 +455,6 @@ fn prod_tls_overlay() {
     let prod = contract(&check_script("prod"));
     assert_eq!(s.hpa, prod.hpa, "prod-tls is prod, sizes and all");
     assert_eq!(s.router_replicas, prod.router_replicas);
+    assert_eq!(s.store, prod.store, "prod-tls: prod's Valkey Cluster");
     listener_tls(&r);
 }

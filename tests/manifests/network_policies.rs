@@ -1,5 +1,8 @@
 //! The NetworkPolicies evaluated flow by flow (`network_policy.rs` in
-//! `tests/support`): what the pipeline needs is allowed, the rest denied.
+//! `tests/support`): what the pipeline needs is allowed, the rest denied. With the
+//! Valkey Cluster, also what the cluster needs: its nodes reach each other on the
+//! client port (replication) and the bus, clients and the create Job reach the
+//! client port only, and nothing is left for the standalone Valkey it replaced.
 
 use super::*;
 
@@ -32,7 +35,10 @@ pub(crate) fn network_policies(r: &Rendered) {
     let router = pod_of("Deployment", "router");
     let consumer = pod_of("Deployment", "consumer");
     let grafana = pod_of("Deployment", "grafana");
-    let valkey = pod_of("StatefulSet", "valkey");
+    // The store's pods: the standalone Valkey, or a node of the cluster (every
+    // node alike: a cluster client is sent to whichever holds a key's slot).
+    let store = r.store();
+    let valkey = pod_of("StatefulSet", store.workload());
     let rabbitmq = pod_of("StatefulSet", "rabbitmq");
     let cluster = text(r.all("Kafka")[0], "/metadata/name").to_owned();
     let strimzi_pod = |name: String| Peer {
@@ -88,6 +94,8 @@ pub(crate) fn network_policies(r: &Rendered) {
         direction_allows(&policies, from, to, port, protocol, true, NAMESPACE)
             && direction_allows(&policies, to, from, port, protocol, false, NAMESPACE)
     };
+    // With the cluster: the Job that creates it.
+    let create_job = (store == Store::Cluster).then(|| pod_of("Job", VALKEY_CLUSTER_JOB));
     for pod in [
         &receiver,
         &router,
@@ -97,7 +105,10 @@ pub(crate) fn network_policies(r: &Rendered) {
         &rabbitmq,
         &broker,
         &unknown_pod,
-    ] {
+    ]
+    .into_iter()
+    .chain(&create_job)
+    {
         assert!(
             allowed(pod, &dns, 53, "UDP"),
             "{}: {} → DNS",
@@ -166,7 +177,36 @@ pub(crate) fn network_policies(r: &Rendered) {
         (&client_elsewhere, &router, 50051, false),
         (&client_elsewhere, &valkey, 6379, false),
     ];
-    for (from, to, port, needed) in connections {
+    // The Valkey Cluster's own flows: node to node on the client port (a replica
+    // reads its master there) and on the bus (gossip, failover); the Job creates
+    // the cluster through the client port; nothing else reaches the bus.
+    let mut cluster_connections = Vec::new();
+    if let Some(job) = &create_job {
+        let node = &valkey;
+        cluster_connections.extend([
+            (node, node, VALKEY_PORT, true),
+            (node, node, VALKEY_BUS_PORT, true),
+            (job, node, VALKEY_PORT, true),
+            (&consumer, node, VALKEY_BUS_PORT, false),
+            (&grafana, node, VALKEY_BUS_PORT, false),
+            (job, node, VALKEY_BUS_PORT, false),
+            (&stranger, node, VALKEY_BUS_PORT, false),
+            (&unknown_pod, node, VALKEY_BUS_PORT, false),
+            (&client_here, node, VALKEY_BUS_PORT, false),
+            (&receiver, node, VALKEY_BUS_PORT, false),
+            (&router, node, VALKEY_PORT, false),
+            (job, &broker, 9092, false),
+            (job, &rabbitmq, 5672, false),
+            (job, &consumer, 8080, false),
+            (job, &internet, 443, false),
+            (node, &broker, 9092, false),
+            (node, &consumer, 8080, false),
+            (node, job, VALKEY_PORT, false),
+            (&consumer, job, VALKEY_PORT, false),
+            (&stranger, job, VALKEY_PORT, false),
+        ]);
+    }
+    for (from, to, port, needed) in connections.into_iter().chain(cluster_connections) {
         let (verdict, why) = match needed {
             true => ("block", "which the pipeline needs"),
             false => ("allow", "which nothing needs"),
@@ -178,5 +218,36 @@ pub(crate) fn network_policies(r: &Rendered) {
             from.what,
             to.what
         );
+    }
+
+    // The cluster replaced the standalone Valkey: no policy still lets anything
+    // out toward a pod labelled as it was (the base's manifests/base/valkey), or
+    // into one.
+    if store == Store::Cluster {
+        let gone = Peer {
+            what: "a pod labelled as the standalone Valkey".into(),
+            labels: [("app.kubernetes.io/name".to_owned(), VALKEY.to_owned())].into(),
+            ..receiver.clone()
+        };
+        for from in [
+            &consumer,
+            &grafana,
+            create_job.as_ref().unwrap_or(&consumer),
+        ] {
+            assert!(
+                !direction_allows(&policies, from, &gone, VALKEY_PORT, "TCP", true, NAMESPACE),
+                "{}: {} may still send to {}:{VALKEY_PORT}",
+                r.overlay,
+                from.what,
+                gone.what
+            );
+            assert!(
+                !direction_allows(&policies, &gone, from, VALKEY_PORT, "TCP", false, NAMESPACE),
+                "{}: {} still admits {}",
+                r.overlay,
+                gone.what,
+                from.what
+            );
+        }
     }
 }

@@ -2,10 +2,13 @@
 //! observability (ServiceMonitor, dashboards) and disruption budgets.
 
 use super::*;
+use figment::providers::{Format as _, Yaml};
 
 /// Autoscaling: the HPA (receivers, CPU) and the KEDA ScaledObject (consumers,
-/// Kafka lag of flujo's consumer group). Returns (HPA min, HPA max, KEDA min, max).
-pub(crate) fn autoscaling(r: &Rendered, configs: &BTreeMap<&str, toml::Value>) -> [u64; 4] {
+/// Kafka lag of flujo's consumer group, never more consumers than partitions).
+/// Returns (HPA min, HPA max, KEDA min, max) and the fewest partitions of a topic
+/// KEDA scales on.
+pub(crate) fn autoscaling(r: &Rendered, configs: &BTreeMap<&str, toml::Value>) -> ([u64; 4], u64) {
     let hpas = r.all("HorizontalPodAutoscaler");
     let hpa = hpas
         .iter()
@@ -88,6 +91,7 @@ pub(crate) fn autoscaling(r: &Rendered, configs: &BTreeMap<&str, toml::Value>) -
         r.overlay
     );
     // More consumers than partitions would idle.
+    let mut fewest = u64::MAX;
     for t in triggers {
         let topic = text(t, "/metadata/topic");
         let partitions = r
@@ -106,8 +110,9 @@ pub(crate) fn autoscaling(r: &Rendered, configs: &BTreeMap<&str, toml::Value>) -
             "{}: {so_max} consumers for {partitions} partitions",
             r.overlay
         );
+        fewest = fewest.min(partitions);
     }
-    [hpa_min, hpa_max, so_min, so_max]
+    ([hpa_min, hpa_max, so_min, so_max], fewest)
 }
 
 /// Strimzi: a KRaft cluster, its node pools and topics, consistent with each other
@@ -234,6 +239,13 @@ pub(crate) fn strimzi(r: &Rendered, configs: &BTreeMap<&str, toml::Value>) -> u6
         assert_eq!(t["apiVersion"], "kafka.strimzi.io/v1beta2");
         assert_eq!(t["metadata"]["labels"]["strimzi.io/cluster"], cluster);
         assert!(number(t, "/spec/partitions") >= 1);
+        // Were flujo to create the topic, it would make the same one.
+        assert_eq!(
+            flujo_kafka["partitions"].as_integer().map(|p| p as u64),
+            Some(number(t, "/spec/partitions")),
+            "{}: {topic}: flujo's kafka.partitions and the KafkaTopic's",
+            r.overlay
+        );
         let replicas = number(t, "/spec/replicas");
         assert!(
             replicas <= brokers,
@@ -250,35 +262,59 @@ pub(crate) fn strimzi(r: &Rendered, configs: &BTreeMap<&str, toml::Value>) -> u6
     brokers
 }
 
-pub(crate) fn stores(r: &Rendered) {
-    let valkey = r.workload_of("StatefulSet", "valkey");
+/// The value after `flag` in a command line.
+pub(crate) fn arg_after<'a>(args: &[&'a str], flag: &str) -> Option<&'a str> {
+    args.iter()
+        .position(|a| *a == flag)
+        .and_then(|i| args.get(i + 1))
+        .copied()
+}
+
+/// A Valkey StatefulSet that keeps its data: on a PVC, with the append-only file,
+/// the password of the Secret (by reference, never the value). Returns the
+/// arguments of its Valkey container.
+pub(crate) fn persistent_valkey<'a>(r: &Rendered, valkey: &'a Value) -> Vec<&'a str> {
+    let who = format!("{}: {}", r.overlay, name_of(valkey));
     let templates = arr(&valkey["spec"]["volumeClaimTemplates"]);
-    assert!(
-        !templates.is_empty(),
-        "{}: Valkey keeps its data on a PVC",
-        r.overlay
-    );
+    assert!(!templates.is_empty(), "{who}: keeps its data on a PVC");
     let storage = &templates[0]["spec"]["resources"]["requests"]["storage"];
     assert!(quantity(storage) > 0.0);
     let c = &valkey["spec"]["template"]["spec"]["containers"][0];
     let args: Vec<&str> = arr(&c["args"]).iter().filter_map(Value::as_str).collect();
-    let after = |flag: &str| {
-        args.iter()
-            .position(|a| *a == flag)
-            .and_then(|i| args.get(i + 1))
-            .copied()
-    };
-    assert_eq!(after("--appendonly"), Some("yes"), "{}: AOF on", r.overlay);
-    let dir = after("--dir").unwrap_or("/data");
+    assert_eq!(
+        arg_after(&args, "--appendonly"),
+        Some("yes"),
+        "{who}: AOF on"
+    );
+    let dir = arg_after(&args, "--dir").unwrap_or("/data");
     assert!(
         arr(&c["volumeMounts"])
             .iter()
             .any(|m| m["mountPath"] == dir && m["name"] == templates[0]["metadata"]["name"]),
-        "{}: Valkey's --dir {dir} is on the PVC",
-        r.overlay
+        "{who}: --dir {dir} is on the PVC"
     );
-    assert_eq!(after("--requirepass"), Some("$(VALKEY_PASSWORD)"));
-    assert_eq!(service_ports(r, "valkey").get("valkey"), Some(&6379));
+    assert_eq!(
+        arg_after(&args, "--requirepass"),
+        Some("$(VALKEY_PASSWORD)"),
+        "{who}"
+    );
+    let secrets = secret_data(r, "valkey-credentials");
+    let password = &secrets["VALKEY_PASSWORD"];
+    assert!(
+        !args.iter().any(|a| a.contains(password.as_str())),
+        "{who}: the password itself on its command line"
+    );
+    args
+}
+
+pub(crate) fn stores(r: &Rendered) {
+    match r.store() {
+        Store::Standalone => {
+            persistent_valkey(r, r.workload_of("StatefulSet", VALKEY));
+            assert_eq!(service_ports(r, VALKEY).get("valkey"), Some(&VALKEY_PORT));
+        }
+        Store::Cluster => valkey_cluster(r),
+    }
 
     let rabbit = r.workload_of("StatefulSet", "rabbitmq");
     assert!(!arr(&rabbit["spec"]["volumeClaimTemplates"]).is_empty());
@@ -304,7 +340,7 @@ pub(crate) fn observability(r: &Rendered) {
         );
         assert!(service_ports(r, role).contains_key("http"));
     }
-    for other in ["valkey", "rabbitmq", "grafana"] {
+    for other in [r.store().service(), "rabbitmq", "grafana"] {
         let svc = r.get("Service", other);
         assert!(!selects(
             &sm["spec"]["selector"],
@@ -359,10 +395,47 @@ pub(crate) fn observability(r: &Rendered) {
     for needle in [
         "type: prometheus",
         "type: redis-datasource",
-        "url: redis://valkey.",
         "password: $VALKEY_PASSWORD",
     ] {
         assert!(datasources.contains(needle), "datasources lack `{needle}`");
+    }
+    // The Valkey data source reads the store the overlay deploys.
+    let provisioned: Value = figment::Figment::from(Yaml::string(datasources))
+        .extract()
+        .unwrap_or_else(|e| panic!("{}: Grafana's data sources are not YAML: {e}", r.overlay));
+    let redis = arr(&provisioned["datasources"])
+        .iter()
+        .find(|d| d["type"] == "redis-datasource")
+        .unwrap_or_else(|| panic!("{}: no redis-datasource", r.overlay));
+    let url = text(redis, "/url");
+    let client = &redis["jsonData"]["client"];
+    match r.store() {
+        Store::Standalone => assert!(
+            client == "standalone" && url.starts_with(&format!("redis://{VALKEY}.")),
+            "{}: Grafana reads the standalone Valkey, not {client} {url}",
+            r.overlay
+        ),
+        Store::Cluster => {
+            assert_eq!(
+                client, "cluster",
+                "{}: the plugin's cluster mode",
+                r.overlay
+            );
+            // Comma separated, nothing else: the plugin splits on `,` alone.
+            let nodes: BTreeSet<u64> = url
+                .split(',')
+                .map(|address| {
+                    cluster_node(r, address).unwrap_or_else(|why| {
+                        panic!("{}: Grafana's Valkey address {address:?}: {why}", r.overlay)
+                    })
+                })
+                .collect();
+            assert!(
+                nodes.len() >= 2,
+                "{}: Grafana names several nodes, one may be down: {url}",
+                r.overlay
+            );
+        }
     }
     let providers = &provisioning["/etc/grafana/provisioning/dashboards"];
     assert!(
@@ -397,14 +470,14 @@ pub(crate) fn observability(r: &Rendered) {
     }
 }
 
-/// One PDB per role and for Valkey, selecting the right pods.
+/// One PDB per role and for the store's Valkey, selecting the right pods.
 pub(crate) fn disruption_budgets(r: &Rendered) -> BTreeMap<String, Value> {
     let mut budgets = BTreeMap::new();
     for (kind, name) in [
         ("Deployment", "receiver"),
         ("Deployment", "router"),
         ("Deployment", "consumer"),
-        ("StatefulSet", "valkey"),
+        ("StatefulSet", r.store().workload()),
     ] {
         let w = r.get(kind, name);
         let pod_labels = labels(&w["spec"]["template"]["metadata"]["labels"]);

@@ -8,10 +8,10 @@
 
 use super::order::{assert_close, order_sales, order_tweets};
 use super::*;
+use flujo::components::valkey::key_shard;
 use flujo_actors::store::Positions;
 use serde_json::Value;
 use std::collections::BTreeSet;
-use flujo::components::valkey::key_shard;
 use support::OwnCluster;
 
 /// The partition of `key` among `partitions`, as a keyed producer gives it (any
@@ -152,7 +152,10 @@ async fn the_same_kpis_from_1_3_and_12_shards_and_partitions() {
                 .map(|k| key_shard(k, shards).to_string())
                 .collect();
             assert!(want.len() > 1, "{label}: the events spread over shards");
-            assert!(tags.is_superset(&want), "{label}: keys in {tags:?}, want {want:?}");
+            assert!(
+                tags.is_superset(&want),
+                "{label}: keys in {tags:?}, want {want:?}"
+            );
         }
     }
 }
@@ -205,8 +208,15 @@ async fn a_valkey_cluster_spreads_the_keys_and_gives_the_same_kpis() {
         .map(|k| key_shard(k, 12).to_string())
         .collect();
     let tags = tags_of(&all, "flujo:");
-    assert!(tags.is_superset(&want), "keys in shards {tags:?}, want {want:?}");
-    assert!(tags.iter().all(|t| t.parse::<usize>().is_ok_and(|n| n < 12)), "{tags:?}");
+    assert!(
+        tags.is_superset(&want),
+        "keys in shards {tags:?}, want {want:?}"
+    );
+    assert!(
+        tags.iter()
+            .all(|t| t.parse::<usize>().is_ok_and(|n| n < 12)),
+        "{tags:?}"
+    );
     let windows = store.dedup_windows().await.expect("windows");
     let held: usize = windows.iter().map(|(_, w)| w.ids).sum();
     assert_eq!(
