@@ -13,7 +13,7 @@ use flujo::components::kafka::{
     ensure_topics, KafkaConfig, KafkaSink, KafkaSource, RECEIVED_AT_HEADER,
 };
 use flujo_actors::consumer::{Delivery, Source};
-use flujo_actors::event::{Category, Events, Kind, Sale, Tweet};
+use flujo_actors::event::{Events, Kind, Sale, Tweet};
 use flujo_actors::publisher::Sink;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};

@@ -192,9 +192,14 @@ pub(crate) fn valkey_cluster(r: &Rendered) {
             .find(|e| e["name"] == var)
             .map(|e| &e["valueFrom"]["secretKeyRef"])
             .unwrap_or_else(|| panic!("{who}: no {var}"));
+        // The generated Secret's name carries kustomize's content hash.
+        let generated = r
+            .by_ref("Secret", "valkey-credentials")
+            .map(|o| o["metadata"]["name"].clone())
+            .unwrap_or_else(|| panic!("{who}: no Secret valkey-credentials"));
         assert!(
-            secret["name"] == "valkey-credentials" && secret["key"] == "VALKEY_PASSWORD",
-            "{who}: {var} from the Secret"
+            secret["name"] == generated && secret["key"] == "VALKEY_PASSWORD",
+            "{who}: {var} from the Secret {generated}, not {secret}"
         );
     }
     let ready = c["readinessProbe"]["exec"]["command"]

