@@ -9,6 +9,12 @@
 # loadtest/scale.csv and loadtest/scale.png (matplotlib, installed into
 # .services/venv when missing) and prints the table.
 #
+# Then the queries: for each shard count (default 12 and 48), one all-in-one
+# flujo on the same cluster with `valkey.shards` set, a load of sales and tweets,
+# and wrk (2 threads, 8 connections, 10 s, `Cache-Control: no-cache` so every
+# request reads every shard) on /v1/kpis/sales and /v1/rankings/products: their
+# p50/p99 go to loadtest/scale-queries.csv.
+#
 #   loadtest/scale.sh
 #   SCALE_CONSUMERS="1 2" SCALE_EVENTS_PER_S=10000 loadtest/scale.sh
 #   SCALE_STORE=valkey://127.0.0.1:6380 loadtest/scale.sh   # a standalone Valkey
@@ -17,6 +23,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 
 COUNTS=${SCALE_CONSUMERS:-1 2 3 6}
+QUERY_SHARDS=${SCALE_QUERY_SHARDS:-12 48}
 RATE=${SCALE_EVENTS_PER_S:-20000}
 LOAD_SECONDS=${SCALE_LOAD_SECONDS:-4}
 PARTITIONS=6
@@ -141,6 +148,32 @@ for k in $COUNTS; do
 done
 [ -z "$TANSU_PID" ] || stop "$TANSU_PID"
 
+QCSV=$ROOT/loadtest/scale-queries.csv
+echo "shards,query,requests_per_s,p50_ms,p99_ms" >"$QCSV"
+if have wrk; then
+    for shards in $QUERY_SHARDS; do
+        start "query-$shards" env FLUJO__VALKEY__PREFIX="$RUN_ID-q$shards:" FLUJO__VALKEY__SHARDS="$shards" \
+            "$FLUJO" run --store "$STORE" --http 127.0.0.1:0 --grpc 127.0.0.1:0 --tcp 127.0.0.1:0 --log-level warn
+        qpid=$PID
+        qhttp=$(addr http "$LINE")
+        wait_ready "http://$qhttp" "flujo ($shards shards)"
+        "$FLUJO" loadgen --target "http://$qhttp" --kind mixed --rate max --duration 5 --batch 1000 \
+            --concurrency 4 --verify --timeout 120 >"$TMP/qload-$shards.txt" 2>&1 ||
+            say "the load before the queries failed: $(tail -3 "$TMP/qload-$shards.txt")"
+        for query in "/v1/kpis/sales" "/v1/rankings/products?limit=10"; do
+            wrk -t2 -c8 -d10s --latency -H 'Cache-Control: no-cache' "http://$qhttp$query" >"$TMP/wrk.txt" 2>&1
+            rps=$(awk '/^Requests\/sec:/ {printf "%d", $2}' "$TMP/wrk.txt")
+            p50=$(awk '$1 == "50%" {print $2}' "$TMP/wrk.txt")
+            p99=$(awk '$1 == "99%" {print $2}' "$TMP/wrk.txt")
+            say "$shards shards, $query: $rps requests/s, p50 $p50, p99 $p99"
+            echo "$shards,$query,$rps,$p50,$p99" >>"$QCSV"
+        done
+        stop "$qpid"
+    done
+else
+    say "wrk is not installed (apt-get install wrk): no query latencies"
+fi
+
 "$PYTHON" -c 'import matplotlib' 2>/dev/null || "$ROOT/.services/venv/bin/pip" install -q matplotlib >&2
 "$PYTHON" - "$CSV" "$PNG" "$STORE" <<'PY'
 import csv, os, subprocess, sys
@@ -170,3 +203,4 @@ fig.savefig(png_path, dpi=110)
 print(open(csv_path).read())
 print(f"chart: {png_path}")
 PY
+cat "$QCSV"

@@ -738,6 +738,16 @@ impl ValkeyStore {
         self.query(&pipe).await
     }
 
+    /// `read` run on every shard (its index and itself) at once, each its own
+    /// round trip, concurrently; the answers in shard order.
+    async fn on_every_shard<'a, T, F, Fut>(&'a self, read: F) -> Result<Vec<T>, StoreError>
+    where
+        F: Fn(usize, &'a Shard) -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>> + 'a,
+    {
+        futures::future::try_join_all(self.shards.iter().enumerate().map(|(i, s)| read(i, s))).await
+    }
+
     /// The indices of items grouped by their shard (`shards` gives each item's),
     /// in shard order.
     fn by_shard(&self, shards: impl Iterator<Item = usize>) -> Vec<(usize, Vec<usize>)> {
@@ -772,8 +782,10 @@ impl ValkeyStore {
             limit: usize::MAX,
         };
         let mut merged: HashMap<String, (f64, Vec<usize>)> = HashMap::new();
-        for (s, shard) in self.shards.iter().enumerate() {
-            let (_, items) = self.ranked(&shard.key(suffix), whole).await?;
+        let replies = self
+            .on_every_shard(|_, shard| async move { self.ranked(&shard.key(suffix), whole).await })
+            .await?;
+        for (s, (_, items)) in replies.into_iter().enumerate() {
             for (member, score) in items {
                 let entry = merged.entry(member).or_insert((0.0, Vec::new()));
                 entry.0 += score;
@@ -1496,18 +1508,23 @@ impl Store for ValkeyStore {
         let mut total = SaleSums::default();
         let mut categories: Vec<(SaleSums, Option<Earliest>)> =
             Category::ALL.iter().map(|_| Default::default()).collect();
-        for shard in &self.shards {
-            let total_key = shard.key("sales:total");
-            let category_keys: Vec<String> = Category::ALL
-                .iter()
-                .map(|c| shard.key(&format!("sales:category:{}", c.as_str())))
-                .collect();
-            let mut pipe = redis::pipe();
-            pipe.atomic().hgetall(&total_key);
-            for key in &category_keys {
-                pipe.hgetall(key);
-            }
-            let maps: Vec<HashMap<String, String>> = self.query(&pipe).await?;
+        let replies = self
+            .on_every_shard(|_, shard| async move {
+                let total_key = shard.key("sales:total");
+                let category_keys: Vec<String> = Category::ALL
+                    .iter()
+                    .map(|c| shard.key(&format!("sales:category:{}", c.as_str())))
+                    .collect();
+                let mut pipe = redis::pipe();
+                pipe.atomic().hgetall(&total_key);
+                for key in &category_keys {
+                    pipe.hgetall(key);
+                }
+                let maps: Vec<HashMap<String, String>> = self.query(&pipe).await?;
+                Ok((total_key, category_keys, maps))
+            })
+            .await?;
+        for (total_key, category_keys, maps) in replies {
             if maps.len() != 1 + Category::ALL.len() {
                 return Err(corrupt(&total_key, "short pipeline reply"));
             }
@@ -1548,13 +1565,18 @@ impl Store for ValkeyStore {
     async fn tweet_kpis(&self) -> Result<TweetKpis, StoreError> {
         let mut total = TweetSums::default();
         let mut weather: Vec<u64> = vec![0; Weather::ALL.len()];
-        for shard in &self.shards {
-            let total_key = shard.key("tweets:total");
-            let weather_key = shard.key("tweets:weather");
-            let mut pipe = redis::pipe();
-            pipe.atomic().hgetall(&total_key).hgetall(&weather_key);
-            let (total_map, weather_map): (HashMap<String, String>, HashMap<String, String>) =
-                self.query(&pipe).await?;
+        let replies = self
+            .on_every_shard(|_, shard| async move {
+                let total_key = shard.key("tweets:total");
+                let weather_key = shard.key("tweets:weather");
+                let mut pipe = redis::pipe();
+                pipe.atomic().hgetall(&total_key).hgetall(&weather_key);
+                let (total, weather): (HashMap<String, String>, HashMap<String, String>) =
+                    self.query(&pipe).await?;
+                Ok((total_key, weather_key, total, weather))
+            })
+            .await?;
+        for (total_key, weather_key, total_map, weather_map) in replies {
             total.add(&Fields {
                 key: &total_key,
                 map: total_map,
@@ -1602,27 +1624,34 @@ impl Store for ValkeyStore {
     async fn location_ranking(&self, page: Page) -> Result<Ranking<LocationRank>, StoreError> {
         let (total, ranked) = self.ranked_merged("tweets:locations", page).await?;
         let mut sums: Vec<TweetSums> = ranked.iter().map(|_| TweetSums::default()).collect();
-        // Each location's hash, in every shard that ranks it (one with keyed sharding).
-        for (s, shard) in self.shards.iter().enumerate() {
-            let here: Vec<usize> = (0..ranked.len())
-                .filter(|&i| ranked[i].1 .1.contains(&s))
-                .collect();
-            if here.is_empty() {
-                continue;
-            }
-            let keys: Vec<String> = here
-                .iter()
-                .map(|&i| shard.key(&format!("tweets:location:{}", ranked[i].0)))
-                .collect();
-            let mut pipe = redis::pipe();
-            pipe.atomic();
-            for k in &keys {
-                pipe.hgetall(k);
-            }
-            let maps: Vec<HashMap<String, String>> = self.query(&pipe).await?;
-            if maps.len() != keys.len() {
-                return Err(corrupt(&keys[0], "short pipeline reply"));
-            }
+        // Each location's hash, in every shard that ranks it (one with keyed
+        // sharding), the shards read at once.
+        let ranked_ref = &ranked;
+        let replies = self
+            .on_every_shard(|s, shard| async move {
+                let here: Vec<usize> = (0..ranked_ref.len())
+                    .filter(|&i| ranked_ref[i].1 .1.contains(&s))
+                    .collect();
+                let keys: Vec<String> = here
+                    .iter()
+                    .map(|&i| shard.key(&format!("tweets:location:{}", ranked_ref[i].0)))
+                    .collect();
+                if keys.is_empty() {
+                    return Ok((here, keys, Vec::new()));
+                }
+                let mut pipe = redis::pipe();
+                pipe.atomic();
+                for k in &keys {
+                    pipe.hgetall(k);
+                }
+                let maps: Vec<HashMap<String, String>> = self.query(&pipe).await?;
+                if maps.len() != keys.len() {
+                    return Err(corrupt(&keys[0], "short pipeline reply"));
+                }
+                Ok((here, keys, maps))
+            })
+            .await?;
+        for (here, keys, maps) in replies {
             for ((&i, key), map) in here.iter().zip(&keys).zip(maps) {
                 sums[i].add(&Fields { key, map })?;
             }
@@ -1672,11 +1701,17 @@ impl Store for ValkeyStore {
             // Several: the shard of the earliest sale holds the product's stream
             // (a product lives in one shard).
             let mut earliest: Option<(Earliest, usize)> = None;
-            for (s, shard) in self.shards.iter().enumerate() {
-                let key = shard.key(&category_suffix);
-                let mut pipe = redis::pipe();
-                pipe.hgetall(&key);
-                let (map,): (HashMap<String, String>,) = self.query(&pipe).await?;
+            let suffix = &category_suffix;
+            let replies = self
+                .on_every_shard(|_, shard| async move {
+                    let key = shard.key(suffix);
+                    let mut pipe = redis::pipe();
+                    pipe.hgetall(&key);
+                    let (map,): (HashMap<String, String>,) = self.query(&pipe).await?;
+                    Ok((key, map))
+                })
+                .await?;
+            for (s, (key, map)) in replies.into_iter().enumerate() {
                 if let Some(candidate) = Earliest::of(&Fields { key: &key, map })? {
                     if earliest.as_ref().is_none_or(|(e, _)| candidate.before(e)) {
                         earliest = Some((candidate, s));
@@ -1734,8 +1769,10 @@ impl Store for ValkeyStore {
         let mut windows = Vec::with_capacity(Kind::ALL.len());
         for kind in Kind::ALL {
             let mut sum: Option<WindowStats> = None;
-            for shard in &self.shards {
-                let w = self.window_stats(shard, kind, now).await?;
+            let stats = self
+                .on_every_shard(|_, shard| self.window_stats(shard, kind, now))
+                .await?;
+            for w in stats {
                 sum = Some(match sum {
                     None => w,
                     Some(s) => WindowStats {
