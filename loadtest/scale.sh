@@ -6,8 +6,8 @@
 # the backlog into a three-master Valkey Cluster (scripts/services.sh cluster); the
 # figure is the backlog divided by the time until their `flujo_events_applied_total`
 # sum to it, and every consumer must answer the same sales count. Writes
-# loadtest/scale.csv and loadtest/scale.png (matplotlib, installed into
-# .services/venv when missing) and prints the table.
+# loadtest/scale.csv and loadtest/scale.png (matplotlib, installed into the
+# services' venv, .services/venv, when missing) and prints the table.
 #
 # Then the queries: for each shard count (default 12 and 48), one all-in-one
 # flujo on the same cluster with `valkey.shards` set, a load of sales and tweets,
@@ -49,7 +49,8 @@ cargo build --release --quiet --bin flujo
 FLUJO=$ROOT/target/release/flujo
 say "services, with the Valkey Cluster (scripts/services.sh cluster)"
 scripts/services.sh cluster >&2
-PYTHON=$ROOT/.services/venv/bin/python
+SERVICES=${FLUJO_SERVICES_DIR:-$ROOT/.services}
+PYTHON=$SERVICES/venv/bin/python
 
 applied() { # applied URL: the process's flujo_events_applied_total, summed
     curl -s "$1/metrics" | awk '/^flujo_events_applied_total/ {s += $2} END {printf "%d", s}'
@@ -77,7 +78,7 @@ print(total)
 PY
 }
 
-echo "consumers,events,seconds,events_per_s,flujo_cpu_us_per_event,store_script_us_per_event,applied_per_consumer" >"$CSV"
+echo "consumers,events,seconds,events_per_s,consumer_cpu_us_per_event,store_script_us_per_event,receiver_cpu_us_per_event,router_cpu_us_per_event,applied_per_consumer" >"$CSV"
 for k in $COUNTS; do
     tansu_fresh
     tag=$RUN_ID-$k
@@ -100,6 +101,9 @@ for k in $COUNTS; do
     "$FLUJO" loadgen --target "http://$receiver" --json --kind mixed --rate "$RATE" \
         --duration "$LOAD_SECONDS" --batch 100 --concurrency 16 >"$TMP/load-$k.json" 2>"$TMP/load-$k.err"
     events=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["events"])' "$TMP/load-$k.json")
+    # CPU per event of the ingest roles (start-up included; the load is all they did).
+    receiver_us=$(python3 -c "print(f'{$(cpu_seconds "$receiver_pid") * 1e6 / max($events, 1):.2f}')")
+    router_us=$(python3 -c "print(f'{$(cpu_seconds "$router_pid") * 1e6 / max($events, 1):.2f}')")
     stop "$receiver_pid"
     stop "$router_pid"
 
@@ -144,7 +148,7 @@ for k in $COUNTS; do
     store_us=$(python3 -c "print(f'{$script_us / max($events, 1):.2f}')")
     say "$k consumer(s): $events events in $seconds s = $rate events/s; flujo $cpu_us µs CPU and" \
         "the store $store_us µs of script per event (per consumer: ${per[*]})"
-    echo "$k,$events,$seconds,$rate,$cpu_us,$store_us,${per[*]}" >>"$CSV"
+    echo "$k,$events,$seconds,$rate,$cpu_us,$store_us,$receiver_us,$router_us,${per[*]}" >>"$CSV"
 done
 [ -z "$TANSU_PID" ] || stop "$TANSU_PID"
 
@@ -174,7 +178,7 @@ else
     say "wrk is not installed (apt-get install wrk): no query latencies"
 fi
 
-"$PYTHON" -c 'import matplotlib' 2>/dev/null || "$ROOT/.services/venv/bin/pip" install -q matplotlib >&2
+"$PYTHON" -c 'import matplotlib' 2>/dev/null || "$SERVICES/venv/bin/pip" install -q matplotlib >&2
 "$PYTHON" - "$CSV" "$PNG" "$STORE" <<'PY'
 import csv, os, subprocess, sys
 import matplotlib

@@ -216,12 +216,16 @@ async fn a_late_earlier_sale_changes_the_monitored_product_and_its_stream() {
     }
     apply(batch).await;
     assert_eq!(monitored(Home).await, ("TV".into(), vec![1.0]));
-    let history = format!("{}sales:history:home:RADIO", keys.prefix);
+    // One sorted set per category; a product's prices are the range of its tag
+    // (byte length in 4 hex digits, then the product).
+    let history = format!("{}sales:history:home", keys.prefix);
     let mut con = redis_connection(&keys.url).expect("admin");
-    let held: usize = redis::cmd("ZCARD")
+    let held: usize = redis::cmd("ZLEXCOUNT")
         .arg(&history)
+        .arg("[0005RADIO")
+        .arg("(0005RADIO:")
         .query(&mut con)
-        .expect("ZCARD");
+        .expect("ZLEXCOUNT");
     assert_eq!(
         held, MONITORED_PRICES,
         "RADIO's newest prices are kept while open"

@@ -89,30 +89,76 @@ local function check()
   return nil
 end
 
--- Adds sorted (score, member) pairs to the price set `key`; returns how many
--- were new.
-local function zadd_prices(key, points)
-  local added = 0
-  for from = 1, #points, 2 * PRICE_CHUNK do
-    added = added + redis.call('ZADD', key, unpack(points, from, math.min(from + 2 * PRICE_CHUNK - 1, #points)))
+-- Adds (score, member) pairs to the sorted set `key`, in chunks.
+local function zadd_pairs(key, pairs)
+  for from = 1, #pairs, 2 * PRICE_CHUNK do
+    redis.call('ZADD', key, unpack(pairs, from, math.min(from + 2 * PRICE_CHUNK - 1, #pairs)))
   end
-  return added
 end
 -- Adds prices to the monitored product's stream, keeping the newest MONITORED.
 local function add_prices(key, points)
-  zadd_prices(key, points)
+  zadd_pairs(key, points)
   redis.call('ZREMRANGEBYRANK', key, 0, -(tonumber(MONITORED) + 1))
 end
--- A history may hold up to a quarter more than MONITORED prices between trims
--- (reads take the newest MONITORED), so most batches add to it with one ZADD
--- and no trim: its length is kept in the category's `history-len` hash.
+
+-- While a category is open, the prices of the products it does not monitor are
+-- kept in one sorted set per category (`{p}sales:history:{category}`): every
+-- member scored 0 and made of its product's tag (the product's byte length in 4
+-- hex digits, then the product) and its stream member (`ts` in 19 digits, id,
+-- NUL, price), so the set's byte order is (product, ts, id) and one product's
+-- prices are one lexicographic range. A batch adds all its prices with one
+-- ZADD; the category's `history-len` hash counts each product's prices, and a
+-- product over MONITORED and a quarter is trimmed back to its newest MONITORED.
 local HISTORY_SLACK = math.floor(tonumber(MONITORED) / 4)
+local function product_tag(product) return string.format('%04x', #product) .. product end
+-- The lexicographic range of one product's prices (':' sorts after every digit).
+local function product_range(product)
+  local tag = product_tag(product)
+  return '[' .. tag, '(' .. tag .. ':'
+end
+-- Drops all but the newest MONITORED prices of `product`; returns how many it keeps.
+local function trim_history(history, product)
+  local lo, hi = product_range(product)
+  local n = redis.call('ZLEXCOUNT', history, lo, hi)
+  local drop = n - tonumber(MONITORED)
+  if drop > 0 then
+    local kept = redis.call('ZRANGE', history, lo, hi, 'BYLEX', 'LIMIT', drop, 1)[1]
+    redis.call('ZREMRANGEBYLEX', history, lo, '(' .. kept)
+    n = tonumber(MONITORED)
+  end
+  return n
+end
+-- Moves the stream's prices into the history as `product`'s.
+local function stream_to_history(stream, history, product)
+  local tag, pairs = product_tag(product), {}
+  for _, member in ipairs(redis.call('ZRANGE', stream, 0, -1)) do
+    pairs[#pairs + 1] = 0
+    pairs[#pairs + 1] = tag .. member
+  end
+  zadd_pairs(history, pairs)
+  redis.call('DEL', stream)
+  return #pairs / 2
+end
+-- Moves `product`'s prices from the history into the (empty) stream.
+local function history_to_stream(history, stream, product)
+  local lo, hi = product_range(product)
+  local cut, pairs = #product_tag(product) + 1, {}
+  for _, member in ipairs(redis.call('ZRANGE', history, lo, hi, 'BYLEX')) do
+    local point = string.sub(member, cut)
+    pairs[#pairs + 1] = string.sub(point, 1, 19)
+    pairs[#pairs + 1] = point
+  end
+  if #pairs > 0 then
+    add_prices(stream, pairs)
+    redis.call('ZREMRANGEBYLEX', history, lo, hi)
+  end
+end
 
 -- The category's monitored product and price sets after the batch (the rules of
 -- flujo_actors::store, as MemoryStore applies them).
 local function apply_monitor(c)
   local stream = p .. 'sales:monitored:' .. c.name .. ':newest'
-  local function history(product) return p .. 'sales:history:' .. c.name .. ':' .. product end
+  local history = p .. 'sales:history:' .. c.name
   local lengths = p .. 'sales:history-len:' .. c.name
   -- An older flujo's stream, in arrival order: dropped.
   if c.legacy then redis.call('DEL', p .. 'sales:monitored:' .. c.name .. ':prices') end
@@ -124,25 +170,28 @@ local function apply_monitor(c)
   if not newest or ts_before(newest, c.newest) then newest = c.newest end
   local open = not is_closed(ets, newest)
   if mon ~= c.old then
-    if redis.call('EXISTS', stream) == 1 then
-      if c.old and open then
-        redis.call('RENAME', stream, history(c.old))
-        -- The stream is trimmed after every batch: at most MONITORED prices.
-        redis.call('HSET', lengths, c.old, MONITORED)
-      else
-        redis.call('DEL', stream)
-      end
+    if c.old and open then
+      redis.call('HSET', lengths, c.old, stream_to_history(stream, history, c.old))
+    else
+      redis.call('DEL', stream)
     end
-    if redis.call('EXISTS', history(mon)) == 1 then redis.call('RENAME', history(mon), stream) end
+    history_to_stream(history, stream, mon)
+    redis.call('HDEL', lengths, mon)
   end
-  local others = {}
+  local others, pairs = {}, {}
   for _, list in ipairs(c.lists) do
     if list.product == mon then
       add_prices(stream, list.points)
     elseif open then
       others[#others + 1] = list
+      local tag = product_tag(list.product)
+      for i = 2, #list.points, 2 do
+        pairs[#pairs + 1] = 0
+        pairs[#pairs + 1] = tag .. list.points[i]
+      end
     end
   end
+  zadd_pairs(history, pairs)
   for from = 1, #others, PRICE_CHUNK do
     local to = math.min(from + PRICE_CHUNK - 1, #others)
     local names = {}
@@ -151,12 +200,8 @@ local function apply_monitor(c)
     local fields = {}
     for i = from, to do
       local list = others[i]
-      local key = history(list.product)
-      local len = (tonumber(known[i - from + 1]) or 0) + zadd_prices(key, list.points)
-      if len > tonumber(MONITORED) + HISTORY_SLACK then
-        redis.call('ZREMRANGEBYRANK', key, 0, -(tonumber(MONITORED) + 1))
-        len = tonumber(MONITORED)
-      end
+      local len = (tonumber(known[i - from + 1]) or 0) + #list.points / 2
+      if len > tonumber(MONITORED) + HISTORY_SLACK then len = trim_history(history, list.product) end
       fields[#fields + 1] = list.product
       fields[#fields + 1] = len
     end
@@ -167,17 +212,9 @@ local function apply_monitor(c)
   c.monitored, c.open, c.drop = mon, open, c.ets ~= nil and not c.was_closed and not open
 end
 
--- A category that just closed forgets the histories of its other products.
+-- A category that just closed forgets the prices of its other products.
 local function drop_histories(c)
-  local sold = redis.call('ZRANGE', p .. 'sales:products:' .. c.name, 0, -1)
-  local keys = {}
-  for _, product in ipairs(sold) do
-    if product ~= c.monitored then keys[#keys + 1] = p .. 'sales:history:' .. c.name .. ':' .. product end
-  end
-  keys[#keys + 1] = p .. 'sales:history-len:' .. c.name
-  for from = 1, #keys, PRICE_CHUNK do
-    redis.call('UNLINK', unpack(keys, from, math.min(from + PRICE_CHUNK - 1, #keys)))
-  end
+  redis.call('UNLINK', p .. 'sales:history:' .. c.name, p .. 'sales:history-len:' .. c.name)
 end
 
 local function apply()
