@@ -25,7 +25,7 @@ ROOT=$PWD
 COUNTS=${SCALE_CONSUMERS:-1 2 3 6}
 QUERY_SHARDS=${SCALE_QUERY_SHARDS:-12 48}
 RATE=${SCALE_EVENTS_PER_S:-20000}
-LOAD_SECONDS=${SCALE_LOAD_SECONDS:-4}
+LOAD_SECONDS=${SCALE_LOAD_SECONDS:-8}
 PARTITIONS=6
 STORE=${SCALE_STORE:-valkey+cluster://127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003}
 CSV=$ROOT/loadtest/scale.csv
@@ -44,9 +44,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-say "building the release binary"
-cargo build --release --quiet --bin flujo
+say "building the release binaries"
+cargo build --release --quiet --bin flujo --example kafka_producer_baseline
 FLUJO=$ROOT/target/release/flujo
+BASELINE=$ROOT/target/release/examples/kafka_producer_baseline
 say "services, with the Valkey Cluster (scripts/services.sh cluster)"
 scripts/services.sh cluster >&2
 SERVICES=${FLUJO_SERVICES_DIR:-$ROOT/.services}
@@ -150,6 +151,14 @@ for k in $COUNTS; do
         "the store $store_us µs of script per event (per consumer: ${per[*]})"
     echo "$k,$events,$seconds,$rate,$cpu_us,$store_us,$receiver_us,$router_us,${per[*]}" >>"$CSV"
 done
+# The broker's own ceiling: a bare rdkafka reader of a backlog of the same size
+# on a fresh tansu (no store), what no number of consumers can beat here.
+tansu_fresh
+"$BASELINE" --brokers "$KAFKA" --topic "$RUN_ID-bare" --messages "$events" --consume true \
+    >"$TMP/bare.txt" 2>"$TMP/bare.err" || say "the bare reader failed: $(tail -3 "$TMP/bare.err")"
+bare=$(sed -n 's/.* consume_msgs_per_s=\([0-9.]*\).*/\1/p' "$TMP/bare.txt")
+say "a bare reader of the same broker: ${bare:-?} msgs/s"
+echo "${bare:-}" >"$TMP/bare-rate"
 [ -z "$TANSU_PID" ] || stop "$TANSU_PID"
 
 QCSV=$ROOT/loadtest/scale-queries.csv
@@ -179,13 +188,13 @@ else
 fi
 
 "$PYTHON" -c 'import matplotlib' 2>/dev/null || "$SERVICES/venv/bin/pip" install -q matplotlib >&2
-"$PYTHON" - "$CSV" "$PNG" "$STORE" <<'PY'
+"$PYTHON" - "$CSV" "$PNG" "$STORE" "$(cat "$TMP/bare-rate")" <<'PY'
 import csv, os, subprocess, sys
 import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-csv_path, png_path, store = sys.argv[1:4]
+csv_path, png_path, store, bare = sys.argv[1:5]
 rows = [r for r in csv.DictReader(open(csv_path)) if r["events_per_s"] != "FAILED"]
 k = [int(r["consumers"]) for r in rows]
 rate = [float(r["events_per_s"]) for r in rows]
@@ -194,6 +203,9 @@ fig, ax = plt.subplots(figsize=(7, 4.2))
 ax.plot(k, rate, marker="o", label="flujo consumers (measured)")
 if rate:
     ax.plot(k, [rate[0] * n for n in k], linestyle="--", color="grey", label="linear from one consumer")
+if bare:
+    ax.axhline(float(bare), color="firebrick", linestyle=":",
+               label=f"bare rdkafka reader of the same broker, no store ({float(bare):,.0f}/s)")
 ax.set_xlabel("consumer processes (6 partitions, kafka.assignment i/k)")
 ax.set_ylabel("backlog applied, events/s")
 ax.set_title(f"Kafka backlog into {'a Valkey Cluster' if 'cluster' in store else 'Valkey'}, "
@@ -205,6 +217,7 @@ ax.legend()
 fig.tight_layout()
 fig.savefig(png_path, dpi=110)
 print(open(csv_path).read())
+print(f"bare reader of the same broker: {bare} msgs/s")
 print(f"chart: {png_path}")
 PY
 cat "$QCSV"
