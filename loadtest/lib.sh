@@ -3,6 +3,13 @@
 # stop on exit), ROOT (the repository) and, for tansu_fresh, BENCH_KAFKA and KAFKA.
 
 say() { printf '==> %s\n' "$*" >&2; }
+# stop_all: stops every process in PIDS and removes TMP (an EXIT trap).
+stop_all() {
+    local pid
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    rm -rf "$TMP"
+}
 have() { command -v "$1" >/dev/null 2>&1; }
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 

@@ -18,6 +18,7 @@
 #   loadtest/scale.sh
 #   SCALE_CONSUMERS="1 2" SCALE_EVENTS_PER_S=10000 loadtest/scale.sh
 #   SCALE_STORE=valkey://127.0.0.1:6380 loadtest/scale.sh   # a standalone Valkey
+#   BENCH_KAFKA=broker:9092 loadtest/scale.sh                # an existing Kafka instead of tansu
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -27,6 +28,7 @@ QUERY_SHARDS=${SCALE_QUERY_SHARDS:-12 48}
 RATE=${SCALE_EVENTS_PER_S:-20000}
 LOAD_SECONDS=${SCALE_LOAD_SECONDS:-8}
 PARTITIONS=6
+KAFKA=${BENCH_KAFKA:-127.0.0.1:9092}
 STORE=${SCALE_STORE:-valkey+cluster://127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003}
 CSV=$ROOT/loadtest/scale.csv
 PNG=$ROOT/loadtest/scale.png
@@ -36,13 +38,7 @@ PIDS=()
 # shellcheck source=loadtest/lib.sh
 source "$ROOT/loadtest/lib.sh"
 
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
+trap stop_all EXIT
 
 say "building the release binaries"
 cargo build --release --quiet --bin flujo --example kafka_producer_baseline

@@ -27,15 +27,9 @@ VALKEY_PORT=${SOAK_VALKEY_PORT:-6380}
 OUT=${SOAK_OUT:-$ROOT/loadtest}
 TMP=$(mktemp -d)
 PIDS=()
-
-say() { printf '==> %s\n' "$*" >&2; }
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
+# shellcheck source=loadtest/lib.sh
+source "$ROOT/loadtest/lib.sh"
+trap stop_all EXIT
 
 say "building the release binary"
 cargo build --release --quiet --bin flujo

@@ -1813,13 +1813,9 @@ impl SaleSums {
             fields.f64("price_sum")?.unwrap_or(0.0),
             fields.f64("revenue")?.unwrap_or(0.0),
         );
-        // The first shard's sums as stored (one shard answers exactly the stored doubles).
-        if self.count == 0 {
-            (self.price_sum, self.revenue) = (price_sum, revenue);
-        } else {
-            self.price_sum += price_sum;
-            self.revenue += revenue;
-        }
+        let first = self.count == 0;
+        add_stored(first, &mut self.price_sum, price_sum);
+        add_stored(first, &mut self.revenue, revenue);
         self.count += count;
         self.quantity_sum += fields.u64("quantity_sum")?;
         self.price_min = min_of(self.price_min, fields.required(count, "price_min")?);
@@ -1865,12 +1861,9 @@ impl TweetSums {
             fields.f64("temperature_sum")?.unwrap_or(0.0),
             fields.f64("humidity_sum")?.unwrap_or(0.0),
         );
-        if self.count == 0 {
-            (self.temperature_sum, self.humidity_sum) = (temperature_sum, humidity_sum);
-        } else {
-            self.temperature_sum += temperature_sum;
-            self.humidity_sum += humidity_sum;
-        }
+        let first = self.count == 0;
+        add_stored(first, &mut self.temperature_sum, temperature_sum);
+        add_stored(first, &mut self.humidity_sum, humidity_sum);
         self.count += count;
         self.temperature_min = min_of(
             self.temperature_min,
@@ -1894,6 +1887,16 @@ impl TweetSums {
             temperature_min: self.temperature_min,
             temperature_max: self.temperature_max,
         }
+    }
+}
+
+/// Adds a shard's stored sum to `sum`: the first shard's as stored, so one shard
+/// answers exactly the stored double (a `-0.0` too).
+fn add_stored(first: bool, sum: &mut f64, stored: f64) {
+    if first {
+        *sum = stored;
+    } else {
+        *sum += stored;
     }
 }
 
