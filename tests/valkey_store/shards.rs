@@ -160,6 +160,27 @@ async fn the_same_kpis_from_1_3_and_12_shards_and_partitions() {
     }
 }
 
+#[tokio::test]
+async fn a_store_refuses_another_shard_count() {
+    let (store, keys) = shared_store(DAY, 1).await;
+    let store = store.with_shards(3);
+    store
+        .apply_sales(&[sale("x", Category::Home, "P", 1.0, 1)])
+        .await
+        .expect("apply");
+    let other = ValkeyStore::connect(&keys.url, &keys.prefix, DAY, 1)
+        .expect("connect")
+        .with_shards(4);
+    let err = other.ready().await.expect_err("another shard count");
+    assert!(err.to_string().contains("valkey.shards = 3"), "{err}");
+    let err = other
+        .apply_sales(&[sale("y", Category::Home, "P", 1.0, 1)])
+        .await
+        .expect_err("no write with another shard count");
+    assert!(err.to_string().contains("not 4"), "{err}");
+    assert_eq!(store.sales_kpis().await.expect("kpis").total.count, 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_valkey_cluster_spreads_the_keys_and_gives_the_same_kpis() {
     let cluster = OwnCluster::start();

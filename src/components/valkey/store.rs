@@ -148,6 +148,8 @@ pub struct ValkeyStore {
     /// The independent key sets the KPIs are kept in (one unless
     /// [`ValkeyStore::with_shards`]); queries merge them.
     shards: Vec<Shard>,
+    /// Set once the store is known to have been made with this shard count.
+    shards_checked: tokio::sync::OnceCell<()>,
 }
 
 /// One independent set of KPI keys, all under one prefix (with a hash tag when
@@ -531,6 +533,7 @@ impl ValkeyStore {
             snapshot_script: Script::new(LUA_WINDOW_SNAPSHOT),
             resume_script: Script::new(LUA_RESUME),
             shards: Vec::new(),
+            shards_checked: tokio::sync::OnceCell::new(),
         };
         // A cluster spreads shards over its nodes: 16 unless told otherwise.
         store.make_shards(if store.is_cluster() {
@@ -572,6 +575,7 @@ impl ValkeyStore {
         self.shards = (0..count)
             .map(|i| Shard::new(&self.prefix, i, tagged, window, self.generation_cap))
             .collect();
+        self.shards_checked = tokio::sync::OnceCell::new();
     }
 
     /// Loads `kind`'s mirror of `shard` afresh from the whole window, in one
@@ -736,6 +740,42 @@ impl ValkeyStore {
         };
         pipe.zrevrange_withscores(key, start, stop);
         self.query(&pipe).await
+    }
+
+    /// Checks that the store's keys were made with this shard count: the first
+    /// write records the count in `{p}shards` (`SET NX`; with `record`, checked
+    /// once per store), and a flujo with another count is refused (store
+    /// unavailable, naming both), since a product's shard, its positions and its
+    /// id window depend on the count. Without `record` (readiness) nothing is
+    /// written.
+    async fn check_shards(&self, record: bool) -> Result<(), StoreError> {
+        if self.shards_checked.initialized() {
+            return Ok(());
+        }
+        let key = format!("{}shards", self.prefix);
+        let mut pipe = redis::pipe();
+        if record {
+            pipe.cmd("SET")
+                .arg(&key)
+                .arg(self.shards.len())
+                .arg("NX")
+                .ignore();
+        }
+        pipe.get(&key);
+        let (stored,): (Option<usize>,) = self.query(&pipe).await?;
+        match stored {
+            Some(n) if n != self.shards.len() => Err(unavailable(format!(
+                "the store under {} was made with valkey.shards = {n} (key {key}), not {}: \
+                 a product's shard depends on the count, so use {n} or a new prefix",
+                self.prefix,
+                self.shards.len()
+            ))),
+            Some(_) => {
+                let _ = self.shards_checked.set(());
+                Ok(())
+            }
+            None => Ok(()),
+        }
     }
 
     /// `read` run on every shard (its index and itself) at once, each its own
@@ -1055,6 +1095,7 @@ impl ValkeyStore {
         events: &[E],
         at: &Positions,
     ) -> Result<Applied, StoreError> {
+        self.check_shards(true).await?;
         if self.shards.len() == 1 {
             return E::apply(self, &self.shards[0], events, at).await;
         }
@@ -1745,6 +1786,7 @@ impl Store for ValkeyStore {
     }
 
     async fn ready(&self) -> Result<(), StoreError> {
+        self.check_shards(false).await?;
         if self.is_cluster() {
             // A call in every shard's slot reaches every node that holds a shard.
             for shard in &self.shards {
