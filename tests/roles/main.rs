@@ -45,6 +45,9 @@
 //!   (`K/3`) on six partitions and a three-master Valkey Cluster of the test's own;
 //!   one consumer SIGKILLed mid-stream and started again at once; every KPI exact on
 //!   every consumer, every consumer applied events, every node holds keys.
+//! - `kafka_consumers_scale_up_and_down_on_a_valkey_cluster`: while a client
+//!   sends, one consumer is replaced by three (`K/3`), then the three are SIGKILLed
+//!   and replaced by two (`K/2`); every KPI exact on both last consumers.
 //! - `kafka_topic_holds_every_202d_sale_as_canonical_json_keyed_by_product`: a plain
 //!   rdkafka client finds every sale answered 202, in every input form, as canonical
 //!   JSON keyed by its product, in send order within the product, over several

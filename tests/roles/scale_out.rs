@@ -4,6 +4,11 @@
 //! events flow and started again at once. Every KPI must end exact (read from any
 //! consumer: each merges the cluster's shards), each consumer must have applied
 //! events, and every node must hold keys.
+//!
+//! `kafka_consumers_scale_up_and_down_on_a_valkey_cluster`: while events flow,
+//! one consumer (`all`) is replaced at once by three (`K/3`, scale up: SIGTERM),
+//! then the three by two (`K/2`, scale down: SIGKILL, so deliveries in hand are
+//! lost and redelivered): every KPI must end exact.
 
 use super::*;
 use support::OwnCluster;
@@ -112,6 +117,100 @@ async fn three_consumers_on_a_cluster() {
         log(&format!("node {n}: {mine} keys"));
     }
     drop((router, receiver, consumers));
+}
+
+async fn consumers_scale_up_and_down() {
+    let label = "cluster-scale";
+    let log = progress(label);
+    require_kafka(Duration::from_secs(15)).await;
+    let cluster = tokio::task::spawn_blocking(OwnCluster::start)
+        .await
+        .expect("cluster");
+    let names = Names::new(label);
+    let mut envs = names.envs();
+    envs.push(("FLUJO__KAFKA__PARTITIONS".into(), "6".into()));
+    let consumer_envs = |assignment: &str| -> Vec<(String, String)> {
+        let mut e = envs.clone();
+        e.push(("FLUJO__AGGREGATOR__DEDUP_WINDOW_SECS".into(), "0".into()));
+        e.push(("FLUJO__KAFKA__ASSIGNMENT".into(), assignment.to_owned()));
+        e
+    };
+    let store = cluster.url();
+    let router = start(&envs, router_args(Bus::Kafka)).await;
+    let consumers = vec![start(&consumer_envs("all"), consumer_args(Bus::Kafka, &store)).await];
+    let receiver = start(&envs, receiver_args(&router)).await;
+    wait_ready(&consumers[0], "consumer", READY_TIMEOUT).await;
+    wait_ready(&receiver, "receiver", READY_TIMEOUT).await;
+
+    let work = Workload::new(label, 3000, 1500, &[0.35, 0.7]);
+    let (work, flow, client) = start_client(&receiver, work).await;
+    wait_applying(&consumers[0], work.firsts.len() as u64, "the consumer").await;
+    flow.reached(0, 0.8, Duration::from_secs(60)).await;
+    // Scale up: the one consumer stops, three take its partitions at once.
+    consumers[0].sigterm();
+    let mut up = Vec::new();
+    for member in 0..3 {
+        up.push(
+            start(
+                &consumer_envs(&format!("{member}/3")),
+                consumer_args(Bus::Kafka, &store),
+            )
+            .await,
+        );
+    }
+    flow.open(1);
+    log("scaled up from one consumer to three");
+    flow.reached(1, 0.8, Duration::from_secs(60)).await;
+    // Scale down, abruptly: the three are SIGKILLed, two take over at once.
+    for consumer in &mut up {
+        consumer.kill9();
+    }
+    let mut down = Vec::new();
+    for member in 0..2 {
+        down.push(
+            start(
+                &consumer_envs(&format!("{member}/2")),
+                consumer_args(Bus::Kafka, &store),
+            )
+            .await,
+        );
+    }
+    flow.open(2);
+    log("scaled down from three consumers (SIGKILLed) to two");
+
+    let (sales, tweets) = finish_client(client, &work, &flow).await;
+    log(&client_done(&sales, &tweets, &flow));
+    let context = || "the consumers were scaled from 1 to 3 to 2".to_owned();
+    wait_applied(
+        &mut down[0],
+        sales.sales.count,
+        tweets.tweets.count,
+        CONVERGE_TIMEOUT,
+        &context,
+    )
+    .await;
+    for consumer in &down {
+        assert_every_kpi_stays(consumer, &sales, &tweets, None).await;
+    }
+    let applied = vec![applied_by(&down[0]).await, applied_by(&down[1]).await];
+    log(&format!(
+        "every KPI exact after scaling; the last two applied {applied:?}"
+    ));
+    assert!(
+        applied.iter().all(|&n| n > 0),
+        "both last consumers work: {applied:?}"
+    );
+    drop((router, receiver, consumers, up, down));
+    drop(cluster);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kafka_consumers_scale_up_and_down_on_a_valkey_cluster() {
+    bounded(
+        "kafka_consumers_scale_up_and_down_on_a_valkey_cluster",
+        consumers_scale_up_and_down(),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -160,6 +160,27 @@ async fn the_same_kpis_from_1_3_and_12_shards_and_partitions() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn merged_rankings_and_earliest_sale_break_ties_as_one_store() {
+    // The parity workload: every sale at ts 0 (the earliest is decided by id over
+    // the shards), nine products tied at 7 units, odd floats, locations alone.
+    let mut rng = StdRng::seed_from_u64(0x7135);
+    let sales = parity_sales(&mut rng);
+    let tweets = parity_tweets(&mut rng);
+    let memory = MemoryStore::new(DAY);
+    memory.apply_sales(&sales).await.expect("memory");
+    memory.apply_tweets(&tweets).await.expect("memory");
+    let reference = answers(&memory).await;
+    for shards in [3, 12] {
+        let (store, _keys) = shared_store(DAY, 2).await;
+        let store = store.with_shards(shards);
+        apply_all(&store, &sales, &tweets, 0, 97).await;
+        assert_answers(&store, &reference, &format!("parity, {shards} shards")).await;
+    }
+    let kpis: Value = serde_json::from_str(&reference["sales_kpis"]).expect("json");
+    assert_eq!(kpis["categories"]["clothing"]["monitored_product"], "MON");
+}
+
 #[tokio::test]
 async fn a_store_refuses_another_shard_count() {
     let (store, keys) = shared_store(DAY, 1).await;
