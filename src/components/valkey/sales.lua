@@ -90,9 +90,9 @@ local function check()
 end
 
 -- Adds (score, member) pairs to the sorted set `key`, in chunks.
-local function zadd_pairs(key, pairs)
-  for from = 1, #pairs, 2 * PRICE_CHUNK do
-    redis.call('ZADD', key, unpack(pairs, from, math.min(from + 2 * PRICE_CHUNK - 1, #pairs)))
+local function zadd_pairs(key, scored)
+  for from = 1, #scored, 2 * PRICE_CHUNK do
+    redis.call('ZADD', key, unpack(scored, from, math.min(from + 2 * PRICE_CHUNK - 1, #scored)))
   end
 end
 -- Adds prices to the monitored product's stream, keeping the newest MONITORED.
@@ -130,26 +130,26 @@ local function trim_history(history, product)
 end
 -- Moves the stream's prices into the history as `product`'s.
 local function stream_to_history(stream, history, product)
-  local tag, pairs = product_tag(product), {}
+  local tag, scored = product_tag(product), {}
   for _, member in ipairs(redis.call('ZRANGE', stream, 0, -1)) do
-    pairs[#pairs + 1] = 0
-    pairs[#pairs + 1] = tag .. member
+    scored[#scored + 1] = 0
+    scored[#scored + 1] = tag .. member
   end
-  zadd_pairs(history, pairs)
+  zadd_pairs(history, scored)
   redis.call('DEL', stream)
-  return #pairs / 2
+  return #scored / 2
 end
 -- Moves `product`'s prices from the history into the (empty) stream.
 local function history_to_stream(history, stream, product)
   local lo, hi = product_range(product)
-  local cut, pairs = #product_tag(product) + 1, {}
+  local cut, scored = #product_tag(product) + 1, {}
   for _, member in ipairs(redis.call('ZRANGE', history, lo, hi, 'BYLEX')) do
     local point = string.sub(member, cut)
-    pairs[#pairs + 1] = string.sub(point, 1, 19)
-    pairs[#pairs + 1] = point
+    scored[#scored + 1] = string.sub(point, 1, 19)
+    scored[#scored + 1] = point
   end
-  if #pairs > 0 then
-    add_prices(stream, pairs)
+  if #scored > 0 then
+    add_prices(stream, scored)
     redis.call('ZREMRANGEBYLEX', history, lo, hi)
   end
 end
@@ -178,7 +178,7 @@ local function apply_monitor(c)
     history_to_stream(history, stream, mon)
     redis.call('HDEL', lengths, mon)
   end
-  local others, pairs = {}, {}
+  local others, scored = {}, {}
   for _, list in ipairs(c.lists) do
     if list.product == mon then
       add_prices(stream, list.points)
@@ -186,12 +186,12 @@ local function apply_monitor(c)
       others[#others + 1] = list
       local tag = product_tag(list.product)
       for i = 2, #list.points, 2 do
-        pairs[#pairs + 1] = 0
-        pairs[#pairs + 1] = tag .. list.points[i]
+        scored[#scored + 1] = 0
+        scored[#scored + 1] = tag .. list.points[i]
       end
     end
   end
-  zadd_pairs(history, pairs)
+  zadd_pairs(history, scored)
   for from = 1, #others, PRICE_CHUNK do
     local to = math.min(from + PRICE_CHUNK - 1, #others)
     local names = {}
