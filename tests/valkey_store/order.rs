@@ -216,16 +216,14 @@ async fn a_late_earlier_sale_changes_the_monitored_product_and_its_stream() {
     }
     apply(batch).await;
     assert_eq!(monitored(Home).await, ("TV".into(), vec![1.0]));
-    // One sorted set per category; a product's prices are the range of its tag
-    // (byte length in 4 hex digits, then the product).
-    let history = format!("{}sales:history:home", keys.prefix);
+    // One list per product, named by its tag (byte length in 4 hex digits, then
+    // the product).
+    let history = format!("{}sales:history:home:0005RADIO", keys.prefix);
     let mut con = redis_connection(&keys.url).expect("admin");
-    let held: usize = redis::cmd("ZLEXCOUNT")
+    let held: usize = redis::cmd("LLEN")
         .arg(&history)
-        .arg("[0005RADIO")
-        .arg("(0005RADIO:")
         .query(&mut con)
-        .expect("ZLEXCOUNT");
+        .expect("LLEN");
     assert_eq!(
         held, MONITORED_PRICES,
         "RADIO's newest prices are kept while open"
@@ -285,5 +283,59 @@ async fn a_late_earlier_sale_changes_the_monitored_product_and_its_stream() {
     assert_eq!(
         kpis.categories["electronics"].monitored_product.as_deref(),
         Some("PC")
+    );
+}
+
+#[tokio::test]
+async fn an_open_category_kept_in_the_earlier_layout_is_carried_over() {
+    let (valkey, keys) = shared_store(DAY, 1).await;
+    let t0 = 1_700_000_000_000;
+    valkey
+        .apply_sales(&[sale_at("tv", t0, Category::Home, "TV", 1.0, 1)])
+        .await
+        .expect("apply");
+    // RADIO's prices as an earlier flujo kept them: one sorted set per category,
+    // members scored 0 and tagged with the product, and a hash of counts.
+    let mut con = redis_connection(&keys.url).expect("admin");
+    let mut zadd = redis::cmd("ZADD");
+    zadd.arg(format!("{}sales:history:home", keys.prefix));
+    for i in 1..=3 {
+        zadd.arg(0)
+            .arg(format!("0005RADIO{:019}r{i}\0{:?}", t0 + i, i as f64));
+    }
+    let _: () = zadd.query(&mut con).expect("ZADD");
+    let _: () = redis::cmd("HSET")
+        .arg(format!("{}sales:history-len:home", keys.prefix))
+        .arg("RADIO")
+        .arg(3)
+        .query(&mut con)
+        .expect("HSET");
+
+    // A later RADIO price, then a RADIO sale before TV's: RADIO is monitored with
+    // every price, those of the earlier layout included.
+    valkey
+        .apply_sales(&[sale_at("r4", t0 + 4, Category::Home, "RADIO", 4.0, 1)])
+        .await
+        .expect("apply");
+    valkey
+        .apply_sales(&[sale_at("r0", t0 - 1, Category::Home, "RADIO", 0.5, 1)])
+        .await
+        .expect("apply");
+    let m = valkey
+        .monitored_prices(Category::Home, 1000)
+        .await
+        .expect("prices");
+    assert_eq!(m.product_id.as_deref(), Some("RADIO"));
+    assert_eq!(m.prices, vec![0.5, 1.0, 2.0, 3.0, 4.0]);
+    let mut held: Vec<String> =
+        keys_under(&keys.url, &format!("{}sales:history", keys.prefix)).expect("scan");
+    held.sort();
+    assert_eq!(
+        held,
+        [
+            format!("{}sales:history-tail:home", keys.prefix),
+            format!("{}sales:history:home:0002TV", keys.prefix),
+        ],
+        "the earlier layout's keys are gone; TV's price waits in its list"
     );
 }

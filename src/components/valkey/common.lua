@@ -66,3 +66,23 @@ local function merge_scope(key, count, ints, floats, lo, min, hi, max)
   end
   redis.call('HSET', key, unpack(args))
 end
+-- Adds to the scores of members of the sorted set `key` (`pairs`: member and
+-- increment pairs, no member twice), as ZINCRBY would, in two calls per
+-- PAIR_CHUNK members rather than one per member: ZMSCORE reads the scores, ZADD
+-- writes each stored score plus its increment (the same double addition
+-- ZINCRBY makes).
+local PAIR_CHUNK = 500
+local function increment_scores(key, pairs_of)
+  for from = 1, #pairs_of, PAIR_CHUNK do
+    local to = math.min(from + PAIR_CHUNK - 1, #pairs_of)
+    local members = {}
+    for i = from, to do members[#members + 1] = pairs_of[i][1] end
+    local stored = redis.call('ZMSCORE', key, unpack(members))
+    local scored = {}
+    for i = from, to do
+      scored[#scored + 1] = fmt((tonumber(stored[i - from + 1]) or 0) + tonumber(pairs_of[i][2]))
+      scored[#scored + 1] = pairs_of[i][1]
+    end
+    redis.call('ZADD', key, unpack(scored))
+  end
+end

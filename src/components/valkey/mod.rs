@@ -17,7 +17,7 @@
 //! | `{p}sales:products` | sorted set | member = `product_id`, score = quantity sold over all categories |
 //! | `{p}sales:products:{category}` | sorted set | member = `product_id`, score = quantity sold in the category |
 //! | `{p}sales:monitored:{category}:newest` | sorted set | the monitored product's newest 1,000 prices by (`ts`, `id`): score = `ts`, member = [`PricePoint::member`] (`ts` in 19 digits, id, NUL, price), trimmed with `ZREMRANGEBYRANK` |
-//! | `{p}sales:history:{category}` | sorted set | while a category is open (see [`flujo_actors::store`]), the prices of every product it does not monitor: score 0, member = the product's tag (byte length in 4 hex digits, then the product) and its stream member, so one product's prices are one lexicographic range; moved to or from `…:newest` when the monitored product changes, `UNLINK`ed when the category closes |
+//! | `{p}sales:history:{category}:{tag}` | list | while a category is open (see [`flujo_actors::store`]), the prices of one product it does not monitor (tag = the product's byte length in 4 hex digits, then the product): its stream members oldest first by (`ts`, `id`), trimmed to the newest 1,000 once over 1,250; moved to or from `…:newest` when the monitored product changes, `UNLINK`ed when the category closes |
 //! | `{p}tweets:total` | hash | `count`, `temperature_sum`, `humidity_sum`, `temperature_min`, `temperature_max` of all tweets |
 //! | `{p}tweets:weather` | hash | one count field per weather seen (`sunny`, `cloudy`, `rainy`, `foggy`, `snowy`, `stormy`) |
 //! | `{p}tweets:locations` | sorted set | member = location, score = tweet count |
@@ -25,7 +25,7 @@
 //! | `{p}ids:sale`, `{p}ids:tweet` | hash | the id window of a kind: `born` (ms it was created), `cap` (ids per generation, fixed at creation), `oldest`, `newest` (generation numbers), `opened:{n}` (ms generation n opened), `evicted` (ids forgotten early because the window was full) |
 //! | `{p}ids:sale:{n}`, `{p}ids:tweet:{n}` | string | generation n of the id window: the 16-byte XXH3 hashes of applied ids, one after another (`APPEND`), expiring a window after its last write |
 //! | `{p}position:{stream}` | string | the next offset of a source stream (`kafka:{group}:{topic}:{partition}`) not applied yet, written in the batch's script (per shard: the next offset after the stream's events that shard applied) |
-//! | `{p}sales:history-len:{category}` | hash | product → how many prices the category's history holds for it (trimmed to the newest 1,000 once over 1,250) while the category is open |
+//! | `{p}sales:history-tail:{category}` | hash | product → the newest member of its history list, while the category is open (a batch whose prices all follow it is appended with one `RPUSH`) |
 //! | `{p}resume:{stream}` | string | with several shards, in the stream's home shard: where a consumer given the partition starts (moved once every shard's part of a batch is applied) |
 //!
 //! Averages are not stored: queries divide the sums by the count, as `MemoryStore` does.
@@ -77,15 +77,17 @@
 //! `monitored` with it and flujo sends every price of that category. Otherwise it
 //! writes: each touched aggregate hash is read once (`HMGET`) and written once
 //! (`HSET`) with the stored sum plus the batch's sum (the same addition
-//! `MemoryStore` makes, so both answer the same doubles), min/max combined; one
-//! `ZINCRBY` per product and ranking; each category's monitored product moves to
+//! `MemoryStore` makes, so both answer the same doubles), min/max combined; each
+//! ranking read once (`ZMSCORE`) and written once (`ZADD` of the stored scores
+//! plus the batch's, the addition `ZINCRBY` makes); each category's monitored product moves to
 //! the batch's earliest sale's product when that is earlier by (`ts`, `id`)
 //! (compared byte by byte: Lua's `<` follows the server's collation), moving the
 //! prices between the stream and the category's history; one `ZADD` to the
 //! monitored product's stream (then `ZREMRANGEBYRANK` to 1,000) and, while the
-//! category is open, one `ZADD` of every other product's prices to its history
-//! (a product over 1,250 there trimmed back to its newest 1,000); and a category
-//! that closes `UNLINK`s its history.
+//! category is open, one `RPUSH` of each other product's prices onto its history
+//! list (prices going back before the list's newest pop its tail and push the
+//! merge; a list over 1,250 is trimmed back to its newest 1,000); and a category
+//! that closes `UNLINK`s its histories.
 //! Then the new ids' hashes are appended to the newest generation (one `APPEND`; a
 //! new generation opens when it is full or a window/3 old; when the open ones hold
 //! the cap, the oldest is dropped whole with `UNLINK`), and last the streams' positions (`SET`, never

@@ -101,67 +101,120 @@ local function add_prices(key, points)
   redis.call('ZREMRANGEBYRANK', key, 0, -(tonumber(MONITORED) + 1))
 end
 
--- While a category is open, the prices of the products it does not monitor are
--- kept in one sorted set per category (`{p}sales:history:{category}`): every
--- member scored 0 and made of its product's tag (the product's byte length in 4
--- hex digits, then the product) and its stream member (`ts` in 19 digits, id,
--- NUL, price), so the set's byte order is (product, ts, id) and one product's
--- prices are one lexicographic range. A batch adds all its prices with one
--- ZADD; the category's `history-len` hash counts each product's prices, and a
--- product over MONITORED and a quarter is trimmed back to its newest MONITORED.
+-- While a category is open, the prices of each product it does not monitor are
+-- kept in a list of its own (`{p}sales:history:{category}:{tag}`, the tag being
+-- the product's byte length in 4 hex digits, then the product), its stream
+-- members oldest first by byte order, i.e. by (ts, id); the category's
+-- `history-tail` hash holds each listed product's newest member. Prices that all
+-- follow that member are appended with one RPUSH (the usual case, as sales mostly
+-- arrive in time order); prices that go back pop the list's tail back to where
+-- they start and push the merge. A list over MONITORED and a quarter is trimmed
+-- to its newest MONITORED (LTRIM).
 local HISTORY_SLACK = math.floor(tonumber(MONITORED) / 4)
 local function product_tag(product) return string.format('%04x', #product) .. product end
--- The lexicographic range of one product's prices (':' sorts after every digit).
-local function product_range(product)
-  local tag = product_tag(product)
-  return '[' .. tag, '(' .. tag .. ':'
+local function history_key(category, product)
+  return p .. 'sales:history:' .. category .. ':' .. product_tag(product)
 end
--- Drops all but the newest MONITORED prices of `product`; returns how many it keeps.
-local function trim_history(history, product)
-  local lo, hi = product_range(product)
-  local n = redis.call('ZLEXCOUNT', history, lo, hi)
-  local drop = n - tonumber(MONITORED)
-  if drop > 0 then
-    local kept = redis.call('ZRANGE', history, lo, hi, 'BYLEX', 'LIMIT', drop, 1)[1]
-    redis.call('ZREMRANGEBYLEX', history, lo, '(' .. kept)
-    n = tonumber(MONITORED)
+local function tails_key(category) return p .. 'sales:history-tail:' .. category end
+-- True when stream member a is before b: by their 19-digit ts while both are
+-- below 10^15 (exact as doubles), else byte by byte.
+local function member_before(a, b)
+  local ta, tb = string.sub(a, 1, 19), string.sub(b, 1, 19)
+  if ta ~= tb and string.sub(ta, 1, 4) == '0000' and string.sub(tb, 1, 4) == '0000' then
+    return tonumber(ta) < tonumber(tb)
   end
-  return n
+  return bytes_before(a, b)
 end
--- Moves the stream's prices into the history as `product`'s.
-local function stream_to_history(stream, history, product)
-  local tag, scored = product_tag(product), {}
-  for _, member in ipairs(redis.call('ZRANGE', stream, 0, -1)) do
-    scored[#scored + 1] = 0
-    scored[#scored + 1] = tag .. member
+-- Pushes `members` (in order) onto the tail of the list `key`, in chunks;
+-- returns the list's length (or 0 when there was nothing to push).
+local function push_all(key, members)
+  local len = 0
+  for from = 1, #members, 2 * PRICE_CHUNK do
+    len = redis.call('RPUSH', key, unpack(members, from, math.min(from + 2 * PRICE_CHUNK - 1, #members)))
   end
-  zadd_pairs(history, scored)
+  return len
+end
+-- Adds `members` (ascending, no two equal) to the history list `key`, whose
+-- newest member is `tail` (nil when the list is empty), keeping it ascending with
+-- no two equal members; returns the list's length.
+local function add_history(key, tail, members)
+  if not tail or member_before(tail, members[1]) then return push_all(key, members) end
+  -- Pop the tail (newest first) back to a member before the first new one.
+  local popped, count = {}, 8
+  repeat
+    local got = redis.call('RPOP', key, count)
+    if not got then break end
+    for _, m in ipairs(got) do popped[#popped + 1] = m end
+    count = count * 4
+  until member_before(popped[#popped], members[1])
+  local merged, i, j = {}, #popped, 1
+  while i >= 1 or j <= #members do
+    local a, b = popped[i], members[j]
+    if b == nil or (a ~= nil and member_before(a, b)) then
+      merged[#merged + 1] = a
+      i = i - 1
+    else
+      if a == b then i = i - 1 end
+      merged[#merged + 1] = b
+      j = j + 1
+    end
+  end
+  return push_all(key, merged)
+end
+-- Moves the stream's prices into `product`'s (empty) history list; returns the
+-- newest of them, or nil.
+local function stream_to_history(stream, category, product)
+  local members = redis.call('ZRANGE', stream, 0, -1)
+  push_all(history_key(category, product), members)
   redis.call('DEL', stream)
-  return #scored / 2
+  return members[#members]
 end
--- Moves `product`'s prices from the history into the (empty) stream.
-local function history_to_stream(history, stream, product)
-  local lo, hi = product_range(product)
-  local cut, scored = #product_tag(product) + 1, {}
-  for _, member in ipairs(redis.call('ZRANGE', history, lo, hi, 'BYLEX')) do
-    local point = string.sub(member, cut)
-    scored[#scored + 1] = string.sub(point, 1, 19)
-    scored[#scored + 1] = point
+-- Moves `product`'s prices from its history list into the (empty) stream.
+local function history_to_stream(category, stream, product)
+  local key = history_key(category, product)
+  local scored = {}
+  for _, member in ipairs(redis.call('LRANGE', key, 0, -1)) do
+    scored[#scored + 1] = string.sub(member, 1, 19)
+    scored[#scored + 1] = member
   end
   if #scored > 0 then
     add_prices(stream, scored)
-    redis.call('ZREMRANGEBYLEX', history, lo, hi)
+    redis.call('DEL', key)
   end
+end
+-- A category's history in the layout of an earlier flujo (one sorted set per
+-- category, product-tagged members scored 0, a `history-len` hash of counts):
+-- moved into the lists.
+local function convert_old_history(category)
+  local old, lengths = p .. 'sales:history:' .. category, p .. 'sales:history-len:' .. category
+  if redis.call('EXISTS', lengths) == 0 then return end
+  local tails = {}
+  for _, product in ipairs(redis.call('HKEYS', lengths)) do
+    local tag = product_tag(product)
+    local members = {}
+    for _, m in ipairs(redis.call('ZRANGE', old, '[' .. tag, '(' .. tag .. ':', 'BYLEX')) do
+      members[#members + 1] = string.sub(m, #tag + 1)
+    end
+    if #members > 0 then
+      push_all(history_key(category, product), members)
+      tails[#tails + 1] = product
+      tails[#tails + 1] = members[#members]
+    end
+  end
+  for from = 1, #tails, 2 * PRICE_CHUNK do
+    redis.call('HSET', tails_key(category), unpack(tails, from, math.min(from + 2 * PRICE_CHUNK - 1, #tails)))
+  end
+  redis.call('UNLINK', old, lengths)
 end
 
 -- The category's monitored product and price sets after the batch (the rules of
 -- flujo_actors::store, as MemoryStore applies them).
 local function apply_monitor(c)
   local stream = p .. 'sales:monitored:' .. c.name .. ':newest'
-  local history = p .. 'sales:history:' .. c.name
-  local lengths = p .. 'sales:history-len:' .. c.name
+  local tails = tails_key(c.name)
   -- An older flujo's stream, in arrival order: dropped.
   if c.legacy then redis.call('DEL', p .. 'sales:monitored:' .. c.name .. ':prices') end
+  if not c.was_closed then convert_old_history(c.name) end
   local e, ets, eid, mon = c.earliest, c.ets, c.eid, c.old
   if not ets or ts_before(e.ts, ets) or (e.ts == ets and bytes_before(e.id, eid)) then
     ets, eid, mon = e.ts, e.id, e.product
@@ -170,42 +223,43 @@ local function apply_monitor(c)
   if not newest or ts_before(newest, c.newest) then newest = c.newest end
   local open = not is_closed(ets, newest)
   if mon ~= c.old then
-    if c.old and open then
-      redis.call('HSET', lengths, c.old, stream_to_history(stream, history, c.old))
+    local tail = c.old and open and stream_to_history(stream, c.name, c.old)
+    if tail then
+      redis.call('HSET', tails, c.old, tail)
     else
       redis.call('DEL', stream)
     end
-    history_to_stream(history, stream, mon)
-    redis.call('HDEL', lengths, mon)
+    history_to_stream(c.name, stream, mon)
+    redis.call('HDEL', tails, mon)
   end
-  local others, scored = {}, {}
+  local others = {}
   for _, list in ipairs(c.lists) do
     if list.product == mon then
       add_prices(stream, list.points)
     elseif open then
       others[#others + 1] = list
-      local tag = product_tag(list.product)
-      for i = 2, #list.points, 2 do
-        scored[#scored + 1] = 0
-        scored[#scored + 1] = tag .. list.points[i]
-      end
     end
   end
-  zadd_pairs(history, scored)
   for from = 1, #others, PRICE_CHUNK do
     local to = math.min(from + PRICE_CHUNK - 1, #others)
     local names = {}
     for i = from, to do names[#names + 1] = others[i].product end
-    local known = redis.call('HMGET', lengths, unpack(names))
+    local known = redis.call('HMGET', tails, unpack(names))
     local fields = {}
     for i = from, to do
-      local list = others[i]
-      local len = (tonumber(known[i - from + 1]) or 0) + #list.points / 2
-      if len > tonumber(MONITORED) + HISTORY_SLACK then len = trim_history(history, list.product) end
+      local list, tail = others[i], known[i - from + 1] or nil
+      -- The batch's points of a product are sorted, no two equal (delta.rs).
+      local members = {}
+      for k = 2, #list.points, 2 do members[#members + 1] = list.points[k] end
+      local key, last = history_key(c.name, list.product), members[#members]
+      if add_history(key, tail, members) > tonumber(MONITORED) + HISTORY_SLACK then
+        redis.call('LTRIM', key, -tonumber(MONITORED), -1)
+      end
+      if not tail or member_before(tail, last) then tail = last end
       fields[#fields + 1] = list.product
-      fields[#fields + 1] = len
+      fields[#fields + 1] = tail
     end
-    redis.call('HSET', lengths, unpack(fields))
+    redis.call('HSET', tails, unpack(fields))
   end
   redis.call('HSET', c.key, 'monitored_product', mon, 'earliest_ts', ets, 'earliest_id', eid,
     'newest_ts', newest)
@@ -214,7 +268,17 @@ end
 
 -- A category that just closed forgets the prices of its other products.
 local function drop_histories(c)
-  redis.call('UNLINK', p .. 'sales:history:' .. c.name, p .. 'sales:history-len:' .. c.name)
+  local tails = tails_key(c.name)
+  local keys = {}
+  for _, product in ipairs(redis.call('HKEYS', tails)) do
+    keys[#keys + 1] = history_key(c.name, product)
+    if #keys == PRICE_CHUNK then
+      redis.call('UNLINK', unpack(keys))
+      keys = {}
+    end
+  end
+  keys[#keys + 1] = tails
+  redis.call('UNLINK', unpack(keys))
 end
 
 local function apply()
@@ -224,14 +288,14 @@ local function apply()
     merge_sales(c.key, c.scope)
     apply_monitor(c)
     local ranking = p .. 'sales:products:' .. c.name
-    for _, pq in ipairs(c.products) do redis.call('ZINCRBY', ranking, pq[2], pq[1]) end
+    increment_scores(ranking, c.products)
     if c.drop then drop_histories(c) end
     extra[#extra + 1] = c.name
     extra[#extra + 1] = c.monitored
     extra[#extra + 1] = c.open and '0' or '1'
   end
   local ranking = p .. 'sales:products'
-  for _, pq in ipairs(products) do redis.call('ZINCRBY', ranking, pq[2], pq[1]) end
+  increment_scores(ranking, products)
   return extra
 end
 

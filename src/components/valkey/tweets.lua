@@ -20,10 +20,12 @@ end
 local function apply()
   merge_tweets(p .. 'tweets:total', total)
   for _, w in ipairs(weathers) do redis.call('HINCRBY', p .. 'tweets:weather', w[1], w[2]) end
+  local counts = {}
   for _, l in ipairs(locations) do
     merge_tweets(p .. 'tweets:location:' .. l.name, l.scope)
-    redis.call('ZINCRBY', p .. 'tweets:locations', l.scope.count, l.name)
+    counts[#counts + 1] = { l.name, l.scope.count }
   end
+  increment_scores(p .. 'tweets:locations', counts)
   return {}
 end
 
