@@ -2,20 +2,21 @@ local p = ARGV[1]
 local window = ARGV[2]
 -- ARGV[3] = now (ms), ARGV[4] = ids per window generation, ARGV[5] = the number S
 -- of source streams the batch carries positions for, then their S names, then per
--- stream the next offset after the whole delivery, then the number N of events,
--- their ids' 16-byte hashes in one string (HASHES), then when S > 0 each event's
--- stream (1 to S) and offset. Then the batch folded into per-key changes (the
--- delta), which sales.lua or tweets.lua read in order with `arg()`. Last come the
--- caller's mirror of the id window (five values, see window.lua) and VERDICTS, one
--- character per event: '0' when the caller's mirror holds its id or an earlier
--- event of the batch has it, else '1'.
+-- stream the next offset after the whole delivery, then per stream the lowest
+-- offset of the batch's events, then the number N of events, their ids' 16-byte
+-- hashes in one string (HASHES), then when S > 0 each event's stream (1 to S) and
+-- offset in one string (OFFSETS, `stream,offset;` per event, read only when a
+-- stream's stored position is above its lowest offset). Then the batch folded
+-- into per-key changes (the delta), which sales.lua or tweets.lua read in order
+-- with `arg()`. Last come the caller's mirror of the id window (five values, see
+-- window.lua) and VERDICTS, one character per event: '0' when the caller's mirror
+-- holds its id or an earlier event of the batch has it, else '1'.
 local STREAMS = tonumber(ARGV[5])
-local HEAD = 6 + 2 * STREAMS
+local HEAD = 6 + 3 * STREAMS
 local N = tonumber(ARGV[HEAD])
 local HASHES = ARGV[HEAD + 1]
-local FIRST = HEAD + 2 -- the first event's stream, when S > 0
-local WIDTH = STREAMS == 0 and 0 or 2
-local cursor = HEAD + 1 + N * WIDTH
+local OFFSETS = STREAMS > 0 and ARGV[HEAD + 2] or ''
+local cursor = HEAD + 1 + (STREAMS > 0 and 1 or 0)
 local MIRROR = #ARGV - 5 -- the first of the mirror's values
 local VERDICTS = ARGV[#ARGV]
 local function arg()

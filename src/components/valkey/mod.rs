@@ -45,14 +45,16 @@
 //! work in proportion to the keys the batch touches, not to its events. `ARGV`
 //! carries the prefix, the dedup window in ms, the time now, the most ids one window
 //! generation holds (used when the window is created), the batch's source streams
-//! (their count, their names, and per stream the next offset after the whole
-//! delivery), the events (their id hashes in one string, and stream and offset when
-//! the batch has streams), then the delta, and last the point this process's mirror
+//! (their count, their names, per stream the next offset after the whole delivery
+//! and the lowest offset of the batch's events), the events (their id hashes in one
+//! string, and when the batch has streams their stream and offset in another, read
+//! only when a stream's stored position is above its lowest offset), then the delta, and last the point this process's mirror
 //! of the id window is complete up to, the generations its duplicates are in, and
 //! its verdict on each event (below). The delta is: the
 //! total and per-category (per-location) scopes, each category's earliest sale
 //! (`ts`, id, product) and newest `ts`, per product its newest 1,000 price points
-//! of the batch (score and member; for a category flujo last saw closed, only those
+//! of the batch (members only, each starting with its score, `ts` in 19 digits,
+//! and read in place by the script; for a category flujo last saw closed, only those
 //! of the monitored product it saw and of the batch's earliest sale's product), and
 //! the quantities per product (tweets: counts per weather).
 //!

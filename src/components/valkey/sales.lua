@@ -4,8 +4,8 @@
 -- earliest sale by (ts, id) (ts, id, product), its newest ts, whether the prices
 -- of every product sold follow ('1') or only those of the monitored product flujo
 -- believes a closed category has ('0', with that product; '' after a '1'), the
--- price lists (count, then per product: product, count, then score (ts) and
--- member pairs, sorted), and its products (count, then product and quantity
+-- price lists (count, then per product: product, count, then its stream
+-- members, sorted, each starting with its score: ts in 19 digits), and its products (count, then product and quantity
 -- pairs); then the products of all categories (same pairs).
 local function scope()
   return { count = num(), quantity_sum = num(), price_sum = num(), revenue = num(),
@@ -16,12 +16,13 @@ local function pairs_list()
   for i = 1, num() do list[i] = { arg(), arg() } end
   return list
 end
+-- A price list is read in place: its members are ARGV[from .. to].
 local function price_lists()
   local lists = {}
   for l = 1, num() do
-    local product, points = arg(), {}
-    for i = 1, 2 * num() do points[i] = arg() end
-    lists[l] = { product = product, points = points }
+    local product, n = arg(), num()
+    lists[l] = { product = product, from = cursor + 1, to = cursor + n }
+    cursor = cursor + n
   end
   return lists
 end
@@ -89,15 +90,17 @@ local function check()
   return nil
 end
 
--- Adds (score, member) pairs to the sorted set `key`, in chunks.
-local function zadd_pairs(key, scored)
-  for from = 1, #scored, 2 * PRICE_CHUNK do
-    redis.call('ZADD', key, unpack(scored, from, math.min(from + 2 * PRICE_CHUNK - 1, #scored)))
+-- Adds the stream members t[from .. to] to the monitored product's stream (each
+-- scored by its first 19 digits, its ts), keeping the newest MONITORED.
+local function add_prices(key, t, from, to)
+  for first = from, to, PRICE_CHUNK do
+    local scored = {}
+    for i = first, math.min(first + PRICE_CHUNK - 1, to) do
+      scored[#scored + 1] = string.sub(t[i], 1, 19)
+      scored[#scored + 1] = t[i]
+    end
+    redis.call('ZADD', key, unpack(scored))
   end
-end
--- Adds prices to the monitored product's stream, keeping the newest MONITORED.
-local function add_prices(key, points)
-  zadd_pairs(key, points)
   redis.call('ZREMRANGEBYRANK', key, 0, -(tonumber(MONITORED) + 1))
 end
 
@@ -125,20 +128,22 @@ local function member_before(a, b)
   end
   return bytes_before(a, b)
 end
--- Pushes `members` (in order) onto the tail of the list `key`, in chunks;
+-- Pushes t[from .. to] (in order) onto the tail of the list `key`, in chunks;
 -- returns the list's length (or 0 when there was nothing to push).
-local function push_all(key, members)
+local function push_all(key, t, from, to)
   local len = 0
-  for from = 1, #members, 2 * PRICE_CHUNK do
-    len = redis.call('RPUSH', key, unpack(members, from, math.min(from + 2 * PRICE_CHUNK - 1, #members)))
+  for first = from, to, 2 * PRICE_CHUNK do
+    len = redis.call('RPUSH', key, unpack(t, first, math.min(first + 2 * PRICE_CHUNK - 1, to)))
   end
   return len
 end
--- Adds `members` (ascending, no two equal) to the history list `key`, whose
--- newest member is `tail` (nil when the list is empty), keeping it ascending with
--- no two equal members; returns the list's length.
-local function add_history(key, tail, members)
-  if not tail or member_before(tail, members[1]) then return push_all(key, members) end
+-- Adds the stream members ARGV[from .. to] (ascending, no two equal) to the
+-- history list `key`, whose newest member is `tail` (nil when the list is
+-- empty), keeping it ascending with no two equal members; returns the list's
+-- length.
+local function add_history(key, tail, from, to)
+  if not tail or member_before(tail, ARGV[from]) then return push_all(key, ARGV, from, to) end
+  local members = { unpack(ARGV, from, to) }
   -- Pop the tail (newest first) back to a member before the first new one.
   local popped, count = {}, 8
   repeat
@@ -159,26 +164,22 @@ local function add_history(key, tail, members)
       j = j + 1
     end
   end
-  return push_all(key, merged)
+  return push_all(key, merged, 1, #merged)
 end
 -- Moves the stream's prices into `product`'s (empty) history list; returns the
 -- newest of them, or nil.
 local function stream_to_history(stream, category, product)
   local members = redis.call('ZRANGE', stream, 0, -1)
-  push_all(history_key(category, product), members)
+  push_all(history_key(category, product), members, 1, #members)
   redis.call('DEL', stream)
   return members[#members]
 end
 -- Moves `product`'s prices from its history list into the (empty) stream.
 local function history_to_stream(category, stream, product)
   local key = history_key(category, product)
-  local scored = {}
-  for _, member in ipairs(redis.call('LRANGE', key, 0, -1)) do
-    scored[#scored + 1] = string.sub(member, 1, 19)
-    scored[#scored + 1] = member
-  end
-  if #scored > 0 then
-    add_prices(stream, scored)
+  local members = redis.call('LRANGE', key, 0, -1)
+  if #members > 0 then
+    add_prices(stream, members, 1, #members)
     redis.call('DEL', key)
   end
 end
@@ -196,7 +197,7 @@ local function convert_old_history(category)
       members[#members + 1] = string.sub(m, #tag + 1)
     end
     if #members > 0 then
-      push_all(history_key(category, product), members)
+      push_all(history_key(category, product), members, 1, #members)
       tails[#tails + 1] = product
       tails[#tails + 1] = members[#members]
     end
@@ -235,7 +236,7 @@ local function apply_monitor(c)
   local others = {}
   for _, list in ipairs(c.lists) do
     if list.product == mon then
-      add_prices(stream, list.points)
+      add_prices(stream, ARGV, list.from, list.to)
     elseif open then
       others[#others + 1] = list
     end
@@ -248,11 +249,9 @@ local function apply_monitor(c)
     local fields = {}
     for i = from, to do
       local list, tail = others[i], known[i - from + 1] or nil
-      -- The batch's points of a product are sorted, no two equal (delta.rs).
-      local members = {}
-      for k = 2, #list.points, 2 do members[#members + 1] = list.points[k] end
-      local key, last = history_key(c.name, list.product), members[#members]
-      if add_history(key, tail, members) > tonumber(MONITORED) + HISTORY_SLACK then
+      -- The batch's members of a product are sorted, no two equal (delta.rs).
+      local key, last = history_key(c.name, list.product), ARGV[list.to]
+      if add_history(key, tail, list.from, list.to) > tonumber(MONITORED) + HISTORY_SLACK then
         redis.call('LTRIM', key, -tonumber(MONITORED), -1)
       end
       if not tail or member_before(tail, last) then tail = last end

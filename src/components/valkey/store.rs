@@ -16,6 +16,7 @@ use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::Script;
 use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -895,16 +896,30 @@ impl ValkeyStore {
             for &next in &reached[..streams.len()] {
                 invocation.arg(next);
             }
+            let mut lowest = vec![i64::MAX; streams.len()];
+            if !streams.is_empty() {
+                for &i in &sending {
+                    let (stream, offset) = at.offsets[i];
+                    lowest[stream as usize] = lowest[stream as usize].min(offset);
+                }
+            }
+            for low in lowest {
+                invocation.arg(low);
+            }
             let mut blob = Vec::with_capacity(sending.len() * ID_BYTES);
             for &i in &sending {
                 blob.extend_from_slice(&hashes[i].to_le_bytes());
             }
             invocation.arg(sending.len()).arg(blob);
             if !streams.is_empty() {
+                // `stream,offset;` per event, read by the script only when a
+                // stream's stored position is above its lowest offset.
+                let mut offsets = String::with_capacity(sending.len() * 12);
                 for &i in &sending {
                     let (stream, offset) = at.offsets[i];
-                    invocation.arg(stream + 1).arg(offset);
+                    let _ = write!(offsets, "{},{offset};", stream + 1);
                 }
+                invocation.arg(offsets);
             }
             delta(
                 &mut invocation,
@@ -1481,11 +1496,12 @@ fn push_tweet_scope(inv: &mut redis::ScriptInvocation<'_>, scope: &TweetScope) {
 }
 
 /// A product and the prices of its sales as `sales.lua` reads them: product,
-/// count, then score (`ts`) and member pairs.
+/// count, then the members (each starts with its score, `ts` in 19 digits), in
+/// [`PricePoint::key`] order, no two equal.
 fn push_prices(inv: &mut redis::ScriptInvocation<'_>, product: &str, points: &[PricePoint]) {
     inv.arg(product).arg(points.len());
     for point in points {
-        inv.arg(point.ts).arg(&point.member);
+        inv.arg(&point.member);
     }
 }
 
