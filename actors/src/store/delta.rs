@@ -6,7 +6,8 @@
 
 use super::{MONITORED_LATENESS_MS, MONITORED_PRICES};
 use crate::event::{Category, Sale, Tweet, Weather};
-use std::collections::HashMap;
+use std::cmp::Ordering;
+use std::collections::{HashMap, VecDeque};
 
 /// Count, sum and extremes of one measure over some events.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -156,39 +157,51 @@ impl PricePoint {
     pub fn key(&self) -> &str {
         &self.member
     }
+
+    /// The order of [`PricePoint::key`], by `ts` first (the key starts with it
+    /// in 19 digits), so most comparisons read no bytes of the key.
+    pub fn order(&self, other: &PricePoint) -> Ordering {
+        self.ts
+            .cmp(&other.ts)
+            .then_with(|| self.member.cmp(&other.member))
+    }
 }
 
 /// Inserts `new` (sorted by [`PricePoint::key`]) into `stream` (sorted, no two
 /// points with the same key) and keeps the newest `MONITORED_PRICES`: a point
 /// whose key is already in the stream replaces nothing (as `ZADD` of a member
-/// with the same score; equal members are equal points).
-pub fn merge_newest(stream: &mut Vec<PricePoint>, new: &[PricePoint]) {
-    if new.is_empty() {
-        return;
-    }
-    let appends = stream.last().is_none_or(|last| last.key() < new[0].key());
-    if appends {
-        stream.extend_from_slice(new);
-    } else {
-        let mut merged = Vec::with_capacity(stream.len() + new.len());
-        let (mut a, mut b) = (stream.drain(..).peekable(), new.iter().peekable());
-        loop {
-            match (a.peek(), b.peek()) {
-                (Some(x), Some(y)) if x.key() < y.key() => merged.extend(a.next()),
-                (Some(x), Some(y)) if x.key() == y.key() => {
-                    merged.extend(a.next());
-                    b.next();
+/// with the same score; equal members are equal points). Points after the
+/// stream's newest are appended and the oldest dropped from the front, so the
+/// usual case (sales arriving about in time order) costs no more than the new
+/// points; an earlier point is put in place by binary search.
+pub fn merge_newest(stream: &mut VecDeque<PricePoint>, new: Vec<PricePoint>) {
+    /// How far back from the newest point an earlier one is looked for one by
+    /// one (late points are usually only a little late) before a binary search.
+    const NEAR: usize = 8;
+    for point in new {
+        let len = stream.len();
+        let behind = stream
+            .iter()
+            .rev()
+            .take(NEAR)
+            .position(|p| p.order(&point) != Ordering::Greater);
+        match behind {
+            Some(0) if stream[len - 1].order(&point) == Ordering::Less => stream.push_back(point),
+            None if len == 0 => stream.push_back(point),
+            Some(back) => {
+                if stream[len - 1 - back].order(&point) == Ordering::Less {
+                    stream.insert(len - back, point);
                 }
-                (_, Some(_)) => merged.extend(b.next().cloned()),
-                (Some(_), None) => merged.extend(a.next()),
-                (None, None) => break,
+            }
+            None => {
+                if let Err(at) = stream.binary_search_by(|p| p.order(&point)) {
+                    stream.insert(at, point);
+                }
             }
         }
-        drop(a);
-        *stream = merged;
     }
-    if stream.len() > MONITORED_PRICES {
-        stream.drain(..stream.len() - MONITORED_PRICES);
+    while stream.len() > MONITORED_PRICES {
+        stream.pop_front();
     }
 }
 
@@ -270,25 +283,27 @@ impl SalesDelta {
     /// Folds `sales`, in order.
     pub fn of<'a>(sales: impl IntoIterator<Item = &'a Sale>) -> SalesDelta {
         let mut d = SalesDelta::default();
+        // Each category's earliest sale so far, copied out once at the end.
+        let mut earliest: [Option<&Sale>; 4] = [None; 4];
         for s in sales {
             d.total.add(s);
-            let c = &mut d.categories[s.category.index()];
+            let i = s.category.index();
+            let c = &mut d.categories[i];
             c.scope.add(s);
             *c.products.entry(&s.product_id) += s.quantity;
             c.prices.entry(&s.product_id).push(PricePoint::of(s));
-            let first = Earliest::of(s);
-            if c.earliest
-                .as_ref()
-                .is_none_or(|e| first.before(e.ts, &e.id))
+            if earliest[i]
+                .is_none_or(|e| (s.ts.max(0), s.id.as_str()) < (e.ts.max(0), e.id.as_str()))
             {
-                c.earliest = Some(first);
+                earliest[i] = Some(s);
             }
             c.newest_ts = c.newest_ts.max(s.ts.max(0));
             *d.products.entry(&s.product_id) += s.quantity;
         }
-        for c in &mut d.categories {
+        for (c, first) in d.categories.iter_mut().zip(earliest) {
+            c.earliest = first.map(Earliest::of);
             for (_, points) in &mut c.prices.items {
-                points.sort_by(|a, b| a.key().cmp(b.key()));
+                points.sort_by(|a, b| a.order(b));
                 points.dedup_by(|a, b| a.key() == b.key());
                 if points.len() > MONITORED_PRICES {
                     points.drain(..points.len() - MONITORED_PRICES);
@@ -303,6 +318,14 @@ impl SalesDelta {
         Category::ALL
             .iter()
             .map(|&c| (c, &self.categories[c.index()]))
+            .filter(|(_, d)| d.scope.price.count > 0)
+    }
+
+    /// The categories the batch touched, with their changes, by value.
+    pub fn into_touched(self) -> impl Iterator<Item = (Category, CategoryDelta)> {
+        Category::ALL
+            .into_iter()
+            .zip(self.categories)
             .filter(|(_, d)| d.scope.price.count > 0)
     }
 }

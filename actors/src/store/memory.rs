@@ -11,7 +11,7 @@ use super::{
 use crate::dedup::{id_hash, IdWindow, Seen, WindowStats, DEFAULT_MAX_IDS};
 use crate::event::{Category, Kind, Sale, Tweet, Weather};
 use async_trait::async_trait;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -59,9 +59,9 @@ struct Monitor {
     /// The newest `ts` of the category's sales.
     newest_ts: i64,
     /// The monitored product's newest prices.
-    stream: Vec<PricePoint>,
+    stream: VecDeque<PricePoint>,
     /// While the category is open, every other product's newest prices.
-    history: HashMap<String, Vec<PricePoint>>,
+    history: HashMap<String, VecDeque<PricePoint>>,
 }
 
 impl Monitor {
@@ -72,7 +72,7 @@ impl Monitor {
     }
 
     /// Adds a batch's part of the category.
-    fn merge(&mut self, d: &CategoryDelta) {
+    fn merge(&mut self, d: CategoryDelta) {
         let Some(first) = &d.earliest else {
             return;
         };
@@ -95,11 +95,12 @@ impl Monitor {
             }
             self.stream = self.history.remove(monitored).unwrap_or_default();
         }
-        for (product, points) in &d.prices.items {
+        let monitored = monitored.to_owned();
+        for (product, points) in d.prices.items {
             if product == monitored {
                 merge_newest(&mut self.stream, points);
             } else if open {
-                merge_newest(self.history.entry(product.clone()).or_default(), points);
+                merge_newest(self.history.entry(product).or_default(), points);
             }
         }
         if !open && !was_closed {
@@ -120,18 +121,16 @@ struct SalesState {
 
 impl SalesState {
     /// Adds a batch's changes, as every store does.
-    fn merge(&mut self, d: &SalesDelta) {
+    fn merge(&mut self, d: SalesDelta) {
         self.total.merge(&d.total);
         for (product, q) in &d.products.items {
-            *self.quantity_by_product.entry(product.clone()).or_default() += q;
+            add_to(&mut self.quantity_by_product, product, *q);
         }
-        for (c, delta) in d.touched() {
+        for (c, delta) in d.into_touched() {
             let i = c.index();
             self.by_category[i].merge(&delta.scope);
             for (product, q) in &delta.products.items {
-                *self.quantity_by_category_product[i]
-                    .entry(product.clone())
-                    .or_default() += q;
+                add_to(&mut self.quantity_by_category_product[i], product, *q);
             }
             self.monitored[i].merge(delta);
         }
@@ -148,16 +147,26 @@ struct TweetsState {
 
 impl TweetsState {
     /// Adds a batch's changes, as every store does.
-    fn merge(&mut self, d: &TweetsDelta) {
+    fn merge(&mut self, d: TweetsDelta) {
         self.total.merge(&d.total);
         for (w, n) in d.weathers() {
             self.by_weather[w.index()] += n;
         }
-        for (location, scope) in &d.locations.items {
-            self.by_location
-                .entry(location.clone())
-                .or_default()
-                .merge(scope);
+        for (location, scope) in d.locations.items {
+            match self.by_location.get_mut(&location) {
+                Some(stored) => stored.merge(&scope),
+                None => self.by_location.entry(location).or_default().merge(&scope),
+            }
+        }
+    }
+}
+
+/// Adds `q` to `key`'s count, allocating the key only when it is new.
+fn add_to(counts: &mut HashMap<String, u64>, key: &str, q: u64) {
+    match counts.get_mut(key) {
+        Some(count) => *count += q,
+        None => {
+            counts.insert(key.to_owned(), q);
         }
     }
 }
@@ -190,11 +199,14 @@ fn apply_new<A, E, D>(
     at: &Positions,
     id: fn(&E) -> &str,
     fold: fn(Vec<&E>) -> D,
-    merge: fn(&mut A, &D),
+    merge: fn(&mut A, D),
 ) -> Result<Applied, StoreError> {
     at.check(events.len())?;
     let now = clock_ms();
     let hashes: Vec<_> = events.iter().map(|e| id_hash(id(e))).collect();
+    // Folded before taking the lock, as if every event were new (usually so),
+    // so that batches of several partitions fold on several cores at once.
+    let folded = fold(events.iter().collect());
     let mut guard = lock(deduped);
     let Deduped {
         seen,
@@ -220,12 +232,17 @@ fn apply_new<A, E, D>(
             seen.insert(hash, now) == Seen::New
         })
         .collect();
-    let applied = events
-        .iter()
-        .zip(&fresh)
-        .filter(|(_, &f)| f)
-        .map(|(e, _)| e);
-    merge(aggregates, &fold(applied.collect()));
+    let delta = if fresh.iter().all(|&f| f) {
+        folded
+    } else {
+        let applied = events
+            .iter()
+            .zip(&fresh)
+            .filter(|(_, &f)| f)
+            .map(|(e, _)| e);
+        fold(applied.collect())
+    };
+    merge(aggregates, delta);
     for (stream, next) in at.streams.iter().zip(at.next_offsets()) {
         if next == i64::MIN {
             continue; // a stream named without events
