@@ -180,6 +180,9 @@ pub fn merge_newest(stream: &mut VecDeque<PricePoint>, new: Vec<PricePoint>) {
     const NEAR: usize = 8;
     for point in new {
         let len = stream.len();
+        if len >= MONITORED_PRICES && point.order(&stream[0]) != Ordering::Greater {
+            continue; // older than all of a full stream: it would drop out at once
+        }
         let behind = stream
             .iter()
             .rev()

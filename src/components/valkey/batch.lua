@@ -18,7 +18,7 @@ local function replayed_events()
   -- Usually every event is at or past its stream's position: no event to look at.
   if behind then
     local i = 0
-    for s, offset in string.gmatch(OFFSETS, '(%d+),(%d+);') do
+    for s, offset in string.gmatch(OFFSETS, '(%d+),(-?%d+);') do
       i = i + 1
       local at = floor[tonumber(s)]
       if at ~= nil and tonumber(offset) < at then replay[i] = true end

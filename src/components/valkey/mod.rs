@@ -48,10 +48,10 @@
 //! (their count, their names, per stream the next offset after the whole delivery
 //! and the lowest offset of the batch's events), the events (their id hashes in one
 //! string, and when the batch has streams their stream and offset in another, read
-//! only when a stream's stored position is above its lowest offset), then the delta, and last the point this process's mirror
-//! of the id window is complete up to, the generations its duplicates are in, and
-//! its verdict on each event (below). The delta is: the
-//! total and per-category (per-location) scopes, each category's earliest sale
+//! only when a stream's stored position is above its lowest offset), then the
+//! delta, and last the point this process's mirror of the id window is complete up
+//! to, the generations its duplicates are in, and its verdict on each event
+//! (below). The delta is: the total and per-category (per-location) scopes, each category's earliest sale
 //! (`ts`, id, product) and newest `ts`, per product its newest 1,000 price points
 //! of the batch (members only, each starting with its score, `ts` in 19 digits,
 //! and read in place by the script; for a category flujo last saw closed, only those
@@ -81,8 +81,8 @@
 //! (`HSET`) with the stored sum plus the batch's sum (the same addition
 //! `MemoryStore` makes, so both answer the same doubles), min/max combined; each
 //! ranking read once (`ZMSCORE`) and written once (`ZADD` of the stored scores
-//! plus the batch's, the addition `ZINCRBY` makes); each category's monitored product moves to
-//! the batch's earliest sale's product when that is earlier by (`ts`, `id`)
+//! plus the batch's, the addition `ZINCRBY` makes); each category's monitored
+//! product moves to the batch's earliest sale's product when that is earlier by (`ts`, `id`)
 //! (compared byte by byte: Lua's `<` follows the server's collation), moving the
 //! prices between the stream and the category's history; one `ZADD` to the
 //! monitored product's stream (then `ZREMRANGEBYRANK` to 1,000) and, while the

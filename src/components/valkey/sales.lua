@@ -5,8 +5,9 @@
 -- of every product sold follow ('1') or only those of the monitored product flujo
 -- believes a closed category has ('0', with that product; '' after a '1'), the
 -- price lists (count, then per product: product, count, then its stream
--- members, sorted, each starting with its score: ts in 19 digits), and its products (count, then product and quantity
--- pairs); then the products of all categories (same pairs).
+-- members, sorted, each starting with its score: ts in 19 digits), and its
+-- products (count, then product and quantity pairs); then the products of all
+-- categories (same pairs).
 local function scope()
   return { count = num(), quantity_sum = num(), price_sum = num(), revenue = num(),
     price_min = num(), price_max = num() }
@@ -137,13 +138,15 @@ local function push_all(key, t, from, to)
   end
   return len
 end
--- Adds the stream members ARGV[from .. to] (ascending, no two equal) to the
--- history list `key`, whose newest member is `tail` (nil when the list is
+-- Adds the stream members t[from .. to] (ascending, no two equal, at least one)
+-- to the history list `key`, whose newest member is `tail` (nil when the list is
 -- empty), keeping it ascending with no two equal members; returns the list's
--- length.
-local function add_history(key, tail, from, to)
-  if not tail or member_before(tail, ARGV[from]) then return push_all(key, ARGV, from, to) end
-  local members = { unpack(ARGV, from, to) }
+-- length. The popped tail is pushed back in the same script: nothing between
+-- the two can fail once the script has written (Valkey checks memory before a
+-- script starts, not at each write).
+local function add_history(key, tail, t, from, to)
+  if not tail or member_before(tail, t[from]) then return push_all(key, t, from, to) end
+  local members = { unpack(t, from, to) }
   -- Pop the tail (newest first) back to a member before the first new one.
   local popped, count = {}, 8
   repeat
@@ -189,7 +192,6 @@ end
 local function convert_old_history(category)
   local old, lengths = p .. 'sales:history:' .. category, p .. 'sales:history-len:' .. category
   if redis.call('EXISTS', lengths) == 0 then return end
-  local tails = {}
   for _, product in ipairs(redis.call('HKEYS', lengths)) do
     local tag = product_tag(product)
     local members = {}
@@ -197,13 +199,15 @@ local function convert_old_history(category)
       members[#members + 1] = string.sub(m, #tag + 1)
     end
     if #members > 0 then
-      push_all(history_key(category, product), members, 1, #members)
-      tails[#tails + 1] = product
-      tails[#tails + 1] = members[#members]
+      -- Merged with a list a newer flujo may have started meanwhile.
+      local tail = redis.call('HGET', tails_key(category), product) or nil
+      local key = history_key(category, product)
+      if add_history(key, tail, members, 1, #members) > tonumber(MONITORED) + HISTORY_SLACK then
+        redis.call('LTRIM', key, -tonumber(MONITORED), -1)
+      end
+      if not tail or member_before(tail, members[#members]) then tail = members[#members] end
+      redis.call('HSET', tails_key(category), product, tail)
     end
-  end
-  for from = 1, #tails, 2 * PRICE_CHUNK do
-    redis.call('HSET', tails_key(category), unpack(tails, from, math.min(from + 2 * PRICE_CHUNK - 1, #tails)))
   end
   redis.call('UNLINK', old, lengths)
 end
@@ -235,7 +239,8 @@ local function apply_monitor(c)
   end
   local others = {}
   for _, list in ipairs(c.lists) do
-    if list.product == mon then
+    if list.to < list.from then -- no prices (flujo sends none such)
+    elseif list.product == mon then
       add_prices(stream, ARGV, list.from, list.to)
     elseif open then
       others[#others + 1] = list
@@ -251,7 +256,7 @@ local function apply_monitor(c)
       local list, tail = others[i], known[i - from + 1] or nil
       -- The batch's members of a product are sorted, no two equal (delta.rs).
       local key, last = history_key(c.name, list.product), ARGV[list.to]
-      if add_history(key, tail, list.from, list.to) > tonumber(MONITORED) + HISTORY_SLACK then
+      if add_history(key, tail, ARGV, list.from, list.to) > tonumber(MONITORED) + HISTORY_SLACK then
         redis.call('LTRIM', key, -tonumber(MONITORED), -1)
       end
       if not tail or member_before(tail, last) then tail = last end
