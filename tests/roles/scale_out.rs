@@ -136,6 +136,18 @@ async fn consumers_scale_up_and_down() {
         e
     };
     let store = cluster.url();
+    // `k` consumers sharing the partitions (`0/k` .. `k-1/k`), started at once.
+    let start_consumers = |k: usize| {
+        let (consumer_envs, store) = (&consumer_envs, &store);
+        async move {
+            let mut started = Vec::new();
+            for member in 0..k {
+                let envs = consumer_envs(&format!("{member}/{k}"));
+                started.push(start(&envs, consumer_args(Bus::Kafka, store)).await);
+            }
+            started
+        }
+    };
     let router = start(&envs, router_args(Bus::Kafka)).await;
     let consumers = vec![start(&consumer_envs("all"), consumer_args(Bus::Kafka, &store)).await];
     let receiver = start(&envs, receiver_args(&router)).await;
@@ -148,16 +160,7 @@ async fn consumers_scale_up_and_down() {
     flow.reached(0, 0.8, Duration::from_secs(60)).await;
     // Scale up: the one consumer stops, three take its partitions at once.
     consumers[0].sigterm();
-    let mut up = Vec::new();
-    for member in 0..3 {
-        up.push(
-            start(
-                &consumer_envs(&format!("{member}/3")),
-                consumer_args(Bus::Kafka, &store),
-            )
-            .await,
-        );
-    }
+    let mut up = start_consumers(3).await;
     flow.open(1);
     log("scaled up from one consumer to three");
     flow.reached(1, 0.8, Duration::from_secs(60)).await;
@@ -165,16 +168,7 @@ async fn consumers_scale_up_and_down() {
     for consumer in &mut up {
         consumer.kill9();
     }
-    let mut down = Vec::new();
-    for member in 0..2 {
-        down.push(
-            start(
-                &consumer_envs(&format!("{member}/2")),
-                consumer_args(Bus::Kafka, &store),
-            )
-            .await,
-        );
-    }
+    let mut down = start_consumers(2).await;
     flow.open(2);
     log("scaled down from three consumers (SIGKILLed) to two");
 

@@ -112,16 +112,21 @@ fn tags_of(keys: &[String], prefix: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// The answers of a `MemoryStore` that applied `sales` and `tweets`: the reference.
+async fn memory_answers(sales: &[Sale], tweets: &[Tweet]) -> BTreeMap<String, String> {
+    let memory = MemoryStore::new(DAY);
+    memory.apply_sales(sales).await.expect("memory");
+    memory.apply_tweets(tweets).await.expect("memory");
+    answers(&memory).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_same_kpis_from_1_3_and_12_shards_and_partitions() {
     let mut rng = StdRng::seed_from_u64(0x005A_A2D5);
     let sales = order_sales(&mut rng);
     let tweets = order_tweets(&mut rng);
     let events = sales.len() + tweets.len();
-    let memory = MemoryStore::new(DAY);
-    memory.apply_sales(&sales).await.expect("memory");
-    memory.apply_tweets(&tweets).await.expect("memory");
-    let reference = answers(&memory).await;
+    let reference = memory_answers(&sales, &tweets).await;
 
     for (shards, partitions) in [(1, 1), (3, 3), (12, 12), (3, 12), (12, 0)] {
         let label = format!("{shards} shards, {partitions} partitions");
@@ -167,10 +172,7 @@ async fn merged_rankings_and_earliest_sale_break_ties_as_one_store() {
     let mut rng = StdRng::seed_from_u64(0x7135);
     let sales = parity_sales(&mut rng);
     let tweets = parity_tweets(&mut rng);
-    let memory = MemoryStore::new(DAY);
-    memory.apply_sales(&sales).await.expect("memory");
-    memory.apply_tweets(&tweets).await.expect("memory");
-    let reference = answers(&memory).await;
+    let reference = memory_answers(&sales, &tweets).await;
     for shards in [3, 12] {
         let (store, _keys) = shared_store(DAY, 2).await;
         let store = store.with_shards(shards);
@@ -208,10 +210,7 @@ async fn a_valkey_cluster_spreads_the_keys_and_gives_the_same_kpis() {
     let mut rng = StdRng::seed_from_u64(0x00C1_0573);
     let sales = order_sales(&mut rng);
     let tweets = order_tweets(&mut rng);
-    let memory = MemoryStore::new(DAY);
-    memory.apply_sales(&sales).await.expect("memory");
-    memory.apply_tweets(&tweets).await.expect("memory");
-    let reference = answers(&memory).await;
+    let reference = memory_answers(&sales, &tweets).await;
 
     let store = ValkeyStore::connect(&cluster.url(), "flujo:", DAY, 1).expect("cluster URL");
     assert!(store.is_cluster());
