@@ -169,10 +169,11 @@ pub struct Delivered {
 }
 
 /// Delivers one batch, resending what was not stored: after backpressure
-/// (429/503, RESOURCE_EXHAUSTED/UNAVAILABLE, `err busy`) until
-/// `give_up_at`, and after a transport error or a server error up to
-/// [`MAX_TRANSIENT_RETRIES`] times; a refusal of the events (4xx,
-/// INVALID_ARGUMENT, `err <reason>`) is final.
+/// (429/503, RESOURCE_EXHAUSTED/UNAVAILABLE, `err busy`) or a connection that
+/// could not be made (a server restarting) until `give_up_at`, and after
+/// another transport error or a server error up to [`MAX_TRANSIENT_RETRIES`]
+/// times; a refusal of the events (4xx, INVALID_ARGUMENT, `err <reason>`) is
+/// final.
 ///
 /// A resend carries the same events with the same ids, so it is idempotent.
 /// HTTP and gRPC batches are stored or refused whole, and are resent whole
@@ -231,10 +232,12 @@ pub async fn deliver(
                     final_label.get_or_insert(label);
                     return;
                 }
-                Attempt::NotSent { label } | Attempt::Unknown { label } => {
-                    if matches!(attempt, Attempt::Unknown { .. }) {
-                        events.iter().for_each(|&i| unknown[i] = true);
-                    }
+                // Nothing reached the server (a process restarting): resent
+                // until `give_up_at`, as after backpressure. An earlier attempt
+                // of the batch may have been stored, so giving up is no answer.
+                Attempt::NotSent { label } => (label.to_string(), None),
+                Attempt::Unknown { label } => {
+                    events.iter().for_each(|&i| unknown[i] = true);
                     if !transient_left {
                         final_label.get_or_insert_with(|| label.to_string());
                         return;
