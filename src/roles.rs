@@ -111,7 +111,9 @@ impl Node {
             let expire_every = Duration::from_secs(cfg.aggregator.expire_interval_secs);
             let aggregator = Supervisor::start_in_arbiter(&storage.handle(), {
                 let kpis = kpis.clone();
-                move |_| Aggregator::new(kpis, expire_every, mailbox)
+                // Applies run on the process's multi-threaded runtime (this one).
+                let runtime = tokio::runtime::Handle::current();
+                move |_| Aggregator::new(kpis, expire_every, mailbox).applying_on(runtime.clone())
             });
             let sources = components.sources(&plan.routes, &kpis, &stop_sources)?;
             for probe in components::source_probes(&sources) {

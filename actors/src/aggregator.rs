@@ -29,6 +29,7 @@ pub struct Aggregator {
     expire_every: Duration,
     mailbox_capacity: usize,
     restarts: Restarts,
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl Aggregator {
@@ -39,6 +40,17 @@ impl Aggregator {
             expire_every,
             mailbox_capacity,
             restarts: Restarts::new(ACTOR),
+            runtime: None,
+        }
+    }
+
+    /// The same aggregator running each apply as a task of `runtime` (a
+    /// multi-threaded one) instead of its arbiter's single thread, so that the
+    /// applies of several partitions and kinds fold on every core at once.
+    pub fn applying_on(self, runtime: tokio::runtime::Handle) -> Self {
+        Aggregator {
+            runtime: Some(runtime),
+            ..self
         }
     }
 }
@@ -143,7 +155,7 @@ impl Handler<Apply> for Aggregator {
         let batch = msg.into_batch();
         let store = self.store.clone();
         let started = Instant::now();
-        let task = tokio::spawn(async move {
+        let apply = async move {
             const NONE: &Positions = &Positions::NONE;
             let at = batch.positions.as_deref().unwrap_or(NONE);
             let result = store::apply(store.as_ref(), &batch.events, at).await;
@@ -157,7 +169,11 @@ impl Handler<Apply> for Aggregator {
                     .record(age_ms as f64 / 1000.0);
             }
             result
-        });
+        };
+        let task = match &self.runtime {
+            Some(runtime) => runtime.spawn(apply),
+            None => tokio::spawn(apply),
+        };
         Box::pin(
             async move {
                 task.await.unwrap_or_else(|e| {

@@ -2,6 +2,8 @@
 //! a JSON array of objects, or NDJSON) and its Content-Type. What the values must be
 //! is [`json`](super::json)'s business; this only splits and parses.
 
+use super::json::{self, DecodedEvents};
+use super::Kind;
 use serde_json::Value;
 
 /// How an ingest body is encoded.
@@ -56,9 +58,7 @@ pub fn decode(body: &[u8], encoding: Encoding) -> Result<Vec<Value>, BodyError> 
         Encoding::Json => match serde_json::from_slice::<Value>(body) {
             Ok(Value::Array(items)) => Ok(items),
             Ok(v @ Value::Object(_)) => Ok(vec![v]),
-            Ok(_) => Err(whole(
-                "body must be a JSON object (one event) or an array of objects".to_owned(),
-            )),
+            Ok(_) => Err(whole(NOT_EVENTS.to_owned())),
             Err(e) => Err(whole(format!("invalid JSON: {e}"))),
         },
         Encoding::Ndjson => {
@@ -77,6 +77,35 @@ pub fn decode(body: &[u8], encoding: Encoding) -> Result<Vec<Value>, BodyError> 
         }
     }
 }
+
+/// Decodes `body` straight into raw events of `kind`, without a JSON value per
+/// event: what [`decode`] and the JSON rules' field collection do together, with
+/// the same errors.
+pub fn decode_events(
+    body: &[u8],
+    encoding: Encoding,
+    kind: Kind,
+) -> Result<DecodedEvents, BodyError> {
+    match encoding {
+        Encoding::Json => match json::decode_json(kind, body) {
+            Ok(Some(events)) => Ok(events),
+            Ok(None) => Err(BodyError {
+                index: None,
+                message: NOT_EVENTS.to_owned(),
+            }),
+            Err(e) => Err(BodyError {
+                index: None,
+                message: format!("invalid JSON: {e}"),
+            }),
+        },
+        Encoding::Ndjson => json::decode_lines(kind, body).map_err(|(index, line, e)| BodyError {
+            index: Some(index),
+            message: format!("invalid JSON on line {line}: {e}"),
+        }),
+    }
+}
+
+const NOT_EVENTS: &str = "body must be a JSON object (one event) or an array of objects";
 
 #[cfg(test)]
 mod tests {

@@ -8,7 +8,11 @@
 
 use super::{each, split, Category, Coded, Events, FieldError, Kind, RawField, RawSale, RawTweet};
 use super::{Sale, Stamp, Tweet, ValidationError, Weather};
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
 use serde_json::{Map, Value};
+use std::borrow::Cow;
+use std::fmt;
 
 /// Parses and validates a batch of JSON objects of one kind. The whole batch is
 /// refused at its first bad event.
@@ -65,90 +69,115 @@ fn json_type(v: &Value) -> &'static str {
     }
 }
 
-/// Collects an object's fields under canonical names, refusing unknown fields and a
-/// field given twice under two names.
-struct Fields {
+/// The fields one kind of event has: canonical names, and the seeds' aliases.
+#[derive(Clone, Copy)]
+struct Schema {
     kind: Kind,
-    slots: Vec<(&'static str, Option<Value>)>,
+    canonical: &'static [&'static str],
+    /// The field a key names: its position in `canonical`, and whether the key is
+    /// the field's alias (a field has at most one).
+    field: fn(&str) -> Option<(usize, bool)>,
+}
+
+/// The most fields an event has (a tweet's seven).
+const MAX_FIELDS: usize = 7;
+
+/// An object's fields under canonical names, collected key by key: unknown fields
+/// and a field given under two names are refused; a key given twice keeps its last
+/// value (as a JSON object does).
+struct Fields {
+    schema: Schema,
+    /// Per canonical field, in `schema.canonical` order: the value, and whether an
+    /// alias gave it (a field has at most one alias).
+    slots: [(Option<Value>, bool); MAX_FIELDS],
+    /// The `kind` field, checked once the object is read (a key given twice
+    /// counts with its last value).
+    kind: Option<Value>,
 }
 
 impl Fields {
-    fn collect(
-        kind: Kind,
-        map: Map<String, Value>,
-        canonical: &[&'static str],
-        alias: fn(&str) -> Option<&'static str>,
-    ) -> Result<Self, FieldError> {
-        let mut fields = Fields {
-            kind,
-            slots: canonical.iter().map(|&n| (n, None)).collect(),
-        };
-        for (key, value) in map {
-            if key == "kind" {
-                // `null` counts as absent, as for every other field.
-                if !value.is_null() {
-                    fields.check_kind(&value)?;
-                }
-                continue;
-            }
-            let name = canonical
-                .iter()
-                .copied()
-                .find(|&c| c == key)
-                .or_else(|| alias(&key))
-                .ok_or_else(|| {
-                    FieldError::new(
-                        &key,
-                        format!(
-                            "unknown field `{key}` in {}; expected one of: {}",
-                            kind,
-                            canonical.join(", ")
-                        ),
-                    )
-                })?;
-            let slot = fields
-                .slots
-                .iter_mut()
-                .find(|(n, _)| *n == name)
-                .map(|(_, v)| v)
-                .ok_or_else(|| FieldError::new(name, "internal: no slot"))?;
-            if slot.is_some() {
-                return Err(FieldError::new(
-                    name,
-                    format!("field `{name}` is given twice (as `{key}` and another alias)"),
-                ));
-            }
-            *slot = Some(value);
+    fn new(schema: Schema) -> Self {
+        Fields {
+            schema,
+            slots: Default::default(),
+            kind: None,
         }
-        Ok(fields)
+    }
+
+    /// Collects a decoded object's fields (the TCP path, whose lines name their kind).
+    fn collect(schema: Schema, map: Map<String, Value>) -> Result<Self, FieldError> {
+        let mut fields = Fields::new(schema);
+        for (key, value) in map {
+            fields.put(&key, value)?;
+        }
+        fields.checked()
+    }
+
+    /// The fields once the whole object is read: refused if its `kind` is another
+    /// (`null` counts as absent, as for every other field).
+    fn checked(self) -> Result<Self, FieldError> {
+        match &self.kind {
+            Some(value) if !value.is_null() => self.check_kind(value).map(|()| self),
+            _ => Ok(self),
+        }
+    }
+
+    /// Puts one key of the object.
+    fn put(&mut self, key: &str, value: Value) -> Result<(), FieldError> {
+        let Schema {
+            kind,
+            canonical,
+            field,
+        } = self.schema;
+        if key == "kind" {
+            self.kind = Some(value);
+            return Ok(());
+        }
+        let (index, by_alias) = field(key).ok_or_else(|| {
+            FieldError::new(
+                key,
+                format!(
+                    "unknown field `{key}` in {kind}; expected one of: {}",
+                    canonical.join(", ")
+                ),
+            )
+        })?;
+        let slot = &mut self.slots[index];
+        if slot.0.is_some() && slot.1 != by_alias {
+            let name = canonical[index];
+            return Err(FieldError::new(
+                name,
+                format!("field `{name}` is given twice (as `{key}` and another alias)"),
+            ));
+        }
+        *slot = (Some(value), by_alias);
+        Ok(())
     }
 
     fn check_kind(&self, value: &Value) -> Result<(), FieldError> {
+        let kind = self.schema.kind;
         match value.as_str() {
-            Some(k) if k == self.kind.as_str() => Ok(()),
+            Some(k) if k == kind.as_str() => Ok(()),
             _ => Err(FieldError::new(
                 "kind",
-                format!("field `kind` must be \"{}\" here, got {}", self.kind, value),
+                format!("field `kind` must be \"{kind}\" here, got {value}"),
             )),
         }
     }
 
-    /// Takes a field, checking its JSON type with `convert`; `null` counts as absent.
+    /// Takes the field at `index` of the schema, checking its JSON type with
+    /// `convert`; `null` counts as absent.
     fn take<T>(
         &mut self,
-        name: &str,
+        index: usize,
         convert: fn(&str, Value) -> Result<T, FieldError>,
     ) -> RawField<T> {
-        let value = self
-            .slots
-            .iter_mut()
-            .find(|(n, _)| *n == name)
-            .and_then(|(_, v)| v.take())
-            .filter(|v| !v.is_null());
+        let name = self.schema.canonical[index];
+        let value = self.slots[index].0.take().filter(|v| !v.is_null());
         match value.map(|v| convert(name, v)) {
             None => RawField::Missing,
             Some(Ok(v)) => RawField::Given(v),
-            Some(Err(e)) => RawField::Malformed(e),
+            Some(Err(e)) => RawField::Malformed(Box::new(e)),
         }
     }
 }
@@ -208,27 +237,44 @@ fn weather(_: &str, v: Value) -> Result<Weather, FieldError> {
 
 const SALE_FIELDS: [&str; 6] = ["id", "ts", "category", "product_id", "price", "quantity"];
 
-fn sale_alias(key: &str) -> Option<&'static str> {
-    match key {
-        "categoria" => Some("category"),
-        "producto_id" => Some("product_id"),
-        "precio" => Some("price"),
-        "cantidad_vendida" => Some("quantity"),
-        _ => None,
+/// A sale's field by key (positions in `SALE_FIELDS`), aliases included.
+fn sale_field(key: &str) -> Option<(usize, bool)> {
+    Some(match key {
+        "id" => (0, false),
+        "ts" => (1, false),
+        "category" => (2, false),
+        "product_id" => (3, false),
+        "price" => (4, false),
+        "quantity" => (5, false),
+        "categoria" => (2, true),
+        "producto_id" => (3, true),
+        "precio" => (4, true),
+        "cantidad_vendida" => (5, true),
+        _ => return None,
+    })
+}
+
+const SALES: Schema = Schema {
+    kind: Kind::Sale,
+    canonical: &SALE_FIELDS,
+    field: sale_field,
+};
+
+/// A sale's fields as a raw sale.
+fn sale_of(mut f: Fields) -> RawSale {
+    RawSale {
+        id: f.take(0, string),
+        ts: f.take(1, integer),
+        category: f.take(2, category),
+        product_id: f.take(3, string),
+        price: f.take(4, number),
+        quantity: f.take(5, integer),
     }
 }
 
 /// One sale object as a raw sale (aliases accepted, unknown fields refused).
 pub fn raw_sale(map: Map<String, Value>) -> Result<RawSale, FieldError> {
-    let mut f = Fields::collect(Kind::Sale, map, &SALE_FIELDS, sale_alias)?;
-    Ok(RawSale {
-        id: f.take("id", string),
-        ts: f.take("ts", integer),
-        category: f.take("category", category),
-        product_id: f.take("product_id", string),
-        price: f.take("price", number),
-        quantity: f.take("quantity", integer),
-    })
+    Fields::collect(SALES, map).map(sale_of)
 }
 
 /// Parses one sale object (aliases accepted, unknown fields refused) and validates it.
@@ -246,30 +292,268 @@ const TWEET_FIELDS: [&str; 7] = [
     "text",
 ];
 
-fn tweet_alias(key: &str) -> Option<&'static str> {
-    match key {
-        "municipality" => Some("location"),
-        _ => None,
+/// A tweet's field by key (positions in `TWEET_FIELDS`), aliases included.
+fn tweet_field(key: &str) -> Option<(usize, bool)> {
+    Some(match key {
+        "id" => (0, false),
+        "ts" => (1, false),
+        "location" => (2, false),
+        "weather" => (3, false),
+        "temperature" => (4, false),
+        "humidity" => (5, false),
+        "text" => (6, false),
+        "municipality" => (2, true),
+        _ => return None,
+    })
+}
+
+const TWEETS: Schema = Schema {
+    kind: Kind::Tweet,
+    canonical: &TWEET_FIELDS,
+    field: tweet_field,
+};
+
+/// A tweet's fields as a raw tweet.
+fn tweet_of(mut f: Fields) -> RawTweet {
+    RawTweet {
+        id: f.take(0, string),
+        ts: f.take(1, integer),
+        location: f.take(2, string),
+        weather: f.take(3, weather),
+        temperature: f.take(4, number),
+        humidity: f.take(5, number),
+        text: f.take(6, string),
     }
 }
 
 /// One tweet object as a raw tweet (aliases accepted, unknown fields refused).
 pub fn raw_tweet(map: Map<String, Value>) -> Result<RawTweet, FieldError> {
-    let mut f = Fields::collect(Kind::Tweet, map, &TWEET_FIELDS, tweet_alias)?;
-    Ok(RawTweet {
-        id: f.take("id", string),
-        ts: f.take("ts", integer),
-        location: f.take("location", string),
-        weather: f.take("weather", weather),
-        temperature: f.take("temperature", number),
-        humidity: f.take("humidity", number),
-        text: f.take("text", string),
-    })
+    Fields::collect(TWEETS, map).map(tweet_of)
 }
 
 /// Parses one tweet object (aliases accepted, unknown fields refused) and validates it.
 pub fn parse_tweet(map: Map<String, Value>, stamp: &mut impl Stamp) -> Result<Tweet, FieldError> {
     raw_tweet(map)?.validate(stamp)
+}
+
+/// What an ingest body decoded straight into raw events holds: each event the raw
+/// event, or why its object cannot be one (refused when the rules run).
+pub type Decoded<R> = Vec<Result<R, FieldError>>;
+
+/// Raw events decoded straight from JSON text, without a JSON value per object
+/// (the HTTP path, whose endpoint names the kind).
+#[derive(Debug, Clone, PartialEq)]
+pub enum DecodedEvents {
+    /// Sales.
+    Sales(Decoded<RawSale>),
+    /// Tweets.
+    Tweets(Decoded<RawTweet>),
+}
+
+/// Decodes one JSON text: an event object, or an array of them. `Ok(None)` when the
+/// text is valid JSON but neither; `Err` when it is no JSON.
+pub fn decode_json(kind: Kind, text: &[u8]) -> Result<Option<DecodedEvents>, serde_json::Error> {
+    Ok(match kind {
+        Kind::Sale => decode_text(SALES, sale_of, text)?.map(DecodedEvents::Sales),
+        Kind::Tweet => decode_text(TWEETS, tweet_of, text)?.map(DecodedEvents::Tweets),
+    })
+}
+
+/// Decodes NDJSON lines (blank ones skipped), each one event; `Err` names the
+/// position of the first line that is no JSON, and its 1-based line number.
+pub fn decode_lines(kind: Kind, body: &[u8]) -> Result<DecodedEvents, (usize, usize, String)> {
+    fn lines<R>(
+        schema: Schema,
+        build: fn(Fields) -> R,
+        body: &[u8],
+    ) -> Result<Decoded<R>, (usize, usize, String)> {
+        let mut events = Vec::new();
+        for (n, line) in body.split(|&b| b == b'\n').enumerate() {
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let mut de = serde_json::Deserializer::from_slice(line);
+            let event = EventSeed { schema, build }
+                .deserialize(&mut de)
+                .and_then(|event| de.end().map(|()| event))
+                .map_err(|e| (events.len(), n + 1, e.to_string()))?;
+            events.push(event);
+        }
+        Ok(events)
+    }
+    match kind {
+        Kind::Sale => lines(SALES, sale_of, body).map(DecodedEvents::Sales),
+        Kind::Tweet => lines(TWEETS, tweet_of, body).map(DecodedEvents::Tweets),
+    }
+}
+
+fn decode_text<R>(
+    schema: Schema,
+    build: fn(Fields) -> R,
+    text: &[u8],
+) -> Result<Option<Decoded<R>>, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_slice(text);
+    let events = de.deserialize_any(BodyVisitor(EventSeed { schema, build }))?;
+    de.end()?;
+    Ok(events)
+}
+
+/// One event object → its raw event; any other JSON value → why it is not one.
+/// Schema errors do not stop the decoding (the rest of the object is skipped), so
+/// only bad JSON fails it, as when decoding to JSON values first.
+struct EventSeed<R> {
+    schema: Schema,
+    build: fn(Fields) -> R,
+}
+
+impl<R> Clone for EventSeed<R> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<R> Copy for EventSeed<R> {}
+
+fn not_an_object<R>(got: &str) -> Result<R, FieldError> {
+    Err(FieldError::whole(format!(
+        "an event must be a JSON object, got {got}"
+    )))
+}
+
+impl<'de, R> DeserializeSeed<'de> for EventSeed<R> {
+    type Value = Result<R, FieldError>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de, R> Visitor<'de> for EventSeed<R> {
+    type Value = Result<R, FieldError>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an event object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut fields = Fields::new(self.schema);
+        let mut refused = None;
+        while let Some(KeyText(key)) = map.next_key()? {
+            if refused.is_some() {
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            }
+            if let Err(e) = fields.put(&key, map.next_value()?) {
+                refused = Some(e);
+            }
+        }
+        Ok(match refused {
+            Some(e) => Err(e),
+            None => fields.checked().map(self.build),
+        })
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(not_an_object("an array"))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(not_an_object("null"))
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(not_an_object("a boolean"))
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(not_an_object("a number"))
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(not_an_object("a number"))
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(not_an_object("a number"))
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(not_an_object("a string"))
+    }
+}
+
+/// The body of a JSON request: one event object, or an array of them (`None` for
+/// any other JSON value).
+struct BodyVisitor<R>(EventSeed<R>);
+
+impl<'de, R> Visitor<'de> for BodyVisitor<R> {
+    type Value = Option<Decoded<R>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an event object or an array of them")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        Ok(Some(vec![self.0.visit_map(map)?]))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut events = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(event) = seq.next_element_seed(self.0)? {
+            events.push(event);
+        }
+        Ok(Some(events))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+}
+
+/// An object key, borrowed from the text when it has no escapes.
+struct KeyText<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for KeyText<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Text;
+        impl<'de> Visitor<'de> for Text {
+            type Value = KeyText<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Self::Value, E> {
+                Ok(KeyText(Cow::Borrowed(s)))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
+                Ok(KeyText(Cow::Owned(s.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, s: String) -> Result<Self::Value, E> {
+                Ok(KeyText(Cow::Owned(s)))
+            }
+        }
+        d.deserialize_str(Text)
+    }
 }
 
 /// The kind an event names in its own `"kind"` field (the TCP format).
@@ -499,6 +783,85 @@ mod tests {
         assert_eq!(err.error.field.as_deref(), Some("price"));
         let err = parse_batch(Kind::Tweet, vec![json!(3)], &mut FixedStamp(0)).expect_err("bad");
         assert_eq!((err.index, err.error.field), (0, None));
+    }
+
+    /// Decoding straight from the text gives what decoding to JSON values and then
+    /// collecting the fields gives, good events and refusals alike.
+    #[test]
+    fn decoding_from_text_agrees_with_json_values() {
+        let objects = [
+            json!({"category":"home","product_id":"P","price":1.0,"quantity":1}),
+            json!({"categoria":3,"producto_id":"X","precio":2,"cantidad_vendida":7,"id":"a","ts":5}),
+            json!({"category":"home","categoria":"home","product_id":"P","price":1,"quantity":1}),
+            json!({"colour":"red"}),
+            json!({"kind":"tweet"}),
+            json!({"kind":"sale","category":1}),
+            json!({"kind":null,"category":[1,{"a":2}],"price":{"x":[]},"quantity":"1"}),
+            json!({"location":"Mixco","weather":"Sunny","temperature":1,"humidity":2,"text":null}),
+            json!({"municipality":"Mixco","location":"Mixco"}),
+            json!({"id":"i\u{0}d","ts":-1,"temperature":"hot"}),
+            json!([1, 2]),
+            json!(null),
+            json!("sale"),
+            json!(3.5),
+            json!(true),
+            json!({}),
+        ];
+        for kind in [Kind::Sale, Kind::Tweet] {
+            let text = serde_json::to_vec(&objects).expect("json");
+            let decoded = decode_json(kind, &text)
+                .expect("valid json")
+                .expect("an array");
+            let by_values: Vec<_> = objects.iter().cloned().map(as_object).collect();
+            match decoded {
+                DecodedEvents::Sales(sales) => {
+                    let want: Vec<_> = by_values
+                        .into_iter()
+                        .map(|m| m.and_then(raw_sale))
+                        .collect();
+                    assert_eq!(sales, want);
+                }
+                DecodedEvents::Tweets(tweets) => {
+                    let want: Vec<_> = by_values
+                        .into_iter()
+                        .map(|m| m.and_then(raw_tweet))
+                        .collect();
+                    assert_eq!(tweets, want);
+                }
+            }
+        }
+        // A key given twice keeps its last value, as in a JSON value.
+        let twice = br#"{"category":"home","product_id":"P","price":1,"price":2,"quantity":1}"#;
+        let Some(DecodedEvents::Sales(sales)) = decode_json(Kind::Sale, twice).expect("json")
+        else {
+            panic!("one sale")
+        };
+        let sale = sales[0].clone().expect("a sale");
+        assert_eq!(sale.price, RawField::Given(2.0));
+        // `kind` given twice counts with its last value too.
+        let kinds = br#"{"kind":"tweet","kind":null,"category":"home","product_id":"P","price":1,"quantity":1}"#;
+        let Some(DecodedEvents::Sales(sales)) = decode_json(Kind::Sale, kinds).expect("json")
+        else {
+            panic!("one sale")
+        };
+        assert!(sales[0].is_ok(), "{sales:?}");
+        // One object, NDJSON lines, and text that is JSON but no event.
+        assert!(matches!(
+            decode_json(Kind::Tweet, br#"{"text":"x"}"#),
+            Ok(Some(DecodedEvents::Tweets(t))) if t.len() == 1
+        ));
+        assert_eq!(decode_json(Kind::Sale, b"7").expect("json"), None);
+        assert!(decode_json(Kind::Sale, b"[{}] x").is_err(), "trailing text");
+        let lines = decode_lines(Kind::Sale, b"{}\n\n [] \n").expect("two lines");
+        assert!(matches!(lines, DecodedEvents::Sales(s) if s.len() == 2));
+        let bad = decode_lines(Kind::Sale, b"{}\n\n{oops").expect_err("bad line");
+        assert_eq!((bad.0, bad.1), (1, 3));
+        for (key, want) in SALE_FIELDS.iter().enumerate() {
+            assert_eq!(sale_field(want), Some((key, false)));
+        }
+        for (key, want) in TWEET_FIELDS.iter().enumerate() {
+            assert_eq!(tweet_field(want), Some((key, false)));
+        }
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub mod protobuf;
 pub mod sale;
 pub mod tweet;
 
-pub use json::{parse_batch, parse_sale, parse_tweet, tagged_kind};
+pub use json::{parse_batch, parse_sale, parse_tweet, tagged_kind, DecodedEvents};
 pub use sale::{Category, RawSale, Sale};
 pub use tweet::{RawTweet, Tweet, Weather};
 
@@ -223,8 +223,9 @@ pub enum RawField<T> {
     Missing,
     /// Sent, with a value of the field's type.
     Given(T),
-    /// Sent, but not a value of the field's type; the error names the field.
-    Malformed(FieldError),
+    /// Sent, but not a value of the field's type; the error names the field (boxed:
+    /// raw events are moved in batches, and the error is rare).
+    Malformed(Box<FieldError>),
 }
 
 impl<T: Default + PartialEq> RawField<T> {
@@ -265,7 +266,7 @@ impl<T: Coded> RawField<T> {
         match (code, (T::WITH_CODE)(code)) {
             (0, _) => RawField::Missing,
             (_, Some(v)) => RawField::Given(v),
-            (_, None) => RawField::Malformed(T::unknown(code)),
+            (_, None) => RawField::Malformed(Box::new(T::unknown(code))),
         }
     }
 }
@@ -276,7 +277,7 @@ impl<T> RawField<T> {
         match self {
             RawField::Given(v) => Ok(v),
             RawField::Missing => Err(FieldError::new(name, format!("field `{name}` is required"))),
-            RawField::Malformed(e) => Err(e),
+            RawField::Malformed(e) => Err(*e),
         }
     }
 
@@ -285,13 +286,17 @@ impl<T> RawField<T> {
         match self {
             RawField::Given(v) => Ok(Some(v)),
             RawField::Missing => Ok(None),
-            RawField::Malformed(e) => Err(e),
+            RawField::Malformed(e) => Err(*e),
         }
     }
 }
 
 /// A text of `min` to `max` characters.
 fn chars_between(name: &str, s: String, min: usize, max: usize) -> Result<String, FieldError> {
+    // A character is 1 to 4 bytes: most texts are decided by their length alone.
+    if s.len() >= min.saturating_mul(4) && s.len() <= max {
+        return Ok(s);
+    }
     let chars = s.chars().count();
     if chars < min || chars > max {
         return Err(FieldError::new(
@@ -359,6 +364,8 @@ pub enum RawBatch {
         /// The values, parsed by [`json`] before the rules run.
         objects: Vec<Value>,
     },
+    /// Raw events decoded straight from the JSON text (HTTP).
+    Decoded(DecodedEvents),
     /// Typed sales (gRPC).
     Sales(Vec<RawSale>),
     /// Typed tweets (gRPC).
@@ -370,6 +377,8 @@ impl RawBatch {
     pub fn kind(&self) -> Kind {
         match self {
             RawBatch::Json { kind, .. } => *kind,
+            RawBatch::Decoded(DecodedEvents::Sales(_)) => Kind::Sale,
+            RawBatch::Decoded(DecodedEvents::Tweets(_)) => Kind::Tweet,
             RawBatch::Sales(_) => Kind::Sale,
             RawBatch::Tweets(_) => Kind::Tweet,
         }
@@ -379,6 +388,8 @@ impl RawBatch {
     pub fn len(&self) -> usize {
         match self {
             RawBatch::Json { objects, .. } => objects.len(),
+            RawBatch::Decoded(DecodedEvents::Sales(v)) => v.len(),
+            RawBatch::Decoded(DecodedEvents::Tweets(v)) => v.len(),
             RawBatch::Sales(v) => v.len(),
             RawBatch::Tweets(v) => v.len(),
         }
@@ -396,6 +407,12 @@ impl RawBatch {
             RawBatch::Json { objects, .. } => objects
                 .iter()
                 .position(|v| v.get("id").is_none_or(Value::is_null)),
+            RawBatch::Decoded(DecodedEvents::Sales(v)) => v
+                .iter()
+                .position(|s| s.as_ref().is_ok_and(|s| s.id == RawField::Missing)),
+            RawBatch::Decoded(DecodedEvents::Tweets(v)) => v
+                .iter()
+                .position(|t| t.as_ref().is_ok_and(|t| t.id == RawField::Missing)),
             RawBatch::Sales(v) => v.iter().position(|s| s.id == RawField::Missing),
             RawBatch::Tweets(v) => v.iter().position(|t| t.id == RawField::Missing),
         }
@@ -406,6 +423,12 @@ impl RawBatch {
     pub fn validate(self, stamp: &mut impl Stamp) -> Result<Events, ValidationError> {
         match self {
             RawBatch::Json { kind, objects } => parse_batch(kind, objects, stamp),
+            RawBatch::Decoded(DecodedEvents::Sales(sales)) => {
+                each(sales, |s| s?.validate(stamp)).map(Events::Sales)
+            }
+            RawBatch::Decoded(DecodedEvents::Tweets(tweets)) => {
+                each(tweets, |t| t?.validate(stamp)).map(Events::Tweets)
+            }
             RawBatch::Sales(sales) => each(sales, |s| s.validate(stamp)).map(Events::Sales),
             RawBatch::Tweets(tweets) => each(tweets, |t| t.validate(stamp)).map(Events::Tweets),
         }
@@ -418,6 +441,14 @@ impl RawBatch {
     pub fn validate_each(self, stamp: &mut impl Stamp) -> (Events, Vec<ValidationError>) {
         match self {
             RawBatch::Json { kind, objects } => json::parse_each(kind, objects, stamp),
+            RawBatch::Decoded(DecodedEvents::Sales(sales)) => {
+                let (good, bad) = split(sales, |s| s?.validate(stamp));
+                (Events::Sales(good), bad)
+            }
+            RawBatch::Decoded(DecodedEvents::Tweets(tweets)) => {
+                let (good, bad) = split(tweets, |t| t?.validate(stamp));
+                (Events::Tweets(good), bad)
+            }
             RawBatch::Sales(sales) => {
                 let (good, bad) = split(sales, |s| s.validate(stamp));
                 (Events::Sales(good), bad)

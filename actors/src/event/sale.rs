@@ -57,6 +57,10 @@ impl Category {
 
     /// Parses an English or Spanish name (any case, accents optional) or a code "1"–"4".
     pub fn from_name(name: &str) -> Option<Category> {
+        // The canonical spelling, as most clients send it, needs no lowercase copy.
+        if let Some(c) = Category::ALL.into_iter().find(|c| c.as_str() == name) {
+            return Some(c);
+        }
         let lower = name.trim().to_lowercase();
         match lower.as_str() {
             "electronics" | "electronica" | "electrónica" | "1" => Some(Category::Electronics),

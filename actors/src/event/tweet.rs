@@ -78,6 +78,10 @@ impl Weather {
 
     /// Parses a name in any case.
     pub fn from_name(name: &str) -> Option<Weather> {
+        // The canonical spelling, as most clients send it, needs no lowercase copy.
+        if let Some(w) = Weather::ALL.into_iter().find(|w| w.as_str() == name) {
+            return Some(w);
+        }
         let lower = name.trim().to_lowercase();
         Weather::ALL.into_iter().find(|w| w.as_str() == lower)
     }

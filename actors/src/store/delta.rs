@@ -8,6 +8,7 @@ use super::{MONITORED_LATENESS_MS, MONITORED_PRICES};
 use crate::event::{Category, Sale, Tweet, Weather};
 use std::cmp::Ordering;
 use std::collections::{HashMap, VecDeque};
+use std::fmt::Write as _;
 
 /// Count, sum and extremes of one measure over some events.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -99,12 +100,16 @@ impl TweetScope {
     }
 }
 
+/// A map keyed by a name a client sent (a product, a location): hashed with
+/// foldhash, seeded per process.
+pub type NameMap<V> = HashMap<String, V, foldhash::fast::RandomState>;
+
 /// Named counters in the order their names were first added.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Tally<T> {
     /// (name, value), first-added order.
     pub items: Vec<(String, T)>,
-    index: HashMap<String, usize>,
+    index: NameMap<usize>,
 }
 
 impl<T: Default> Tally<T> {
@@ -127,14 +132,13 @@ impl<T: Default> Tally<T> {
     }
 }
 
-/// A sale's price as a price stream holds it, ordered by [`PricePoint::key`].
+/// A sale's price as a price stream holds it, in [`PricePoint::order`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct PricePoint {
     /// The sale's `ts` (a negative one, which the rules refuse, counts as 0).
     pub ts: i64,
-    /// The member of a Valkey price set: `ts` in 19 digits, the sale's id, a NUL,
-    /// and the price in its shortest round-trip form.
-    pub member: String,
+    /// The sale's id.
+    pub id: String,
     /// The unit price.
     pub price: f64,
 }
@@ -142,32 +146,55 @@ pub struct PricePoint {
 impl PricePoint {
     /// The point of a sale.
     pub fn of(s: &Sale) -> PricePoint {
-        let ts = s.ts.max(0);
         PricePoint {
-            ts,
-            member: format!("{ts:019}{}\0{:?}", s.id, s.price),
+            ts: s.ts.max(0),
+            id: s.id.clone(),
             price: s.price,
         }
     }
 
-    /// The order of a price stream, oldest first: the member's byte order, i.e.
-    /// (`ts`, `id`) for every id without a NUL character (then the price, for
-    /// one id applied twice). A Valkey sorted set with score `ts` and this member
-    /// has the same order.
-    pub fn key(&self) -> &str {
-        &self.member
+    /// Its member in a Valkey price list or set: `ts` in 19 digits, the sale's id,
+    /// a NUL, and the price in its shortest round-trip form. Written only for
+    /// Valkey: the embedded store orders points without it.
+    pub fn member(&self) -> String {
+        let price = self.price_text();
+        let mut member = String::with_capacity(20 + self.id.len() + price.len());
+        let _ = write!(member, "{:019}", self.ts);
+        member.push_str(&self.id);
+        member.push('\0');
+        member.push_str(&price);
+        member
     }
 
-    /// The order of [`PricePoint::key`], by `ts` first (the key starts with it
-    /// in 19 digits), so most comparisons read no bytes of the key.
+    /// The price as the member writes it.
+    fn price_text(&self) -> String {
+        format!("{:?}", self.price)
+    }
+
+    /// The order of a price stream, oldest first: the byte order of
+    /// [`PricePoint::member`], i.e. (`ts`, `id`) for every id without a NUL
+    /// character (then the price, for one id applied twice), which a Valkey
+    /// sorted set of these members has too. Compared without writing members:
+    /// `ts` first, then the ids (a NUL, the member's separator, sorts before any
+    /// other byte, so an id that is a prefix of the other comes first).
     pub fn order(&self, other: &PricePoint) -> Ordering {
-        self.ts
-            .cmp(&other.ts)
-            .then_with(|| self.member.cmp(&other.member))
+        self.ts.cmp(&other.ts).then_with(|| {
+            if self.id == other.id {
+                if self.price.to_bits() == other.price.to_bits() {
+                    Ordering::Equal
+                } else {
+                    self.price_text().cmp(&other.price_text())
+                }
+            } else if self.id.contains('\0') || other.id.contains('\0') {
+                self.member().cmp(&other.member())
+            } else {
+                self.id.cmp(&other.id)
+            }
+        })
     }
 }
 
-/// Inserts `new` (sorted by [`PricePoint::key`]) into `stream` (sorted, no two
+/// Inserts `new` (in [`PricePoint::order`]) into `stream` (sorted, no two
 /// points with the same key) and keeps the newest `MONITORED_PRICES`: a point
 /// whose key is already in the stream replaces nothing (as `ZADD` of a member
 /// with the same score; equal members are equal points). Points after the
@@ -257,7 +284,7 @@ pub struct CategoryDelta {
     /// The batch's newest `ts` in the category (negative counts as 0).
     pub newest_ts: i64,
     /// Per product, the newest `MONITORED_PRICES` prices of its sales in the
-    /// batch, sorted by [`PricePoint::key`] (first-sold order of products).
+    /// batch, sorted by [`PricePoint::order`] (first-sold order of products).
     pub prices: Tally<Vec<PricePoint>>,
 }
 
@@ -307,7 +334,7 @@ impl SalesDelta {
             c.earliest = first.map(Earliest::of);
             for (_, points) in &mut c.prices.items {
                 points.sort_by(|a, b| a.order(b));
-                points.dedup_by(|a, b| a.key() == b.key());
+                points.dedup_by(|a, b| a.order(b) == Ordering::Equal);
                 if points.len() > MONITORED_PRICES {
                     points.drain(..points.len() - MONITORED_PRICES);
                 }
@@ -362,5 +389,53 @@ impl TweetsDelta {
             .iter()
             .map(|&w| (w, self.weather[w.index()]))
             .filter(|&(_, n)| n > 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(ts: i64, id: &str, price: f64) -> PricePoint {
+        PricePoint {
+            ts,
+            id: id.to_owned(),
+            price,
+        }
+    }
+
+    /// The embedded store orders points as Valkey orders their members, without
+    /// writing them: ts, ids that are prefixes of others, ids with a NUL, one id
+    /// with two prices.
+    #[test]
+    fn points_are_ordered_as_their_members() {
+        let points = [
+            point(5, "a", 1.5),
+            point(5, "a", 10.0),
+            point(5, "a", 2.0),
+            point(5, "ab", 1.0),
+            point(5, "a\0", 1.0),
+            point(5, "a\0b", 3.0),
+            point(5, "a\u{1}", 1.0),
+            point(5, "b", 0.5),
+            point(4, "z", 1.0),
+            point(6, "", 1.0),
+            point(10_000_000_000, "a", 1.0),
+            point(5, "é", 1e-7),
+            point(5, "é", 1e21),
+        ];
+        for a in &points {
+            for b in &points {
+                assert_eq!(
+                    a.order(b),
+                    a.member().cmp(&b.member()),
+                    "{a:?} against {b:?}"
+                );
+            }
+        }
+        assert_eq!(
+            point(7, "x", 19.99).member(),
+            "0000000000000000007x\u{0}19.99"
+        );
     }
 }

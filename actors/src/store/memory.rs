@@ -1,8 +1,8 @@
 //! [`MemoryStore`]: every aggregate in process memory, lost at exit.
 
 use super::delta::{
-    closed, merge_newest, CategoryDelta, Earliest, Fold, PricePoint, SaleScope, SalesDelta,
-    TweetScope, TweetsDelta,
+    closed, merge_newest, CategoryDelta, Earliest, Fold, NameMap, PricePoint, SaleScope,
+    SalesDelta, TweetScope, TweetsDelta,
 };
 use super::{
     Applied, CategoryStats, LocationRank, MonitoredPrices, Page, Positions, ProductRank, Ranking,
@@ -11,7 +11,7 @@ use super::{
 use crate::dedup::{id_hash, IdWindow, Seen, WindowStats, DEFAULT_MAX_IDS};
 use crate::event::{Category, Kind, Sale, Tweet, Weather};
 use async_trait::async_trait;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -61,7 +61,7 @@ struct Monitor {
     /// The monitored product's newest prices.
     stream: VecDeque<PricePoint>,
     /// While the category is open, every other product's newest prices.
-    history: HashMap<String, VecDeque<PricePoint>>,
+    history: NameMap<VecDeque<PricePoint>>,
 }
 
 impl Monitor {
@@ -104,7 +104,7 @@ impl Monitor {
             }
         }
         if !open && !was_closed {
-            self.history = HashMap::new();
+            self.history = NameMap::default();
         }
     }
 }
@@ -114,8 +114,8 @@ impl Monitor {
 struct SalesState {
     total: SaleScope,
     by_category: [SaleScope; 4],
-    quantity_by_product: HashMap<String, u64>,
-    quantity_by_category_product: [HashMap<String, u64>; 4],
+    quantity_by_product: NameMap<u64>,
+    quantity_by_category_product: [NameMap<u64>; 4],
     monitored: [Monitor; 4],
 }
 
@@ -142,7 +142,7 @@ impl SalesState {
 struct TweetsState {
     total: TweetScope,
     by_weather: [u64; 6],
-    by_location: HashMap<String, TweetScope>,
+    by_location: NameMap<TweetScope>,
 }
 
 impl TweetsState {
@@ -162,7 +162,7 @@ impl TweetsState {
 }
 
 /// Adds `q` to `key`'s count, allocating the key only when it is new.
-fn add_to(counts: &mut HashMap<String, u64>, key: &str, q: u64) {
+fn add_to(counts: &mut NameMap<u64>, key: &str, q: u64) {
     match counts.get_mut(key) {
         Some(count) => *count += q,
         None => {
@@ -176,7 +176,7 @@ fn add_to(counts: &mut HashMap<String, u64>, key: &str, q: u64) {
 #[derive(Debug)]
 struct Deduped<A> {
     seen: IdWindow,
-    positions: HashMap<String, i64>,
+    positions: NameMap<i64>,
     aggregates: A,
 }
 
@@ -184,7 +184,7 @@ impl<A: Default> Deduped<A> {
     fn new(dedup_window: Duration, max_ids: usize) -> Mutex<Self> {
         Mutex::new(Deduped {
             seen: IdWindow::new(dedup_window, max_ids),
-            positions: HashMap::new(),
+            positions: NameMap::default(),
             aggregates: A::default(),
         })
     }
@@ -219,6 +219,7 @@ fn apply_new<A, E, D>(
         .map(|s| positions.get(s).copied().unwrap_or(i64::MIN))
         .collect();
     let mut replayed = 0;
+    seen.warm(&hashes);
     let fresh: Vec<bool> = hashes
         .iter()
         .enumerate()

@@ -18,7 +18,7 @@
 //! id, byte order; a negative `ts` counts as 0), whichever order sales arrive in:
 //! an earlier sale applied later changes it. Its price stream is that product's
 //! newest [`MONITORED_PRICES`] prices in the category by (`ts`, `id`), oldest
-//! first (see [`delta::PricePoint::key`]).
+//! first (see [`delta::PricePoint::order`]).
 //!
 //! To give the new product's stream when the monitored product changes, a store
 //! keeps, besides the monitored product's stream, the newest

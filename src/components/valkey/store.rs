@@ -1497,11 +1497,11 @@ fn push_tweet_scope(inv: &mut redis::ScriptInvocation<'_>, scope: &TweetScope) {
 
 /// A product and the prices of its sales as `sales.lua` reads them: product,
 /// count, then the members (each starts with its score, `ts` in 19 digits), in
-/// [`PricePoint::key`] order, no two equal.
+/// [`PricePoint::order`], no two equal.
 fn push_prices(inv: &mut redis::ScriptInvocation<'_>, product: &str, points: &[PricePoint]) {
     inv.arg(product).arg(points.len());
     for point in points {
-        inv.arg(&point.member);
+        inv.arg(point.member());
     }
 }
 

@@ -11,11 +11,10 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::routing::{post, MethodRouter};
 use axum::{Extension, Json};
 use flujo_actors::event::body::{self, Encoding};
-use flujo_actors::event::Kind;
+use flujo_actors::event::{Kind, RawBatch};
 use flujo_actors::messages::Transport;
 use flujo_actors::metrics::INGEST_DURATION;
 use serde::Serialize;
-use serde_json::Value;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -46,12 +45,14 @@ fn encoding(headers: &HeaderMap) -> Result<Encoding, ApiError> {
     Encoding::of_content_type(text).ok_or_else(|| unsupported(text))
 }
 
-/// Decodes the body into one JSON value per event (400 naming the problem).
-fn decode(body: &[u8], encoding: Encoding) -> Result<Vec<Value>, ApiError> {
-    body::decode(body, encoding).map_err(|e| match e.index {
-        Some(index) => ApiError::bad_event(index, e.message),
-        None => ApiError::new(StatusCode::BAD_REQUEST, e.message),
-    })
+/// Decodes the body into one raw event per event (400 naming the problem).
+fn decode(body: &[u8], encoding: Encoding, kind: Kind) -> Result<RawBatch, ApiError> {
+    body::decode_events(body, encoding, kind)
+        .map(RawBatch::Decoded)
+        .map_err(|e| match e.index {
+            Some(index) => ApiError::bad_event(index, e.message),
+            None => ApiError::new(StatusCode::BAD_REQUEST, e.message),
+        })
 }
 
 /// Handles one ingest request for `kind`, answered by `answer_by` when the
@@ -94,32 +95,32 @@ async fn accept(
             ));
         }
     }
-    let objects = decode(&bytes, encoding)?;
-    if objects.is_empty() {
+    let batch = decode(&bytes, encoding, kind)?;
+    if batch.is_empty() {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "empty batch: send at least one event",
         ));
     }
     let max = state.limits.max_batch_events;
-    if objects.len() > max {
+    if batch.len() > max {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!(
                 "batch of {} events exceeds the limit of {max}; split it",
-                objects.len()
+                batch.len()
             ),
         ));
     }
     let receivers = state.receivers()?;
     // The answer's ids must still be written before the cut: about 200 ns of JSON
     // per id (200 ms for the largest batch, 2 ms for the default's 10,000).
-    let writing = std::time::Duration::from_nanos(200 * objects.len() as u64);
+    let writing = std::time::Duration::from_nanos(200 * batch.len() as u64);
     let accepted = match answer_by.map(|by| by.checked_sub(writing).unwrap_or(by)) {
         Some(by) => receivers.answering_by(by),
         None => receivers.clone(),
     }
-    .ingest(kind, objects, Transport::Http)
+    .ingest_batch(batch, Transport::Http)
     .await?;
     Ok((
         StatusCode::ACCEPTED,
@@ -214,10 +215,11 @@ mod tests {
 
     #[test]
     fn body_errors_are_400_and_name_the_line() {
-        let err = decode(b"{\"a\":1}\n{oops\n", Encoding::Ndjson).expect_err("bad line");
+        let err =
+            decode(b"{\"a\":1}\n{oops\n", Encoding::Ndjson, Kind::Sale).expect_err("bad line");
         assert_eq!((err.status, err.index), (StatusCode::BAD_REQUEST, Some(1)));
         assert!(err.error.contains("line 2"), "{}", err.error);
-        let err = decode(b"7", Encoding::Json).expect_err("scalar");
+        let err = decode(b"7", Encoding::Json, Kind::Sale).expect_err("scalar");
         assert_eq!((err.status, err.index), (StatusCode::BAD_REQUEST, None));
     }
 
