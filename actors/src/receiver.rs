@@ -273,7 +273,8 @@ impl ReceiverPool {
         }
     }
 
-    /// Validates, admits and routes a batch of decoded JSON objects of one kind.
+    /// Validates, admits and routes a batch of decoded JSON objects of one kind
+    /// (HTTP decodes straight into raw events and calls [`Self::ingest_batch`]).
     pub async fn ingest(
         &self,
         kind: Kind,

@@ -1,6 +1,7 @@
-//! Request bodies → JSON values, one per event: the HTTP ingest body (one JSON object,
-//! a JSON array of objects, or NDJSON) and its Content-Type. What the values must be
-//! is [`json`](super::json)'s business; this only splits and parses.
+//! Request bodies → events: the HTTP ingest body (one JSON object, a JSON array of
+//! objects, or NDJSON) and its Content-Type. [`decode_events`] reads a body straight
+//! into raw events (HTTP ingest); [`decode`] into JSON values, one per event. What
+//! an event must be is [`json`](super::json)'s business; this only splits.
 
 use super::json::{self, DecodedEvents};
 use super::Kind;
@@ -105,6 +106,7 @@ pub fn decode_events(
     }
 }
 
+/// The refusal of a JSON body that is neither an object nor an array.
 const NOT_EVENTS: &str = "body must be a JSON object (one event) or an array of objects";
 
 #[cfg(test)]

@@ -2,13 +2,18 @@
 //! seeds' aliases, unknown fields refused, each value checked for its JSON type. The
 //! rules themselves are the raw events' `validate`.
 //!
-//! Parsing is deliberately hand-written over `serde_json::Map` instead of derived: a
-//! client must learn *which* field of *which* event is wrong, aliases must map to one
-//! canonical field, and an unknown field must be refused rather than dropped.
+//! Parsing is deliberately hand-written instead of derived: a client must learn
+//! *which* field of *which* event is wrong, aliases must map to one canonical field,
+//! and an unknown field must be refused rather than dropped. HTTP bodies are read
+//! by a serde visitor straight into raw events ([`decode_json`], [`decode_lines`]);
+//! TCP lines, which name their kind inside, are JSON values first
+//! ([`parse_batch`]). Both collect fields the same way ([`Fields`]) and refuse the
+//! same events; an object with two faults may be refused for either (keys in
+//! text order here, in map order there).
 
 use super::{each, split, Category, Coded, Events, FieldError, Kind, RawField, RawSale, RawTweet};
 use super::{Sale, Stamp, Tweet, ValidationError, Weather};
-use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::borrow::Cow;
@@ -387,6 +392,7 @@ pub fn decode_lines(kind: Kind, body: &[u8]) -> Result<DecodedEvents, (usize, us
     }
 }
 
+/// One JSON text as an event or an array of events (`None`: neither).
 fn decode_text<R>(
     schema: Schema,
     build: fn(Fields) -> R,
@@ -399,8 +405,8 @@ fn decode_text<R>(
 }
 
 /// One event object → its raw event; any other JSON value → why it is not one.
-/// Schema errors do not stop the decoding (the rest of the object is skipped), so
-/// only bad JSON fails it, as when decoding to JSON values first.
+/// Schema errors do not stop the decoding (the rest of the object is still
+/// parsed), so only bad JSON fails it, as when decoding to JSON values first.
 struct EventSeed<R> {
     schema: Schema,
     build: fn(Fields) -> R,
@@ -414,6 +420,7 @@ impl<R> Clone for EventSeed<R> {
 
 impl<R> Copy for EventSeed<R> {}
 
+/// The refusal of a JSON value that is not an object.
 fn not_an_object<R>(got: &str) -> Result<R, FieldError> {
     Err(FieldError::whole(format!(
         "an event must be a JSON object, got {got}"
@@ -440,7 +447,8 @@ impl<'de, R> Visitor<'de> for EventSeed<R> {
         let mut refused = None;
         while let Some(KeyText(key)) = map.next_key()? {
             if refused.is_some() {
-                map.next_value::<IgnoredAny>()?;
+                // Parsed, not skipped: bad JSON anywhere still refuses the body.
+                map.next_value::<Value>()?;
                 continue;
             }
             if let Err(e) = fields.put(&key, map.next_value()?) {
@@ -454,7 +462,9 @@ impl<'de, R> Visitor<'de> for EventSeed<R> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        // Parsed, not skipped (serde_json's skipping checks neither escapes,
+        // number ranges nor depth): bad JSON anywhere still refuses the body.
+        while seq.next_element::<Value>()?.is_some() {}
         Ok(not_an_object("an array"))
     }
 
@@ -852,6 +862,20 @@ mod tests {
         ));
         assert_eq!(decode_json(Kind::Sale, b"7").expect("json"), None);
         assert!(decode_json(Kind::Sale, b"[{}] x").is_err(), "trailing text");
+        // Bad JSON inside a refused object or an array event still refuses the
+        // body, as a JSON value would.
+        let deep = format!("[{}1{}]", "[".repeat(200), "]".repeat(200));
+        for bad in [
+            r#"[{"colour":1,"x":"\ud800"}]"#,
+            "[[1e999]]",
+            r#"[{"colour":1,"x":1e999}]"#,
+            deep.as_str(),
+        ] {
+            assert!(decode_json(Kind::Sale, bad.as_bytes()).is_err(), "{bad}");
+            assert!(serde_json::from_str::<Value>(bad).is_err(), "{bad}");
+        }
+        let lines = b"{\"colour\":1}\n{\"colour\":1,\"x\":1e999}";
+        assert_eq!(decode_lines(Kind::Sale, lines).expect_err("line 2").0, 1);
         let lines = decode_lines(Kind::Sale, b"{}\n\n [] \n").expect("two lines");
         assert!(matches!(lines, DecodedEvents::Sales(s) if s.len() == 2));
         let bad = decode_lines(Kind::Sale, b"{}\n\n{oops").expect_err("bad line");

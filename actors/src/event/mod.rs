@@ -294,7 +294,8 @@ impl<T> RawField<T> {
 /// A text of `min` to `max` characters.
 fn chars_between(name: &str, s: String, min: usize, max: usize) -> Result<String, FieldError> {
     // A character is 1 to 4 bytes: most texts are decided by their length alone.
-    if s.len() >= min.saturating_mul(4) && s.len() <= max {
+    let long_enough = min == 0 || (min == 1 && !s.is_empty()) || s.len() >= min.saturating_mul(4);
+    if long_enough && s.len() <= max {
         return Ok(s);
     }
     let chars = s.chars().count();
@@ -357,7 +358,7 @@ fn id_and_ts(
 /// A batch of events of one kind as a transport delivered it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RawBatch {
-    /// Decoded JSON values (HTTP, TCP), one per event.
+    /// Decoded JSON values (TCP lines; tests), one per event.
     Json {
         /// The kind the endpoint accepts.
         kind: Kind,
@@ -402,6 +403,8 @@ impl RawBatch {
 
     /// The position of the first event sent without an id (absent, or `null` in
     /// JSON): the one that gets the batch's first stamped id ([`ReceiveStamp`]).
+    /// (Only gRPC answers with it; a JSON object refused whole counts as one
+    /// without an id among values, not among decoded events.)
     pub fn first_unidentified(&self) -> Option<usize> {
         match self {
             RawBatch::Json { objects, .. } => objects

@@ -135,7 +135,8 @@ impl<T: Default> Tally<T> {
 /// A sale's price as a price stream holds it, in [`PricePoint::order`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct PricePoint {
-    /// The sale's `ts` (a negative one, which the rules refuse, counts as 0).
+    /// The sale's `ts`, at least 0 (a negative one, which the rules refuse,
+    /// counts as 0: [`PricePoint::of`]; `member` and `order` count it so too).
     pub ts: i64,
     /// The sale's id.
     pub id: String,
@@ -159,7 +160,7 @@ impl PricePoint {
     pub fn member(&self) -> String {
         let price = self.price_text();
         let mut member = String::with_capacity(20 + self.id.len() + price.len());
-        let _ = write!(member, "{:019}", self.ts);
+        let _ = write!(member, "{:019}", self.ts.max(0));
         member.push_str(&self.id);
         member.push('\0');
         member.push_str(&price);
@@ -178,7 +179,7 @@ impl PricePoint {
     /// `ts` first, then the ids (a NUL, the member's separator, sorts before any
     /// other byte, so an id that is a prefix of the other comes first).
     pub fn order(&self, other: &PricePoint) -> Ordering {
-        self.ts.cmp(&other.ts).then_with(|| {
+        self.ts.max(0).cmp(&other.ts.max(0)).then_with(|| {
             if self.id == other.id {
                 if self.price.to_bits() == other.price.to_bits() {
                     Ordering::Equal
@@ -195,9 +196,9 @@ impl PricePoint {
 }
 
 /// Inserts `new` (in [`PricePoint::order`]) into `stream` (sorted, no two
-/// points with the same key) and keeps the newest `MONITORED_PRICES`: a point
-/// whose key is already in the stream replaces nothing (as `ZADD` of a member
-/// with the same score; equal members are equal points). Points after the
+/// points equal in that order) and keeps the newest `MONITORED_PRICES`: a point
+/// equal to one in the stream replaces nothing (as `ZADD` of a member with the
+/// same score; equal members are equal points). Points after the
 /// stream's newest are appended and the oldest dropped from the front, so the
 /// usual case (sales arriving about in time order) costs no more than the new
 /// points; an earlier point is put in place by binary search.
