@@ -8,7 +8,7 @@
 
 use crate::admission::Admitted;
 use crate::consumer::{Delivery, Source, SourceError};
-use crate::event::{Events, Kind};
+use crate::event::Events;
 use crate::messages::Batch;
 use crate::metrics::CONSUMER_LAG;
 use crate::publisher::{Sink, SinkError};
@@ -64,8 +64,8 @@ pub struct MemorySink {
 pub struct MemorySource {
     rx: mpsc::Receiver<Batch>,
     lag: Arc<AtomicI64>,
-    /// Per kind (sales, tweets), the batches taken from the queue and merged into
-    /// its next delivery.
+    /// Per kind (by [`Kind::index`](crate::event::Kind::index)), the batches taken from the queue and merged
+    /// into its next delivery.
     gathering: [Option<Gathering>; 2],
     /// A batch taken from the queue that did not fit its kind's delivery: it
     /// starts that kind's next one (no more is read from the queue meanwhile).
@@ -85,14 +85,6 @@ struct Gathering {
     admitted: Vec<Arc<Admitted>>,
     received_at_ms: i64,
     started: u64,
-}
-
-/// The slot of a kind in [`MemorySource::gathering`].
-fn slot(kind: Kind) -> usize {
-    match kind {
-        Kind::Sale => 0,
-        Kind::Tweet => 1,
-    }
 }
 
 /// Appends `more` to `into` (both of one kind).
@@ -119,7 +111,7 @@ impl MemorySource {
     /// Merges `batch` into its kind's gathering; gives it back when it does not
     /// fit (the gathering would pass [`DELIVERY_MAX_EVENTS`]).
     fn gather(&mut self, mut batch: Batch) -> Result<(), Batch> {
-        match &mut self.gathering[slot(batch.kind())] {
+        match &mut self.gathering[batch.kind().index()] {
             Some(g) if g.events.len() + batch.events.len() > DELIVERY_MAX_EVENTS => Err(batch),
             Some(g) => {
                 g.admitted.extend(batch.admitted.take());
@@ -234,7 +226,7 @@ impl Source for MemorySource {
 mod tests {
     use super::*;
     use crate::admission::Admission;
-    use crate::event::{Category, Sale, Tweet, Weather};
+    use crate::event::{Category, Kind, Sale, Tweet, Weather};
 
     fn sales(tag: &str, n: usize) -> Events {
         Events::Sales(

@@ -1,7 +1,7 @@
 //! Request bodies → events: the HTTP ingest body (one JSON object, a JSON array of
 //! objects, or NDJSON) and its Content-Type. [`decode_events`] reads a body straight
 //! into raw events (HTTP ingest); [`decode`] into JSON values, one per event. What
-//! an event must be is [`json`](super::json)'s business; this only splits.
+//! an event must be is [`json`]'s business; this only splits.
 
 use super::json::{self, DecodedEvents};
 use super::Kind;

@@ -7,7 +7,7 @@
 //! and an unknown field must be refused rather than dropped. HTTP bodies are read
 //! by a serde visitor straight into raw events ([`decode_json`], [`decode_lines`]);
 //! TCP lines, which name their kind inside, are JSON values first
-//! ([`parse_batch`]). Both collect fields the same way ([`Fields`]) and refuse the
+//! ([`parse_batch`]). Both collect fields the same way (`Fields`) and refuse the
 //! same events; an object with two faults may be refused for either (keys in
 //! text order here, in map order there).
 

@@ -16,7 +16,7 @@
 //! - [`json`]: JSON objects → raw events (aliases, unknown fields, JSON types).
 //! - [`protobuf`]: gRPC messages → raw events (protobuf defaults are "not sent").
 //! - [`body`]: HTTP ingest bodies (JSON, NDJSON) → JSON values.
-//! - [`line`]: the TCP line format: bytes → bounded lines → ping, event or refusal.
+//! - [`line`](mod@line): the TCP line format: bytes → bounded lines → ping, event or refusal.
 
 pub mod body;
 pub mod json;
@@ -63,6 +63,14 @@ impl Kind {
 
     /// Both kinds, in a fixed order.
     pub const ALL: [Kind; 2] = [Kind::Sale, Kind::Tweet];
+
+    /// Position in [`Kind::ALL`] (and in per-kind arrays).
+    pub const fn index(self) -> usize {
+        match self {
+            Kind::Sale => 0,
+            Kind::Tweet => 1,
+        }
+    }
 
     /// Whichever of `sale` and `tweet` belongs to this kind (a per-kind setting).
     pub fn pick<T>(self, sale: T, tweet: T) -> T {

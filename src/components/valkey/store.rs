@@ -202,7 +202,7 @@ impl Shard {
 
     /// The mirror of `kind`'s id window.
     fn mirror(&self, kind: Kind) -> std::sync::MutexGuard<'_, Mirror> {
-        self.mirrors[kind_index(kind)]
+        self.mirrors[kind.index()]
             .lock()
             .unwrap_or_else(|p| p.into_inner())
     }
@@ -928,7 +928,7 @@ impl ValkeyStore {
             // One batch of a kind at a time from this process, so its mirror is
             // always caught up with this process's own writes: the script's tail
             // then holds only other consumers' batches (usually nothing).
-            let _turn = shard.turns[kind_index(kind)].lock().await;
+            let _turn = shard.turns[kind.index()].lock().await;
             let (verdicts, claimed, point) = {
                 let mirror = shard.mirror(kind);
                 let (verdicts, claimed) = if self.window_ms == 0 {
@@ -1446,11 +1446,6 @@ impl Mirror {
         });
         Ok(())
     }
-}
-
-/// The index of `kind` in [`Kind::ALL`] (and in per-kind arrays).
-fn kind_index(kind: Kind) -> usize {
-    Kind::ALL.iter().position(|&k| k == kind).unwrap_or(0)
 }
 
 /// A reply's simple or bulk string as text.
