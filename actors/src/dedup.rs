@@ -391,25 +391,41 @@ impl IdWindow {
     }
 
     /// Removes every entry of the generation tagged `tag`, in one pass that also
-    /// closes the gaps: starting after an empty slot, each entry met is taken out
-    /// and put back at the first empty slot of its probe sequence, which lies at or
-    /// before where it was, so every remaining entry stays reachable.
+    /// closes the gaps: starting after an empty slot, each entry met whose probe
+    /// sequence now crosses an empty slot (between its home and where it is) is
+    /// put back at the first empty slot of that sequence, which lies before where
+    /// it was, so every remaining entry stays reachable. An entry with no gap
+    /// before it (most of them) is only read.
     fn remove_tag(&mut self, tag: u16) {
         let n = self.slots.len();
         let Some(start) = self.slots.iter().position(|&e| e == 0) else {
             return; // never: the table is at most 2/3 full
         };
-        for step in 1..=n {
-            let i = (start + step) % n;
+        // Steps from `start` to the newest empty slot passed. No probe sequence
+        // reaches back across `start` (it was empty), so an entry's home is
+        // always after it.
+        let mut last_empty = 0;
+        for (step, i) in (start + 1..n).chain(0..=start).enumerate() {
+            let step = step + 1;
             let entry = self.slots[i];
             if entry == 0 {
+                last_empty = step;
                 continue;
             }
-            self.slots[i] = 0;
-            if tag_of(entry) != tag {
+            if tag_of(entry) == tag {
+                self.slots[i] = 0;
+                last_empty = step;
+                continue;
+            }
+            let home = self.home(entry);
+            let displacement = if i >= home { i - home } else { i + n - home };
+            if step - last_empty <= displacement {
+                // A gap between its home and here: move it back into the first.
+                self.slots[i] = 0;
                 if let Err(empty) = self.probe(entry) {
                     self.slots[empty] = entry;
                 }
+                last_empty = step;
             }
         }
     }

@@ -9,6 +9,7 @@ use crate::event::{Category, Sale, Tweet, Weather};
 use std::cmp::Ordering;
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
+use std::hash::BuildHasher as _;
 
 /// Count, sum and extremes of one measure over some events.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -105,31 +106,110 @@ impl TweetScope {
 pub type NameMap<V> = HashMap<String, V, foldhash::fast::RandomState>;
 
 /// Named counters in the order their names were first added.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default)]
 pub struct Tally<T> {
     /// (name, value), first-added order.
     pub items: Vec<(String, T)>,
-    index: NameMap<usize>,
+    /// Where each name is in `items`, found by the name's hash: the name itself
+    /// is kept once, in `items`.
+    index: hashbrown::HashTable<usize>,
+    hasher: foldhash::fast::RandomState,
+}
+
+impl<T: PartialEq> PartialEq for Tally<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.items == other.items
+    }
 }
 
 impl<T: Default> Tally<T> {
     /// The value of `name`, added (as the default) if new.
     pub fn entry(&mut self, name: &str) -> &mut T {
-        let i = match self.index.get(name) {
-            Some(&i) => i,
-            None => {
-                self.index.insert(name.to_owned(), self.items.len());
-                self.items.push((name.to_owned(), T::default()));
-                self.items.len() - 1
+        let Tally {
+            items,
+            index,
+            hasher,
+        } = self;
+        let hash = hasher.hash_one(name);
+        let i = match index.entry(
+            hash,
+            |&i| items[i].0 == name,
+            |&i| hasher.hash_one(items[i].0.as_str()),
+        ) {
+            hashbrown::hash_table::Entry::Occupied(at) => *at.get(),
+            hashbrown::hash_table::Entry::Vacant(slot) => {
+                slot.insert(items.len());
+                items.push((name.to_owned(), T::default()));
+                items.len() - 1
             }
         };
-        &mut self.items[i].1
+        &mut items[i].1
     }
+}
 
+impl<T> Tally<T> {
     /// The value of `name`, if added.
     pub fn get(&self, name: &str) -> Option<&T> {
-        self.index.get(name).map(|&i| &self.items[i].1)
+        let hash = self.hasher.hash_one(name);
+        self.index
+            .find(hash, |&i| self.items[i].0 == name)
+            .map(|&i| &self.items[i].1)
     }
+}
+
+/// A sale's id as a price point keeps it: an id in the canonical form of a UUID
+/// (36 characters, lowercase hexadecimal, hyphenated: the ids flujo stamps) as
+/// its 128 bits, any other as its text. Stamped ids then take no allocation, and
+/// two of them compare as integers, in the order of their texts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PointId {
+    /// A canonical UUID.
+    Uuid(u128),
+    /// Any other id.
+    Text(Box<str>),
+}
+
+impl PointId {
+    /// The compact form of `id`.
+    pub fn of(id: &str) -> PointId {
+        match canonical_uuid(id.as_bytes()) {
+            Some(bits) => PointId::Uuid(bits),
+            None => PointId::Text(id.into()),
+        }
+    }
+
+    /// Its text, the id as sent or stamped.
+    pub fn text(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            PointId::Uuid(bits) => {
+                std::borrow::Cow::Owned(uuid::Uuid::from_u128(*bits).to_string())
+            }
+            PointId::Text(text) => std::borrow::Cow::Borrowed(text),
+        }
+    }
+}
+
+/// The 128 bits of a UUID in canonical text form (hyphens after the 8th, 12th,
+/// 16th and 20th digits, lowercase digits), else `None`: ids in that form order
+/// as their bits do.
+fn canonical_uuid(text: &[u8]) -> Option<u128> {
+    if text.len() != 36 {
+        return None;
+    }
+    let mut bits = 0u128;
+    for (i, &c) in text.iter().enumerate() {
+        let digit = match c {
+            b'-' if matches!(i, 8 | 13 | 18 | 23) => continue,
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            _ => return None,
+        };
+        if matches!(i, 8 | 13 | 18 | 23) {
+            return None;
+        }
+        bits = bits << 4 | u128::from(digit);
+    }
+    Some(bits)
 }
 
 /// A sale's price as a price stream holds it, in [`PricePoint::order`].
@@ -139,7 +219,7 @@ pub struct PricePoint {
     /// counts as 0: [`PricePoint::of`]; `member` and `order` count it so too).
     pub ts: i64,
     /// The sale's id.
-    pub id: String,
+    pub id: PointId,
     /// The unit price.
     pub price: f64,
 }
@@ -149,7 +229,7 @@ impl PricePoint {
     pub fn of(s: &Sale) -> PricePoint {
         PricePoint {
             ts: s.ts.max(0),
-            id: s.id.clone(),
+            id: PointId::of(&s.id),
             price: s.price,
         }
     }
@@ -159,9 +239,10 @@ impl PricePoint {
     /// Valkey: the embedded store orders points without it.
     pub fn member(&self) -> String {
         let price = self.price_text();
-        let mut member = String::with_capacity(20 + self.id.len() + price.len());
+        let id = self.id.text();
+        let mut member = String::with_capacity(20 + id.len() + price.len());
         let _ = write!(member, "{:019}", self.ts.max(0));
-        member.push_str(&self.id);
+        member.push_str(&id);
         member.push('\0');
         member.push_str(&price);
         member
@@ -172,6 +253,15 @@ impl PricePoint {
         format!("{:?}", self.price)
     }
 
+    /// The order of two points of one id: their members' prices decide.
+    fn price_order(&self, other: &PricePoint) -> Ordering {
+        if self.price.to_bits() == other.price.to_bits() {
+            Ordering::Equal
+        } else {
+            self.price_text().cmp(&other.price_text())
+        }
+    }
+
     /// The order of a price stream, oldest first: the byte order of
     /// [`PricePoint::member`], i.e. (`ts`, `id`) for every id without a NUL
     /// character (then the price, for one id applied twice), which a Valkey
@@ -180,60 +270,83 @@ impl PricePoint {
     /// other byte, so an id that is a prefix of the other comes first).
     pub fn order(&self, other: &PricePoint) -> Ordering {
         self.ts.max(0).cmp(&other.ts.max(0)).then_with(|| {
-            if self.id == other.id {
-                if self.price.to_bits() == other.price.to_bits() {
-                    Ordering::Equal
-                } else {
-                    self.price_text().cmp(&other.price_text())
-                }
-            } else if self.id.contains('\0') || other.id.contains('\0') {
-                self.member().cmp(&other.member())
+            if let (PointId::Uuid(a), PointId::Uuid(b)) = (&self.id, &other.id) {
+                return match a.cmp(b) {
+                    Ordering::Equal => self.price_order(other),
+                    unequal => unequal,
+                };
+            }
+            let (a, b) = (self.id.text(), other.id.text());
+            let (a, b) = (a.as_bytes(), b.as_bytes());
+            let common = a.len().min(b.len());
+            // Where the ids first differ, the members do too.
+            match a[..common].cmp(&b[..common]) {
+                Ordering::Equal => {}
+                unequal => return unequal,
+            }
+            if a.len() == b.len() {
+                return self.price_order(other);
+            }
+            // One id is a prefix of the other: the shorter's member goes on with
+            // its NUL, before any byte but a NUL.
+            let next = if a.len() > b.len() {
+                a[common]
             } else {
-                self.id.cmp(&other.id)
+                b[common]
+            };
+            if next != 0 {
+                a.len().cmp(&b.len())
+            } else {
+                self.member().cmp(&other.member())
             }
         })
     }
 }
 
-/// Inserts `new` (in [`PricePoint::order`]) into `stream` (sorted, no two
-/// points equal in that order) and keeps the newest `MONITORED_PRICES`: a point
-/// equal to one in the stream replaces nothing (as `ZADD` of a member with the
-/// same score; equal members are equal points). Points after the
-/// stream's newest are appended and the oldest dropped from the front, so the
-/// usual case (sales arriving about in time order) costs no more than the new
-/// points; an earlier point is put in place by binary search.
-pub fn merge_newest(stream: &mut VecDeque<PricePoint>, new: Vec<PricePoint>) {
-    /// How far back from the newest point an earlier one is looked for one by
-    /// one (late points are usually only a little late) before a binary search.
-    const NEAR: usize = 8;
-    for point in new {
-        let len = stream.len();
-        if len >= MONITORED_PRICES && point.order(&stream[0]) != Ordering::Greater {
-            continue; // older than all of a full stream: it would drop out at once
-        }
-        let behind = stream
-            .iter()
-            .rev()
-            .take(NEAR)
-            .position(|p| p.order(&point) != Ordering::Greater);
-        match behind {
-            Some(0) if stream[len - 1].order(&point) == Ordering::Less => stream.push_back(point),
-            None if len == 0 => stream.push_back(point),
-            Some(back) => {
-                if stream[len - 1 - back].order(&point) == Ordering::Less {
-                    stream.insert(len - back, point);
-                }
-            }
-            None => {
-                if let Err(at) = stream.binary_search_by(|p| p.order(&point)) {
-                    stream.insert(at, point);
-                }
-            }
-        }
+/// Merges `new` into `stream` (both in [`PricePoint::order`], no two points
+/// equal in that order) and keeps the newest `MONITORED_PRICES`: a point equal
+/// to one in the stream replaces nothing (as `ZADD` of a member with the same
+/// score; equal members are equal points). Only the stream's points from the
+/// first new one on are merged, in one pass: points after the stream's newest
+/// (sales arriving about in time order) are appended, and a batch whose points
+/// tie with the stream's (the same `ts`, ordered by id) costs one merge, not a
+/// search and an insert each.
+pub fn merge_newest(stream: &mut VecDeque<PricePoint>, mut new: Vec<PricePoint>) {
+    if !new.is_sorted_by(|a, b| a.order(b) == Ordering::Less) {
+        new.sort_by(|a, b| a.order(b));
+        new.dedup_by(|a, b| a.order(b) == Ordering::Equal);
     }
-    while stream.len() > MONITORED_PRICES {
-        stream.pop_front();
+    let Some(first) = new.first() else {
+        return;
+    };
+    let keep = if stream
+        .back()
+        .is_none_or(|p| p.order(first) == Ordering::Less)
+    {
+        stream.len()
+    } else {
+        stream.partition_point(|p| p.order(first) == Ordering::Less)
+    };
+    let mut tail = stream.split_off(keep).into_iter().peekable();
+    let mut new = new.into_iter().peekable();
+    loop {
+        let next = match (tail.peek(), new.peek()) {
+            (Some(t), Some(n)) => match t.order(n) {
+                Ordering::Less => tail.next(),
+                Ordering::Greater => new.next(),
+                Ordering::Equal => {
+                    new.next();
+                    tail.next()
+                }
+            },
+            (Some(_), None) => tail.next(),
+            (None, Some(_)) => new.next(),
+            (None, None) => break,
+        };
+        stream.extend(next);
     }
+    let excess = stream.len().saturating_sub(MONITORED_PRICES);
+    stream.drain(..excess);
 }
 
 /// The earliest sale of some sales by (`ts`, `id`): the one whose product a
@@ -273,28 +386,35 @@ pub fn closed(earliest_ts: i64, newest_ts: i64) -> bool {
     newest_ts as f64 - earliest_ts as f64 >= MONITORED_LATENESS_MS as f64
 }
 
+/// One product's part of a [`CategoryDelta`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProductDelta {
+    /// Quantity sold.
+    pub quantity: u64,
+    /// The newest `MONITORED_PRICES` prices of its sales in the batch, sorted by
+    /// [`PricePoint::order`], no two equal.
+    pub prices: Vec<PricePoint>,
+}
+
 /// One category's part of a [`SalesDelta`].
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CategoryDelta {
     /// The category's aggregates.
     pub scope: SaleScope,
-    /// Quantity sold per product in the category.
-    pub products: Tally<u64>,
+    /// Per product (first-sold order): quantity and prices.
+    pub products: Tally<ProductDelta>,
     /// The batch's earliest sale in the category by (`ts`, `id`).
     pub earliest: Option<Earliest>,
     /// The batch's newest `ts` in the category (negative counts as 0).
     pub newest_ts: i64,
-    /// Per product, the newest `MONITORED_PRICES` prices of its sales in the
-    /// batch, sorted by [`PricePoint::order`] (first-sold order of products).
-    pub prices: Tally<Vec<PricePoint>>,
 }
 
 impl CategoryDelta {
     /// The points of `product`'s sales in the batch (empty when none).
     pub fn prices_of(&self, product: &str) -> &[PricePoint] {
-        self.prices
+        self.products
             .get(product)
-            .map(Vec::as_slice)
+            .map(|p| p.prices.as_slice())
             .unwrap_or_default()
     }
 }
@@ -321,8 +441,9 @@ impl SalesDelta {
             let i = s.category.index();
             let c = &mut d.categories[i];
             c.scope.add(s);
-            *c.products.entry(&s.product_id) += s.quantity;
-            c.prices.entry(&s.product_id).push(PricePoint::of(s));
+            let product = c.products.entry(&s.product_id);
+            product.quantity += s.quantity;
+            product.prices.push(PricePoint::of(s));
             if earliest[i]
                 .is_none_or(|e| (s.ts.max(0), s.id.as_str()) < (e.ts.max(0), e.id.as_str()))
             {
@@ -333,7 +454,7 @@ impl SalesDelta {
         }
         for (c, first) in d.categories.iter_mut().zip(earliest) {
             c.earliest = first.map(Earliest::of);
-            for (_, points) in &mut c.prices.items {
+            for (_, ProductDelta { prices: points, .. }) in &mut c.products.items {
                 points.sort_by(|a, b| a.order(b));
                 points.dedup_by(|a, b| a.order(b) == Ordering::Equal);
                 if points.len() > MONITORED_PRICES {
@@ -400,7 +521,7 @@ mod tests {
     fn point(ts: i64, id: &str, price: f64) -> PricePoint {
         PricePoint {
             ts,
-            id: id.to_owned(),
+            id: PointId::of(id),
             price,
         }
     }
@@ -424,7 +545,33 @@ mod tests {
             point(10_000_000_000, "a", 1.0),
             point(5, "é", 1e-7),
             point(5, "é", 1e21),
+            // Canonical UUIDs (kept as bits) among other ids (kept as text).
+            point(5, "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b", 1.0),
+            point(5, "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b", 2.5),
+            point(5, "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5c", 1.0),
+            point(5, "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5", 1.0),
+            point(5, "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5bb", 1.0),
+            point(5, "0190A1B2-C3D4-7E5F-8A9B-0C1D2E3F4A5B", 1.0),
+            point(5, "0190a1b2c-3d4-7e5f-8a9b-0c1d2e3f4a5b", 1.0),
+            point(5, "ffffffff-ffff-ffff-ffff-ffffffffffff", 1.0),
+            point(5, "00000000-0000-0000-0000-000000000000", 1.0),
+            point(4, "ffffffff-ffff-ffff-ffff-ffffffffffff", 1.0),
         ];
+        // An id keeps its text; only the canonical form is kept as bits.
+        for (id, bits) in [
+            ("0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b", true),
+            ("00000000-0000-0000-0000-000000000000", true),
+            ("0190A1B2-C3D4-7E5F-8A9B-0C1D2E3F4A5B", false),
+            ("0190a1b2c-3d4-7e5f-8a9b-0c1d2e3f4a5b", false),
+            ("0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5", false),
+            ("0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5g", false),
+            ("{190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b}", false),
+            ("s-1", false),
+        ] {
+            let kept = PointId::of(id);
+            assert_eq!(kept.text(), id);
+            assert_eq!(matches!(kept, PointId::Uuid(_)), bits, "{id}");
+        }
         for a in &points {
             for b in &points {
                 assert_eq!(
@@ -438,5 +585,47 @@ mod tests {
             point(7, "x", 19.99).member(),
             "0000000000000000007x\u{0}19.99"
         );
+    }
+
+    /// Merged batch by batch, a stream holds what a Valkey sorted set of the
+    /// members, trimmed to the newest `MONITORED_PRICES` after each batch, holds:
+    /// batches in order, late, tying in `ts` with the stream's points (ordered by
+    /// id, prefixes among them), resent, unsorted.
+    #[test]
+    fn a_merged_stream_is_the_newest_members() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |n: u64| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            (seed >> 33) % n
+        };
+        let mut stream = VecDeque::new();
+        let mut reference = std::collections::BTreeSet::new();
+        for batch in 0..400 {
+            let clock = batch as i64 * 3;
+            let len = 1 + next(if batch % 50 == 0 { 1_500 } else { 40 }) as usize;
+            let mut new: Vec<PricePoint> = (0..len)
+                .map(|_| {
+                    // ts from a little before the batch's time to it: ties, late points.
+                    let ts = (clock - next(30) as i64).max(-1);
+                    let id = format!("s-{}", next(3_000));
+                    point(ts, &id, (1 + next(3)) as f64)
+                })
+                .collect();
+            for p in &new {
+                reference.insert(p.member());
+            }
+            while reference.len() > MONITORED_PRICES {
+                reference.pop_first();
+            }
+            if batch % 2 == 0 {
+                new.sort_by(|a, b| a.order(b));
+                new.dedup_by(|a, b| a.order(b) == Ordering::Equal);
+            }
+            merge_newest(&mut stream, new);
+            let held: Vec<String> = stream.iter().map(PricePoint::member).collect();
+            let expected: Vec<String> = reference.iter().cloned().collect();
+            assert_eq!(held, expected, "after batch {batch}");
+        }
+        assert_eq!(stream.len(), MONITORED_PRICES);
     }
 }

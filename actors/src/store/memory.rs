@@ -1,8 +1,8 @@
 //! [`MemoryStore`]: every aggregate in process memory, lost at exit.
 
 use super::delta::{
-    closed, merge_newest, CategoryDelta, Earliest, Fold, NameMap, PricePoint, SaleScope,
-    SalesDelta, TweetScope, TweetsDelta,
+    closed, merge_newest, CategoryDelta, Earliest, Fold, NameMap, PricePoint, ProductDelta,
+    SaleScope, SalesDelta, TweetScope, TweetsDelta,
 };
 use super::{
     Applied, CategoryStats, LocationRank, MonitoredPrices, Page, Positions, ProductRank, Ranking,
@@ -96,11 +96,11 @@ impl Monitor {
             self.stream = self.history.remove(monitored).unwrap_or_default();
         }
         let monitored = monitored.to_owned();
-        for (product, points) in d.prices.items {
+        for (product, ProductDelta { prices, .. }) in d.products.items {
             if product == monitored {
-                merge_newest(&mut self.stream, points);
+                merge_newest(&mut self.stream, prices);
             } else if open {
-                merge_newest(self.history.entry(product).or_default(), points);
+                merge_newest(self.history.entry(product).or_default(), prices);
             }
         }
         if !open && !was_closed {
@@ -129,8 +129,12 @@ impl SalesState {
         for (c, delta) in d.into_touched() {
             let i = c.index();
             self.by_category[i].merge(&delta.scope);
-            for (product, q) in &delta.products.items {
-                add_to(&mut self.quantity_by_category_product[i], product, *q);
+            for (product, p) in &delta.products.items {
+                add_to(
+                    &mut self.quantity_by_category_product[i],
+                    product,
+                    p.quantity,
+                );
             }
             self.monitored[i].merge(delta);
         }

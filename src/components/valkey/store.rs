@@ -3,9 +3,7 @@
 use crate::components::ReachError;
 use flujo_actors::dedup::{id_hash, IdHash, IdWindow, WindowStats, DEFAULT_MAX_IDS, GENERATIONS};
 use flujo_actors::event::{now_ms, Category, Kind, Sale, Tweet, Weather};
-use flujo_actors::store::delta::{
-    PricePoint, SaleScope, SalesDelta, Tally, TweetScope, TweetsDelta,
-};
+use flujo_actors::store::delta::{PricePoint, SaleScope, SalesDelta, TweetScope, TweetsDelta};
 use flujo_actors::store::{
     Applied, CategoryStats, LocationRank, MonitoredPrices, Page, Positions, ProductRank, Ranking,
     SaleStats, SalesKpis, Store, StoreError, TweetKpis, TweetStats, MONITORED_LATENESS_MS,
@@ -1041,7 +1039,7 @@ impl ValkeyStore {
                         Some(known) => {
                             let first = c.earliest.as_ref().map_or("", |e| e.product.as_str());
                             let lists: Vec<&str> = c
-                                .prices
+                                .products
                                 .items
                                 .iter()
                                 .map(|(product, _)| product.as_str())
@@ -1053,15 +1051,15 @@ impl ValkeyStore {
                             }
                         }
                         None => {
-                            inv.arg("1").arg("").arg(c.prices.items.len());
-                            for (product, points) in &c.prices.items {
-                                push_prices(inv, product, points);
+                            inv.arg("1").arg("").arg(c.products.items.len());
+                            for (product, p) in &c.products.items {
+                                push_prices(inv, product, &p.prices);
                             }
                         }
                     }
-                    push_tally(inv, &c.products);
+                    push_quantities(inv, c.products.items.iter().map(|(p, d)| (p, d.quantity)));
                 }
-                push_tally(inv, &d.products);
+                push_quantities(inv, d.products.items.iter().map(|(p, q)| (p, *q)));
             },
         )
         .await
@@ -1501,10 +1499,13 @@ fn push_prices(inv: &mut redis::ScriptInvocation<'_>, product: &str, points: &[P
 }
 
 /// Quantities per product: count, then product and quantity pairs.
-fn push_tally(inv: &mut redis::ScriptInvocation<'_>, tally: &Tally<u64>) {
-    inv.arg(tally.items.len());
-    for (product, quantity) in &tally.items {
-        inv.arg(product).arg(*quantity);
+fn push_quantities<'a>(
+    inv: &mut redis::ScriptInvocation<'_>,
+    quantities: impl ExactSizeIterator<Item = (&'a String, u64)>,
+) {
+    inv.arg(quantities.len());
+    for (product, quantity) in quantities {
+        inv.arg(product).arg(quantity);
     }
 }
 
