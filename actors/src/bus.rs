@@ -4,7 +4,8 @@
 //! [`DELIVERY_MAX_EVENTS`] events of one kind, so the store does one step (one
 //! Valkey round trip) for many small requests. Batches of the two kinds are
 //! gathered side by side: sales and tweets arriving interleaved still make
-//! deliveries of many requests each.
+//! deliveries of many requests each. While a delivery is being stored, a small
+//! next one waits briefly for more ([`GATHER_LINGER`]).
 
 use crate::admission::Admitted;
 use crate::consumer::{Delivery, Source, SourceError};
@@ -16,7 +17,9 @@ use async_trait::async_trait;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 const NAME: &str = "memory";
 
@@ -30,6 +33,14 @@ pub const DELIVERY_MAX_EVENTS: usize = 8_000;
 
 /// Deliveries of the memory bus stored at once (see [`Source::deliveries_in_flight`]).
 pub const DELIVERIES_IN_FLIGHT: usize = 4;
+
+/// How long a delivery of fewer than half [`DELIVERY_MAX_EVENTS`] events waits
+/// for more batches while an earlier delivery is still being stored. A store
+/// does work per product and per key a delivery touches, whatever its size, so
+/// under load larger deliveries cost less per event (1,000-sale requests: about
+/// 1,700 events per delivery without the wait, 2.4 points per product's price
+/// history merge). An idle consumer never waits: the first batch goes at once.
+pub const GATHER_LINGER: Duration = Duration::from_millis(5);
 
 /// Creates a memory bus holding at most `capacity` batches.
 pub fn memory_bus(capacity: usize) -> (MemorySink, MemorySource) {
@@ -85,6 +96,8 @@ struct Gathering {
     admitted: Vec<Arc<Admitted>>,
     received_at_ms: i64,
     started: u64,
+    /// When its first batch was taken from the queue.
+    opened: Instant,
 }
 
 /// Appends `more` to `into` (both of one kind).
@@ -125,6 +138,7 @@ impl MemorySource {
                     received_at_ms: batch.received_at_ms,
                     events: take_events(&mut batch),
                     started: self.next_started,
+                    opened: Instant::now(),
                 });
                 self.next_started += 1;
                 Ok(())
@@ -134,6 +148,25 @@ impl MemorySource {
 
     fn gathering_nothing(&self) -> bool {
         self.gathering.iter().all(Option::is_none)
+    }
+
+    /// The gathering that started first, which goes next.
+    fn oldest(&mut self) -> Option<&mut Option<Gathering>> {
+        self.gathering
+            .iter_mut()
+            .filter(|g| g.is_some())
+            .min_by_key(|g| g.as_ref().map(|g| g.started))
+    }
+
+    /// Whether the next delivery waits for more batches: it is small, young, and
+    /// an earlier delivery is still being stored (uncommitted), so the consumer
+    /// is busy anyway. Gives the time it may wait until.
+    fn linger_until(&mut self) -> Option<Instant> {
+        if self.held.is_some() || self.admitted.is_empty() {
+            return None;
+        }
+        let g = self.oldest()?.as_ref()?;
+        (g.events.len() < DELIVERY_MAX_EVENTS / 2).then_some(g.opened + GATHER_LINGER)
     }
 }
 
@@ -192,13 +225,23 @@ impl Source for MemorySource {
                 self.held = Some(batch);
             }
         }
+        // Wait a little for more while an earlier delivery is being stored
+        // (cancel-safe: a batch taken from the queue goes into a gathering at once).
+        while let Some(until) = self.linger_until() {
+            match tokio::time::timeout_at(until, self.rx.recv()).await {
+                Ok(Some(batch)) => {
+                    report_lag(&self.lag, -(batch.events.len() as i64));
+                    if let Err(batch) = self.gather(batch) {
+                        self.held = Some(batch);
+                    }
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
         // The gathering that started first goes (there is one: a batch was
         // gathered above, or one was already).
         let g = self
-            .gathering
-            .iter_mut()
-            .filter(|g| g.is_some())
-            .min_by_key(|g| g.as_ref().map(|g| g.started))
+            .oldest()
             .and_then(Option::take)
             .expect("a gathering holds a batch");
         let token = self.next_token;
@@ -344,6 +387,59 @@ mod tests {
             .expect("publish");
         let third = source.next().await.expect("tweets");
         assert_eq!(third.batch.events.len(), 3);
+    }
+
+    /// While a delivery is being stored, a small next one waits (at most
+    /// `GATHER_LINGER`) for more batches; with nothing being stored it goes at once.
+    #[tokio::test(start_paused = true)]
+    async fn a_small_delivery_waits_for_more_only_while_one_is_being_stored() {
+        let admission = Admission::new(100_000);
+        let (sink, mut source) = memory_bus(16);
+        let t0 = Instant::now();
+        sink.publish(batch(sales("a", 10), 0, &admission))
+            .await
+            .expect("publish");
+        let first = source.next().await.expect("first");
+        assert_eq!(first.batch.events.len(), 10);
+        assert_eq!(t0.elapsed(), Duration::ZERO, "an idle consumer does not wait");
+
+        // `first` is being stored: the next delivery gathers what comes meanwhile.
+        sink.publish(batch(sales("b", 10), 0, &admission))
+            .await
+            .expect("publish");
+        let later = sink.clone();
+        let more = batch(sales("c", 10), 0, &admission);
+        tokio::spawn(async move {
+            tokio::time::sleep(GATHER_LINGER / 2).await;
+            later.publish(more).await.expect("publish");
+        });
+        let t1 = Instant::now();
+        let second = source.next().await.expect("second");
+        assert_eq!(second.batch.events.len(), 20, "b and c in one delivery");
+        assert_eq!(t1.elapsed(), GATHER_LINGER, "it waited out the linger for more");
+
+        // Nothing more comes: the wait ends at the linger.
+        sink.publish(batch(sales("d", 10), 0, &admission))
+            .await
+            .expect("publish");
+        let t2 = Instant::now();
+        let third = source.next().await.expect("third");
+        assert_eq!(third.batch.events.ids()[0], "d0");
+        assert_eq!(t2.elapsed(), GATHER_LINGER);
+
+        // Everything stored: the next batch goes at once again.
+        for d in [first, second, third] {
+            source.commit(d.token).await.expect("commit");
+        }
+        sink.publish(batch(sales("e", 10), 0, &admission))
+            .await
+            .expect("publish");
+        let t3 = Instant::now();
+        let fourth = source.next().await.expect("fourth");
+        assert_eq!(fourth.batch.events.len(), 10);
+        assert_eq!(t3.elapsed(), Duration::ZERO);
+        source.commit(fourth.token).await.expect("commit");
+        assert_eq!(admission.in_flight(), 0);
     }
 
     #[tokio::test]
