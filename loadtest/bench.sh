@@ -5,7 +5,8 @@
 #   HTTP, embedded default (memory bus and store), 1 / 100 / 1,000 events per request:
 #       flujo loadgen --rate max against flujo, and against examples/baseline_http.rs
 #       (axum + serde_json: parse the body, answer 202; no pipeline)
-#   raw HTTP, one sale per request: wrk against both (when wrk is installed)
+#   raw HTTP, one sale per request (wrk -c64) and 1,000 sales per request without ids
+#       (wrk -c8, the issue's measurement): wrk against both (when wrk is installed)
 #   Valkey store: all-in-one with --store valkey://, verified, against redis-benchmark
 #       running the per-event writes as one EVAL each on the same Valkey
 #   Kafka and RabbitMQ, end to end with every role in one process (--store valkey://,
@@ -150,6 +151,30 @@ LUA
     [ -z "$non2xx" ] || say "wrk: flujo answered $non2xx non-2xx responses"
     row "HTTP, 1 sale per request, wrk -c64 (embedded)" "$(wrk_rps wrk-flujo)" "requests/s" \
         "$(wrk_rps wrk-base)" "axum + serde_json handler, wrk" "$(wrk_p99 wrk-flujo)" "$(wrk_p99 wrk-base)"
+    # 1,000 sales per request, no ids (each request's sales are new), 8 connections.
+    python3 - "$TMP/post1000.lua" <<'PY'
+import json, random, sys
+random.seed(7)
+sales = [{"category": random.choice(["home", "electronics", "clothing", "beauty"]),
+          "product_id": "P%d" % random.randrange(200),
+          "price": round(random.uniform(1, 100), 2), "quantity": random.randrange(1, 5)}
+         for _ in range(1000)]
+with open(sys.argv[1], "w") as f:
+    f.write('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n')
+    f.write("wrk.body = [=[" + json.dumps(sales) + "]=]\n")
+PY
+    wrk_batch() { # wrk_batch NAME URL
+        wrk -t2 -c8 -d"${SECONDS_PER}s" --latency -s "$TMP/post1000.lua" "$2" >"$TMP/$1.wrk" 2>&1
+    }
+    say "wrk, 1,000 sales per request: flujo"
+    wrk_batch wrk1000-flujo "http://$FLUJO_HTTP/v1/sales"
+    say "wrk, 1,000 sales per request: baseline"
+    wrk_batch wrk1000-base "http://$BASE_HTTP/v1/sales"
+    non2xx=$(awk '/Non-2xx/ {print $NF}' "$TMP/wrk1000-flujo.wrk")
+    [ -z "$non2xx" ] || say "wrk: flujo answered $non2xx non-2xx responses to batches of 1,000"
+    row "HTTP, 1,000 sales per request without ids, wrk -t2 -c8 (embedded; events/s = requests/s × 1,000)" \
+        "$(wrk_rps wrk1000-flujo)" "requests/s" "$(wrk_rps wrk1000-base)" \
+        "axum + serde_json handler, wrk" "$(wrk_p99 wrk1000-flujo)" "$(wrk_p99 wrk1000-base)"
 else
     row "HTTP, wrk" "n/a" "" "n/a" "wrk not installed (apt-get install wrk)" "" ""
 fi

@@ -401,7 +401,11 @@ mod tests {
             .expect("publish");
         let first = source.next().await.expect("first");
         assert_eq!(first.batch.events.len(), 10);
-        assert_eq!(t0.elapsed(), Duration::ZERO, "an idle consumer does not wait");
+        assert_eq!(
+            t0.elapsed(),
+            Duration::ZERO,
+            "an idle consumer does not wait"
+        );
 
         // `first` is being stored: the next delivery gathers what comes meanwhile.
         sink.publish(batch(sales("b", 10), 0, &admission))
@@ -416,7 +420,11 @@ mod tests {
         let t1 = Instant::now();
         let second = source.next().await.expect("second");
         assert_eq!(second.batch.events.len(), 20, "b and c in one delivery");
-        assert_eq!(t1.elapsed(), GATHER_LINGER, "it waited out the linger for more");
+        assert_eq!(
+            t1.elapsed(),
+            GATHER_LINGER,
+            "it waited out the linger for more"
+        );
 
         // Nothing more comes: the wait ends at the linger.
         sink.publish(batch(sales("d", 10), 0, &admission))
