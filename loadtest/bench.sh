@@ -138,19 +138,23 @@ wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = '{"category":"home","product_id":"P42","price":19.99,"quantity":2}'
 LUA
-    wrk_run() { # wrk_run NAME URL
-        wrk -t2 -c64 -d"${SECONDS_PER}s" --latency -s "$TMP/post.lua" "$2" >"$TMP/$1.wrk" 2>&1
-    }
     wrk_rps() { awk '/^Requests\/sec:/ {printf "%d", $2}' "$TMP/$1.wrk"; }
     wrk_p99() { awk '$1 == "99%" {print $2}' "$TMP/$1.wrk"; }
-    say "raw HTTP (wrk): flujo"
-    wrk_run wrk-flujo "http://$FLUJO_HTTP/v1/sales"
-    say "raw HTTP (wrk): baseline"
-    wrk_run wrk-base "http://$BASE_HTTP/v1/sales"
-    non2xx=$(awk '/Non-2xx/ {print $NF}' "$TMP/wrk-flujo.wrk")
-    [ -z "$non2xx" ] || say "wrk: flujo answered $non2xx non-2xx responses"
-    row "HTTP, 1 sale per request, wrk -c64 (embedded)" "$(wrk_rps wrk-flujo)" "requests/s" \
-        "$(wrk_rps wrk-base)" "axum + serde_json handler, wrk" "$(wrk_p99 wrk-flujo)" "$(wrk_p99 wrk-base)"
+    # wrk_pair NAME LUA CONNECTIONS LABEL: wrk against flujo, then the baseline; one row.
+    wrk_pair() {
+        local name=$1 lua=$2 conns=$3 label=$4 who url non2xx
+        for who in flujo base; do
+            url=http://$FLUJO_HTTP/v1/sales
+            [ "$who" = base ] && url=http://$BASE_HTTP/v1/sales
+            say "$label: $who"
+            wrk -t2 -c"$conns" -d"${SECONDS_PER}s" --latency -s "$lua" "$url" >"$TMP/$name-$who.wrk" 2>&1
+        done
+        non2xx=$(awk '/Non-2xx/ {print $NF}' "$TMP/$name-flujo.wrk")
+        [ -z "$non2xx" ] || say "$label: flujo answered $non2xx non-2xx responses"
+        row "$label" "$(wrk_rps "$name-flujo")" "requests/s" "$(wrk_rps "$name-base")" \
+            "axum + serde_json handler, wrk" "$(wrk_p99 "$name-flujo")" "$(wrk_p99 "$name-base")"
+    }
+    wrk_pair wrk1 "$TMP/post.lua" 64 "HTTP, 1 sale per request, wrk -c64 (embedded)"
     # 1,000 sales per request, no ids (each request's sales are new), 8 connections.
     python3 - "$TMP/post1000.lua" <<'PY'
 import json, random, sys
@@ -163,18 +167,8 @@ with open(sys.argv[1], "w") as f:
     f.write('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n')
     f.write("wrk.body = [=[" + json.dumps(sales) + "]=]\n")
 PY
-    wrk_batch() { # wrk_batch NAME URL
-        wrk -t2 -c8 -d"${SECONDS_PER}s" --latency -s "$TMP/post1000.lua" "$2" >"$TMP/$1.wrk" 2>&1
-    }
-    say "wrk, 1,000 sales per request: flujo"
-    wrk_batch wrk1000-flujo "http://$FLUJO_HTTP/v1/sales"
-    say "wrk, 1,000 sales per request: baseline"
-    wrk_batch wrk1000-base "http://$BASE_HTTP/v1/sales"
-    non2xx=$(awk '/Non-2xx/ {print $NF}' "$TMP/wrk1000-flujo.wrk")
-    [ -z "$non2xx" ] || say "wrk: flujo answered $non2xx non-2xx responses to batches of 1,000"
-    row "HTTP, 1,000 sales per request without ids, wrk -t2 -c8 (embedded; events/s = requests/s × 1,000)" \
-        "$(wrk_rps wrk1000-flujo)" "requests/s" "$(wrk_rps wrk1000-base)" \
-        "axum + serde_json handler, wrk" "$(wrk_p99 wrk1000-flujo)" "$(wrk_p99 wrk1000-base)"
+    wrk_pair wrk1000 "$TMP/post1000.lua" 8 \
+        "HTTP, 1,000 sales per request without ids, wrk -t2 -c8 (embedded; events/s = requests/s × 1,000)"
 else
     row "HTTP, wrk" "n/a" "" "n/a" "wrk not installed (apt-get install wrk)" "" ""
 fi
