@@ -453,7 +453,9 @@ lines += [
     "- Embedded rows: one `flujo run` (memory bus and store, every stage); `flujo loadgen --rate max`"
     " (closed model, mixed sales and tweets) against it and against `examples/baseline_http.rs`,"
     " which parses the JSON and answers 202 without validating, routing or storing. Concurrency 64,"
-    " 32 and 8 requests for 1, 100 and 1,000 events per request. wrk posts one fixed sale.",
+    " 32 and 8 requests for 1, 100 and 1,000 events per request. wrk posts one fixed sale (64"
+    " connections), then one fixed array of 1,000 sales without ids (8 connections; every"
+    " request's sales are new), the issue's measurement.",
     "- Valkey store rows: the same all-in-one process with `--store valkey://` (100 per request,"
     " then 1,000 per request on the same store, so the id window is filling); `loadgen --verify`"
     " waits until every event is applied and compares every KPI; the figure divides the events by"

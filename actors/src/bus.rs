@@ -96,7 +96,8 @@ struct Gathering {
     admitted: Vec<Arc<Admitted>>,
     received_at_ms: i64,
     started: u64,
-    /// When its first batch was taken from the queue.
+    /// When it started (its first batch taken from the queue, or a held batch
+    /// from `held`): it waits for more at most [`GATHER_LINGER`] after that.
     opened: Instant,
 }
 
@@ -142,6 +143,20 @@ impl MemorySource {
                 });
                 self.next_started += 1;
                 Ok(())
+            }
+        }
+    }
+
+    /// Merges what waits in the queue already, without waiting for more, until a
+    /// batch does not fit (it is then held).
+    fn sweep(&mut self) {
+        while self.held.is_none() {
+            let Ok(batch) = self.rx.try_recv() else {
+                break;
+            };
+            report_lag(&self.lag, -(batch.events.len() as i64));
+            if let Err(batch) = self.gather(batch) {
+                self.held = Some(batch);
             }
         }
     }
@@ -195,7 +210,8 @@ impl Source for MemorySource {
     }
 
     /// Batches on the memory bus carry no positions and `next` awaits only the
-    /// queue (cancel-safe: nothing is taken from it across the wait), so several
+    /// queue, under a timer while it lingers (cancel-safe: a batch taken from the
+    /// queue is gathered at once, before any other wait), so several
     /// deliveries may be stored at once: while one is in the store (a Valkey round
     /// trip), the next is folded and sent.
     fn deliveries_in_flight(&self) -> usize {
@@ -215,16 +231,7 @@ impl Source for MemorySource {
             self.gather(batch)
                 .expect("an empty gathering takes any batch");
         }
-        // Merge what waits already, without waiting for more.
-        while self.held.is_none() {
-            let Ok(batch) = self.rx.try_recv() else {
-                break;
-            };
-            report_lag(&self.lag, -(batch.events.len() as i64));
-            if let Err(batch) = self.gather(batch) {
-                self.held = Some(batch);
-            }
-        }
+        self.sweep();
         // Wait a little for more while an earlier delivery is being stored
         // (cancel-safe: a batch taken from the queue goes into a gathering at once).
         while let Some(until) = self.linger_until() {
@@ -238,6 +245,8 @@ impl Source for MemorySource {
                 Ok(None) | Err(_) => break,
             }
         }
+        // What came meanwhile still fits up to the limit.
+        self.sweep();
         // The gathering that started first goes (there is one: a batch was
         // gathered above, or one was already).
         let g = self
@@ -447,6 +456,31 @@ mod tests {
         assert_eq!(fourth.batch.events.len(), 10);
         assert_eq!(t3.elapsed(), Duration::ZERO);
         source.commit(fourth.token).await.expect("commit");
+        assert_eq!(admission.in_flight(), 0);
+    }
+
+    /// `next` cancelled while it lingers (as the consumer's `select!` does when a
+    /// store finishes) loses nothing: the next call hands out every batch, in order.
+    #[tokio::test(start_paused = true)]
+    async fn cancelling_a_lingering_next_loses_nothing() {
+        let admission = Admission::new(100_000);
+        let (sink, mut source) = memory_bus(16);
+        sink.publish(batch(sales("a", 1), 0, &admission))
+            .await
+            .expect("publish");
+        let first = source.next().await.expect("first");
+        sink.publish(batch(sales("b", 2), 0, &admission))
+            .await
+            .expect("publish");
+        let cancelled = tokio::time::timeout(GATHER_LINGER / 2, source.next()).await;
+        assert!(cancelled.is_err(), "it was still lingering");
+        sink.publish(batch(sales("c", 1), 0, &admission))
+            .await
+            .expect("publish");
+        source.commit(first.token).await.expect("commit");
+        let second = source.next().await.expect("second");
+        assert_eq!(second.batch.events.ids(), ["b0", "b1", "c0"]);
+        source.commit(second.token).await.expect("commit");
         assert_eq!(admission.in_flight(), 0);
     }
 

@@ -160,9 +160,13 @@ impl<T> Tally<T> {
 /// A sale's id as a price point keeps it: an id in the canonical form of a UUID
 /// (36 characters, lowercase hexadecimal, hyphenated: the ids flujo stamps) as
 /// its 128 bits, any other as its text. Stamped ids then take no allocation, and
-/// two of them compare as integers, in the order of their texts.
+/// two of them compare as integers, in the order of their texts. Built only by
+/// [`PointId::of`], so one id has one form.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PointId {
+pub struct PointId(IdForm);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum IdForm {
     /// A canonical UUID.
     Uuid(u128),
     /// Any other id.
@@ -172,19 +176,28 @@ pub enum PointId {
 impl PointId {
     /// The compact form of `id`.
     pub fn of(id: &str) -> PointId {
-        match canonical_uuid(id.as_bytes()) {
-            Some(bits) => PointId::Uuid(bits),
-            None => PointId::Text(id.into()),
-        }
+        PointId(match canonical_uuid(id.as_bytes()) {
+            Some(bits) => IdForm::Uuid(bits),
+            None => IdForm::Text(id.into()),
+        })
     }
 
     /// Its text, the id as sent or stamped.
     pub fn text(&self) -> std::borrow::Cow<'_, str> {
-        match self {
-            PointId::Uuid(bits) => {
-                std::borrow::Cow::Owned(uuid::Uuid::from_u128(*bits).to_string())
-            }
-            PointId::Text(text) => std::borrow::Cow::Borrowed(text),
+        match &self.0 {
+            IdForm::Uuid(bits) => std::borrow::Cow::Owned(uuid::Uuid::from_u128(*bits).to_string()),
+            IdForm::Text(text) => std::borrow::Cow::Borrowed(text),
+        }
+    }
+
+    /// Its text's bytes, a UUID's written into `buf` (no allocation).
+    fn bytes<'a>(&'a self, buf: &'a mut [u8; 36]) -> &'a [u8] {
+        match &self.0 {
+            IdForm::Uuid(bits) => uuid::Uuid::from_u128(*bits)
+                .hyphenated()
+                .encode_lower(buf)
+                .as_bytes(),
+            IdForm::Text(text) => text.as_bytes(),
         }
     }
 }
@@ -270,14 +283,14 @@ impl PricePoint {
     /// other byte, so an id that is a prefix of the other comes first).
     pub fn order(&self, other: &PricePoint) -> Ordering {
         self.ts.max(0).cmp(&other.ts.max(0)).then_with(|| {
-            if let (PointId::Uuid(a), PointId::Uuid(b)) = (&self.id, &other.id) {
+            if let (IdForm::Uuid(a), IdForm::Uuid(b)) = (&self.id.0, &other.id.0) {
                 return match a.cmp(b) {
                     Ordering::Equal => self.price_order(other),
                     unequal => unequal,
                 };
             }
-            let (a, b) = (self.id.text(), other.id.text());
-            let (a, b) = (a.as_bytes(), b.as_bytes());
+            let (mut a_text, mut b_text) = ([0; 36], [0; 36]);
+            let (a, b) = (self.id.bytes(&mut a_text), other.id.bytes(&mut b_text));
             let common = a.len().min(b.len());
             // Where the ids first differ, the members do too.
             match a[..common].cmp(&b[..common]) {
@@ -303,18 +316,24 @@ impl PricePoint {
     }
 }
 
-/// Merges `new` into `stream` (both in [`PricePoint::order`], no two points
-/// equal in that order) and keeps the newest `MONITORED_PRICES`: a point equal
-/// to one in the stream replaces nothing (as `ZADD` of a member with the same
-/// score; equal members are equal points). Only the stream's points from the
-/// first new one on are merged, in one pass: points after the stream's newest
-/// (sales arriving about in time order) are appended, and a batch whose points
-/// tie with the stream's (the same `ts`, ordered by id) costs one merge, not a
-/// search and an insert each.
+/// Merges `new` into `stream` (in [`PricePoint::order`], no two points equal in
+/// that order; `new` is sorted first if it is not) and keeps the newest
+/// `MONITORED_PRICES`: a point equal to one in the stream replaces nothing (as
+/// `ZADD` of a member with the same score; equal members are equal points), and
+/// one no newer than the oldest of a full stream is skipped. Only the stream's
+/// points from the first new one on are merged, in one pass: points after the
+/// stream's newest (sales arriving about in time order) are appended, and a
+/// batch whose points tie with the stream's (the same `ts`, ordered by id) costs
+/// one merge, not a search and an insert each.
 pub fn merge_newest(stream: &mut VecDeque<PricePoint>, mut new: Vec<PricePoint>) {
     if !new.is_sorted_by(|a, b| a.order(b) == Ordering::Less) {
         new.sort_by(|a, b| a.order(b));
         new.dedup_by(|a, b| a.order(b) == Ordering::Equal);
+    }
+    if stream.len() >= MONITORED_PRICES {
+        // They would drop out at once.
+        let older = new.partition_point(|p| p.order(&stream[0]) != Ordering::Greater);
+        new.drain(..older);
     }
     let Some(first) = new.first() else {
         return;
@@ -570,7 +589,8 @@ mod tests {
         ] {
             let kept = PointId::of(id);
             assert_eq!(kept.text(), id);
-            assert_eq!(matches!(kept, PointId::Uuid(_)), bits, "{id}");
+            assert_eq!(matches!(kept.0, IdForm::Uuid(_)), bits, "{id}");
+            assert_eq!(kept.bytes(&mut [0; 36]), id.as_bytes());
         }
         for a in &points {
             for b in &points {
@@ -607,7 +627,12 @@ mod tests {
                 .map(|_| {
                     // ts from a little before the batch's time to it: ties, late points.
                     let ts = (clock - next(30) as i64).max(-1);
-                    let id = format!("s-{}", next(3_000));
+                    // Ids of both forms: text, and canonical UUIDs (kept as bits).
+                    let n = next(3_000);
+                    let id = match n % 3 {
+                        0 => format!("s-{n}"),
+                        _ => uuid::Uuid::from_u128(u128::from(n) << 64 | 0xabc).to_string(),
+                    };
                     point(ts, &id, (1 + next(3)) as f64)
                 })
                 .collect();
