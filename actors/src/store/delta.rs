@@ -316,6 +316,12 @@ impl PricePoint {
     }
 }
 
+/// Sorts `points` in [`PricePoint::order`] and keeps one of equal points.
+fn sort_points(points: &mut Vec<PricePoint>) {
+    points.sort_by(|a, b| a.order(b));
+    points.dedup_by(|a, b| a.order(b) == Ordering::Equal);
+}
+
 /// Merges `new` into `stream` (in [`PricePoint::order`], no two points equal in
 /// that order; `new` is sorted first if it is not) and keeps the newest
 /// `MONITORED_PRICES`: a point equal to one in the stream replaces nothing (as
@@ -327,8 +333,7 @@ impl PricePoint {
 /// one merge, not a search and an insert each.
 pub fn merge_newest(stream: &mut VecDeque<PricePoint>, mut new: Vec<PricePoint>) {
     if !new.is_sorted_by(|a, b| a.order(b) == Ordering::Less) {
-        new.sort_by(|a, b| a.order(b));
-        new.dedup_by(|a, b| a.order(b) == Ordering::Equal);
+        sort_points(&mut new);
     }
     if stream.len() >= MONITORED_PRICES {
         // They would drop out at once.
@@ -474,8 +479,7 @@ impl SalesDelta {
         for (c, first) in d.categories.iter_mut().zip(earliest) {
             c.earliest = first.map(Earliest::of);
             for (_, ProductDelta { prices: points, .. }) in &mut c.products.items {
-                points.sort_by(|a, b| a.order(b));
-                points.dedup_by(|a, b| a.order(b) == Ordering::Equal);
+                sort_points(points);
                 if points.len() > MONITORED_PRICES {
                     points.drain(..points.len() - MONITORED_PRICES);
                 }
