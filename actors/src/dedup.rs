@@ -5,7 +5,11 @@
 //! An id is remembered as the 128-bit XXH3 hash of its text, in one open-addressing
 //! table (linear probing, at most 2/3 full) allocated once for `max_ids` ids: 24
 //! bytes per id, fixed by the cap however long the process runs. A lookup is one
-//! probe sequence, usually within one cache line. Each entry is tagged with its
+//! probe sequence, usually within one cache line. An id in canonical UUID form
+//! (what the receiver stamps) is kept instead as one bit of a *chunk* entry that
+//! stands for 32 consecutive UUIDs ([`IdKey`]): the ids stamped on one request are
+//! consecutive, so a request of 1,000 sales without ids takes 32 entries, not
+//! 1,000, and 32 lookups that miss the cache instead of 1,000. Each entry is tagged with its
 //! *generation* (the top 16 bits of the stored hash; 112 bits still tell ids
 //! apart): generations open one after another, each taking the ids first seen while
 //! it is the newest, up to `max_ids / GENERATIONS` of them or for a window/(G−1).
@@ -36,15 +40,122 @@ pub fn id_hash(id: &str) -> IdHash {
     xxhash_rust::xxh3::xxh3_128(id.as_bytes())
 }
 
+/// An id as the window keys it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdKey {
+    /// Any id, by the hash of its text ([`id_hash`]).
+    Hashed(IdHash),
+    /// An id in canonical UUID form (lowercase, hyphenated), by its 128 bits:
+    /// kept as one bit of the entry of its 32 neighbours.
+    Uuid(u128),
+}
+
+impl IdKey {
+    /// How the window keys `id`: by its bits if it is a UUID in canonical form
+    /// (one text per UUID, so no two texts share a key), else by its hash.
+    pub fn of(id: &str) -> IdKey {
+        match canonical_uuid(id.as_bytes()) {
+            Some(bits) => IdKey::Uuid(bits),
+            None => IdKey::Hashed(id_hash(id)),
+        }
+    }
+}
+
+impl From<IdHash> for IdKey {
+    fn from(hash: IdHash) -> Self {
+        IdKey::Hashed(hash)
+    }
+}
+
+/// The value of each byte as a lowercase hex digit, or 0xFF.
+const HEX: [u8; 256] = {
+    let mut table = [0xFF; 256];
+    let mut c = 0;
+    while c < 10 {
+        table[b'0' as usize + c] = c as u8;
+        c += 1;
+    }
+    let mut c = 0;
+    while c < 6 {
+        table[b'a' as usize + c] = 10 + c as u8;
+        c += 1;
+    }
+    table
+};
+
+/// Where the hex digits of a canonical UUID's high and low 64 bits are.
+const HIGH_DIGITS: [usize; 16] = [0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 14, 15, 16, 17];
+const LOW_DIGITS: [usize; 16] = [
+    19, 20, 21, 22, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35,
+];
+
+/// The 128 bits of a UUID in canonical text form (hyphens after the 8th, 12th,
+/// 16th and 20th digits, lowercase digits), else `None`: ids in that form order
+/// as their bits do.
+pub fn canonical_uuid(text: &[u8]) -> Option<u128> {
+    let text: &[u8; 36] = text.try_into().ok()?;
+    if [text[8], text[13], text[18], text[23]] != [b'-'; 4] {
+        return None;
+    }
+    // Every digit's value or-ed in `bad`: any 0xFF (not a digit) shows in the
+    // high nibble.
+    let mut bad = 0;
+    let mut half = |at: &[usize; 16]| {
+        at.iter().fold(0u64, |bits, &i| {
+            let digit = HEX[usize::from(text[i])];
+            bad |= digit;
+            bits << 4 | u64::from(digit)
+        })
+    };
+    let (high, low) = (half(&HIGH_DIGITS), half(&LOW_DIGITS));
+    (bad < 16).then_some(u128::from(high) << 64 | u128::from(low))
+}
+
 /// Table slots per id held: at most 2/3 of the slots are used.
 const SLOTS_PER_ID: (usize, usize) = (3, 2);
 /// The bits of a stored entry that hold its generation's tag.
 const TAG_SHIFT: u32 = 112;
 const ID_BITS: u128 = (1 << TAG_SHIFT) - 1;
+/// Set in a chunk entry: 32 consecutive UUIDs, one bit each in [`CHUNK_BITS`]
+/// (the rest of the entry's id bits hash which 32).
+const CHUNK_FLAG: u128 = 1 << (TAG_SHIFT - 1);
+/// UUIDs per chunk entry, and the entry's bits that say which of them are held.
+const CHUNK_IDS: u32 = 32;
+const CHUNK_BITS: u128 = (1 << CHUNK_IDS) - 1;
 
-/// The id part of an entry or a hash (the tag bits cleared).
-fn id_bits(entry: u128) -> u128 {
-    entry & ID_BITS
+/// The key part of an entry (its tag and, in a chunk, which ids it holds
+/// cleared): what a lookup compares.
+fn key_of(entry: u128) -> u128 {
+    if entry & CHUNK_FLAG == 0 {
+        entry & ID_BITS
+    } else {
+        entry & ID_BITS & !CHUNK_BITS
+    }
+}
+
+/// The key of an id, and which bit of its chunk entry it is (0: not in a chunk).
+fn key_and_bit(key: IdKey) -> (u128, u128) {
+    match key {
+        IdKey::Hashed(hash) => (hash & ID_BITS & !CHUNK_FLAG, 0),
+        IdKey::Uuid(bits) => {
+            let chunk =
+                xxhash_rust::xxh3::xxh3_128(&(bits >> CHUNK_IDS.trailing_zeros()).to_le_bytes());
+            (
+                chunk & ID_BITS & !CHUNK_BITS | CHUNK_FLAG,
+                1 << (bits % u128::from(CHUNK_IDS)),
+            )
+        }
+    }
+}
+
+/// Where an id stands in the table.
+struct Lookup {
+    /// The slot holding it.
+    held: Option<usize>,
+    /// The chunk entry of its key tagged with the tag asked for, if any.
+    chunk: Option<usize>,
+    /// When not held: the empty slot its probe sequence ends at.
+    empty: usize,
 }
 
 /// The generation tag of an entry (never 0: 0 is an empty slot).
@@ -171,28 +282,80 @@ impl IdWindow {
         std::mem::size_of_val(&*self.slots)
     }
 
-    /// The slot an id's probe sequence starts at.
-    fn home(&self, hash: u128) -> usize {
-        // The low 64 bits are uniform already; scaled onto the table (no modulo).
-        ((u128::from(hash as u64) * self.slots.len() as u128) >> 64) as usize
+    /// The slot the probe sequence of a key (or an entry) starts at.
+    fn home(&self, key: u128) -> usize {
+        // 64 uniform bits of the key (a chunk's lowest 32 say which ids it
+        // holds), scaled onto the table (no modulo).
+        let uniform = if key & CHUNK_FLAG == 0 {
+            key as u64
+        } else {
+            (key >> CHUNK_IDS) as u64
+        };
+        ((u128::from(uniform) * self.slots.len() as u128) >> 64) as usize
     }
 
-    /// The slot holding `hash`, or the empty slot its probe sequence ends at.
-    fn probe(&self, hash: u128) -> Result<usize, usize> {
-        let id = id_bits(hash);
-        let mut i = self.home(hash);
-        loop {
-            match self.slots[i] {
-                0 => return Err(i),
-                e if id_bits(e) == id => return Ok(i),
-                _ => i = if i + 1 == self.slots.len() { 0 } else { i + 1 },
-            }
+    /// The slot after `i`, wrapping.
+    fn next_slot(&self, i: usize) -> usize {
+        if i + 1 == self.slots.len() {
+            0
+        } else {
+            i + 1
         }
     }
 
-    /// True when `hash` was seen within the window (does not record it).
-    pub fn contains(&self, hash: IdHash) -> bool {
-        self.window_ms != 0 && self.probe(hash).is_ok()
+    /// Where the id `(key, bit)` ([`key_and_bit`]) stands; `chunk` looks for the
+    /// chunk entry of its key tagged `tag`. A chunk's key may have several entries
+    /// (one per generation that took ids of it), so a chunk id's lookup goes on
+    /// to the end of the probe sequence unless it finds the id.
+    fn lookup(&self, key: u128, bit: u128, tag: u16) -> Lookup {
+        let mut chunk = None;
+        let mut i = self.home(key);
+        loop {
+            let e = self.slots[i];
+            if e == 0 {
+                return Lookup {
+                    held: None,
+                    chunk,
+                    empty: i,
+                };
+            }
+            if key_of(e) == key {
+                if bit == 0 || e & bit != 0 {
+                    return Lookup {
+                        held: Some(i),
+                        chunk,
+                        empty: i,
+                    };
+                }
+                if tag_of(e) == tag {
+                    chunk = Some(i);
+                }
+            }
+            i = self.next_slot(i);
+        }
+    }
+
+    /// The slot holding `hash` (an id by its hash), or the empty slot its probe
+    /// sequence ends at.
+    fn probe(&self, hash: IdHash) -> Result<usize, usize> {
+        let (key, _) = key_and_bit(IdKey::Hashed(hash));
+        let found = self.lookup(key, 0, 0);
+        found.held.ok_or(found.empty)
+    }
+
+    /// The first empty slot of the probe sequence of `entry`'s key.
+    fn vacancy(&self, entry: u128) -> usize {
+        let mut i = self.home(key_of(entry));
+        while self.slots[i] != 0 {
+            i = self.next_slot(i);
+        }
+        i
+    }
+
+    /// True when the id was seen within the window (does not record it).
+    pub fn contains(&self, id: impl Into<IdKey>) -> bool {
+        let (key, bit) = key_and_bit(id.into());
+        self.window_ms != 0 && self.lookup(key, bit, 0).held.is_some()
     }
 
     /// The window's state at `now_ms`.
@@ -208,23 +371,24 @@ impl IdWindow {
     /// Reads the first slot of each hash's probe sequence, so that inserting them
     /// next finds those cache lines loaded: the table is far larger than the
     /// caches, and these loads overlap where each insert would wait for its own.
-    pub fn warm(&self, hashes: &[IdHash]) {
+    pub fn warm(&self, ids: &[IdKey]) {
         if self.window_ms == 0 {
             return;
         }
-        let read = hashes
+        let read = ids
             .iter()
-            .fold(0, |acc, &hash| acc ^ self.slots[self.home(hash)]);
+            .fold(0, |acc, &id| acc ^ self.slots[self.home(key_and_bit(id).0)]);
         std::hint::black_box(read);
     }
 
-    /// Records `hash` as seen at `now_ms` unless it already was within the window.
-    pub fn insert(&mut self, hash: IdHash, now_ms: u64) -> Seen {
+    /// Records the id as seen at `now_ms` unless it already was within the window.
+    pub fn insert(&mut self, id: impl Into<IdKey>, now_ms: u64) -> Seen {
         if self.window_ms == 0 {
             return Seen::New;
         }
         self.expire(now_ms);
-        if self.probe(hash).is_ok() {
+        let (key, bit) = key_and_bit(id.into());
+        if self.lookup(key, bit, 0).held.is_some() {
             return Seen::Duplicate;
         }
         if self.len == self.max_ids {
@@ -246,12 +410,16 @@ impl IdWindow {
         let Some(g) = self.generations.back_mut() else {
             return Seen::New;
         };
-        let entry = id_bits(hash) | (u128::from(g.tag) << TAG_SHIFT);
+        let tag = g.tag;
         g.len += 1;
         g.newest_ms = g.newest_ms.max(now_ms);
-        // Evicting above may have moved entries: probe again for the empty slot.
-        if let Err(empty) = self.probe(hash) {
-            self.slots[empty] = entry;
+        // Evicting above may have moved entries: look again. A chunk id joins its
+        // chunk's entry of this generation if there is one (so it lives as long
+        // as this generation, not an older one's entry of the same chunk).
+        let found = self.lookup(key, bit, tag);
+        match found.chunk {
+            Some(slot) => self.slots[slot] |= bit,
+            None => self.slots[found.empty] = key | bit | (u128::from(tag) << TAG_SHIFT),
         }
         self.len += 1;
         Seen::New
@@ -305,7 +473,8 @@ impl IdWindow {
                     if self.generations[old].number < number {
                         self.generations[old].len -= 1;
                         self.generations[at].len += 1;
-                        self.slots[slot] = id_bits(hash) | (u128::from(tag) << TAG_SHIFT);
+                        self.slots[slot] =
+                            key_of(self.slots[slot]) | (u128::from(tag) << TAG_SHIFT);
                     }
                 }
                 Seen::Duplicate
@@ -313,7 +482,8 @@ impl IdWindow {
             None => {
                 self.generations[at].len += 1;
                 if let Err(empty) = self.probe(hash) {
-                    self.slots[empty] = id_bits(hash) | (u128::from(tag) << TAG_SHIFT);
+                    let (key, _) = key_and_bit(IdKey::Hashed(hash));
+                    self.slots[empty] = key | (u128::from(tag) << TAG_SHIFT);
                 }
                 self.len += 1;
                 Seen::New
@@ -417,14 +587,13 @@ impl IdWindow {
                 last_empty = step;
                 continue;
             }
-            let home = self.home(entry);
+            let home = self.home(key_of(entry));
             let displacement = if i >= home { i - home } else { i + n - home };
             if step - last_empty <= displacement {
                 // A gap between its home and here: move it back into the first.
                 self.slots[i] = 0;
-                if let Err(empty) = self.probe(entry) {
-                    self.slots[empty] = entry;
-                }
+                let empty = self.vacancy(entry);
+                self.slots[empty] = entry;
                 last_empty = step;
             }
         }
@@ -579,6 +748,124 @@ mod tests {
         }
         assert!(m.contains(id_hash("999")));
         assert!(!m.contains(id_hash("0")));
+    }
+
+    /// `n` consecutive UUIDs from `base`, as the receiver stamps a request's ids.
+    fn stamped(base: u128, n: u128) -> Vec<IdKey> {
+        (base..base + n).map(IdKey::Uuid).collect()
+    }
+
+    fn entries(w: &IdWindow) -> usize {
+        w.slots.iter().filter(|&&e| e != 0).count()
+    }
+
+    #[test]
+    fn consecutive_uuids_share_entries_and_each_is_remembered() {
+        let mut w = IdWindow::new(Duration::from_secs(300), 10_000);
+        let base = 0x0192_3456_789a_7bcd_8000_0000_0000_0000u128;
+        let ids = stamped(base, 1_000);
+        for &id in &ids {
+            assert_eq!(w.insert(id, 0), Seen::New);
+        }
+        assert_eq!(w.len(), 1_000);
+        assert_eq!(entries(&w), 1_000usize.div_ceil(32), "one entry per 32");
+        for &id in &ids {
+            assert_eq!(w.insert(id, 1), Seen::Duplicate);
+        }
+        // Their neighbours, and the same low bits under another base, are new.
+        assert!(!w.contains(IdKey::Uuid(base + 1_000)));
+        assert!(!w.contains(IdKey::Uuid(base - 1)));
+        assert!(!w.contains(IdKey::Uuid(base + (1 << 24))));
+        // The text of a held UUID keys it; another spelling is another id.
+        let text = uuid::Uuid::from_u128(base + 7).to_string();
+        assert_eq!(IdKey::of(&text), IdKey::Uuid(base + 7));
+        assert!(w.contains(IdKey::of(&text)));
+        assert!(!w.contains(IdKey::of(&text.to_uppercase())));
+        assert_eq!(w.len(), 1_000);
+    }
+
+    #[test]
+    fn a_chunk_id_lives_as_long_as_the_generation_that_took_it() {
+        // 9 s window: a generation takes new ids for 3 s.
+        let mut w = IdWindow::new(Duration::from_secs(9), 1_000);
+        let base = 0x0192_0000_0000_7000_8000_0000_0000_0000u128;
+        assert_eq!(w.insert(IdKey::Uuid(base), 0), Seen::New);
+        // The same chunk, three generations later: a second entry of the chunk.
+        assert_eq!(w.insert(IdKey::Uuid(base + 1), 8_000), Seen::New);
+        assert_eq!(entries(&w), 2);
+        assert_eq!(w.insert(IdKey::Uuid(base + 2), 8_001), Seen::New);
+        assert_eq!(entries(&w), 2, "joins the newest generation's entry");
+        assert_eq!(w.insert(IdKey::Uuid(base), 8_002), Seen::Duplicate);
+        // The first generation expires (its id is 9 s old); the later ids stay.
+        assert_eq!(w.insert(IdKey::Uuid(base), 9_000), Seen::New);
+        assert_eq!(w.insert(IdKey::Uuid(base + 1), 9_001), Seen::Duplicate);
+        assert_eq!(w.insert(IdKey::Uuid(base + 2), 9_002), Seen::Duplicate);
+        assert_eq!(w.len(), 3);
+        assert_eq!(w.evicted(), 0);
+    }
+
+    #[test]
+    fn with_uuid_runs_and_text_ids_exactly_the_newest_are_remembered() {
+        // Runs of stamped UUIDs (chunks shared), lone random UUIDs and text ids,
+        // with many evictions (each a pass that moves entries back into gaps):
+        // the ids held are exactly the newest `len()` inserted.
+        let mut w = IdWindow::new(Duration::from_secs(3600), 600);
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let mut ids = Vec::new();
+        while ids.len() < 12_000 {
+            match next() % 3 {
+                0 => {
+                    let base = (u128::from(next()) << 64 | u128::from(next())) & !0xff_ffff;
+                    ids.extend(stamped(base, u128::from(next() % 90 + 1)));
+                }
+                1 => ids.push(IdKey::Uuid(u128::from(next()) << 64 | u128::from(next()))),
+                _ => ids.push(IdKey::of(&format!("t-{}", ids.len()))),
+            }
+        }
+        for (i, &id) in ids.iter().enumerate() {
+            assert_eq!(w.insert(id, i as u64), Seen::New, "id {i}");
+            if i % 701 == 0 || i == ids.len() - 1 {
+                let held = w.len();
+                assert!(held <= 600, "{held}");
+                for (j, &old) in ids[..=i].iter().enumerate() {
+                    assert_eq!(w.contains(old), j + held > i, "after {i}: id {j}");
+                }
+            }
+        }
+        assert_eq!(w.evicted() as usize + w.len(), ids.len());
+    }
+
+    #[test]
+    fn only_the_canonical_text_of_a_uuid_is_read_as_one() {
+        for bits in [0, u128::MAX, 0x0192_3456_789a_7bcd_8ef0_1234_5678_9abc] {
+            let text = uuid::Uuid::from_u128(bits).to_string();
+            assert_eq!(canonical_uuid(text.as_bytes()), Some(bits), "{text}");
+        }
+        let mut x = 0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c834u128;
+        for _ in 0..1_000 {
+            x = x.wrapping_mul(0x2545_f491_4f6c_dd1d).rotate_left(29) ^ 0x5851_f42d;
+            let text = uuid::Uuid::from_u128(x).to_string();
+            assert_eq!(canonical_uuid(text.as_bytes()), Some(x), "{text}");
+        }
+        for text in [
+            "0192345A-789a-7bcd-8ef0-123456789abc",
+            "01923456-789a-7bcd-8ef0-123456789ab",
+            "01923456-789a-7bcd-8ef0-123456789abcd",
+            "01923456789a-7bcd-8ef0-1-23456789abc",
+            "01923456-789a-7bcd-8ef0_123456789abc",
+            "0192345g-789a-7bcd-8ef0-123456789abc",
+            "01923456-789a-7bcd-8ef0-123456789ab\u{e9}",
+            "{01923456-789a-7bcd-8ef0-123456789a}",
+            "0192345678 9a7bcd8ef0123456789abcd",
+        ] {
+            assert_eq!(canonical_uuid(text.as_bytes()), None, "{text}");
+        }
     }
 
     #[test]

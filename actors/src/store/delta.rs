@@ -5,6 +5,7 @@
 //! the same values.
 
 use super::{MONITORED_LATENESS_MS, MONITORED_PRICES};
+use crate::dedup::canonical_uuid;
 use crate::event::{Category, Sale, Tweet, Weather};
 use std::cmp::Ordering;
 use std::collections::{HashMap, VecDeque};
@@ -200,29 +201,6 @@ impl PointId {
             IdForm::Text(text) => text.as_bytes(),
         }
     }
-}
-
-/// The 128 bits of a UUID in canonical text form (hyphens after the 8th, 12th,
-/// 16th and 20th digits, lowercase digits), else `None`: ids in that form order
-/// as their bits do.
-fn canonical_uuid(text: &[u8]) -> Option<u128> {
-    if text.len() != 36 {
-        return None;
-    }
-    let mut bits = 0u128;
-    for (i, &c) in text.iter().enumerate() {
-        let digit = match c {
-            b'-' if matches!(i, 8 | 13 | 18 | 23) => continue,
-            b'0'..=b'9' => c - b'0',
-            b'a'..=b'f' => c - b'a' + 10,
-            _ => return None,
-        };
-        if matches!(i, 8 | 13 | 18 | 23) {
-            return None;
-        }
-        bits = bits << 4 | u128::from(digit);
-    }
-    Some(bits)
 }
 
 /// A sale's price as a price stream holds it, in [`PricePoint::order`].

@@ -8,7 +8,7 @@ use super::{
     Applied, CategoryStats, LocationRank, MonitoredPrices, Page, Positions, ProductRank, Ranking,
     SaleStats, SalesKpis, Store, StoreError, TweetKpis, TweetStats,
 };
-use crate::dedup::{id_hash, IdWindow, Seen, WindowStats, DEFAULT_MAX_IDS};
+use crate::dedup::{IdKey, IdWindow, Seen, WindowStats, DEFAULT_MAX_IDS};
 use crate::event::{Category, Kind, Sale, Tweet, Weather};
 use async_trait::async_trait;
 use std::collections::VecDeque;
@@ -207,7 +207,7 @@ fn apply_new<A, E, D>(
 ) -> Result<Applied, StoreError> {
     at.check(events.len())?;
     let now = clock_ms();
-    let hashes: Vec<_> = events.iter().map(|e| id_hash(id(e))).collect();
+    let keys: Vec<_> = events.iter().map(|e| IdKey::of(id(e))).collect();
     // Folded before taking the lock, as if every event were new (usually so),
     // so that batches of several partitions fold on several cores at once.
     let folded = fold(events.iter().collect());
@@ -223,18 +223,18 @@ fn apply_new<A, E, D>(
         .map(|s| positions.get(s).copied().unwrap_or(i64::MIN))
         .collect();
     let mut replayed = 0;
-    seen.warm(&hashes);
-    let fresh: Vec<bool> = hashes
+    seen.warm(&keys);
+    let fresh: Vec<bool> = keys
         .iter()
         .enumerate()
-        .map(|(i, &hash)| {
+        .map(|(i, &key)| {
             if let Some(&(stream, offset)) = at.offsets.get(i) {
                 if offset < stored[stream as usize] {
                     replayed += 1;
                     return false;
                 }
             }
-            seen.insert(hash, now) == Seen::New
+            seen.insert(key, now) == Seen::New
         })
         .collect();
     let delta = if fresh.iter().all(|&f| f) {
