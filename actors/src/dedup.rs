@@ -2,7 +2,7 @@
 //! compactly so that a retry upstream of the broker (a client resend, a retried
 //! forward, a producer retry) changes the KPIs only once.
 //!
-//! An id is remembered as the 128-bit XXH3 hash of its text, in one open-addressing
+//! An id is remembered by the XXH3 hash of its text (111 of its 128 bits), in one open-addressing
 //! table (linear probing, at most 2/3 full) allocated once for `max_ids` ids: 24
 //! bytes per id, fixed by the cap however long the process runs. A lookup is one
 //! probe sequence, usually within one cache line. An id in canonical UUID form
@@ -10,8 +10,8 @@
 //! stands for 32 consecutive UUIDs ([`IdKey`]): the ids stamped on one request are
 //! consecutive, so a request of 1,000 sales without ids takes 32 entries, not
 //! 1,000, and 32 lookups that miss the cache instead of 1,000. Each entry is tagged with its
-//! *generation* (the top 16 bits of the stored hash; 112 bits still tell ids
-//! apart): generations open one after another, each taking the ids first seen while
+//! *generation* (the top 16 bits of the entry; the 111 bits of a hash, or a
+//! chunk's 79 bits of hash and 32 of ids, still tell ids apart): generations open one after another, each taking the ids first seen while
 //! it is the newest, up to `max_ids / GENERATIONS` of them or for a window/(G−1).
 //! The oldest generation is dropped whole once all of its ids are older than the
 //! window, or when the window holds `max_ids` ids (those are counted as evicted):
@@ -154,7 +154,8 @@ struct Lookup {
     held: Option<usize>,
     /// The chunk entry of its key tagged with the tag asked for, if any.
     chunk: Option<usize>,
-    /// When not held: the empty slot its probe sequence ends at.
+    /// When not held, the empty slot its probe sequence ends at (when held,
+    /// the slot holding it).
     empty: usize,
 }
 
@@ -209,7 +210,8 @@ pub struct IdWindow {
     max_ids: usize,
     /// Ids a generation takes at most.
     generation_capacity: usize,
-    /// The table: 0 is an empty slot, else an id's hash with its generation's tag.
+    /// The table: 0 is an empty slot, else an id's hash, or a chunk of UUIDs
+    /// ([`IdKey::Uuid`]), with its generation's tag.
     slots: Box<[u128]>,
     generations: VecDeque<Generation>,
     next_tag: u16,
@@ -451,7 +453,9 @@ impl IdWindow {
             return Seen::New;
         }
         let held = self.probe(hash).ok();
-        if held.is_none() && self.len == self.max_ids {
+        // Ids moved to newer generations can leave the oldest empty: drop until
+        // there is room, not just once.
+        while held.is_none() && self.len >= self.max_ids && !self.generations.is_empty() {
             self.drop_oldest(true);
         }
         let Some(at) = self.generation_index(number) else {
@@ -737,6 +741,22 @@ mod tests {
         // Nothing expires by time in a mirror: no clock is involved.
         assert_eq!(m.insert_in(id_hash("d"), 10), Seen::New);
         assert_eq!(m.insert_in(id_hash("d"), 10), Seen::Duplicate);
+    }
+
+    #[test]
+    fn a_mirror_whose_oldest_generation_emptied_still_keeps_to_its_cap() {
+        // Re-adding "1" in generation 2 empties generation 1: dropping that one
+        // frees nothing, so the mirror must drop on until there is room.
+        let mut m = IdWindow::new(Duration::from_secs(60), 2);
+        let h = |i: u32| id_hash(&i.to_string());
+        m.insert_in(h(1), 1);
+        m.insert_in(h(2), 2);
+        assert_eq!(m.insert_in(h(1), 2), Seen::Duplicate);
+        for i in 3..50 {
+            assert_eq!(m.insert_in(h(i), u64::from(i)), Seen::New);
+            assert!(m.len() <= m.max_ids(), "{} ids held", m.len());
+            assert!(m.contains(h(i)));
+        }
     }
 
     #[test]
