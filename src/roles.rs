@@ -182,7 +182,8 @@ impl Node {
                     let arbiter = Arbiter::new();
                     let receiver = Receiver::new(router.clone(), admission.clone(), ack)
                         .with_breakers(open_sinks.clone())
-                        .with_deadline(cfg.deadlines.durable_ack());
+                        .with_deadline(cfg.deadlines.durable_ack())
+                        .with_admission_wait(cfg.pipeline.admission_wait());
                     let addr = start_bounded(&arbiter.handle(), mailbox, receiver);
                     arbiters.push(arbiter);
                     addr

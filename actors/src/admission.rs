@@ -1,6 +1,8 @@
 //! Admission control: a bound on events admitted into the pipeline and not yet
 //! settled (applied to the store on the memory bus, confirmed by the broker
-//! otherwise). A full pipeline refuses new batches at once instead of queueing them.
+//! otherwise). A batch that does not fit waits its turn (first come, first served)
+//! for a bounded time, then is refused: a short burst is absorbed by the wait, and a
+//! sustained overload is told to retry instead of queueing without end.
 
 use crate::metrics::INFLIGHT_EVENTS;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -82,6 +84,41 @@ impl Admission {
         }
     }
 
+    /// Admits `events` events as soon as there is room for them, waiting at most
+    /// until `until`; batches wait in the order they asked (a large batch is not
+    /// overtaken by small ones). Past `until` the batch is refused as
+    /// [`AdmitError::Full`], and a gate closed while it waited refuses it as
+    /// [`AdmitError::Closed`].
+    pub async fn admit_by(
+        &self,
+        events: usize,
+        until: tokio::time::Instant,
+    ) -> Result<Admitted, AdmitError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(AdmitError::Closed);
+        }
+        if events > self.capacity {
+            return Err(AdmitError::TooLarge(events));
+        }
+        let n = u32::try_from(events).map_err(|_| AdmitError::TooLarge(events))?;
+        let acquire = self.permits.clone().acquire_many_owned(n);
+        match tokio::time::timeout_at(until, acquire).await {
+            Ok(Ok(permit)) if !self.closed.load(Ordering::Acquire) => {
+                metrics::gauge!(INFLIGHT_EVENTS).increment(events as f64);
+                Ok(Admitted {
+                    _permit: permit,
+                    events,
+                })
+            }
+            // Closed while waiting (the semaphore itself is never closed).
+            Ok(_) => Err(AdmitError::Closed),
+            Err(_) => Err(AdmitError::Full {
+                in_flight: self.in_flight(),
+                capacity: self.capacity,
+            }),
+        }
+    }
+
     /// Events admitted and not yet settled.
     pub fn in_flight(&self) -> usize {
         self.capacity - self.permits.available_permits()
@@ -105,6 +142,7 @@ impl Admission {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[tokio::test]
     async fn admits_up_to_capacity_then_refuses() {
@@ -134,5 +172,55 @@ mod tests {
         waiter.await.expect("drained");
         gate.close();
         assert_eq!(gate.try_admit(1).expect_err("closed"), AdmitError::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_pipeline_admits_when_room_frees_before_the_wait_ends() {
+        let gate = Admission::new(10);
+        let held = gate.try_admit(8).expect("room");
+        let start = tokio::time::Instant::now();
+        let big = tokio::spawn({
+            let gate = gate.clone();
+            async move { gate.admit_by(5, start + Duration::from_secs(10)).await }
+        });
+        tokio::task::yield_now().await;
+        // First come, first served: a small batch that would fit does not overtake
+        // the large one already waiting.
+        let small = tokio::spawn({
+            let gate = gate.clone();
+            async move { gate.admit_by(1, start + Duration::from_secs(10)).await }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!big.is_finished() && !small.is_finished());
+        drop(held);
+        let big = big
+            .await
+            .expect("joined")
+            .expect("admitted once room freed");
+        let small = small.await.expect("joined").expect("admitted after it");
+        assert_eq!(gate.in_flight(), 6);
+        // No room before the wait ends: refused as full, and nothing is held.
+        let late = gate
+            .admit_by(5, tokio::time::Instant::now() + Duration::from_secs(2))
+            .await;
+        assert!(
+            matches!(late, Err(AdmitError::Full { capacity: 10, .. })),
+            "{late:?}"
+        );
+        assert_eq!(gate.in_flight(), 6);
+        drop((big, small));
+        assert_eq!(
+            gate.admit_by(11, tokio::time::Instant::now())
+                .await
+                .expect_err("too large"),
+            AdmitError::TooLarge(11)
+        );
+        gate.close();
+        assert_eq!(
+            gate.admit_by(1, tokio::time::Instant::now() + Duration::from_secs(1))
+                .await
+                .expect_err("closed"),
+            AdmitError::Closed
+        );
     }
 }

@@ -11,7 +11,8 @@
 //!   typed raw events for gRPC, canonical JSON.
 //! - [`messages`]: the messages between actors and the `Batch` they carry.
 //! - [`mailbox`]: each actor's mailbox depth, counted by the messages themselves.
-//! - [`admission`]: the bound on events in flight (a full pipeline refuses at once).
+//! - [`admission`]: the bound on events in flight (a batch waits a bounded time
+//!   for room in a full pipeline, then is refused).
 //! - [`receiver`]: validates, stamps, admits and routes; `ReceiverPool` spreads load.
 //! - [`router`]: fans each batch out to the publishers of its kind.
 //! - [`publisher`]: one per sink; the `Sink` trait.

@@ -5,9 +5,9 @@
 //! (thread); `ReceiverPool` spreads batches over them and refuses at once when every
 //! mailbox is full.
 
-use crate::admission::{Admission, AdmitError};
+use crate::admission::{Admission, AdmitError, Admitted};
 use crate::breaker::Breakers;
-use crate::event::{now_ms, Kind, RawBatch, ReceiveStamp, Refusal};
+use crate::event::{now_ms, Events, Kind, RawBatch, ReceiveStamp, Refusal, ValidationError};
 use crate::mailbox::Mailbox;
 use crate::messages::{
     Accepted, AckMode, Batch, Ingest, IngestError, PipelineError, Route, Transport,
@@ -27,6 +27,10 @@ pub const BACKSTOP_GRACE: Duration = Duration::from_millis(250);
 /// The receivers' mailbox (`actor="receiver"`).
 pub const MAILBOX: Mailbox = Mailbox("receiver");
 
+/// How long a batch waits for room in a full pipeline before it is refused (429,
+/// `RESOURCE_EXHAUSTED`, `err busy`), unless its request's deadline comes first.
+pub const DEFAULT_ADMISSION_WAIT: Duration = Duration::from_millis(1000);
+
 /// Validates and admits batches, then routes them.
 pub struct Receiver {
     router: Recipient<Route>,
@@ -34,6 +38,17 @@ pub struct Receiver {
     ack: AckMode,
     breakers: Breakers,
     deadline: Duration,
+    admission_wait: Duration,
+}
+
+/// A validated batch on its way into the pipeline, with what its answer needs.
+struct Pending {
+    events: Events,
+    refused: Vec<ValidationError>,
+    kind: Kind,
+    transport: Transport,
+    reply: oneshot::Sender<Result<Accepted, IngestError>>,
+    answer_by: Option<tokio::time::Instant>,
 }
 
 impl Receiver {
@@ -46,6 +61,18 @@ impl Receiver {
             ack,
             breakers: Breakers::default(),
             deadline: crate::publisher::DEFAULT_DEADLINE,
+            admission_wait: DEFAULT_ADMISSION_WAIT,
+        }
+    }
+
+    /// The same receiver letting a batch wait up to `wait` for room when the
+    /// pipeline is full, before refusing it; zero refuses at once. While a batch
+    /// waits, this receiver takes no other batch (so a connection's batches keep
+    /// their order); the waiting ones queue in its bounded mailbox.
+    pub fn with_admission_wait(self, wait: Duration) -> Self {
+        Receiver {
+            admission_wait: wait,
+            ..self
         }
     }
 
@@ -130,7 +157,49 @@ impl Handler<Ingest> for Receiver {
             }));
             return;
         }
-        let admitted = match self.admission.try_admit(n) {
+        let pending = Pending {
+            events,
+            refused,
+            kind,
+            transport,
+            reply,
+            answer_by,
+        };
+        match self.admission.try_admit(n) {
+            Err(AdmitError::Full { .. }) if !self.admission_wait.is_zero() => {
+                // Wait for room, but never past the request's own deadline; the
+                // receiver takes its next batch only once this one is admitted or
+                // refused, so the batches of a pinned connection keep their order.
+                let mut until = tokio::time::Instant::now() + self.admission_wait;
+                if let Some(by) = answer_by {
+                    until = until.min(by);
+                }
+                let admission = self.admission.clone();
+                ctx.wait(
+                    async move { admission.admit_by(n, until).await }
+                        .into_actor(self)
+                        .map(move |admitted, receiver, _| receiver.route(pending, admitted)),
+                );
+            }
+            admitted => self.route(pending, admitted),
+        }
+    }
+}
+
+impl Receiver {
+    /// Sends an admitted batch to the router and answers per the ack mode, or
+    /// answers why it was not admitted.
+    fn route(&mut self, pending: Pending, admitted: Result<Admitted, AdmitError>) {
+        let Pending {
+            events,
+            refused,
+            kind,
+            transport,
+            reply,
+            answer_by,
+        } = pending;
+        let n = events.len();
+        let admitted = match admitted {
             Ok(a) => a,
             Err(e) => {
                 let (reason, err) = match e {
@@ -147,6 +216,15 @@ impl Handler<Ingest> for Receiver {
                 return;
             }
         };
+        if answer_by.is_some_and(|by| by <= tokio::time::Instant::now()) {
+            // Room came, but only after the request's deadline (the transport has
+            // given up on the answer): nothing is published, so a retry is safe.
+            reject(kind, transport, "unavailable", n);
+            let _ = reply.send(Err(IngestError::Unavailable(
+                "the request deadline passed while the batch waited for room in the pipeline; nothing was published, retry".into(),
+            )));
+            return;
+        }
         let ids = events.ids();
         let batch = Batch {
             events: Arc::new(events),
@@ -174,58 +252,58 @@ impl Handler<Ingest> for Receiver {
             AckMode::Durable => {
                 let route = self.router.send(Route::new(batch));
                 let deadline = self.deadline;
-                ctx.spawn(
-                    async move {
-                        // The publishers give up at the deadline and say which sink;
-                        // this is the backstop (a full mailbox on the way, a remote
-                        // router that does not answer), brought forward to the
-                        // transport's own deadline so that its answer carries the ids.
-                        let started = tokio::time::Instant::now();
-                        let mut backstop = started + deadline + BACKSTOP_GRACE;
-                        if let Some(by) = answer_by {
-                            backstop = backstop.min(by);
-                        }
-                        let routed = match tokio::time::timeout_at(backstop, route).await {
-                            Ok(routed) => routed,
-                            Err(_) => Ok(Err(PipelineError::Timeout {
-                                sink: "the pipeline",
-                                after: started.elapsed(),
-                            })),
-                        };
-                        let outcome = match routed {
-                            Ok(Ok(())) => Ok(Accepted { ids, refused }),
-                            Ok(Err(PipelineError::Backpressure(m))) => {
-                                reject(kind, transport, "backpressure", n);
-                                Err(IngestError::Backpressure(m))
-                            }
-                            Ok(Err(PipelineError::CircuitOpen(open))) => {
-                                reject(kind, transport, "unavailable", n);
-                                Err(IngestError::CircuitOpen {
-                                    message: open.to_string(),
-                                    retry_after_secs: open.retry_after_secs(),
-                                })
-                            }
-                            Ok(Err(e)) if !e.nothing_published() => {
-                                reject(kind, transport, "unavailable", n);
-                                Err(IngestError::OutcomeUnknown {
-                                    reason: e.to_string(),
-                                    ids,
-                                    refused,
-                                })
-                            }
-                            Ok(Err(e)) => {
-                                reject(kind, transport, "unavailable", n);
-                                Err(IngestError::Unavailable(e.to_string()))
-                            }
-                            Err(_) => {
-                                reject(kind, transport, "unavailable", n);
-                                Err(IngestError::Unavailable("router is not running".into()))
-                            }
-                        };
-                        let _ = reply.send(outcome);
+                // A task of its own, not of this actor's context: a batch waiting
+                // for room (`ctx.wait`) must not hold back the answers of batches
+                // already in the pipeline, whose settling makes that room.
+                actix::spawn(async move {
+                    // The publishers give up at the deadline and say which sink;
+                    // this is the backstop (a full mailbox on the way, a remote
+                    // router that does not answer), brought forward to the
+                    // transport's own deadline so that its answer carries the ids.
+                    let started = tokio::time::Instant::now();
+                    let mut backstop = started + deadline + BACKSTOP_GRACE;
+                    if let Some(by) = answer_by {
+                        backstop = backstop.min(by);
                     }
-                    .into_actor(self),
-                );
+                    let routed = match tokio::time::timeout_at(backstop, route).await {
+                        Ok(routed) => routed,
+                        Err(_) => Ok(Err(PipelineError::Timeout {
+                            sink: "the pipeline",
+                            after: started.elapsed(),
+                        })),
+                    };
+                    let outcome = match routed {
+                        Ok(Ok(())) => Ok(Accepted { ids, refused }),
+                        Ok(Err(PipelineError::Backpressure(m))) => {
+                            reject(kind, transport, "backpressure", n);
+                            Err(IngestError::Backpressure(m))
+                        }
+                        Ok(Err(PipelineError::CircuitOpen(open))) => {
+                            reject(kind, transport, "unavailable", n);
+                            Err(IngestError::CircuitOpen {
+                                message: open.to_string(),
+                                retry_after_secs: open.retry_after_secs(),
+                            })
+                        }
+                        Ok(Err(e)) if !e.nothing_published() => {
+                            reject(kind, transport, "unavailable", n);
+                            Err(IngestError::OutcomeUnknown {
+                                reason: e.to_string(),
+                                ids,
+                                refused,
+                            })
+                        }
+                        Ok(Err(e)) => {
+                            reject(kind, transport, "unavailable", n);
+                            Err(IngestError::Unavailable(e.to_string()))
+                        }
+                        Err(_) => {
+                            reject(kind, transport, "unavailable", n);
+                            Err(IngestError::Unavailable("router is not running".into()))
+                        }
+                    };
+                    let _ = reply.send(outcome);
+                });
             }
         }
     }

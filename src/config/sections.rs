@@ -81,8 +81,13 @@ pub struct PipelineConfig {
     pub receivers: usize,
     /// Mailbox capacity of every actor, in messages.
     pub mailbox_capacity: usize,
-    /// Events admitted and not yet settled before ingest answers 429.
+    /// Events admitted and not yet settled; a batch that does not fit waits for
+    /// room (`admission_wait_ms`), then ingest answers 429.
     pub max_inflight_events: usize,
+    /// How long a batch waits for room in a full pipeline before it is refused
+    /// (429, `RESOURCE_EXHAUSTED`, `err busy`), in milliseconds; never past the
+    /// request's own deadline. 0 refuses at once.
+    pub admission_wait_ms: u64,
     /// Batches the memory bus holds.
     pub bus_capacity: usize,
 }
@@ -183,8 +188,16 @@ impl Default for PipelineConfig {
             receivers: 0,
             mailbox_capacity: 1024,
             max_inflight_events: 200_000,
+            admission_wait_ms: flujo_actors::receiver::DEFAULT_ADMISSION_WAIT.as_millis() as u64,
             bus_capacity: 4096,
         }
+    }
+}
+
+impl PipelineConfig {
+    /// How long a batch waits for room in a full pipeline.
+    pub fn admission_wait(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.admission_wait_ms)
     }
 }
 

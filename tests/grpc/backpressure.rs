@@ -30,6 +30,8 @@ pub(crate) async fn burst(
 async fn backpressure_is_resource_exhausted_and_acked_is_what_counts() {
     let server = TestServer::start(&[
         ("FLUJO__PIPELINE__MAX_INFLIGHT_EVENTS", "10000"),
+        // Refuse at once instead of waiting for room: RESOURCE_EXHAUSTED itself.
+        ("FLUJO__PIPELINE__ADMISSION_WAIT_MS", "0"),
         ("FLUJO__QUERY__CACHE_TTL_MS", "0"),
     ]);
     let mut clients = Vec::new();

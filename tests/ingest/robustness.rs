@@ -1,5 +1,6 @@
-//! No input brings the process down; backpressure is a 429 with Retry-After and
-//! loses nothing.
+//! No input brings the process down; a full pipeline holds a batch until there is
+//! room (up to `pipeline.admission_wait_ms`), then answers 429 with Retry-After;
+//! either way nothing is lost.
 
 use super::*;
 
@@ -170,6 +171,8 @@ pub(crate) async fn burst(
 async fn backpressure_is_a_429_with_retry_after_and_loses_nothing() {
     let server = TestServer::start(&[
         ("FLUJO__PIPELINE__MAX_INFLIGHT_EVENTS", "10000"),
+        // Refuse at once instead of waiting for room: the 429 path itself.
+        ("FLUJO__PIPELINE__ADMISSION_WAIT_MS", "0"),
         ("FLUJO__QUERY__CACHE_TTL_MS", "0"),
     ]);
     let mut accepted = 0u64;
@@ -208,5 +211,36 @@ async fn backpressure_is_a_429_with_retry_after_and_loses_nothing() {
         );
     }
     assert!(accepted > 0, "some batch must get through");
+    server.assert_alive().await;
+}
+
+/// A burst larger than the pipeline is held, not bounced: with room for one batch
+/// of 10,000 events and a wait longer than the burst takes to apply, 40 concurrent
+/// batches are all accepted in turn, each counted exactly once, none refused.
+#[tokio::test]
+async fn a_full_pipeline_holds_batches_until_room_frees() {
+    let server = TestServer::start(&[
+        ("FLUJO__PIPELINE__MAX_INFLIGHT_EVENTS", "10000"),
+        ("FLUJO__PIPELINE__ADMISSION_WAIT_MS", "120000"),
+        ("FLUJO__DEADLINES__REQUEST_MS", "120000"),
+        ("FLUJO__QUERY__CACHE_TTL_MS", "0"),
+    ]);
+    let answers = burst(&server, 0, 40).await;
+    let statuses: Vec<StatusCode> = answers.iter().map(|(status, _)| *status).collect();
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::ACCEPTED),
+        "every batch waits for room and is accepted: {statuses:?}"
+    );
+    let kpis = server.wait_sales(400_000).await;
+    server.wait_idle().await;
+    let kpis_after = server.wait_sales(400_000).await;
+    assert_eq!(kpis["total"]["quantity_sum"], json!(400_000), "{kpis}");
+    assert_eq!(kpis_after["total"]["count"], json!(400_000), "{kpis_after}");
+    let metrics = server.metrics().await;
+    let refused: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("flujo_events_rejected_total{") && !l.ends_with(" 0"))
+        .collect();
+    assert!(refused.is_empty(), "nothing is refused: {refused:?}");
     server.assert_alive().await;
 }
