@@ -177,29 +177,37 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_full_pipeline_admits_when_room_frees_before_the_wait_ends() {
         let gate = Admission::new(10);
-        let held = gate.try_admit(8).expect("room");
-        let start = tokio::time::Instant::now();
-        let big = tokio::spawn({
+        let three = gate.try_admit(3).expect("room");
+        let five = gate.try_admit(5).expect("room");
+        let until = tokio::time::Instant::now() + Duration::from_secs(10);
+        let waiting = |events| {
             let gate = gate.clone();
-            async move { gate.admit_by(5, start + Duration::from_secs(10)).await }
-        });
+            tokio::spawn(async move { gate.admit_by(events, until).await })
+        };
+        let big = waiting(5);
         tokio::task::yield_now().await;
-        // First come, first served: a small batch that would fit does not overtake
-        // the large one already waiting.
-        let small = tokio::spawn({
-            let gate = gate.clone();
-            async move { gate.admit_by(1, start + Duration::from_secs(10)).await }
-        });
+        // First come, first served: a small batch that would fit the 2 free events
+        // does not overtake the large one already waiting.
+        let small = waiting(1);
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert!(!big.is_finished() && !small.is_finished());
-        drop(held);
+        assert!(matches!(gate.try_admit(1), Err(AdmitError::Full { .. })));
+        // Room for the large one only: it goes, the small one still waits.
+        drop(three);
         let big = big
             .await
             .expect("joined")
             .expect("admitted once room freed");
+        tokio::task::yield_now().await;
+        assert!(
+            !small.is_finished(),
+            "the small batch needs room the large one took"
+        );
+        drop(five);
         let small = small.await.expect("joined").expect("admitted after it");
         assert_eq!(gate.in_flight(), 6);
         // No room before the wait ends: refused as full, and nothing is held.
+        let full = gate.try_admit(4).expect("room");
         let late = gate
             .admit_by(5, tokio::time::Instant::now() + Duration::from_secs(2))
             .await;
@@ -207,20 +215,23 @@ mod tests {
             matches!(late, Err(AdmitError::Full { capacity: 10, .. })),
             "{late:?}"
         );
-        assert_eq!(gate.in_flight(), 6);
-        drop((big, small));
+        assert_eq!(gate.in_flight(), 10);
         assert_eq!(
             gate.admit_by(11, tokio::time::Instant::now())
                 .await
                 .expect_err("too large"),
             AdmitError::TooLarge(11)
         );
+        // Closed while waiting: refused when room comes, and the room is given back.
+        let closing = waiting(1);
+        tokio::task::yield_now().await;
         gate.close();
+        drop(full);
         assert_eq!(
-            gate.admit_by(1, tokio::time::Instant::now() + Duration::from_secs(1))
-                .await
-                .expect_err("closed"),
+            closing.await.expect("joined").expect_err("closed"),
             AdmitError::Closed
         );
+        drop((big, small));
+        assert_eq!(gate.in_flight(), 0);
     }
 }

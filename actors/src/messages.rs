@@ -135,6 +135,9 @@ pub struct Ingest {
     pub refusal: Refusal,
     /// Counts the message in the receiver's mailbox depth.
     pub(crate) queued: Queued,
+    /// When the transport handed the batch over: a batch waits for room in the
+    /// pipeline at most `admission_wait` from then, however long it queued.
+    pub(crate) sent_at: tokio::time::Instant,
     /// When the transport must have its answer (its request deadline, less the time
     /// to write the answer): a durable batch still unconfirmed then is answered as
     /// an unknown outcome with its ids, and a batch not admitted by then is refused
@@ -155,6 +158,7 @@ impl Ingest {
             reply,
             refusal: Refusal::WholeBatch,
             queued: receiver::MAILBOX.enqueue(),
+            sent_at: tokio::time::Instant::now(),
             answer_by: None,
         }
     }

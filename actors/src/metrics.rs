@@ -51,6 +51,9 @@ pub const ACTOR_RESTARTS: &str = "flujo_actor_restarts_total";
 pub const MAILBOX_DEPTH: &str = "flujo_mailbox_depth";
 /// Events admitted into the pipeline and not yet applied (or confirmed by a broker).
 pub const INFLIGHT_EVENTS: &str = "flujo_inflight_events";
+/// Batches that found the pipeline full and waited for room (then admitted, or
+/// refused as backpressure when the wait ended).
+pub const ADMISSION_WAITS: &str = "flujo_admission_waits_total";
 /// Events published to a source and not yet consumed (`source`).
 pub const CONSUMER_LAG: &str = "flujo_consumer_lag_events";
 /// Sales applied, by category (`category`).
@@ -222,6 +225,11 @@ pub const ALL: &[MetricSpec] = &[
         name: INFLIGHT_EVENTS,
         kind: MetricKind::Gauge,
         help: "Events admitted and not yet applied or confirmed.",
+    },
+    MetricSpec {
+        name: ADMISSION_WAITS,
+        kind: MetricKind::Counter,
+        help: "Batches that found the pipeline full and waited for room.",
     },
     MetricSpec {
         name: CONSUMER_LAG,
@@ -443,6 +451,7 @@ impl Exports {
             metrics::gauge!(RATE_LIMIT_CLIENTS, "scope" => scope).increment(0.0);
         }
         metrics::gauge!(INFLIGHT_EVENTS).increment(0.0);
+        metrics::counter!(ADMISSION_WAITS).increment(0);
         metrics::counter!(QUERY_CACHE_HITS).increment(0);
         metrics::counter!(QUERY_CACHE_MISSES).increment(0);
         metrics::gauge!(READY).increment(0.0);

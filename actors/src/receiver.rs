@@ -12,7 +12,7 @@ use crate::mailbox::Mailbox;
 use crate::messages::{
     Accepted, AckMode, Batch, Ingest, IngestError, PipelineError, Route, Transport,
 };
-use crate::metrics::{EVENTS_RECEIVED, EVENTS_REJECTED};
+use crate::metrics::{ADMISSION_WAITS, EVENTS_RECEIVED, EVENTS_REJECTED};
 use actix::prelude::*;
 use serde_json::Value;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -65,8 +65,9 @@ impl Receiver {
         }
     }
 
-    /// The same receiver letting a batch wait up to `wait` for room when the
-    /// pipeline is full, before refusing it; zero refuses at once. While a batch
+    /// The same receiver letting a batch wait for room when the pipeline is full,
+    /// up to `wait` after the transport handed it over, before refusing it; zero
+    /// refuses at once. While a batch
     /// waits, this receiver takes no other batch (so a connection's batches keep
     /// their order); the waiting ones queue in its bounded mailbox.
     pub fn with_admission_wait(self, wait: Duration) -> Self {
@@ -108,6 +109,7 @@ impl Handler<Ingest> for Receiver {
             reply,
             refusal,
             queued,
+            sent_at,
             answer_by,
         } = msg;
         drop(queued);
@@ -149,12 +151,9 @@ impl Handler<Ingest> for Receiver {
             )));
             return;
         }
-        if let Some(refused) = self.breakers.refusal(kind) {
+        if let Some(open) = self.open_sink(kind) {
             reject(kind, transport, "unavailable", n);
-            let _ = reply.send(Err(IngestError::CircuitOpen {
-                message: refused.to_string(),
-                retry_after_secs: refused.retry_after_secs(),
-            }));
+            let _ = reply.send(Err(open));
             return;
         }
         let pending = Pending {
@@ -167,10 +166,13 @@ impl Handler<Ingest> for Receiver {
         };
         match self.admission.try_admit(n) {
             Err(AdmitError::Full { .. }) if !self.admission_wait.is_zero() => {
-                // Wait for room, but never past the request's own deadline; the
-                // receiver takes its next batch only once this one is admitted or
-                // refused, so the batches of a pinned connection keep their order.
-                let mut until = tokio::time::Instant::now() + self.admission_wait;
+                // Wait for room, counted from when the transport handed the batch
+                // over (time queued behind other waiting batches included), and
+                // never past the request's own deadline. The receiver takes its
+                // next batch only once this one is admitted or refused, so the
+                // batches of a pinned connection keep their order.
+                metrics::counter!(ADMISSION_WAITS).increment(1);
+                let mut until = sent_at + self.admission_wait;
                 if let Some(by) = answer_by {
                     until = until.min(by);
                 }
@@ -187,6 +189,16 @@ impl Handler<Ingest> for Receiver {
 }
 
 impl Receiver {
+    /// The refusal of a batch of `kind` while one of its sinks' breakers is open.
+    fn open_sink(&self, kind: Kind) -> Option<IngestError> {
+        self.breakers
+            .refusal(kind)
+            .map(|open| IngestError::CircuitOpen {
+                message: open.to_string(),
+                retry_after_secs: open.retry_after_secs(),
+            })
+    }
+
     /// Sends an admitted batch to the router and answers per the ack mode, or
     /// answers why it was not admitted.
     fn route(&mut self, pending: Pending, admitted: Result<Admitted, AdmitError>) {
@@ -223,6 +235,19 @@ impl Receiver {
             let _ = reply.send(Err(IngestError::Unavailable(
                 "the request deadline passed while the batch waited for room in the pipeline; nothing was published, retry".into(),
             )));
+            return;
+        }
+        if reply.is_closed() {
+            // The client is gone (it gave up while the batch waited): it never
+            // sees an answer and may resend, so nothing is published.
+            reject(kind, transport, "unavailable", n);
+            return;
+        }
+        if let Some(open) = self.open_sink(kind) {
+            // Checked again: the sink's breaker may have opened while the batch
+            // waited for room.
+            reject(kind, transport, "unavailable", n);
+            let _ = reply.send(Err(open));
             return;
         }
         let ids = events.ids();
