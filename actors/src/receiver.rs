@@ -67,9 +67,9 @@ impl Receiver {
 
     /// The same receiver letting a batch wait for room when the pipeline is full,
     /// up to `wait` after the transport handed it over, before refusing it; zero
-    /// refuses at once. While a batch
-    /// waits, this receiver takes no other batch (so a connection's batches keep
-    /// their order); the waiting ones queue in its bounded mailbox.
+    /// refuses at once. While a batch waits, this receiver takes no other batch (so
+    /// a connection's batches keep their order); the next ones queue in its bounded
+    /// mailbox.
     pub fn with_admission_wait(self, wait: Duration) -> Self {
         Receiver {
             admission_wait: wait,
