@@ -44,6 +44,16 @@ pub struct Admitted {
     events: usize,
 }
 
+impl Admitted {
+    fn new(permit: OwnedSemaphorePermit, events: usize) -> Self {
+        metrics::gauge!(INFLIGHT_EVENTS).increment(events as f64);
+        Admitted {
+            _permit: permit,
+            events,
+        }
+    }
+}
+
 impl Drop for Admitted {
     fn drop(&mut self) {
         metrics::gauge!(INFLIGHT_EVENTS).decrement(self.events as f64);
@@ -62,25 +72,10 @@ impl Admission {
 
     /// Admits `events` events now, or says why not.
     pub fn try_admit(&self, events: usize) -> Result<Admitted, AdmitError> {
-        if self.closed.load(Ordering::Acquire) {
-            return Err(AdmitError::Closed);
-        }
-        if events > self.capacity {
-            return Err(AdmitError::TooLarge(events));
-        }
-        let n = u32::try_from(events).map_err(|_| AdmitError::TooLarge(events))?;
+        let n = self.permits_for(events)?;
         match self.permits.clone().try_acquire_many_owned(n) {
-            Ok(permit) => {
-                metrics::gauge!(INFLIGHT_EVENTS).increment(events as f64);
-                Ok(Admitted {
-                    _permit: permit,
-                    events,
-                })
-            }
-            Err(_) => Err(AdmitError::Full {
-                in_flight: self.in_flight(),
-                capacity: self.capacity,
-            }),
+            Ok(permit) => Ok(Admitted::new(permit, events)),
+            Err(_) => Err(self.full()),
         }
     }
 
@@ -94,28 +89,33 @@ impl Admission {
         events: usize,
         until: tokio::time::Instant,
     ) -> Result<Admitted, AdmitError> {
+        let n = self.permits_for(events)?;
+        let acquire = self.permits.clone().acquire_many_owned(n);
+        match tokio::time::timeout_at(until, acquire).await {
+            Ok(Ok(permit)) if !self.closed.load(Ordering::Acquire) => {
+                Ok(Admitted::new(permit, events))
+            }
+            // Closed while waiting (the semaphore itself is never closed).
+            Ok(_) => Err(AdmitError::Closed),
+            Err(_) => Err(self.full()),
+        }
+    }
+
+    /// The permits a batch of `events` needs, or why it can never be admitted.
+    fn permits_for(&self, events: usize) -> Result<u32, AdmitError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(AdmitError::Closed);
         }
         if events > self.capacity {
             return Err(AdmitError::TooLarge(events));
         }
-        let n = u32::try_from(events).map_err(|_| AdmitError::TooLarge(events))?;
-        let acquire = self.permits.clone().acquire_many_owned(n);
-        match tokio::time::timeout_at(until, acquire).await {
-            Ok(Ok(permit)) if !self.closed.load(Ordering::Acquire) => {
-                metrics::gauge!(INFLIGHT_EVENTS).increment(events as f64);
-                Ok(Admitted {
-                    _permit: permit,
-                    events,
-                })
-            }
-            // Closed while waiting (the semaphore itself is never closed).
-            Ok(_) => Err(AdmitError::Closed),
-            Err(_) => Err(AdmitError::Full {
-                in_flight: self.in_flight(),
-                capacity: self.capacity,
-            }),
+        u32::try_from(events).map_err(|_| AdmitError::TooLarge(events))
+    }
+
+    fn full(&self) -> AdmitError {
+        AdmitError::Full {
+            in_flight: self.in_flight(),
+            capacity: self.capacity,
         }
     }
 
