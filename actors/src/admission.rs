@@ -5,9 +5,9 @@
 //! sustained overload is told to retry instead of queueing without end.
 
 use crate::metrics::INFLIGHT_EVENTS;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 /// Why a batch was not admitted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -33,7 +33,20 @@ pub enum AdmitError {
 pub struct Admission {
     permits: Arc<Semaphore>,
     capacity: usize,
-    closed: Arc<AtomicBool>,
+    state: Arc<State>,
+}
+
+/// What the clones of a gate share besides its permits.
+#[derive(Debug, Default)]
+struct State {
+    /// Set by [`Admission::close`].
+    closed: AtomicBool,
+    /// Wakes the batches waiting for room when the gate closes.
+    closing: Notify,
+    /// Events of the batches admitted and not yet settled. Not read off the
+    /// semaphore: permits it has handed to the batch at the head of the queue,
+    /// still waiting for the rest of its room, are not in flight.
+    admitted: AtomicUsize,
 }
 
 /// Events of one admitted batch; dropping it (when the last copy of the batch is
@@ -42,20 +55,24 @@ pub struct Admission {
 pub struct Admitted {
     _permit: OwnedSemaphorePermit,
     events: usize,
+    state: Arc<State>,
 }
 
 impl Admitted {
-    fn new(permit: OwnedSemaphorePermit, events: usize) -> Self {
+    fn new(permit: OwnedSemaphorePermit, events: usize, state: &Arc<State>) -> Self {
         metrics::gauge!(INFLIGHT_EVENTS).increment(events as f64);
+        state.admitted.fetch_add(events, Ordering::AcqRel);
         Admitted {
             _permit: permit,
             events,
+            state: state.clone(),
         }
     }
 }
 
 impl Drop for Admitted {
     fn drop(&mut self) {
+        self.state.admitted.fetch_sub(self.events, Ordering::AcqRel);
         metrics::gauge!(INFLIGHT_EVENTS).decrement(self.events as f64);
     }
 }
@@ -66,7 +83,7 @@ impl Admission {
         Admission {
             permits: Arc::new(Semaphore::new(capacity)),
             capacity,
-            closed: Arc::new(AtomicBool::new(false)),
+            state: Arc::default(),
         }
     }
 
@@ -74,7 +91,7 @@ impl Admission {
     pub fn try_admit(&self, events: usize) -> Result<Admitted, AdmitError> {
         let n = self.permits_for(events)?;
         match self.permits.clone().try_acquire_many_owned(n) {
-            Ok(permit) => Ok(Admitted::new(permit, events)),
+            Ok(permit) => Ok(Admitted::new(permit, events, &self.state)),
             Err(_) => Err(self.full()),
         }
     }
@@ -82,28 +99,37 @@ impl Admission {
     /// Admits `events` events as soon as there is room for them, waiting at most
     /// until `until`; batches wait in the order they asked (a large batch is not
     /// overtaken by small ones). Past `until` the batch is refused as
-    /// [`AdmitError::Full`], and a gate closed while it waited refuses it as
-    /// [`AdmitError::Closed`].
+    /// [`AdmitError::Full`], and a gate closed while it waited refuses it at once
+    /// as [`AdmitError::Closed`].
     pub async fn admit_by(
         &self,
         events: usize,
         until: tokio::time::Instant,
     ) -> Result<Admitted, AdmitError> {
+        // Listening for the close before checking the flag: a close in between
+        // is either seen by the check or wakes the listener.
+        let closing = self.state.closing.notified();
+        tokio::pin!(closing);
+        closing.as_mut().enable();
         let n = self.permits_for(events)?;
         let acquire = self.permits.clone().acquire_many_owned(n);
-        match tokio::time::timeout_at(until, acquire).await {
-            Ok(Ok(permit)) if !self.closed.load(Ordering::Acquire) => {
-                Ok(Admitted::new(permit, events))
-            }
-            // Closed while waiting (the semaphore itself is never closed).
-            Ok(_) => Err(AdmitError::Closed),
-            Err(_) => Err(self.full()),
+        tokio::select! {
+            biased;
+            () = &mut closing => Err(AdmitError::Closed),
+            acquired = tokio::time::timeout_at(until, acquire) => match acquired {
+                Ok(Ok(permit)) if !self.state.closed.load(Ordering::Acquire) => {
+                    Ok(Admitted::new(permit, events, &self.state))
+                }
+                // Closed as room came (the semaphore itself is never closed).
+                Ok(_) => Err(AdmitError::Closed),
+                Err(_) => Err(self.full()),
+            },
         }
     }
 
     /// The permits a batch of `events` needs, or why it can never be admitted.
     fn permits_for(&self, events: usize) -> Result<u32, AdmitError> {
-        if self.closed.load(Ordering::Acquire) {
+        if self.state.closed.load(Ordering::Acquire) {
             return Err(AdmitError::Closed);
         }
         if events > self.capacity {
@@ -121,12 +147,13 @@ impl Admission {
 
     /// Events admitted and not yet settled.
     pub fn in_flight(&self) -> usize {
-        self.capacity - self.permits.available_permits()
+        self.state.admitted.load(Ordering::Acquire)
     }
 
-    /// Refuses every batch from now on (shutdown).
+    /// Refuses every batch from now on (shutdown), those waiting for room too.
     pub fn close(&self) {
-        self.closed.store(true, Ordering::Release);
+        self.state.closed.store(true, Ordering::Release);
+        self.state.closing.notify_waiters();
     }
 
     /// Waits until every admitted event is settled.
@@ -191,7 +218,14 @@ mod tests {
         let small = waiting(1);
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert!(!big.is_finished() && !small.is_finished());
-        assert!(matches!(gate.try_admit(1), Err(AdmitError::Full { .. })));
+        // The 2 free events are handed to the large batch as it waits for the rest;
+        // they are not in flight until it is admitted.
+        assert_eq!(gate.permits.available_permits(), 0);
+        assert_eq!(gate.in_flight(), 8);
+        assert!(matches!(
+            gate.try_admit(1),
+            Err(AdmitError::Full { in_flight: 8, .. })
+        ));
         // Room for the large one only: it goes, the small one still waits.
         drop(three);
         let big = big
@@ -222,16 +256,20 @@ mod tests {
                 .expect_err("too large"),
             AdmitError::TooLarge(11)
         );
-        // Closed while waiting: refused when room comes, and the room is given back.
+        // Closed while waiting: refused at once, with no room freed and long before
+        // its wait ends, holding nothing.
         let closing = waiting(1);
         tokio::task::yield_now().await;
+        let closed_at = tokio::time::Instant::now();
         gate.close();
-        drop(full);
         assert_eq!(
             closing.await.expect("joined").expect_err("closed"),
             AdmitError::Closed
         );
-        drop((big, small));
+        assert_eq!(closed_at.elapsed(), Duration::ZERO);
+        assert_eq!(gate.in_flight(), 10);
+        drop((full, big, small));
         assert_eq!(gate.in_flight(), 0);
+        assert_eq!(gate.permits.available_permits(), 10);
     }
 }

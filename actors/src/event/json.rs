@@ -373,15 +373,27 @@ pub fn decode_lines(kind: Kind, body: &[u8]) -> Result<DecodedEvents, (usize, us
         body: &[u8],
     ) -> Result<Decoded<R>, (usize, usize, String)> {
         let mut events = Vec::new();
+        // A body of valid UTF-8 (the usual one) is read as text, which serde_json
+        // does not check again string by string; any other line by line as bytes,
+        // so that the error names the line and column as before.
+        let text = std::str::from_utf8(body).ok();
+        let mut next = 0;
         for (n, line) in body.split(|&b| b == b'\n').enumerate() {
+            let start = next;
+            next += line.len() + 1;
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            let mut de = serde_json::Deserializer::from_slice(line);
-            let event = EventSeed { schema, build }
-                .deserialize(&mut de)
-                .and_then(|event| de.end().map(|()| event))
-                .map_err(|e| (events.len(), n + 1, e.to_string()))?;
+            let seed = EventSeed { schema, build };
+            let event = match text {
+                // Whole characters: a line ends at a newline (ASCII) or at the end.
+                Some(text) => one(
+                    seed,
+                    &mut serde_json::Deserializer::from_str(&text[start..start + line.len()]),
+                ),
+                None => one(seed, &mut serde_json::Deserializer::from_slice(line)),
+            }
+            .map_err(|e| (events.len(), n + 1, e.to_string()))?;
             events.push(event);
         }
         Ok(events)
@@ -398,10 +410,33 @@ fn decode_text<R>(
     build: fn(Fields) -> R,
     text: &[u8],
 ) -> Result<Option<Decoded<R>>, serde_json::Error> {
-    let mut de = serde_json::Deserializer::from_slice(text);
-    let events = de.deserialize_any(BodyVisitor(EventSeed { schema, build }))?;
+    let visitor = BodyVisitor(EventSeed { schema, build });
+    // Valid UTF-8 (the usual body) is read as text, which serde_json does not check
+    // again string by string; anything else as bytes, for serde_json's own error.
+    match std::str::from_utf8(text) {
+        Ok(text) => whole(visitor, &mut serde_json::Deserializer::from_str(text)),
+        Err(_) => whole(visitor, &mut serde_json::Deserializer::from_slice(text)),
+    }
+}
+
+/// The body's one JSON value, read by `visitor`, with nothing after it.
+fn whole<'de, R: serde_json::de::Read<'de>, V: Visitor<'de>>(
+    visitor: V,
+    de: &mut serde_json::Deserializer<R>,
+) -> Result<V::Value, serde_json::Error> {
+    let value = de.deserialize_any(visitor)?;
     de.end()?;
-    Ok(events)
+    Ok(value)
+}
+
+/// One line's event, read by `seed`, with nothing after it.
+fn one<'de, R: serde_json::de::Read<'de>, S: DeserializeSeed<'de>>(
+    seed: S,
+    de: &mut serde_json::Deserializer<R>,
+) -> Result<S::Value, serde_json::Error> {
+    let value = seed.deserialize(&mut *de)?;
+    de.end()?;
+    Ok(value)
 }
 
 /// One event object → its raw event; any other JSON value → why it is not one.
@@ -778,6 +813,36 @@ mod tests {
         assert!(tweet(with("humidity", json!(0))).is_ok());
         assert!(tweet(with("humidity", json!(100))).is_ok());
         assert!(tweet(with("text", Value::Null)).is_ok());
+    }
+
+    #[test]
+    fn text_and_bytes_that_are_no_utf8_decode_alike() {
+        let sales = |body: &[u8]| match decode_lines(Kind::Sale, body) {
+            Ok(DecodedEvents::Sales(sales)) => Ok(sales
+                .into_iter()
+                .map(|s| s.expect("a sale").product_id)
+                .collect::<Vec<_>>()),
+            Ok(DecodedEvents::Tweets(_)) => panic!("sales asked"),
+            Err((index, line, _)) => Err((index, line)),
+        };
+        // Multi-byte characters before and on a line: each line is cut at its
+        // own bytes.
+        let ok = "{\"product_id\":\"café\"}\n\n{\"product_id\":\"日本\"}\n";
+        let products = sales(ok.as_bytes()).expect("two sales");
+        let given = |p: &RawField<String>| match p {
+            RawField::Given(v) => v.clone(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            products.iter().map(given).collect::<Vec<_>>(),
+            ["café", "日本"]
+        );
+        // A body that is no UTF-8 names the line whose bytes are wrong.
+        let bad = b"{\"product_id\":\"a\"}\n{\"product_id\":\"\xff\"}\n";
+        assert_eq!(sales(bad), Err((1, 2)));
+        assert!(decode_json(Kind::Sale, b"[{\"product_id\":\"\xc3\"}]").is_err());
+        let one = decode_json(Kind::Sale, "[{\"product_id\":\"ñ\"}]".as_bytes());
+        assert!(matches!(one, Ok(Some(DecodedEvents::Sales(s))) if s.len() == 1));
     }
 
     #[test]
