@@ -208,7 +208,9 @@ impl Stamp for ReceiveStamp {
     fn new_id(&mut self) -> String {
         let id = uuid::Uuid::from_u128(self.next);
         self.next += 1;
-        id.to_string()
+        // Written straight into a buffer: `to_string` goes through the formatter.
+        let mut text = uuid::Uuid::encode_buffer();
+        id.hyphenated().encode_lower(&mut text).to_owned()
     }
     fn now_ms(&self) -> i64 {
         self.now_ms
