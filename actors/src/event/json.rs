@@ -115,15 +115,15 @@ impl Fields {
         for (key, value) in map {
             fields.put(&key, value)?;
         }
-        fields.checked()
+        fields.check().map(|()| fields)
     }
 
-    /// The fields once the whole object is read: refused if its `kind` is another
-    /// (`null` counts as absent, as for every other field).
-    fn checked(self) -> Result<Self, FieldError> {
+    /// Checks the fields once the whole object is read: refused if its `kind` is
+    /// another (`null` counts as absent, as for every other field).
+    fn check(&self) -> Result<(), FieldError> {
         match &self.kind {
-            Some(value) if !value.is_null() => self.check_kind(value).map(|()| self),
-            _ => Ok(self),
+            Some(value) if !value.is_null() => self.check_kind(value),
+            _ => Ok(()),
         }
     }
 
@@ -266,7 +266,7 @@ const SALES: Schema = Schema {
 };
 
 /// A sale's fields as a raw sale.
-fn sale_of(mut f: Fields) -> RawSale {
+fn sale_of(f: &mut Fields) -> RawSale {
     RawSale {
         id: f.take(0, string),
         ts: f.take(1, integer),
@@ -279,7 +279,7 @@ fn sale_of(mut f: Fields) -> RawSale {
 
 /// One sale object as a raw sale (aliases accepted, unknown fields refused).
 pub fn raw_sale(map: Map<String, Value>) -> Result<RawSale, FieldError> {
-    Fields::collect(SALES, map).map(sale_of)
+    Fields::collect(SALES, map).map(|mut f| sale_of(&mut f))
 }
 
 /// Parses one sale object (aliases accepted, unknown fields refused) and validates it.
@@ -319,7 +319,7 @@ const TWEETS: Schema = Schema {
 };
 
 /// A tweet's fields as a raw tweet.
-fn tweet_of(mut f: Fields) -> RawTweet {
+fn tweet_of(f: &mut Fields) -> RawTweet {
     RawTweet {
         id: f.take(0, string),
         ts: f.take(1, integer),
@@ -333,7 +333,7 @@ fn tweet_of(mut f: Fields) -> RawTweet {
 
 /// One tweet object as a raw tweet (aliases accepted, unknown fields refused).
 pub fn raw_tweet(map: Map<String, Value>) -> Result<RawTweet, FieldError> {
-    Fields::collect(TWEETS, map).map(tweet_of)
+    Fields::collect(TWEETS, map).map(|mut f| tweet_of(&mut f))
 }
 
 /// Parses one tweet object (aliases accepted, unknown fields refused) and validates it.
@@ -369,7 +369,7 @@ pub fn decode_json(kind: Kind, text: &[u8]) -> Result<Option<DecodedEvents>, ser
 pub fn decode_lines(kind: Kind, body: &[u8]) -> Result<DecodedEvents, (usize, usize, String)> {
     fn lines<R>(
         schema: Schema,
-        build: fn(Fields) -> R,
+        build: fn(&mut Fields) -> R,
         body: &[u8],
     ) -> Result<Decoded<R>, (usize, usize, String)> {
         let mut events = Vec::new();
@@ -407,7 +407,7 @@ pub fn decode_lines(kind: Kind, body: &[u8]) -> Result<DecodedEvents, (usize, us
 /// One JSON text as an event or an array of events (`None`: neither).
 fn decode_text<R>(
     schema: Schema,
-    build: fn(Fields) -> R,
+    build: fn(&mut Fields) -> R,
     text: &[u8],
 ) -> Result<Option<Decoded<R>>, serde_json::Error> {
     let visitor = BodyVisitor(EventSeed { schema, build });
@@ -444,7 +444,7 @@ fn one<'de, R: serde_json::de::Read<'de>, S: DeserializeSeed<'de>>(
 /// parsed), so only bad JSON fails it, as when decoding to JSON values first.
 struct EventSeed<R> {
     schema: Schema,
-    build: fn(Fields) -> R,
+    build: fn(&mut Fields) -> R,
 }
 
 impl<R> Clone for EventSeed<R> {
@@ -492,7 +492,7 @@ impl<'de, R> Visitor<'de> for EventSeed<R> {
         }
         Ok(match refused {
             Some(e) => Err(e),
-            None => fields.checked().map(self.build),
+            None => fields.check().map(|()| (self.build)(&mut fields)),
         })
     }
 
