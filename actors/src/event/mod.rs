@@ -186,8 +186,9 @@ pub trait Stamp {
 pub struct ReceiveStamp {
     /// Receive time of the batch, ms since the epoch.
     pub now_ms: i64,
-    /// The next id to stamp.
-    next: u128,
+    /// The next id to stamp, as its text (each id is the one before plus one,
+    /// so the text is counted up in place instead of written anew).
+    next: [u8; 36],
 }
 
 /// The bits of a UUIDv7 cleared in a batch's first stamped id, so that adding up
@@ -197,20 +198,45 @@ const STAMP_ROOM: u128 = (1 << 24) - 1;
 impl ReceiveStamp {
     /// A stamp for a batch received now.
     pub fn now() -> Self {
+        let base = uuid::Uuid::from_u128(uuid::Uuid::now_v7().as_u128() & !STAMP_ROOM);
+        let mut next = [0; uuid::fmt::Hyphenated::LENGTH];
+        base.hyphenated().encode_lower(&mut next);
         ReceiveStamp {
             now_ms: now_ms(),
-            next: uuid::Uuid::now_v7().as_u128() & !STAMP_ROOM,
+            next,
+        }
+    }
+}
+
+/// Adds one to a UUID in canonical text form (lowercase hex digits, hyphens
+/// skipped), wrapping at the top as a 128-bit integer does.
+fn count_up(text: &mut [u8; 36]) {
+    for digit in text.iter_mut().rev() {
+        match *digit {
+            b'-' => {}
+            b'f' => *digit = b'0',
+            b'9' => {
+                *digit = b'a';
+                return;
+            }
+            _ => {
+                *digit += 1;
+                return;
+            }
         }
     }
 }
 
 impl Stamp for ReceiveStamp {
     fn new_id(&mut self) -> String {
-        let id = uuid::Uuid::from_u128(self.next);
-        self.next += 1;
-        // Written straight into a buffer: `to_string` goes through the formatter.
-        let mut text = uuid::Uuid::encode_buffer();
-        id.hyphenated().encode_lower(&mut text).to_owned()
+        // ASCII by construction: the lossy reading is never taken, and would give
+        // the same text.
+        let id = std::str::from_utf8(&self.next).map_or_else(
+            |_| String::from_utf8_lossy(&self.next).into_owned(),
+            str::to_owned,
+        );
+        count_up(&mut self.next);
+        id
     }
     fn now_ms(&self) -> i64 {
         self.now_ms
@@ -528,6 +554,25 @@ mod tests {
         }
         fn now_ms(&self) -> i64 {
             1_700_000_000_000
+        }
+    }
+
+    #[test]
+    fn counting_up_the_text_of_a_uuid_adds_one_to_its_bits() {
+        for start in [
+            0u128,
+            0x0192_3456_789a_7bcd_8ef0_1234_56ff_fff0,
+            u128::MAX - 20,
+        ] {
+            let mut text = [0; 36];
+            uuid::Uuid::from_u128(start)
+                .hyphenated()
+                .encode_lower(&mut text);
+            for k in 1..=40u128 {
+                count_up(&mut text);
+                let want = uuid::Uuid::from_u128(start.wrapping_add(k)).to_string();
+                assert_eq!(std::str::from_utf8(&text), Ok(want.as_str()));
+            }
         }
     }
 
