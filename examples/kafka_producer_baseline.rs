@@ -13,7 +13,9 @@
 //!
 //! With `--consume true` it then reads every message back with a fresh consumer
 //! group (from the earliest offset), the way flujo's consumer role does, and adds
-//! `consumed=N consume_msgs_per_s=R` to the line: the broker's read rate.
+//! `consumed=N consume_msgs_per_s=R` to the line: the broker's read rate. The
+//! reader asks the broker to hold an empty fetch at most `--fetch-wait-ms` (default
+//! 100, what flujo's consumer asks for; librdkafka's own default is 500).
 //!
 //! With `--alongside true` that consumer reads while the producer publishes (it
 //! joins its group first), and the line adds `e2e_seconds=S e2e_msgs_per_s=R`:
@@ -46,6 +48,7 @@ struct Options {
     brokers: String,
     topic: String,
     partitions: i32,
+    fetch_wait_ms: u32,
     delete_only: Vec<String>,
     run: Run,
 }
@@ -55,6 +58,7 @@ fn options() -> anyhow::Result<Options> {
         brokers: "127.0.0.1:9092".into(),
         topic: format!("bench-baseline-{}", std::process::id()),
         partitions: 3,
+        fetch_wait_ms: 100,
         delete_only: Vec::new(),
         run: Run::new(100_000),
     };
@@ -63,6 +67,7 @@ fn options() -> anyhow::Result<Options> {
             "--brokers" => o.brokers = value.to_owned(),
             "--topic" => o.topic = value.to_owned(),
             "--partitions" => o.partitions = value.parse()?,
+            "--fetch-wait-ms" => o.fetch_wait_ms = value.parse()?,
             "--delete-topics" => {
                 o.delete_only = value.split(',').map(str::to_owned).collect();
             }
@@ -141,12 +146,11 @@ async fn main() -> anyhow::Result<()> {
 
     // --alongside: a reader that has joined its group before the first send.
     let alongside = if o.run.alongside {
-        let (brokers, topic) = (o.brokers.clone(), o.topic.clone());
+        let from = o.read_from();
         let (joined_tx, joined_rx) = std::sync::mpsc::channel();
         let (want_tx, want_rx) = std::sync::mpsc::channel();
-        let reader = tokio::task::spawn_blocking(move || {
-            read_alongside(&brokers, &topic, &joined_tx, &want_rx)
-        });
+        let reader =
+            tokio::task::spawn_blocking(move || read_alongside(&from, &joined_tx, &want_rx));
         tokio::task::spawn_blocking(move || joined_rx.recv_timeout(Duration::from_secs(60)))
             .await?
             .map_err(|_| anyhow::anyhow!("the reader did not join its group within 60 s"))?;
@@ -206,8 +210,8 @@ async fn main() -> anyhow::Result<()> {
         None => None,
     };
     let consumed = if o.run.consume {
-        let (brokers, topic, want) = (o.brokers.clone(), o.topic.clone(), sent - failed);
-        Some(tokio::task::spawn_blocking(move || consume_all(&brokers, &topic, want)).await??)
+        let (from, want) = (o.read_from(), sent - failed);
+        Some(tokio::task::spawn_blocking(move || consume_all(&from, want)).await??)
     } else {
         None
     };
@@ -233,14 +237,13 @@ async fn main() -> anyhow::Result<()> {
 /// sent, and stops once it read that many (at most 120 s after learning it).
 /// Returns how many it read and when it read the last one.
 fn read_alongside(
-    brokers: &str,
-    topic: &str,
+    from: &ReadFrom,
     joined: &std::sync::mpsc::Sender<()>,
     want: &std::sync::mpsc::Receiver<u64>,
 ) -> anyhow::Result<(u64, Option<Instant>)> {
     use rdkafka::consumer::Consumer;
-    let consumer = reader(brokers, &format!("{topic}-alongside"))?;
-    consumer.subscribe(&[topic])?;
+    let consumer = from.reader("alongside")?;
+    consumer.subscribe(&[&from.topic])?;
     let joining = Instant::now();
     while consumer.assignment()?.count() == 0 {
         anyhow::ensure!(
@@ -273,22 +276,43 @@ fn read_alongside(
     }
 }
 
-/// A bare consumer in group `group`, reading from the earliest offset, no commits.
-fn reader(brokers: &str, group: &str) -> anyhow::Result<rdkafka::consumer::BaseConsumer> {
-    Ok(ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", group)
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .create()?)
+/// What a bare reader reads, and how.
+struct ReadFrom {
+    brokers: String,
+    topic: String,
+    fetch_wait_ms: u32,
+}
+
+impl ReadFrom {
+    /// A bare consumer in the fresh group `{topic}-{role}`, reading from the
+    /// earliest offset, no commits.
+    fn reader(&self, role: &str) -> anyhow::Result<rdkafka::consumer::BaseConsumer> {
+        Ok(ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("group.id", format!("{}-{role}", self.topic))
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .set("fetch.wait.max.ms", self.fetch_wait_ms.to_string())
+            .create()?)
+    }
+}
+
+impl Options {
+    fn read_from(&self) -> ReadFrom {
+        ReadFrom {
+            brokers: self.brokers.clone(),
+            topic: self.topic.clone(),
+            fetch_wait_ms: self.fetch_wait_ms,
+        }
+    }
 }
 
 /// Reads `want` messages of `topic` with a fresh group, at most 120 s; returns how
 /// many it read and the seconds it took.
-fn consume_all(brokers: &str, topic: &str, want: u64) -> anyhow::Result<(u64, f64)> {
+fn consume_all(from: &ReadFrom, want: u64) -> anyhow::Result<(u64, f64)> {
     use rdkafka::consumer::Consumer;
-    let consumer = reader(brokers, &format!("{topic}-reader"))?;
-    consumer.subscribe(&[topic])?;
+    let consumer = from.reader("reader")?;
+    consumer.subscribe(&[&from.topic])?;
     let started = Instant::now();
     let mut n = 0u64;
     while n < want && started.elapsed() < Duration::from_secs(120) {

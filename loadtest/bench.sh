@@ -28,6 +28,7 @@
 #   BENCH_SECONDS=5 loadtest/bench.sh          # shorter
 #   BENCH_SCENARIOS=http,wrk loadtest/bench.sh # some of: http, wrk, kafka, rabbitmq
 #   BENCH_KAFKA=127.0.0.1:9092 loadtest/bench.sh   # an existing broker
+#   BENCH_KAFKA_FETCH_WAIT_MS=500 loadtest/bench.sh # every consumer's fetch.wait.max.ms (100)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -36,6 +37,9 @@ SECONDS_PER=${BENCH_SECONDS:-10}
 SCENARIOS=,${BENCH_SCENARIOS:-http,wrk,kafka,rabbitmq},
 OUT=${BENCH_OUT:-$ROOT/loadtest/results.md}
 KAFKA=${BENCH_KAFKA:-127.0.0.1:9092}
+# The consumers' fetch.wait.max.ms, flujo's (kafka.options) and the bare reader's
+# alike; 100 is flujo's default.
+FETCH_WAIT_MS=${BENCH_KAFKA_FETCH_WAIT_MS:-100}
 VALKEY_PORT=${BENCH_VALKEY_PORT:-6380}
 AMQP=${BENCH_AMQP:-amqp://guest:guest@127.0.0.1:5672/%2f}
 RUN_ID=bench-$(date +%s)-$$
@@ -209,6 +213,7 @@ bus_env() {
         FLUJO__KAFKA__SALES_TOPIC="$tag-sales" FLUJO__KAFKA__TWEETS_TOPIC="$tag-tweets"
         FLUJO__KAFKA__GROUP_ID="$tag" FLUJO__RABBITMQ__SALES_QUEUE="$tag-sales"
         FLUJO__RABBITMQ__TWEETS_QUEUE="$tag-tweets" FLUJO__VALKEY__PREFIX="$tag:"
+        "FLUJO__KAFKA__OPTIONS__FETCH.WAIT.MAX.MS=$FETCH_WAIT_MS"
     )
     BUSARGS=(--bus "$bus")
     if [ "$bus" = kafka ]; then BUSARGS+=(--kafka "$KAFKA"); else BUSARGS+=(--amqp "$AMQP"); fi
@@ -253,7 +258,8 @@ run_baseline() {
     BASELINE=$EXAMPLES/amqp_publisher_baseline
     [ "$bus" = kafka ] && BASELINE=$EXAMPLES/kafka_producer_baseline
     local target=(--url "$AMQP" --queue "$RUN_ID-baseline-$RANDOM")
-    [ "$bus" = kafka ] && target=(--brokers "$KAFKA" --topic "$RUN_ID-baseline-$RANDOM")
+    [ "$bus" = kafka ] && target=(--brokers "$KAFKA" --topic "$RUN_ID-baseline-$RANDOM"
+        --fetch-wait-ms "$FETCH_WAIT_MS")
     # As many messages in flight as flujo has events in flight (32 requests × 100).
     RUST_BACKTRACE=0 "$BASELINE" "${target[@]}" --window 3200 "$@" >"$out" 2>"$out.err" ||
         head -5 "$out.err" >&2

@@ -245,6 +245,8 @@ impl KafkaSource {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("statistics.interval.ms", LAG_INTERVAL_MS.to_string())
+            // kafka.options, applied last, may set it otherwise.
+            .set("fetch.wait.max.ms", FETCH_WAIT_MAX_MS.to_string())
             // One strategy: a coordinator settles on the first member's choice.
             .set("partition.assignment.strategy", "range")
             .set("session.timeout.ms", config.session_timeout_ms.to_string())
@@ -805,6 +807,14 @@ impl Source for KafkaSource {
         }
     }
 }
+
+/// How long a consumer lets the broker hold a fetch that finds no data, in ms,
+/// unless `kafka.options` sets `fetch.wait.max.ms` (librdkafka's default is 500;
+/// Vector's Kafka source also asks for 100). A Kafka broker answers as soon as
+/// data is there, so this only paces an idle consumer's empty fetches; tansu 0.6
+/// sleeps part of it after every fetch, data or not (`service/fetch.rs`), so
+/// there it paces reading a backlog too.
+const FETCH_WAIT_MAX_MS: u32 = 100;
 
 /// The receive time carried by a message's header, if any.
 fn received_at(message: &BorrowedMessage<'_>) -> Option<i64> {
