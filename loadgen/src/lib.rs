@@ -172,7 +172,15 @@ impl LoadgenArgs {
             "--batch must be between 1 and {MAX_BATCH}"
         );
         match self.transport()? {
-            Transport::Http => {}
+            Transport::Http => {
+                let url = reqwest::Url::parse(&self.target)
+                    .with_context(|| format!("--target `{}` is not a URL", self.target))?;
+                ensure!(
+                    url.host_str().is_some_and(|host| !host.is_empty()),
+                    "--target `{}` names no host",
+                    self.target
+                );
+            }
             transport => {
                 host_port(transport, &self.target)?;
                 ensure!(!self.ndjson, "--ndjson only applies to --transport http");
@@ -382,6 +390,16 @@ mod tests {
             .expect_err("no scheme")
             .to_string();
         assert!(err.contains("must start with http://"), "{err}");
+        for hostless in ["http://", "https://:8080"] {
+            let err = parse(&["--target", hostless])
+                .validate()
+                .expect_err("no host")
+                .to_string();
+            assert!(
+                err.contains("names no host") || err.contains("not a URL"),
+                "{err}"
+            );
+        }
     }
 
     #[test]
