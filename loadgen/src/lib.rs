@@ -44,7 +44,7 @@ pub use transport::{grpc_tls, http_roots, Transport};
 
 use api::QueryClient;
 use generate::{Batch, Generator, CATEGORIES};
-use load::{deliver, run_load, Delivery, Plan};
+use load::{deliver, run_load, Delivery, Plan, Resending};
 use report::Report;
 use transport::{default_port, host_port, transport_parser, Sender};
 use truth::Truth;
@@ -331,7 +331,9 @@ async fn warm_up(
     for category in CATEGORIES {
         let batch = Batch::Sales(vec![generator.warmup_sale(category)]);
         let give_up_at = tokio::time::Instant::now() + timeout;
-        let result = deliver(sender, &batch, ndjson, give_up_at).await.result;
+        let result = deliver(sender, &batch, ndjson, give_up_at, &Resending::default())
+            .await
+            .result;
         match &result {
             Delivery::Accepted => truth.add_batch(&batch),
             Delivery::Failed { label, .. } => bail!(

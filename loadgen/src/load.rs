@@ -12,6 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -168,6 +169,26 @@ pub struct Delivered {
     pub retries: u64,
 }
 
+/// The batches waiting to be resent right now, and why the latest began to
+/// wait: what the progress line shows while nothing gets through (a target
+/// that refuses connections is retried until the grace period ends).
+#[derive(Debug, Default)]
+pub struct Resending {
+    waiting: AtomicUsize,
+    reason: Mutex<String>,
+}
+
+impl Resending {
+    /// How many batches wait to be resent, and the latest reason (`connect`,
+    /// `429`, …).
+    pub fn now(&self) -> (usize, String) {
+        (
+            self.waiting.load(Ordering::Relaxed),
+            lock(&self.reason).clone(),
+        )
+    }
+}
+
 /// Delivers one batch, resending what was not stored: after backpressure
 /// (429/503, RESOURCE_EXHAUSTED/UNAVAILABLE, `err busy`) or a connection that
 /// could not be made (a server restarting) until `give_up_at`, and after
@@ -179,11 +200,13 @@ pub struct Delivered {
 /// HTTP and gRPC batches are stored or refused whole, and are resent whole
 /// (the same bytes); over TCP every event is answered on its own, and only
 /// the events not yet stored and not refused are resent.
+/// While it waits to resend, the batch counts in `resending`.
 pub async fn deliver(
     sender: &Sender,
     batch: &Batch,
     ndjson: bool,
     give_up_at: Instant,
+    resending: &Resending,
 ) -> Delivered {
     let n = batch.len();
     let Ok(whole) = sender.encode(batch, ndjson) else {
@@ -273,7 +296,10 @@ pub async fn deliver(
             break;
         }
         retries += 1;
+        *lock(&resending.reason) = retry_label.clone();
+        resending.waiting.fetch_add(1, Ordering::Relaxed);
         sleep(wait).await;
+        resending.waiting.fetch_sub(1, Ordering::Relaxed);
         pending = retry;
     }
     let result = if stored.iter().all(|s| *s) {
@@ -325,6 +351,7 @@ pub struct LoadOutcome {
 struct Shared {
     stats: Mutex<Stats>,
     truth: Option<Mutex<Truth>>,
+    resending: Resending,
 }
 
 /// Runs the load described by `plan`. When `truth` is given, every accepted
@@ -339,6 +366,7 @@ pub async fn run_load(
     let shared = Arc::new(Shared {
         stats: Mutex::new(Stats::new()?),
         truth: truth.map(Mutex::new),
+        resending: Resending::default(),
     });
     let slots = plan.concurrency.max(1);
     let semaphore = Arc::new(Semaphore::new(slots));
@@ -441,7 +469,7 @@ async fn send_one(
     intended: Instant,
     give_up_at: Instant,
 ) {
-    let outcome = deliver(sender, &batch, ndjson, give_up_at).await;
+    let outcome = deliver(sender, &batch, ndjson, give_up_at, &shared.resending).await;
     let latency = intended.elapsed();
     if let Some(truth) = &shared.truth {
         match &outcome.result {
@@ -474,6 +502,12 @@ async fn progress(shared: Arc<Shared>, start: Instant) {
             let p99 = (!s.latency.is_empty()).then(|| s.latency.value_at_quantile(0.99));
             (s.events, p99, s.error_count(), s.retries)
         };
+        let (waiting, reason) = shared.resending.now();
+        let resending = if waiting > 0 {
+            format!("  resending {waiting} batches ({reason})")
+        } else {
+            String::new()
+        };
         let dt = (now - last_at).as_secs_f64().max(1e-9);
         let rate = (events - last_events) as f64 / dt;
         (last_events, last_at) = (events, now);
@@ -482,7 +516,7 @@ async fn progress(shared: Arc<Shared>, start: Instant) {
             |us| format!("{:.3} ms", us as f64 / 1000.0),
         );
         eprintln!(
-            "[{:6.1}s] events {events}  {rate:.0} ev/s  p99 {p99}  errors {errors}  retries {retries}",
+            "[{:6.1}s] events {events}  {rate:.0} ev/s  p99 {p99}  errors {errors}  retries {retries}{resending}",
             (now - start).as_secs_f64()
         );
     }
@@ -539,13 +573,40 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refused_connection_shows_as_a_batch_waiting_to_resend() {
+        // A port nobody listens on.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let target = format!("http://{}", listener.local_addr().expect("addr"));
+        drop(listener);
+        let sender = Sender::new(Transport::Http, &target, 1, None).expect("sender");
+        let batch = Generator::new(1, "r").next_batch(KindMix::Sales, 1);
+        let resending = Arc::new(Resending::default());
+        let give_up_at = Instant::now() + Duration::from_millis(600);
+        let watched = resending.clone();
+        let delivery =
+            tokio::spawn(
+                async move { deliver(&sender, &batch, false, give_up_at, &watched).await },
+            );
+        let mut seen = (0, String::new());
+        while !delivery.is_finished() && seen.0 == 0 {
+            seen = resending.now();
+            sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(seen, (1, "connect".to_string()), "seen while it waited");
+        let outcome = delivery.await.expect("delivery");
+        assert!(outcome.retries > 0);
+        assert!(matches!(outcome.result, Delivery::Failed { .. }));
+        assert_eq!(resending.now().0, 0, "none waits once it gave up");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn tcp_batches_resend_only_what_was_not_stored() {
         let (target, log) = fake_tcp().await;
         let sender = Sender::new(Transport::Tcp, &target, 2, None).expect("sender");
         let mut generator = Generator::new(1, "n");
         let batch = generator.next_batch(KindMix::Sales, 10); // n-s0 ..= n-s9
         let far = Instant::now() + Duration::from_secs(5);
-        let outcome = deliver(&sender, &batch, false, far).await;
+        let outcome = deliver(&sender, &batch, false, far, &Resending::default()).await;
         assert_eq!(outcome.retries, 1, "one resend of the busy events");
         assert_eq!(
             outcome.result,
